@@ -1,0 +1,30 @@
+//! h02: placeholder until the decoder lands.
+
+use bytes::BytesMut;
+
+use crate::{FrameError, Item, Protocol, Session, SessionOptions};
+
+/// Per-connection h02 decoding state.
+#[derive(Debug)]
+pub struct H02Session {}
+
+impl H02Session {
+    /// A session with the listener's options.
+    pub fn new(_options: &SessionOptions) -> Self {
+        H02Session {}
+    }
+}
+
+impl Session for H02Session {
+    fn protocol(&self) -> Protocol {
+        Protocol::H02
+    }
+
+    fn decode(&mut self, _buf: &mut BytesMut) -> Result<Option<Item>, FrameError> {
+        Ok(None)
+    }
+
+    fn device_id(&self) -> Option<&str> {
+        None
+    }
+}

@@ -1,0 +1,3 @@
+//! ewall: real-time GPS electronic-fence monitoring.
+
+pub mod model;

@@ -1,0 +1,464 @@
+//! The plain data types the pipeline stages share: what a fix, a zone, a person and an alert
+//! are. `ingest/`, `fence/` and `store/` never import one another; they meet here.
+//!
+//! Nothing in this file does I/O or keeps state; it only names things and converts between
+//! their wire names and Rust values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use ewall_protocol::{Alarm, PositionSource};
+
+/// Identifies a supervised person.
+pub type PersonId = Uuid;
+/// Identifies a zone.
+pub type ZoneId = Uuid;
+/// Identifies an alert (its `seq` orders alerts; the id names one).
+pub type AlertId = Uuid;
+
+/// A new time-ordered identifier.
+pub fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// One position of one device, attributed to the person wearing it, as it flows from ingest
+/// through the fence engine into the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fix {
+    /// Device identifier (IMEI, terminal number, app id) as registered.
+    pub device_id: String,
+    /// The person the device is bound to.
+    pub person_id: PersonId,
+    /// Fix time, UTC.
+    pub time: DateTime<Utc>,
+    /// When the server received it, UTC.
+    pub received_at: DateTime<Utc>,
+    /// WGS-84 latitude in degrees.
+    pub lat: f64,
+    /// WGS-84 longitude in degrees.
+    pub lon: f64,
+    /// Whether the device marked the fix valid; invalid fixes are stored but never fenced.
+    pub valid: bool,
+    /// Accuracy radius in metres as the device stated it, if it did.
+    pub accuracy_m: Option<f64>,
+    /// Speed in km/h.
+    pub speed_kmh: Option<f64>,
+    /// Course in degrees.
+    pub course: Option<f64>,
+    /// Altitude in metres.
+    pub altitude_m: Option<f64>,
+    /// Satellites used.
+    pub satellites: Option<u8>,
+    /// Horizontal dilution of precision.
+    pub hdop: Option<f64>,
+    /// GPS, cell towers or Wi-Fi.
+    pub source: PositionSource,
+    /// Battery charge, percent.
+    pub battery_pct: Option<u8>,
+    /// The device marked it as re-sent from its backlog.
+    pub archived: bool,
+    /// The frame's checksum or length field did not match (accepted leniently).
+    pub integrity_mismatch: bool,
+    /// Protocol it arrived on (`gt06`, `jt808`, ...).
+    pub protocol: String,
+}
+
+/// A zone as the fence engine sees it: WGS-84 geometry plus what it means to be in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zone {
+    /// Zone id.
+    pub id: ZoneId,
+    /// Human name ("home", "Jiahe county").
+    pub name: String,
+    /// Must stay inside, or must keep out.
+    pub kind: ZoneKind,
+    /// The geometry, in WGS-84.
+    pub shape: ZoneShape,
+}
+
+/// Whether a zone must be stayed in or kept out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneKind {
+    /// The person must stay inside (home, town, county).
+    Inclusion,
+    /// The person must keep out (a victim's street, a school, an airport).
+    Exclusion,
+}
+
+impl ZoneKind {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ZoneKind::Inclusion => "inclusion",
+            ZoneKind::Exclusion => "exclusion",
+        }
+    }
+}
+
+impl FromStr for ZoneKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "inclusion" => Ok(ZoneKind::Inclusion),
+            "exclusion" => Ok(ZoneKind::Exclusion),
+            other => Err(format!(
+                "unknown zone kind {other:?}; expected \"inclusion\" or \"exclusion\""
+            )),
+        }
+    }
+}
+
+/// Zone geometry, always WGS-84 longitude/latitude degrees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ZoneShape {
+    /// One or more polygons, holes respected.
+    Area(geo::MultiPolygon<f64>),
+    /// A circle around a point.
+    Circle {
+        /// Centre.
+        center: geo::Point<f64>,
+        /// Radius in metres.
+        radius_m: f64,
+    },
+}
+
+/// The datum a zone was drawn in. Zones are stored converted to WGS-84; this records the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Crs {
+    /// WGS-84, what GPS reports.
+    #[default]
+    Wgs84,
+    /// GCJ-02, the offset datum of maps published in China.
+    Gcj02,
+    /// BD-09, Baidu's further offset of GCJ-02.
+    Bd09,
+}
+
+impl Crs {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Crs::Wgs84 => "wgs84",
+            Crs::Gcj02 => "gcj02",
+            Crs::Bd09 => "bd09",
+        }
+    }
+}
+
+impl FromStr for Crs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "wgs84" | "wgs-84" | "epsg:4326" => Ok(Crs::Wgs84),
+            "gcj02" | "gcj-02" => Ok(Crs::Gcj02),
+            "bd09" | "bd-09" => Ok(Crs::Bd09),
+            other => Err(format!(
+                "unknown crs {other:?}; expected \"wgs84\", \"gcj02\" or \"bd09\""
+            )),
+        }
+    }
+}
+
+/// How closely a person is supervised; sets reporting expectations and alert severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisionLevel {
+    /// Closest supervision.
+    Strict,
+    /// The usual case.
+    #[default]
+    Normal,
+    /// Light supervision.
+    Lenient,
+}
+
+impl SupervisionLevel {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SupervisionLevel::Strict => "strict",
+            SupervisionLevel::Normal => "normal",
+            SupervisionLevel::Lenient => "lenient",
+        }
+    }
+}
+
+impl FromStr for SupervisionLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "strict" => Ok(SupervisionLevel::Strict),
+            "normal" => Ok(SupervisionLevel::Normal),
+            "lenient" => Ok(SupervisionLevel::Lenient),
+            other => Err(format!(
+                "unknown level {other:?}; expected \"strict\", \"normal\" or \"lenient\""
+            )),
+        }
+    }
+}
+
+/// A supervised person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Person {
+    /// Person id.
+    pub id: PersonId,
+    /// Name as the supervising authority records it.
+    pub name: String,
+    /// Supervision level.
+    pub level: SupervisionLevel,
+    /// IANA time zone schedules are read in (e.g. `Asia/Shanghai`).
+    pub timezone: String,
+    /// When the record was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A tracker bound to a person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// IMEI or other device identifier, exactly as the device sends it.
+    pub imei: String,
+    /// The person wearing it.
+    pub person_id: PersonId,
+    /// When the binding was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// Left an inclusion zone.
+    ZoneExit,
+    /// Entered an exclusion zone.
+    ZoneEnter,
+    /// Outside the curfew zone during its schedule.
+    Curfew,
+    /// No message within the offline deadline.
+    Offline,
+    /// Emergency button.
+    Sos,
+    /// Device tampered with or taken off.
+    Tamper,
+    /// Battery low.
+    LowBattery,
+    /// Not back when a leave permit ended.
+    LeaveOverdue,
+    /// A position jump no one could travel.
+    ImplausibleJump,
+    /// Two devices of one person far apart.
+    DeviceSeparation,
+    /// Back in compliance after a breach.
+    Returned,
+}
+
+impl AlertKind {
+    /// Every kind, for metrics.
+    pub const ALL: [AlertKind; 11] = [
+        AlertKind::ZoneExit,
+        AlertKind::ZoneEnter,
+        AlertKind::Curfew,
+        AlertKind::Offline,
+        AlertKind::Sos,
+        AlertKind::Tamper,
+        AlertKind::LowBattery,
+        AlertKind::LeaveOverdue,
+        AlertKind::ImplausibleJump,
+        AlertKind::DeviceSeparation,
+        AlertKind::Returned,
+    ];
+
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertKind::ZoneExit => "zone_exit",
+            AlertKind::ZoneEnter => "zone_enter",
+            AlertKind::Curfew => "curfew",
+            AlertKind::Offline => "offline",
+            AlertKind::Sos => "sos",
+            AlertKind::Tamper => "tamper",
+            AlertKind::LowBattery => "low_battery",
+            AlertKind::LeaveOverdue => "leave_overdue",
+            AlertKind::ImplausibleJump => "implausible_jump",
+            AlertKind::DeviceSeparation => "device_separation",
+            AlertKind::Returned => "returned",
+        }
+    }
+
+    /// The alert a device alarm becomes, if the monitoring centre needs one.
+    pub fn from_alarm(alarm: Alarm) -> Option<AlertKind> {
+        match alarm {
+            Alarm::Sos => Some(AlertKind::Sos),
+            Alarm::Tamper | Alarm::Removal => Some(AlertKind::Tamper),
+            Alarm::LowBattery => Some(AlertKind::LowBattery),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for AlertKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AlertKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown alert kind {s:?}"))
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgently an operator must look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record (a return to compliance).
+    Info,
+    /// Look during the shift.
+    Low,
+    /// Look soon.
+    Medium,
+    /// Look now.
+    High,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Severity of an alert of `kind` for a person supervised at `level`.
+    pub fn of(kind: AlertKind, level: SupervisionLevel) -> Severity {
+        use SupervisionLevel::*;
+        match (kind, level) {
+            (AlertKind::Returned, _) => Severity::Info,
+            (AlertKind::Sos, _) => Severity::Critical,
+            (AlertKind::LowBattery, Strict) => Severity::Medium,
+            (AlertKind::LowBattery, _) => Severity::Low,
+            (_, Strict) => Severity::Critical,
+            (_, Normal) => Severity::High,
+            (_, Lenient) => Severity::Medium,
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown severity {s:?}"))
+    }
+}
+
+/// Where an alert stands in the operator's workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Nobody has looked yet.
+    Open,
+    /// An operator has seen it.
+    Acknowledged,
+    /// Dealt with.
+    Resolved,
+}
+
+impl AlertState {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertState::Open => "open",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+impl FromStr for AlertState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(AlertState::Open),
+            "acknowledged" => Ok(AlertState::Acknowledged),
+            "resolved" => Ok(AlertState::Resolved),
+            other => Err(format!("unknown alert state {other:?}")),
+        }
+    }
+}
+
+/// Where the person was when an alert was raised.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AlertPosition {
+    /// WGS-84 latitude.
+    pub lat: f64,
+    /// WGS-84 longitude.
+    pub lon: f64,
+    /// Accuracy radius used for the decision, metres.
+    pub accuracy_m: Option<f64>,
+}
+
+/// An alert for the monitoring centre, as stored and as sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Alert id.
+    pub id: AlertId,
+    /// Position in the alert feed, strictly increasing; 0 until the store assigns it.
+    pub seq: i64,
+    /// What happened.
+    pub kind: AlertKind,
+    /// Who it concerns.
+    pub person_id: PersonId,
+    /// Which device reported it.
+    pub device_id: Option<String>,
+    /// The zone involved, for zone alerts.
+    pub zone_id: Option<ZoneId>,
+    /// How urgent.
+    pub severity: Severity,
+    /// Time of the fix that raised it, UTC.
+    pub time: DateTime<Utc>,
+    /// When ewall raised it, UTC.
+    pub raised_at: DateTime<Utc>,
+    /// Where the person was.
+    pub position: Option<AlertPosition>,
+    /// Workflow state.
+    pub state: AlertState,
+    /// Raised from a fix older than the newest already evaluated (a device's backlog).
+    pub late: bool,
+    /// Operator's note from the last acknowledge or resolve.
+    pub note: Option<String>,
+    /// When it was acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
