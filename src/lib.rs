@@ -1,3 +1,35 @@
-//! ewall: real-time GPS electronic-fence monitoring.
+//! ewall: real-time GPS electronic-fence monitoring for people under community supervision.
+//!
+//! Devices push positions; ewall checks every fix against the person's permitted and forbidden
+//! zones, raises alerts for the monitoring centre, and keeps every position for audit. The
+//! pipeline, in one paragraph: [`ingest`] listeners decode each device's frames with the
+//! sans-IO `ewall-protocol` crate and hand positions to the [`pipeline`], which routes them by
+//! person to a shard of the [`fence`] engine; the engine's transitions become alerts, and the
+//! [`store`] writer commits positions and alerts together in batches, after which the device is
+//! acknowledged. The [`api`] reads and changes the store and tells the [`registry`], so changes
+//! reach the hot path at once.
+//!
+//! # Layout
+//! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
+//! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
+//! - [`fence`]: zone parsing, the zone index and the per-person breach state machine.
+//! - [`pipeline`]: channels, shards and their order of shutdown.
+//! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
+//! - [`registry`]: in-memory devices, levels and the zone catalog.
+//! - [`api`]: the HTTP API, tokens and problem responses.
+//! - [`config`]: the configuration tree and its environment overrides.
+//! - [`server`]: `ewall serve`, start and ordered shutdown.
+//! - [`decode`]: `ewall decode`.
+//! - [`telemetry`]: Prometheus metrics.
 
+pub mod api;
+pub mod config;
+pub mod decode;
+pub mod fence;
+pub mod ingest;
 pub mod model;
+pub mod pipeline;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,235 @@
-fn main() {}
+//! The `ewall` command: parses flags, sets up logging, and calls into the library. Signals
+//! become a cancellation; everything else lives in the library where it can be tested.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use ewall::config::Config;
+use ewall::decode::{decode_frame, FrameInput};
+use ewall::store::Role;
+use ewall_protocol::Protocol;
+use tracing_subscriber::EnvFilter;
+
+/// Real-time GPS electronic-fence monitoring.
+#[derive(Debug, Parser)]
+#[command(name = "ewall", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service: device listeners, fence engine, store and HTTP API.
+    Serve(ConfigArg),
+    /// Decode one captured frame and print each message as a JSON line.
+    Decode {
+        /// Protocol: gt06, jt808, h02, watch or osmand.
+        #[arg(long)]
+        protocol: Protocol,
+        /// The frame is hex (binary protocols always take hex).
+        #[arg(long)]
+        hex: bool,
+        /// The frame: hex bytes, protocol text, an OsmAnd request target or JSON body.
+        frame: String,
+    },
+    /// Check points against zones in bulk and report the counts and the speed.
+    Fence {
+        /// A GeoJSON FeatureCollection of zones.
+        #[arg(long)]
+        zones: PathBuf,
+        /// A CSV file with `lon,lat` per line.
+        #[arg(long)]
+        points: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Create or upgrade the database schema.
+    Migrate(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (it is shown only once).
+    Create {
+        /// admin, operator or integration.
+        #[arg(long)]
+        role: String,
+        /// Who or what will hold the token.
+        #[arg(long)]
+        label: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (TOML); without it the embedded defaults apply.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::from_env(self.config.as_deref())?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => {
+            let config = config.load()?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Decode {
+            protocol,
+            hex,
+            frame,
+        } => decode(protocol, hex, &frame),
+        Command::Fence {
+            zones,
+            points,
+            threads,
+        } => fence(&zones, &points, threads),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    role,
+                    label,
+                    config,
+                },
+        } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let config = config.load()?;
+            runtime()?.block_on(async {
+                let store = ewall::store::open(&config.store_url())
+                    .await
+                    .with_context(|| format!("opening the store at {}", config.store_url()))?;
+                let (record, secret) = ewall::api::auth::create_token(store.as_ref(), role, label)
+                    .await
+                    .context("storing the token")?;
+                println!(
+                    "Created {} token {}. It is shown only this once:\n{secret}",
+                    record.role.as_str(),
+                    record.id
+                );
+                Ok(())
+            })
+        }
+        Command::Migrate(config) => {
+            let config = config.load()?;
+            runtime()?.block_on(async {
+                ewall::store::open(&config.store_url())
+                    .await
+                    .with_context(|| format!("migrating the store at {}", config.store_url()))?;
+                println!("Schema of {} is up to date.", config.store_url());
+                Ok(())
+            })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = ewall::server::start(config).await?;
+    // One machine-readable line on stdout with the bound addresses (useful with port 0).
+    let mut addresses = serde_json::Map::new();
+    addresses.insert("http".into(), running.http_addr.to_string().into());
+    for (name, addr) in &running.listeners {
+        addresses.insert((*name).into(), addr.to_string().into());
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "event": "listening", "addresses": addresses })
+    );
+    std::io::stdout().flush().ok();
+    let token = running.token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    running.stopped().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn decode(protocol: Protocol, hex: bool, frame: &str) -> anyhow::Result<()> {
+    let input = if hex {
+        FrameInput::Hex(frame)
+    } else {
+        FrameInput::Native(frame)
+    };
+    let output = decode_frame(protocol, input)?;
+    for warning in &output.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if output.lines.is_empty() {
+        bail!("the frame decoded to nothing");
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in output.lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+fn fence(zones: &std::path::Path, points: &std::path::Path, threads: usize) -> anyhow::Result<()> {
+    let report = ewall::fence::batch::run_files(zones, points, threads)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}

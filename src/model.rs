@@ -462,3 +462,38 @@ pub struct Alert {
     /// When it was resolved.
     pub resolved_at: Option<DateTime<Utc>>,
 }
+
+/// Why positions handed to the pipeline were not committed; the device is then not
+/// acknowledged and will resend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("positions not committed: {0}")]
+pub struct CommitFailed(pub String);
+
+/// An alarm a device raised itself (SOS button, strap cut, battery low).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceAlarm {
+    /// Device that raised it.
+    pub device_id: String,
+    /// The person wearing the device.
+    pub person_id: PersonId,
+    /// What the device reported.
+    pub alarm: Alarm,
+    /// Time the device gave the alarm (its fix time, or receipt time without one).
+    pub time: DateTime<Utc>,
+    /// Where the device was, when the message carried a position.
+    pub position: Option<AlertPosition>,
+}
+
+/// What ingest hands to the pipeline for one frame or request: everything one device said,
+/// in order, with the notice ingest waits on before acknowledging the device.
+#[derive(Debug)]
+pub struct Submission {
+    /// The person the device belongs to; the pipeline routes on it.
+    pub person_id: PersonId,
+    /// Positions, in the device's order.
+    pub fixes: Vec<Fix>,
+    /// Alarms the device raised.
+    pub alarms: Vec<DeviceAlarm>,
+    /// Told once everything above is committed (or failed to be).
+    pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
+}

@@ -81,7 +81,7 @@ pub trait Session: Send {
 }
 
 /// Options a listener passes to each session it creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Reject frames whose checksum or length field is wrong instead of accepting and flagging
     /// them.
@@ -91,16 +91,6 @@ pub struct SessionOptions {
     /// Offset of device-local times from UTC, in minutes, when the device does not state one.
     /// `None` uses the protocol's convention (GMT+8 for JT/T 808, UTC for the others).
     pub device_utc_offset_minutes: Option<i32>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions {
-            strict_checksum: false,
-            max_frame_len: None,
-            device_utc_offset_minutes: None,
-        }
-    }
 }
 
 /// The protocols ewall speaks.

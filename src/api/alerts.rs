@@ -1,0 +1,135 @@
+//! `/api/v1/alerts`: the cursor feed (ascending `seq`, resumable with `after`), and the
+//! operator's acknowledge and resolve.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::problem::Problem;
+use super::{parse_id, AppState};
+use crate::model::{Alert, AlertState};
+use crate::store::{AlertQuery, Role};
+
+const HANDLERS: &[Role] = &[Role::Admin, Role::Operator];
+const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+/// Most alerts one page returns.
+const PAGE_MAX: u32 = 1000;
+
+/// Query of `GET /alerts`.
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    person_id: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// A page of the feed: `{"alerts": [...], "next": SEQ}`; pass `next` as `after` to resume.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    caller.require(READERS, "read alerts")?;
+    let Query(query) = query?;
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(Problem::bad_request("`after` must be a seq of 0 or more"));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > PAGE_MAX {
+        return Err(Problem::bad_request(format!(
+            "`limit` must be between 1 and {PAGE_MAX}"
+        )));
+    }
+    let person_id = query
+        .person_id
+        .as_deref()
+        .map(|p| {
+            p.parse()
+                .map_err(|_| Problem::bad_request(format!("person_id {p:?} is not a person id")))
+        })
+        .transpose()?;
+    let alerts = state
+        .store
+        .alerts(AlertQuery {
+            after,
+            person_id,
+            limit,
+        })
+        .await?;
+    let next = alerts.last().map_or(after, |a| a.seq);
+    Ok(Json(json!({ "alerts": alerts, "next": next })))
+}
+
+/// One alert.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Alert>, Problem> {
+    caller.require(READERS, "read alerts")?;
+    let id = parse_id("alert", &id)?;
+    Ok(Json(state.store.alert(id).await?))
+}
+
+/// Body of ack and resolve: an optional operator note.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn transition(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    body: Bytes,
+    to: AlertState,
+    action: &str,
+) -> Result<Json<Alert>, Problem> {
+    caller.require(HANDLERS, action)?;
+    let id = parse_id("alert", &id)?;
+    // The body is optional: an empty one means no note.
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<NoteBody>(&body)
+            .map_err(|e| Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}")))?
+            .note
+    };
+    if note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
+        return Err(Problem::unprocessable("note must be at most 4000 characters"));
+    }
+    Ok(Json(
+        state.store.set_alert_state(id, to, note, Utc::now()).await?,
+    ))
+}
+
+/// Acknowledges an alert: an operator has seen it.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Alert>, Problem> {
+    transition(state, caller, id, body, AlertState::Acknowledged, "acknowledge alerts").await
+}
+
+/// Resolves an alert: it has been dealt with.
+pub async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Alert>, Problem> {
+    transition(state, caller, id, body, AlertState::Resolved, "resolve alerts").await
+}

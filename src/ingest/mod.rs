@@ -1,0 +1,356 @@
+//! Ingest: the pipeline's sources. One listener per configured protocol takes device
+//! connections (TCP) or requests (OsmAnd over HTTP), decodes them with the protocol crate,
+//! refuses devices that are not registered, and hands each frame's positions and alarms to the
+//! pipeline as one [`Submission`]. The device's acknowledgement is written only after the
+//! pipeline reports the positions committed.
+//!
+//! A bad frame is counted and skipped; a corrupt stream closes only its own connection. Ingest
+//! never touches the fence engine or the store directly.
+
+pub mod codec;
+pub mod http;
+pub mod tcp;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ewall_protocol::{Decoded, Message, Protocol, SessionOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::model::{AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission};
+use crate::registry::Registry;
+use crate::telemetry::Metrics;
+
+/// One `[listeners.<protocol>]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Whether to open this listener at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Reject frames with a wrong checksum or length field instead of accepting and flagging
+    /// them.
+    #[serde(default)]
+    pub strict_checksum: bool,
+    /// Close a connection after this long without a frame.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once on this listener; more are closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest frame accepted, bytes; unset uses the protocol's maximum.
+    #[serde(default)]
+    pub max_frame_len: Option<usize>,
+    /// Offset of the devices' clocks from UTC, `+08:00` style, when the protocol does not say;
+    /// unset uses the protocol's convention (GMT+8 for JT/T 808, UTC otherwise).
+    #[serde(default)]
+    pub device_utc_offset: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+impl ListenerConfig {
+    fn on(port: u16) -> Self {
+        ListenerConfig {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], port)),
+            strict_checksum: false,
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_frame_len: None,
+            device_utc_offset: None,
+        }
+    }
+
+    /// Checks the values; an error names the key (relative to the section) and the problem.
+    ///
+    /// # Errors
+    /// `(key, problem)` for the first bad value.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.idle_timeout.is_zero() {
+            return Err(("idle_timeout", "must be longer than zero".into()));
+        }
+        if self.max_frame_len == Some(0) {
+            return Err(("max_frame_len", "must be at least 1".into()));
+        }
+        self.utc_offset_minutes()
+            .map(|_| ())
+            .map_err(|e| ("device_utc_offset", e))
+    }
+
+    /// The configured device clock offset in minutes.
+    ///
+    /// # Errors
+    /// A message when the value is not `±HH:MM`.
+    pub fn utc_offset_minutes(&self) -> Result<Option<i32>, String> {
+        let Some(text) = &self.device_utc_offset else {
+            return Ok(None);
+        };
+        let bad = || format!("{text:?} is not an offset like \"+08:00\" or \"-03:30\"");
+        let (sign, rest) = match text.as_bytes().first() {
+            Some(b'+') => (1, &text[1..]),
+            Some(b'-') => (-1, &text[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h > 14 || m > 59 {
+            return Err(bad());
+        }
+        Ok(Some(sign * (h * 60 + m)))
+    }
+
+    /// Options for the sessions of this listener.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            strict_checksum: self.strict_checksum,
+            max_frame_len: self.max_frame_len,
+            device_utc_offset_minutes: self.utc_offset_minutes().ok().flatten(),
+        }
+    }
+}
+
+/// The `[listeners]` section: one listener per protocol, on the ports tracker servers
+/// conventionally use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// GT06 wristbands.
+    pub gt06: ListenerConfig,
+    /// JT/T 808 terminals.
+    pub jt808: ListenerConfig,
+    /// H02 trackers.
+    pub h02: ListenerConfig,
+    /// Smartwatches ("3G" protocol).
+    pub watch: ListenerConfig,
+    /// Phone apps over OsmAnd HTTP.
+    pub osmand: ListenerConfig,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            gt06: ListenerConfig::on(5023),
+            jt808: ListenerConfig::on(5015),
+            h02: ListenerConfig::on(5013),
+            watch: ListenerConfig::on(5093),
+            osmand: ListenerConfig::on(5055),
+        }
+    }
+}
+
+impl Listeners {
+    /// The section for `protocol`.
+    pub fn get(&self, protocol: Protocol) -> &ListenerConfig {
+        match protocol {
+            Protocol::Gt06 => &self.gt06,
+            Protocol::Jt808 => &self.jt808,
+            Protocol::H02 => &self.h02,
+            Protocol::Watch => &self.watch,
+            Protocol::Osmand => &self.osmand,
+        }
+    }
+}
+
+/// Most distinct unknown device ids remembered so each is logged at warn level only once.
+const UNKNOWN_DEVICES_REMEMBERED: usize = 10_000;
+
+/// What every listener shares: where to send work, who is registered, what to count.
+pub struct IngestContext {
+    /// Devices and persons.
+    pub registry: Arc<Registry>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The pipeline's entrance.
+    pub submissions: mpsc::Sender<Submission>,
+    unknown_logged: Mutex<HashSet<String>>,
+}
+
+/// Why ingest could not hand a frame over.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The pipeline is shutting down.
+    #[error("pipeline closed")]
+    Closed,
+    /// The store did not commit.
+    #[error(transparent)]
+    NotCommitted(#[from] CommitFailed),
+}
+
+impl IngestContext {
+    /// A context feeding `submissions`.
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        submissions: mpsc::Sender<Submission>,
+    ) -> Self {
+        IngestContext {
+            registry,
+            metrics,
+            submissions,
+            unknown_logged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The person a registered device belongs to; counts and logs (once per id) a refusal.
+    pub fn authorize(&self, protocol: Protocol, device_id: &str, peer: &str) -> Option<PersonId> {
+        if let Some(person) = self.registry.person_of(device_id) {
+            return Some(person);
+        }
+        self.metrics
+            .connections_refused
+            .with_label_values(&[protocol.name(), "unknown_device"])
+            .inc();
+        let first_time = {
+            let mut seen = self
+                .unknown_logged
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if seen.len() >= UNKNOWN_DEVICES_REMEMBERED {
+                seen.clear();
+            }
+            seen.insert(device_id.to_owned())
+        };
+        if first_time {
+            warn!(protocol = protocol.name(), device = device_id, peer, "Unregistered device refused; register it with POST /api/v1/devices.");
+        } else {
+            debug!(protocol = protocol.name(), device = device_id, peer, "Unregistered device refused again.");
+        }
+        None
+    }
+
+    /// Counts a decoded frame.
+    pub fn count_frame(&self, protocol: Protocol, decoded: &Decoded) {
+        self.metrics
+            .frames_decoded
+            .with_label_values(&[protocol.name()])
+            .inc();
+        if decoded.integrity.is_mismatch() {
+            self.metrics
+                .frames_integrity_mismatch
+                .with_label_values(&[protocol.name()])
+                .inc();
+        }
+    }
+
+    /// Counts a rejected frame.
+    pub fn count_rejected(&self, protocol: Protocol, reason: &'static str) {
+        self.metrics
+            .frames_rejected
+            .with_label_values(&[protocol.name(), reason])
+            .inc();
+    }
+
+    /// Hands what a frame carried to the pipeline and waits until it is committed. Frames with
+    /// neither positions nor alarms return at once.
+    ///
+    /// # Errors
+    /// [`SubmitError`] when the pipeline is closed or the store failed; the device must not be
+    /// acknowledged then.
+    pub async fn submit(
+        &self,
+        protocol: Protocol,
+        device_id: &str,
+        person_id: PersonId,
+        decoded: &Decoded,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), SubmitError> {
+        let (fixes, alarms) = convert(
+            protocol,
+            device_id,
+            person_id,
+            &decoded.messages,
+            decoded.integrity.is_mismatch(),
+            received_at,
+        );
+        if fixes.is_empty() && alarms.is_empty() {
+            return Ok(());
+        }
+        self.metrics
+            .fixes_received
+            .with_label_values(&[protocol.name()])
+            .inc_by(fixes.len() as u64);
+        let (done, committed) = oneshot::channel();
+        self.submissions
+            .send(Submission {
+                person_id,
+                fixes,
+                alarms,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| SubmitError::Closed)?;
+        committed.await.map_err(|_| SubmitError::Closed)??;
+        Ok(())
+    }
+}
+
+/// Turns decoded messages into the pipeline's fixes and device alarms.
+pub fn convert(
+    protocol: Protocol,
+    device_id: &str,
+    person_id: PersonId,
+    messages: &[Message],
+    integrity_mismatch: bool,
+    received_at: DateTime<Utc>,
+) -> (Vec<Fix>, Vec<DeviceAlarm>) {
+    let mut fixes = Vec::new();
+    let mut alarms = Vec::new();
+    for message in messages {
+        let position = message.position.as_ref().map(|p| Fix {
+            device_id: device_id.to_owned(),
+            person_id,
+            time: p.time,
+            received_at,
+            lat: p.lat,
+            lon: p.lon,
+            valid: p.valid,
+            accuracy_m: p.accuracy_m,
+            speed_kmh: p.speed_kmh,
+            course: p.course,
+            altitude_m: p.altitude_m,
+            satellites: p.satellites,
+            hdop: p.hdop,
+            source: p.source,
+            battery_pct: message.status.battery_pct,
+            archived: p.archived,
+            integrity_mismatch,
+            protocol: protocol.name().to_owned(),
+        });
+        for alarm in &message.alarms {
+            alarms.push(DeviceAlarm {
+                device_id: device_id.to_owned(),
+                person_id,
+                alarm: *alarm,
+                time: position.as_ref().map_or(received_at, |f| f.time),
+                position: position.as_ref().filter(|f| f.valid).map(|f| AlertPosition {
+                    lat: f.lat,
+                    lon: f.lon,
+                    accuracy_m: f.accuracy_m,
+                }),
+            });
+        }
+        fixes.extend(position);
+    }
+    (fixes, alarms)
+}

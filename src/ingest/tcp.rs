@@ -1,0 +1,260 @@
+//! TCP ingest: the accept loop of one protocol's listener and the task that serves each device
+//! connection.
+//!
+//! A connection reads frames through [`SessionCodec`], one at a time and in order, so a device's
+//! fixes reach the pipeline in the order it sent them. For each frame it checks the device is
+//! registered, hands positions and alarms to the pipeline, waits for the commit, and only then
+//! writes the reply the protocol expects. Bad frames are counted and skipped; a corrupt stream,
+//! an idle timeout or an unregistered device closes that connection alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ewall_protocol::{Item, MessageKind, Protocol};
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, trace, warn, Instrument};
+
+use super::codec::{CodecError, SessionCodec};
+use super::{IngestContext, ListenerConfig, SubmitError};
+
+/// Longest a reply write may take; a peer that does not read is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound TCP listener for one stream protocol.
+pub struct TcpIngest {
+    protocol: Protocol,
+    config: ListenerConfig,
+    listener: TcpListener,
+    context: Arc<IngestContext>,
+}
+
+impl TcpIngest {
+    /// Binds the listener's address.
+    ///
+    /// # Errors
+    /// The bind error, e.g. the port is taken.
+    pub async fn bind(
+        protocol: Protocol,
+        config: ListenerConfig,
+        context: Arc<IngestContext>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(TcpIngest {
+            protocol,
+            config,
+            listener,
+            context,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `token` is cancelled; connection tasks are spawned on
+    /// `tracker` and finish the frame in hand before they stop.
+    pub async fn run(self, token: CancellationToken, tracker: TaskTracker) {
+        let protocol = self.protocol;
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        info!(protocol = protocol.name(), listen = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "Listening for devices.");
+        loop {
+            let accepted = tokio::select! {
+                _ = token.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(protocol = protocol.name(), error = %e, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                self.context
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&[protocol.name(), "connection_cap"])
+                    .inc();
+                debug!(protocol = protocol.name(), %peer, "Connection cap reached; closing.");
+                drop(stream);
+                continue;
+            };
+            let Some(session) = protocol.session(&self.config.session_options()) else {
+                break;
+            };
+            let connection = Connection {
+                protocol,
+                peer,
+                idle_timeout: self.config.idle_timeout,
+                context: self.context.clone(),
+                token: token.clone(),
+            };
+            let span = info_span!(
+                "connection",
+                protocol = protocol.name(),
+                %peer,
+                device = tracing::field::Empty
+            );
+            tracker.spawn(
+                async move {
+                    connection.serve(stream, session).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+        info!(protocol = protocol.name(), "Listener stopped.");
+    }
+}
+
+/// One device connection.
+struct Connection {
+    protocol: Protocol,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    context: Arc<IngestContext>,
+    token: CancellationToken,
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum CloseReason {
+    #[error("peer closed the connection")]
+    ByPeer,
+    #[error("no frame for {0:?}")]
+    Idle(Duration),
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("device {0} is not registered")]
+    UnknownDevice(String),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("reply not written within {0:?}")]
+    WriteTimeout(Duration),
+    #[error("pipeline closed")]
+    PipelineClosed,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, session: Box<dyn ewall_protocol::Session>) {
+        let gauge = self
+            .context
+            .metrics
+            .connections_open
+            .with_label_values(&[self.protocol.name()]);
+        gauge.inc();
+        debug!("Device connected.");
+        let mut framed = Framed::new(stream, SessionCodec::new(session));
+        let closed = self.read_frames(&mut framed).await;
+        gauge.dec();
+        match closed {
+            CloseReason::ByPeer | CloseReason::Shutdown => debug!(reason = %closed, "Connection closed."),
+            CloseReason::Idle(_) => {
+                self.context
+                    .metrics
+                    .connections_refused
+                    .with_label_values(&[self.protocol.name(), "idle"])
+                    .inc();
+                debug!(reason = %closed, "Connection closed.");
+            }
+            CloseReason::UnknownDevice(_) => debug!(reason = %closed, "Connection closed."),
+            CloseReason::Codec(ref e) => {
+                let reason = match e {
+                    CodecError::Frame(_) => "oversize",
+                    CodecError::Io(_) => "io",
+                    CodecError::Unfinished(_) => "truncated",
+                };
+                if reason != "io" {
+                    self.context.count_rejected(self.protocol, reason);
+                }
+                warn!(reason = %closed, "Connection closed on a stream error.");
+            }
+            CloseReason::WriteTimeout(_) | CloseReason::PipelineClosed => {
+                warn!(reason = %closed, "Connection closed.")
+            }
+        }
+    }
+
+    async fn read_frames(&self, framed: &mut Framed<TcpStream, SessionCodec>) -> CloseReason {
+        loop {
+            let next = tokio::select! {
+                _ = self.token.cancelled() => return CloseReason::Shutdown,
+                next = tokio::time::timeout(self.idle_timeout, framed.next()) => next,
+            };
+            let item = match next {
+                Err(_) => return CloseReason::Idle(self.idle_timeout),
+                Ok(None) => return CloseReason::ByPeer,
+                Ok(Some(Err(e))) => return e.into(),
+                Ok(Some(Ok(item))) => item,
+            };
+            let decoded = match item {
+                Item::Rejected(e) => {
+                    self.context.count_rejected(self.protocol, e.reason_label());
+                    debug!(error = %e, "Frame rejected; skipped.");
+                    continue;
+                }
+                Item::Frame(decoded) => decoded,
+            };
+            let received_at = Utc::now();
+            self.context.count_frame(self.protocol, &decoded);
+            trace!(messages = decoded.messages.len(), "Frame decoded.");
+            let device_id = framed
+                .codec()
+                .device_id()
+                .map(str::to_owned)
+                .or_else(|| decoded.messages.iter().find_map(|m| m.device_id.clone()));
+            let Some(device_id) = device_id else {
+                // Nothing identifies the sender yet (a position before any login): it cannot be
+                // attributed, so it is neither stored nor acknowledged.
+                if decoded.messages.iter().any(|m| m.position.is_some()) {
+                    self.context.count_rejected(self.protocol, "no_identity");
+                    debug!("Position before the device identified itself; dropped.");
+                }
+                continue;
+            };
+            let Some(person) = self
+                .context
+                .authorize(self.protocol, &device_id, &self.peer.to_string())
+            else {
+                return CloseReason::UnknownDevice(device_id);
+            };
+            if decoded.messages.iter().any(|m| m.kind == MessageKind::Login) {
+                tracing::Span::current().record("device", device_id.as_str());
+                debug!(device = device_id.as_str(), "Device logged in.");
+            }
+            match self
+                .context
+                .submit(self.protocol, &device_id, person, &decoded, received_at)
+                .await
+            {
+                Ok(()) => {}
+                Err(SubmitError::Closed) => return CloseReason::PipelineClosed,
+                Err(SubmitError::NotCommitted(e)) => {
+                    // Not acknowledged: the device keeps the fix and sends it again.
+                    warn!(device = device_id.as_str(), error = %e, "Frame not committed; not acknowledged.");
+                    continue;
+                }
+            }
+            if let Some(reply) = decoded.reply {
+                match tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return e.into(),
+                    Err(_) => return CloseReason::WriteTimeout(WRITE_TIMEOUT),
+                }
+            }
+        }
+    }
+}

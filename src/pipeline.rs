@@ -1,0 +1,236 @@
+//! The pipeline: ingest → fence shards → store writer, joined by bounded channels.
+//!
+//! ```text
+//!  ingest ──Submission──► router ──► shard 0..N (FenceEngine) ──WriteRequest──► StoreWriter
+//!    ▲                                                                              │
+//!    └───────────────────────── commit notice (then the device is acked) ◄─────────┘
+//! ```
+//!
+//! The router sends each person's submissions to one shard (by a hash of the person id), so a
+//! person's fixes are checked in order by one engine that owns their state, while different
+//! persons are checked in parallel. Each shard turns zone transitions and device alarms into
+//! alerts and passes them, with the positions, to the writer, which commits both in one
+//! transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
+//! without limit.
+//!
+//! Stopping is done by closing channels: when every ingest sender is dropped the router ends,
+//! which closes the shards' inputs; each shard finishes what it holds and ends, which closes the
+//! writer's input; the writer commits its last batch and ends.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::fence::{FenceConfig, FenceEngine, Transition};
+use crate::model::{
+    new_id, Alert, AlertKind, AlertState, DeviceAlarm, PersonId, Severity, Submission,
+};
+use crate::registry::Registry;
+use crate::store::writer::{StoreWriter, WriteRequest};
+use crate::store::{Store, StoreConfig};
+use crate::telemetry::Metrics;
+
+/// A device alarm of the same kind from the same device within this window raises no new alert:
+/// an SOS button held down, or a low-battery flag on every report, is one event to an operator.
+const ALARM_REPEAT_WINDOW_SECS: i64 = 300;
+
+/// How many alerts a slow live subscriber may fall behind before it skips ahead (it can always
+/// resume from the cursor feed).
+const ALERT_BROADCAST_CAPACITY: usize = 1024;
+
+/// The settings the pipeline is built from.
+pub struct PipelineSettings {
+    /// Fence engine settings.
+    pub fence: FenceConfig,
+    /// Store writer settings.
+    pub store: StoreConfig,
+    /// Capacity of each channel.
+    pub channel_capacity: usize,
+    /// Number of fence shards.
+    pub shards: usize,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    /// Where ingest sends submissions. Dropping every clone starts the pipeline's shutdown.
+    pub submissions: mpsc::Sender<Submission>,
+    /// Alerts as they are committed.
+    pub alerts: broadcast::Sender<Alert>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Spawns the router, the shards and the writer.
+    pub fn spawn(
+        settings: PipelineSettings,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Pipeline {
+        let capacity = settings.channel_capacity.max(1);
+        let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
+        let (writes_tx, writes_rx) = mpsc::channel(capacity);
+        let mut tasks = Vec::new();
+        let writer = StoreWriter::new(store, settings.store, metrics.clone(), alerts.clone());
+        tasks.push(tokio::spawn(writer.run(writes_rx)));
+        let mut shard_inputs = Vec::new();
+        for index in 0..settings.shards.max(1) {
+            let (tx, rx) = mpsc::channel(capacity);
+            shard_inputs.push(tx);
+            let shard = Shard {
+                index,
+                engine: FenceEngine::new(settings.fence.clone()),
+                registry: registry.clone(),
+                metrics: metrics.clone(),
+                recent_alarms: HashMap::new(),
+            };
+            tasks.push(tokio::spawn(shard.run(rx, writes_tx.clone())));
+        }
+        drop(writes_tx);
+        let (submissions, rx) = mpsc::channel(capacity);
+        tasks.push(tokio::spawn(route(rx, shard_inputs)));
+        Pipeline {
+            submissions,
+            alerts,
+            tasks,
+        }
+    }
+
+    /// Waits until every stage has drained and stopped. Call after dropping every sender
+    /// returned by [`Pipeline::spawn`].
+    pub async fn join(self) {
+        drop(self.submissions);
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "Pipeline stage panicked.");
+            }
+        }
+    }
+}
+
+/// Which shard owns a person: stable for the life of the process.
+fn shard_of(person: PersonId, shards: usize) -> usize {
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(person);
+    (hash % shards as u64) as usize
+}
+
+async fn route(mut rx: mpsc::Receiver<Submission>, shards: Vec<mpsc::Sender<Submission>>) {
+    while let Some(submission) = rx.recv().await {
+        let shard = &shards[shard_of(submission.person_id, shards.len())];
+        if shard.send(submission).await.is_err() {
+            break;
+        }
+    }
+    debug!("Router drained; exiting.");
+}
+
+/// One fence shard: the engine state of the persons hashed to it.
+struct Shard {
+    index: usize,
+    engine: FenceEngine,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    /// Last alert time per (device, alert kind), for [`ALARM_REPEAT_WINDOW_SECS`].
+    recent_alarms: HashMap<(String, AlertKind), DateTime<Utc>>,
+}
+
+impl Shard {
+    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, writes: mpsc::Sender<WriteRequest>) {
+        while let Some(submission) = rx.recv().await {
+            let request = self.evaluate(submission);
+            if writes.send(request).await.is_err() {
+                break;
+            }
+        }
+        debug!(shard = self.index, "Fence shard drained; exiting.");
+    }
+
+    fn evaluate(&mut self, submission: Submission) -> WriteRequest {
+        let raised_at = Utc::now();
+        let level = self.registry.level_of(submission.person_id);
+        let catalog = self.registry.catalog();
+        let mut alerts = Vec::new();
+        for fix in &submission.fixes {
+            let started = Instant::now();
+            let transitions = self.engine.check(&catalog, fix);
+            self.metrics
+                .fence_check_seconds
+                .observe(started.elapsed().as_secs_f64());
+            alerts.extend(transitions.into_iter().map(|t| zone_alert(t, &fix.device_id, level, raised_at)));
+        }
+        for alarm in &submission.alarms {
+            if let Some(alert) = self.alarm_alert(alarm, level, raised_at) {
+                alerts.push(alert);
+            }
+        }
+        WriteRequest {
+            fixes: submission.fixes,
+            alerts,
+            done: submission.done,
+        }
+    }
+
+    fn alarm_alert(
+        &mut self,
+        alarm: &DeviceAlarm,
+        level: crate::model::SupervisionLevel,
+        raised_at: DateTime<Utc>,
+    ) -> Option<Alert> {
+        let kind = AlertKind::from_alarm(alarm.alarm)?;
+        let key = (alarm.device_id.clone(), kind);
+        if let Some(last) = self.recent_alarms.get(&key) {
+            if (alarm.time - *last).abs() < ChronoDuration::seconds(ALARM_REPEAT_WINDOW_SECS) {
+                return None;
+            }
+        }
+        self.recent_alarms.insert(key, alarm.time);
+        Some(Alert {
+            id: new_id(),
+            seq: 0,
+            kind,
+            person_id: alarm.person_id,
+            device_id: Some(alarm.device_id.clone()),
+            zone_id: None,
+            severity: Severity::of(kind, level),
+            time: alarm.time,
+            raised_at,
+            position: alarm.position,
+            state: AlertState::Open,
+            late: false,
+            note: None,
+            acknowledged_at: None,
+            resolved_at: None,
+        })
+    }
+}
+
+fn zone_alert(
+    t: Transition,
+    device_id: &str,
+    level: crate::model::SupervisionLevel,
+    raised_at: DateTime<Utc>,
+) -> Alert {
+    Alert {
+        id: new_id(),
+        seq: 0,
+        kind: t.kind,
+        person_id: t.person_id,
+        device_id: Some(device_id.to_owned()),
+        zone_id: Some(t.zone_id),
+        severity: Severity::of(t.kind, level),
+        time: t.time,
+        raised_at,
+        position: Some(t.position),
+        state: AlertState::Open,
+        late: t.late,
+        note: None,
+        acknowledged_at: None,
+        resolved_at: None,
+    }
+}

@@ -1,0 +1,175 @@
+//! The in-memory view of who is supervised and where: which person each device belongs to,
+//! each person's supervision level, and the zone catalog the fence engine checks against.
+//!
+//! It is loaded from the store at start and updated by the API after every change it commits,
+//! so a new device, zone or assignment takes effect on the next fix without a restart. Readers
+//! take a short lock and never hold it across an `.await`; the zone catalog is swapped whole as
+//! an `Arc`, so a fence check always sees one consistent version.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use geo::{Geometry, MultiPolygon};
+use thiserror::Error;
+
+use crate::fence::ZoneCatalog;
+use crate::model::{Person, PersonId, SupervisionLevel, Zone, ZoneId, ZoneShape};
+use crate::store::{Store, StoreError, ZoneRecord};
+
+/// Errors loading the registry.
+#[derive(Debug, Error)]
+pub enum RegistryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored zone's geometry could not be read.
+    #[error("zone {id}: {reason}")]
+    Zone {
+        /// Zone id.
+        id: ZoneId,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Devices, persons and zones as the hot path needs them.
+#[derive(Default)]
+pub struct Registry {
+    devices: RwLock<HashMap<String, PersonId>>,
+    levels: RwLock<HashMap<PersonId, SupervisionLevel>>,
+    catalog: RwLock<Arc<ZoneCatalog>>,
+    /// Parsed zones by id, so a reload only parses zones that are new.
+    zones: RwLock<HashMap<ZoneId, Zone>>,
+    /// Serialises reloads so the last one to finish reflects the latest store state.
+    reload: tokio::sync::Mutex<()>,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps half-updated (every write is a
+    // single insert, remove or swap), so a poisoned lock is still safe to use.
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Registry {
+    /// Loads everything from the store.
+    ///
+    /// # Errors
+    /// Store errors, or a stored zone that cannot be read.
+    pub async fn load(store: &dyn Store) -> Result<Self, RegistryError> {
+        let registry = Registry::default();
+        for person in store.persons().await? {
+            registry.person_saved(&person);
+        }
+        for device in store.devices().await? {
+            registry.device_bound(&device.imei, device.person_id);
+        }
+        registry.reload_zones(store).await?;
+        Ok(registry)
+    }
+
+    /// The person a device is bound to.
+    pub fn person_of(&self, device_id: &str) -> Option<PersonId> {
+        read(&self.devices).get(device_id).copied()
+    }
+
+    /// A person's supervision level (normal for a person not loaded).
+    pub fn level_of(&self, person: PersonId) -> SupervisionLevel {
+        read(&self.levels)
+            .get(&person)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The current zone catalog.
+    pub fn catalog(&self) -> Arc<ZoneCatalog> {
+        read(&self.catalog).clone()
+    }
+
+    /// Records a device binding.
+    pub fn device_bound(&self, imei: &str, person: PersonId) {
+        write(&self.devices).insert(imei.to_owned(), person);
+    }
+
+    /// Forgets a device binding.
+    pub fn device_unbound(&self, imei: &str) {
+        write(&self.devices).remove(imei);
+    }
+
+    /// Records a new or changed person.
+    pub fn person_saved(&self, person: &Person) {
+        write(&self.levels).insert(person.id, person.level);
+    }
+
+    /// Forgets a deleted person.
+    pub fn person_deleted(&self, person: PersonId) {
+        write(&self.levels).remove(&person);
+    }
+
+    /// Rebuilds the zone catalog from the store's zones and assignments and swaps it in.
+    ///
+    /// # Errors
+    /// Store errors, or a stored zone that cannot be read (the old catalog stays in force).
+    pub async fn reload_zones(&self, store: &dyn Store) -> Result<(), RegistryError> {
+        let _one_at_a_time = self.reload.lock().await;
+        let records = store.zones().await?;
+        let pairs = store.assignments().await?;
+        let mut parsed = HashMap::with_capacity(records.len());
+        {
+            let cache = read(&self.zones);
+            for record in &records {
+                let zone = match cache.get(&record.id) {
+                    Some(zone) => zone.clone(),
+                    None => zone_from_record(record)?,
+                };
+                parsed.insert(record.id, zone);
+            }
+        }
+        let mut assignments: HashMap<PersonId, Vec<ZoneId>> = HashMap::new();
+        for (person, zone) in pairs {
+            assignments.entry(person).or_default().push(zone);
+        }
+        let catalog = ZoneCatalog::build(parsed.values().cloned().collect(), assignments);
+        *write(&self.zones) = parsed;
+        *write(&self.catalog) = Arc::new(catalog);
+        Ok(())
+    }
+}
+
+/// Reads a stored zone's WGS-84 GeoJSON geometry back into a shape.
+///
+/// # Errors
+/// [`RegistryError::Zone`] when the text is not a Polygon, MultiPolygon or Point with radius.
+pub fn zone_from_record(record: &ZoneRecord) -> Result<Zone, RegistryError> {
+    let bad = |reason: String| RegistryError::Zone {
+        id: record.id,
+        reason,
+    };
+    let geometry: geojson::Geometry = record
+        .geometry
+        .parse()
+        .map_err(|e: geojson::Error| bad(e.to_string()))?;
+    let geometry: Geometry<f64> = geometry
+        .try_into()
+        .map_err(|e: geojson::Error| bad(e.to_string()))?;
+    let shape = match (geometry, record.radius_m) {
+        (Geometry::Point(center), Some(radius_m)) => ZoneShape::Circle { center, radius_m },
+        (Geometry::Polygon(p), None) => ZoneShape::Area(MultiPolygon::new(vec![p])),
+        (Geometry::MultiPolygon(mp), None) => ZoneShape::Area(mp),
+        (_, radius) => {
+            return Err(bad(format!(
+                "stored geometry (radius {radius:?}) is not a Polygon, a MultiPolygon or a \
+                 Point with a radius"
+            )))
+        }
+    };
+    Ok(Zone {
+        id: record.id,
+        name: record.name.clone(),
+        kind: record.kind,
+        shape,
+    })
+}

@@ -1,0 +1,217 @@
+//! `ewall serve`: opens the store, loads the registry, starts the pipeline, binds every
+//! listener and the API, and on shutdown stops them in the order that loses nothing.
+//!
+//! Shutdown order: stop accepting; let each connection finish the frame in hand (its fixes go
+//! through the pipeline and are committed, then acknowledged); close the pipeline's entrance so
+//! its stages drain one after another; the store writer commits the last batch; then the API
+//! stops. The whole sequence is capped by `shutdown_timeout`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ewall_protocol::Protocol;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::ingest::tcp::TcpIngest;
+use crate::ingest::{http as osmand_http, IngestContext};
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::registry::{Registry, RegistryError};
+use crate::store::{self, StoreError};
+use crate::telemetry::Metrics;
+
+/// Why the service could not start.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// Directory.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The registry could not be loaded.
+    #[error("cannot load devices and zones: {0}")]
+    Registry(#[from] RegistryError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        /// What the listener is for.
+        what: String,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started service.
+pub struct Running {
+    /// Where the API listens.
+    pub http_addr: SocketAddr,
+    /// Where each enabled device listener listens, by protocol name.
+    pub listeners: BTreeMap<&'static str, SocketAddr>,
+    /// Cancel to stop the service.
+    pub token: CancellationToken,
+    /// Shared metrics (for tests and embedding).
+    pub metrics: Arc<Metrics>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the shutdown sequence.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+
+    /// Waits until the service has stopped.
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            error!(error = %e, "Service task panicked.");
+        }
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+        what: what.to_owned(),
+        addr,
+        source,
+    })
+}
+
+/// Starts everything and returns once every listener is bound.
+///
+/// # Errors
+/// [`ServeError`] when the store, the registry or a listener cannot be set up.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = store::open(&config.store_url()).await?;
+    let registry = Arc::new(Registry::load(store.as_ref()).await?);
+    let metrics = Arc::new(Metrics::new());
+    let pipeline = Pipeline::spawn(
+        PipelineSettings {
+            fence: config.fence.clone(),
+            store: config.store.clone(),
+            channel_capacity: config.channel_capacity,
+            shards: config.fence.shards(),
+        },
+        store.clone(),
+        registry.clone(),
+        metrics.clone(),
+    );
+    let context = Arc::new(IngestContext::new(
+        registry.clone(),
+        metrics.clone(),
+        pipeline.submissions.clone(),
+    ));
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut listeners = BTreeMap::new();
+    let mut listener_tasks = Vec::new();
+    for protocol in Protocol::ALL {
+        let listener = config.listeners.get(protocol);
+        if !listener.enabled {
+            continue;
+        }
+        if protocol == Protocol::Osmand {
+            let socket = bind("osmand", listener.listen).await?;
+            listeners.insert(protocol.name(), local_addr(&socket, listener.listen));
+            let app = osmand_http::router(context.clone());
+            let stop = token.clone();
+            listener_tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(socket, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    error!(error = %e, "OsmAnd listener failed.");
+                }
+            }));
+            continue;
+        }
+        let ingest = TcpIngest::bind(protocol, listener.clone(), context.clone())
+            .await
+            .map_err(|source| ServeError::Bind {
+                what: protocol.name().to_owned(),
+                addr: listener.listen,
+                source,
+            })?;
+        listeners.insert(
+            protocol.name(),
+            ingest.local_addr().unwrap_or(listener.listen),
+        );
+        listener_tasks.push(tokio::spawn(ingest.run(token.clone(), tracker.clone())));
+    }
+    drop(context);
+    let api_socket = bind("the HTTP API", config.http.listen).await?;
+    let http_addr = local_addr(&api_socket, config.http.listen);
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        metrics: metrics.clone(),
+    };
+    let api_stop = CancellationToken::new();
+    let api_task = {
+        let stop = api_stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(api_socket, api::router(state))
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                error!(error = %e, "HTTP API failed.");
+            }
+        })
+    };
+    if store.token_count().await? == 0 {
+        warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin --config <your config file>`.");
+    }
+    info!(http = %http_addr, listeners = ?listeners, "ewall is running.");
+
+    let stop = token.clone();
+    let timeout = config.shutdown_timeout;
+    let task = tokio::spawn(async move {
+        stop.cancelled().await;
+        info!("Shutting down: no new connections; finishing frames in hand.");
+        let drain = async {
+            for task in listener_tasks {
+                let _ = task.await;
+            }
+            tracker.close();
+            tracker.wait().await;
+            pipeline.join().await;
+        };
+        if tokio::time::timeout(timeout, drain).await.is_err() {
+            error!(?timeout, "Shutdown timed out; work still in the pipeline may not be committed.");
+        } else {
+            info!("Pipeline drained; last batch committed.");
+        }
+        api_stop.cancel();
+        let _ = api_task.await;
+        info!("Stopped.");
+    });
+    Ok(Running {
+        http_addr,
+        listeners,
+        token,
+        metrics,
+        task,
+    })
+}
+
+fn local_addr(socket: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    socket.local_addr().unwrap_or(configured)
+}

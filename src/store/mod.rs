@@ -1,0 +1,287 @@
+//! Durable state: persons, devices, zones, assignments, positions, alerts and API tokens.
+//!
+//! [`Store`] is the one interface the rest of the service uses; [`sqlite::SqliteStore`] is the
+//! embedded default and other databases implement the same trait. Positions and the alerts they
+//! raised are written together by [`writer::StoreWriter`] in one transaction per batch (group
+//! commit); only after that commit are devices acknowledged.
+//!
+//! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
+//! turned into shapes by the fence module above it.
+
+pub mod sqlite;
+pub mod writer;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::{
+    Alert, AlertId, AlertState, Crs, Device, Fix, Person, PersonId, SupervisionLevel, ZoneId,
+    ZoneKind,
+};
+
+/// Errors of the store layer.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist.
+    #[error("{what} {id} not found")]
+    NotFound {
+        /// Kind of record.
+        what: &'static str,
+        /// Its identifier.
+        id: String,
+    },
+    /// The change conflicts with existing records (a duplicate IMEI, a zone still assigned).
+    #[error("{0}")]
+    Conflict(String),
+    /// The change refers to records that do not exist (an unknown person or zone id).
+    #[error("{0}")]
+    UnknownReference(String),
+    /// A stored value could not be read back (a corrupt row).
+    #[error("corrupt {what} row: {reason}")]
+    Corrupt {
+        /// Table.
+        what: &'static str,
+        /// What failed to parse.
+        reason: String,
+    },
+    /// The store URL is not one this build supports.
+    #[error("unsupported store url {0:?}; expected sqlite://PATH")]
+    UnsupportedUrl(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The `[store]` section: where data lives and how positions are batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Database URL; `sqlite://PATH`. Empty means `ewall.db` in the data directory.
+    pub url: String,
+    /// Most positions committed in one transaction.
+    pub batch_max: usize,
+    /// How long a forming batch waits for more work. Zero commits what is queued at once,
+    /// which gives the lowest latency; batches still grow under load because work queues up
+    /// while the previous commit runs.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
+    /// Attempts at one batch before its devices are told it failed (and so resend).
+    pub commit_attempts: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: String::new(),
+            batch_max: 1000,
+            batch_linger: Duration::ZERO,
+            commit_attempts: 5,
+        }
+    }
+}
+
+/// Fields of a new person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewPerson {
+    /// Name.
+    pub name: String,
+    /// Supervision level.
+    pub level: SupervisionLevel,
+    /// IANA time zone.
+    pub timezone: String,
+}
+
+/// Fields of a person to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersonPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New level.
+    pub level: Option<SupervisionLevel>,
+    /// New time zone.
+    pub timezone: Option<String>,
+}
+
+/// A zone as stored: geometry as WGS-84 GeoJSON text, converted from `source_crs` on entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZoneRecord {
+    /// Zone id.
+    pub id: ZoneId,
+    /// Name.
+    pub name: String,
+    /// Inclusion or exclusion.
+    pub kind: ZoneKind,
+    /// The datum the zone was drawn in.
+    pub source_crs: Crs,
+    /// Circle radius in metres, for circle zones (the geometry is then a Point).
+    pub radius_m: Option<f64>,
+    /// GeoJSON geometry object, WGS-84.
+    pub geometry: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// API roles, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, including tokens and deleting zones.
+    Admin,
+    /// The monitoring centre's day-to-day work.
+    Operator,
+    /// A machine consumer of the alert feed (the police entry-exit integration).
+    Integration,
+}
+
+impl Role {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Integration => "integration",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "integration" => Ok(Role::Integration),
+            other => Err(format!(
+                "unknown role {other:?}; expected admin, operator or integration"
+            )),
+        }
+    }
+}
+
+/// A stored API token (the secret itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Token id (not secret).
+    pub id: uuid::Uuid,
+    /// What the token may do.
+    pub role: Role,
+    /// Free text saying who holds it.
+    pub label: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertQuery {
+    /// Only alerts with `seq` greater than this.
+    pub after: i64,
+    /// Only this person's alerts.
+    pub person_id: Option<PersonId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The service's durable state.
+///
+/// Every method is one short transaction; implementations are cheap to clone and share.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Brings the schema up to date.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Creates a person.
+    async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError>;
+    /// One person.
+    async fn person(&self, id: PersonId) -> Result<Person, StoreError>;
+    /// All persons, oldest first.
+    async fn persons(&self) -> Result<Vec<Person>, StoreError>;
+    /// Changes a person's fields.
+    async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError>;
+    /// Deletes a person with no devices bound; their positions and alerts stay for audit.
+    async fn delete_person(&self, id: PersonId) -> Result<(), StoreError>;
+
+    /// Binds a device to a person.
+    async fn create_device(&self, imei: &str, person_id: PersonId) -> Result<Device, StoreError>;
+    /// One device.
+    async fn device(&self, imei: &str) -> Result<Device, StoreError>;
+    /// All devices.
+    async fn devices(&self) -> Result<Vec<Device>, StoreError>;
+    /// Unbinds a device.
+    async fn delete_device(&self, imei: &str) -> Result<(), StoreError>;
+
+    /// Stores a zone.
+    async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError>;
+    /// One zone.
+    async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError>;
+    /// All zones.
+    async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError>;
+    /// Deletes a zone that no person is assigned.
+    async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError>;
+
+    /// Replaces the set of zones assigned to a person.
+    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId])
+        -> Result<(), StoreError>;
+    /// Zones assigned to a person.
+    async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError>;
+    /// Every assignment, as (person, zone) pairs.
+    async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError>;
+
+    /// Writes positions and the alerts they raised in one transaction, assigning each alert its
+    /// `seq`. Returns the alerts as stored.
+    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError>;
+    /// A person's positions with fix time in `[from, to]`, oldest first, at most `limit`.
+    async fn track(
+        &self,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError>;
+
+    /// Alerts in ascending `seq`.
+    async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError>;
+    /// One alert.
+    async fn alert(&self, id: AlertId) -> Result<Alert, StoreError>;
+    /// Moves an alert to `state` with an operator's note.
+    async fn set_alert_state(
+        &self,
+        id: AlertId,
+        state: AlertState,
+        note: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Alert, StoreError>;
+
+    /// Stores a token's hash.
+    async fn create_token(
+        &self,
+        record: &TokenRecord,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError>;
+    /// The token whose secret hashes to `secret_sha256`, if any.
+    async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// How many tokens exist.
+    async fn token_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the store named by `url` (`sqlite://PATH`, created if missing) and migrates it.
+///
+/// # Errors
+/// [`StoreError::UnsupportedUrl`] for other schemes; database and migration errors.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url).await?;
+        store.migrate().await?;
+        Ok(std::sync::Arc::new(store))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,882 @@
+//! The embedded store: one SQLite file under the data directory, in WAL mode with full
+//! synchronous commits, so a position acknowledged to a device survives a power cut.
+//!
+//! Times are kept as integer microseconds since the epoch and ids as UUID text; the conversion
+//! to model types happens only here.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{
+    AlertQuery, NewPerson, PersonPatch, Role, Store, StoreError, TokenRecord, ZoneRecord,
+};
+use crate::model::{
+    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
+    PositionSource, ZoneId,
+};
+
+/// A store in one SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by a `sqlite://PATH` URL. The parent
+    /// directory is created too.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the file cannot be opened.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Configuration(
+                        format!("cannot create {}: {e}", parent.display()).into(),
+                    ))
+                })?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn from_micros(what: &'static str, v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(v).ok_or_else(|| StoreError::Corrupt {
+        what,
+        reason: format!("time {v} out of range"),
+    })
+}
+
+fn parse<T: FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what,
+        reason: format!("{s:?}: {e}"),
+    })
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn person_from_row(row: &SqliteRow) -> Result<Person, StoreError> {
+    Ok(Person {
+        id: parse("person", row.try_get::<&str, _>("id")?)?,
+        name: row.try_get("name")?,
+        level: parse("person", row.try_get::<&str, _>("level")?)?,
+        timezone: row.try_get("timezone")?,
+        created_at: from_micros("person", row.try_get("created_at")?)?,
+    })
+}
+
+fn device_from_row(row: &SqliteRow) -> Result<Device, StoreError> {
+    Ok(Device {
+        imei: row.try_get("imei")?,
+        person_id: parse("device", row.try_get::<&str, _>("person_id")?)?,
+        created_at: from_micros("device", row.try_get("created_at")?)?,
+    })
+}
+
+fn zone_from_row(row: &SqliteRow) -> Result<ZoneRecord, StoreError> {
+    Ok(ZoneRecord {
+        id: parse("zone", row.try_get::<&str, _>("id")?)?,
+        name: row.try_get("name")?,
+        kind: parse("zone", row.try_get::<&str, _>("kind")?)?,
+        source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
+        radius_m: row.try_get("radius_m")?,
+        geometry: row.try_get("geometry")?,
+        created_at: from_micros("zone", row.try_get("created_at")?)?,
+    })
+}
+
+fn source_name(source: PositionSource) -> &'static str {
+    match source {
+        PositionSource::Gps => "gps",
+        PositionSource::Lbs => "lbs",
+        PositionSource::Wifi => "wifi",
+    }
+}
+
+fn fix_from_row(row: &SqliteRow) -> Result<Fix, StoreError> {
+    let source = match row.try_get::<&str, _>("source")? {
+        "gps" => PositionSource::Gps,
+        "lbs" => PositionSource::Lbs,
+        "wifi" => PositionSource::Wifi,
+        other => {
+            return Err(StoreError::Corrupt {
+                what: "position",
+                reason: format!("source {other:?}"),
+            })
+        }
+    };
+    Ok(Fix {
+        device_id: row.try_get("device_id")?,
+        person_id: parse("position", row.try_get::<&str, _>("person_id")?)?,
+        time: from_micros("position", row.try_get("time")?)?,
+        received_at: from_micros("position", row.try_get("received_at")?)?,
+        lat: row.try_get("lat")?,
+        lon: row.try_get("lon")?,
+        valid: row.try_get("valid")?,
+        accuracy_m: row.try_get("accuracy_m")?,
+        speed_kmh: row.try_get("speed_kmh")?,
+        course: row.try_get("course")?,
+        altitude_m: row.try_get("altitude_m")?,
+        satellites: row.try_get::<Option<i64>, _>("satellites")?.map(|v| v as u8),
+        hdop: row.try_get("hdop")?,
+        source,
+        battery_pct: row.try_get::<Option<i64>, _>("battery_pct")?.map(|v| v as u8),
+        archived: row.try_get("archived")?,
+        integrity_mismatch: row.try_get("integrity_mismatch")?,
+        protocol: row.try_get("protocol")?,
+    })
+}
+
+fn alert_from_row(row: &SqliteRow) -> Result<Alert, StoreError> {
+    let lat: Option<f64> = row.try_get("lat")?;
+    let lon: Option<f64> = row.try_get("lon")?;
+    let optional_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<i64>, _>(col)?
+            .map(|v| from_micros("alert", v))
+            .transpose()
+    };
+    Ok(Alert {
+        id: parse("alert", row.try_get::<&str, _>("id")?)?,
+        seq: row.try_get("seq")?,
+        kind: parse("alert", row.try_get::<&str, _>("kind")?)?,
+        person_id: parse("alert", row.try_get::<&str, _>("person_id")?)?,
+        device_id: row.try_get("device_id")?,
+        zone_id: row
+            .try_get::<Option<&str>, _>("zone_id")?
+            .map(|z| parse("alert", z))
+            .transpose()?,
+        severity: parse("alert", row.try_get::<&str, _>("severity")?)?,
+        time: from_micros("alert", row.try_get("time")?)?,
+        raised_at: from_micros("alert", row.try_get("raised_at")?)?,
+        position: match (lat, lon) {
+            (Some(lat), Some(lon)) => Some(AlertPosition {
+                lat,
+                lon,
+                accuracy_m: row.try_get("accuracy_m")?,
+            }),
+            _ => None,
+        },
+        state: parse("alert", row.try_get::<&str, _>("state")?)?,
+        late: row.try_get("late")?,
+        note: row.try_get("note")?,
+        acknowledged_at: optional_time("acknowledged_at")?,
+        resolved_at: optional_time("resolved_at")?,
+    })
+}
+
+/// Maps a unique-constraint violation to a conflict with `message`.
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
+        let person = Person {
+            id: new_id(),
+            name: new.name,
+            level: new.level,
+            timezone: new.timezone,
+            created_at: Utc::now(),
+        };
+        sqlx::query(
+            "INSERT INTO persons (id, name, level, timezone, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(person.id.to_string())
+        .bind(&person.name)
+        .bind(person.level.as_str())
+        .bind(&person.timezone)
+        .bind(micros(person.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(person)
+    }
+
+    async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
+        let row = sqlx::query("SELECT * FROM persons WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("person", id))?;
+        person_from_row(&row)
+    }
+
+    async fn persons(&self) -> Result<Vec<Person>, StoreError> {
+        sqlx::query("SELECT * FROM persons ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(person_from_row)
+            .collect()
+    }
+
+    async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError> {
+        let mut person = self.person(id).await?;
+        if let Some(name) = patch.name {
+            person.name = name;
+        }
+        if let Some(level) = patch.level {
+            person.level = level;
+        }
+        if let Some(timezone) = patch.timezone {
+            person.timezone = timezone;
+        }
+        sqlx::query("UPDATE persons SET name = ?, level = ?, timezone = ? WHERE id = ?")
+            .bind(&person.name)
+            .bind(person.level.as_str())
+            .bind(&person.timezone)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(person)
+    }
+
+    async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE person_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        if devices > 0 {
+            return Err(StoreError::Conflict(format!(
+                "person {id} still has {devices} device(s) bound; delete the devices first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM persons WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("person", id));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_device(&self, imei: &str, person_id: PersonId) -> Result<Device, StoreError> {
+        self.person(person_id).await.map_err(|e| match e {
+            StoreError::NotFound { .. } => {
+                StoreError::UnknownReference(format!("person_id {person_id} does not exist"))
+            }
+            other => other,
+        })?;
+        let device = Device {
+            imei: imei.to_owned(),
+            person_id,
+            created_at: Utc::now(),
+        };
+        sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES (?, ?, ?)")
+            .bind(&device.imei)
+            .bind(person_id.to_string())
+            .bind(micros(device.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                conflict_on_unique(e, || format!("device {imei} is already registered"))
+            })?;
+        Ok(device)
+    }
+
+    async fn device(&self, imei: &str) -> Result<Device, StoreError> {
+        let row = sqlx::query("SELECT * FROM devices WHERE imei = ?")
+            .bind(imei)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        device_from_row(&row)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        sqlx::query("SELECT * FROM devices ORDER BY created_at, imei")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE imei = ?")
+            .bind(imei)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("device", imei));
+        }
+        Ok(())
+    }
+
+    async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(zone.id.to_string())
+        .bind(&zone.name)
+        .bind(zone.kind.as_str())
+        .bind(zone.source_crs.as_str())
+        .bind(zone.radius_m)
+        .bind(&zone.geometry)
+        .bind(micros(zone.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM zones WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        zone_from_row(&row)
+    }
+
+    async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        sqlx::query("SELECT * FROM zones ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(zone_from_row)
+            .collect()
+    }
+
+    async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let assigned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM person_zones WHERE zone_id = ?")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+        if assigned > 0 {
+            return Err(StoreError::Conflict(format!(
+                "zone {id} is assigned to {assigned} person(s); remove it from their zones first"
+            )));
+        }
+        let done = sqlx::query("DELETE FROM zones WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("zone", id));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_person_zones(
+        &self,
+        person: PersonId,
+        zones: &[ZoneId],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = ?")
+            .bind(person.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(not_found("person", person));
+        }
+        let mut unknown = Vec::new();
+        for zone in zones {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM zones WHERE id = ?")
+                .bind(zone.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                unknown.push(zone.to_string());
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(StoreError::UnknownReference(format!(
+                "unknown zone id(s): {}",
+                unknown.join(", ")
+            )));
+        }
+        sqlx::query("DELETE FROM person_zones WHERE person_id = ?")
+            .bind(person.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for zone in zones {
+            sqlx::query("INSERT OR IGNORE INTO person_zones (person_id, zone_id) VALUES (?, ?)")
+                .bind(person.to_string())
+                .bind(zone.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError> {
+        self.person(person).await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT zone_id FROM person_zones WHERE person_id = ? ORDER BY zone_id",
+        )
+        .bind(person.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|z| parse("person_zone", z)).collect()
+    }
+
+    async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT person_id, zone_id FROM person_zones")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|(p, z)| Ok((parse("person_zone", p)?, parse("person_zone", z)?)))
+            .collect()
+    }
+
+    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for fix in fixes {
+            sqlx::query(
+                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
+                 accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
+                 battery_pct, archived, integrity_mismatch, protocol) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&fix.device_id)
+            .bind(fix.person_id.to_string())
+            .bind(micros(fix.time))
+            .bind(micros(fix.received_at))
+            .bind(fix.lat)
+            .bind(fix.lon)
+            .bind(fix.valid)
+            .bind(fix.accuracy_m)
+            .bind(fix.speed_kmh)
+            .bind(fix.course)
+            .bind(fix.altitude_m)
+            .bind(fix.satellites.map(i64::from))
+            .bind(fix.hdop)
+            .bind(source_name(fix.source))
+            .bind(fix.battery_pct.map(i64::from))
+            .bind(fix.archived)
+            .bind(fix.integrity_mismatch)
+            .bind(&fix.protocol)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut stored = Vec::with_capacity(alerts.len());
+        for mut alert in alerts {
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO alerts (id, kind, person_id, device_id, zone_id, severity, time, \
+                 raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
+                 resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 RETURNING seq",
+            )
+            .bind(alert.id.to_string())
+            .bind(alert.kind.as_str())
+            .bind(alert.person_id.to_string())
+            .bind(&alert.device_id)
+            .bind(alert.zone_id.map(|z| z.to_string()))
+            .bind(alert.severity.as_str())
+            .bind(micros(alert.time))
+            .bind(micros(alert.raised_at))
+            .bind(alert.position.map(|p| p.lat))
+            .bind(alert.position.map(|p| p.lon))
+            .bind(alert.position.and_then(|p| p.accuracy_m))
+            .bind(alert.state.as_str())
+            .bind(alert.late)
+            .bind(&alert.note)
+            .bind(alert.acknowledged_at.map(micros))
+            .bind(alert.resolved_at.map(micros))
+            .fetch_one(&mut *tx)
+            .await?;
+            alert.seq = seq;
+            // Hand back exactly what a later read returns: times at microsecond precision.
+            alert.time = truncate_micros(alert.time);
+            alert.raised_at = truncate_micros(alert.raised_at);
+            stored.push(alert);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn track(
+        &self,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM positions WHERE person_id = ? AND time >= ? AND time <= ? \
+             ORDER BY time, id LIMIT ?",
+        )
+        .bind(person.to_string())
+        .bind(micros(from))
+        .bind(micros(to))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(fix_from_row)
+        .collect()
+    }
+
+    async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        let rows = match query.person_id {
+            Some(person) => {
+                sqlx::query(
+                    "SELECT * FROM alerts WHERE seq > ? AND person_id = ? ORDER BY seq LIMIT ?",
+                )
+                .bind(query.after)
+                .bind(person.to_string())
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT * FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?")
+                    .bind(query.after)
+                    .bind(i64::from(query.limit))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(alert_from_row).collect()
+    }
+
+    async fn alert(&self, id: AlertId) -> Result<Alert, StoreError> {
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("alert", id))?;
+        alert_from_row(&row)
+    }
+
+    async fn set_alert_state(
+        &self,
+        id: AlertId,
+        state: AlertState,
+        note: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Alert, StoreError> {
+        let column = match state {
+            AlertState::Acknowledged => "acknowledged_at",
+            AlertState::Resolved => "resolved_at",
+            AlertState::Open => {
+                return Err(StoreError::Conflict("an alert cannot be reopened".into()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let current: AlertState = match current {
+            Some(s) => parse("alert", &s)?,
+            None => return Err(not_found("alert", id)),
+        };
+        if current == AlertState::Resolved {
+            return Err(StoreError::Conflict(format!("alert {id} is already resolved")));
+        }
+        if current == state {
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already {}",
+                state.as_str()
+            )));
+        }
+        // Resolving an open alert acknowledges it at the same moment.
+        sqlx::query(&format!(
+            "UPDATE alerts SET state = ?, note = COALESCE(?, note), {column} = ?, \
+             acknowledged_at = COALESCE(acknowledged_at, ?) WHERE id = ?"
+        ))
+        .bind(state.as_str())
+        .bind(note)
+        .bind(micros(at))
+        .bind(micros(at))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.alert(id).await
+    }
+
+    async fn create_token(
+        &self,
+        record: &TokenRecord,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.to_string())
+        .bind(record.role.as_str())
+        .bind(&record.label)
+        .bind(secret_sha256)
+        .bind(micros(record.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_sha256 = ?")
+            .bind(secret_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(TokenRecord {
+                id: parse::<Uuid>("api_token", row.try_get::<&str, _>("id")?)?,
+                role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
+                label: row.try_get("label")?,
+                created_at: from_micros("api_token", row.try_get("created_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::model::{AlertKind, Crs, Severity, SupervisionLevel, ZoneKind};
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        (dir, store)
+    }
+
+    async fn person(store: &SqliteStore) -> Person {
+        store
+            .create_person(NewPerson {
+                name: "Li Wei".into(),
+                level: SupervisionLevel::Strict,
+                timezone: "Asia/Shanghai".into(),
+            })
+            .await
+            .unwrap()
+    }
+
+    fn fix(person: PersonId, second: u32) -> Fix {
+        Fix {
+            device_id: "864717003283581".into(),
+            person_id: person,
+            time: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, second).unwrap(),
+            received_at: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 59).unwrap(),
+            lat: 25.587_123_4,
+            lon: 112.314_567_8,
+            valid: true,
+            accuracy_m: Some(8.5),
+            speed_kmh: Some(4.0),
+            course: Some(270.0),
+            altitude_m: None,
+            satellites: Some(9),
+            hdop: None,
+            source: PositionSource::Gps,
+            battery_pct: Some(80),
+            archived: false,
+            integrity_mismatch: second == 2,
+            protocol: "gt06".into(),
+        }
+    }
+
+    fn alert(person: PersonId, kind: AlertKind) -> Alert {
+        Alert {
+            id: new_id(),
+            seq: 0,
+            kind,
+            person_id: person,
+            device_id: Some("864717003283581".into()),
+            zone_id: None,
+            severity: Severity::High,
+            time: Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 1).unwrap(),
+            raised_at: Utc::now(),
+            position: Some(AlertPosition {
+                lat: 25.5,
+                lon: 112.3,
+                accuracy_m: Some(10.0),
+            }),
+            state: AlertState::Open,
+            late: false,
+            note: None,
+            acknowledged_at: None,
+            resolved_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn positions_and_alerts_commit_together_with_increasing_seq() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let fixes: Vec<Fix> = (0..5).map(|s| fix(p.id, s)).collect();
+        let stored = store
+            .commit(&fixes, vec![alert(p.id, AlertKind::ZoneExit), alert(p.id, AlertKind::Sos)])
+            .await
+            .unwrap();
+        let more = store
+            .commit(&fixes[..1], vec![alert(p.id, AlertKind::Returned)])
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = stored.iter().chain(&more).map(|a| a.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+        let from = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 1).unwrap();
+        let to = Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 3).unwrap();
+        let track = store.track(p.id, from, to, 100).await.unwrap();
+        assert_eq!(track.len(), 3);
+        assert_eq!(track[0], fixes[1], "a stored fix reads back exactly");
+        assert!(track[1].integrity_mismatch);
+
+        let page = store
+            .alerts(AlertQuery {
+                after: seqs[0],
+                person_id: Some(p.id),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 2);
+        assert_eq!(page[0], stored[1], "an alert reads back exactly");
+    }
+
+    #[tokio::test]
+    async fn alert_workflow_moves_forward_only() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let a = store.commit(&[], vec![alert(p.id, AlertKind::ZoneExit)]).await.unwrap()[0].clone();
+        let now = Utc::now();
+        let acked = store
+            .set_alert_state(a.id, AlertState::Acknowledged, Some("called him".into()), now)
+            .await
+            .unwrap();
+        assert_eq!(acked.state, AlertState::Acknowledged);
+        assert_eq!(acked.note.as_deref(), Some("called him"));
+        assert!(acked.acknowledged_at.is_some());
+        assert!(matches!(
+            store.set_alert_state(a.id, AlertState::Acknowledged, None, now).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let resolved = store
+            .set_alert_state(a.id, AlertState::Resolved, None, now)
+            .await
+            .unwrap();
+        assert_eq!(resolved.state, AlertState::Resolved);
+        assert_eq!(resolved.note.as_deref(), Some("called him"), "note kept without a new one");
+        assert!(matches!(
+            store.set_alert_state(a.id, AlertState::Resolved, None, now).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.set_alert_state(new_id(), AlertState::Resolved, None, now).await,
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn references_and_conflicts_are_reported() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        assert!(matches!(
+            store.create_device("123", new_id()).await,
+            Err(StoreError::UnknownReference(_))
+        ));
+        store.create_device("123", p.id).await.unwrap();
+        assert!(matches!(
+            store.create_device("123", p.id).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(store.delete_person(p.id).await, Err(StoreError::Conflict(_))));
+
+        let zone = ZoneRecord {
+            id: new_id(),
+            name: "home".into(),
+            kind: ZoneKind::Inclusion,
+            source_crs: Crs::Gcj02,
+            radius_m: Some(200.0),
+            geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+            created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+        };
+        store.create_zone(&zone).await.unwrap();
+        assert_eq!(store.zone(zone.id).await.unwrap(), zone);
+        let missing = new_id();
+        let err = store.set_person_zones(p.id, &[zone.id, missing]).await.unwrap_err();
+        assert!(err.to_string().contains(&missing.to_string()), "{err}");
+        store.set_person_zones(p.id, &[zone.id]).await.unwrap();
+        assert_eq!(store.person_zones(p.id).await.unwrap(), vec![zone.id]);
+        assert_eq!(store.assignments().await.unwrap(), vec![(p.id, zone.id)]);
+        assert!(matches!(store.delete_zone(zone.id).await, Err(StoreError::Conflict(_))));
+        store.set_person_zones(p.id, &[]).await.unwrap();
+        store.delete_zone(zone.id).await.unwrap();
+
+        store.delete_device("123").await.unwrap();
+        store.delete_person(p.id).await.unwrap();
+        assert!(matches!(store.person(p.id).await, Err(StoreError::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn tokens_are_found_by_hash_only() {
+        let (_dir, store) = store().await;
+        assert_eq!(store.token_count().await.unwrap(), 0);
+        let record = TokenRecord {
+            id: new_id(),
+            role: Role::Operator,
+            label: Some("night shift".into()),
+            created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+        };
+        store.create_token(&record, "abc123").await.unwrap();
+        assert_eq!(store.token_by_hash("abc123").await.unwrap(), Some(record));
+        assert_eq!(store.token_by_hash("abc124").await.unwrap(), None);
+        assert_eq!(store.token_count().await.unwrap(), 1);
+    }
+}

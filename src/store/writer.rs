@@ -1,0 +1,130 @@
+//! The store writer: the pipeline's last stage. It takes positions and the alerts they raised,
+//! commits them in batches (one transaction per batch, group commit) and only then tells the
+//! ingest side that the device may be acknowledged.
+//!
+//! Batches form by themselves: the writer takes everything queued while the previous commit ran,
+//! up to `batch_max` positions, optionally lingering a moment for more. A failed commit is
+//! retried with back-off while the channel fills and pushes back on ingest; if it keeps
+//! failing, the waiting senders are told so and their devices are not acknowledged, so they
+//! resend. The writer never drops a request it has taken.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, error, warn};
+
+use super::{Store, StoreConfig};
+use crate::model::{Alert, CommitFailed, Fix};
+use crate::telemetry::Metrics;
+
+/// Positions and alerts to commit together, with the notice to send once they are durable.
+#[derive(Debug)]
+pub struct WriteRequest {
+    /// Positions to store.
+    pub fixes: Vec<Fix>,
+    /// Alerts raised by them (or by device alarms), `seq` unassigned.
+    pub alerts: Vec<Alert>,
+    /// Told the outcome once the batch holding this request commits or finally fails.
+    pub done: Option<oneshot::Sender<Result<(), CommitFailed>>>,
+}
+
+/// Commits [`WriteRequest`]s in batches.
+pub struct StoreWriter {
+    store: Arc<dyn Store>,
+    config: StoreConfig,
+    metrics: Arc<Metrics>,
+    committed_alerts: broadcast::Sender<Alert>,
+}
+
+impl StoreWriter {
+    /// A writer over `store`; committed alerts are published on `committed_alerts`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: StoreConfig,
+        metrics: Arc<Metrics>,
+        committed_alerts: broadcast::Sender<Alert>,
+    ) -> Self {
+        StoreWriter {
+            store,
+            config,
+            metrics,
+            committed_alerts,
+        }
+    }
+
+    /// Runs until `rx` is closed and drained: every request received is committed (or reported
+    /// failed) before this returns, which is what makes shutdown lose nothing.
+    pub async fn run(self, mut rx: mpsc::Receiver<WriteRequest>) {
+        let mut batch: Vec<WriteRequest> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut fixes = first.fixes.len();
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.config.batch_linger;
+            while fixes < self.config.batch_max {
+                let next = match rx.try_recv() {
+                    Ok(req) => Some(req),
+                    Err(mpsc::error::TryRecvError::Empty) if !self.config.batch_linger.is_zero() => {
+                        tokio::time::timeout_at(deadline, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    Err(_) => None,
+                };
+                match next {
+                    Some(req) => {
+                        fixes += req.fixes.len();
+                        batch.push(req);
+                    }
+                    None => break,
+                }
+            }
+            self.commit_batch(&mut batch).await;
+        }
+        debug!("Store writer drained; exiting.");
+    }
+
+    async fn commit_batch(&self, batch: &mut Vec<WriteRequest>) {
+        let fixes: Vec<Fix> = batch.iter_mut().flat_map(|r| r.fixes.drain(..)).collect();
+        let alerts: Vec<Alert> = batch.iter_mut().flat_map(|r| r.alerts.drain(..)).collect();
+        let mut outcome = Err(CommitFailed("no attempt made".into()));
+        let mut backoff = Duration::from_millis(50);
+        for attempt in 1..=self.config.commit_attempts.max(1) {
+            let started = Instant::now();
+            match self.store.commit(&fixes, alerts.clone()).await {
+                Ok(stored) => {
+                    self.metrics
+                        .batch_commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.batch_size.observe(fixes.len() as f64);
+                    self.metrics.fixes_stored.inc_by(fixes.len() as u64);
+                    for alert in stored {
+                        self.metrics.alert_raised(alert.kind);
+                        // No subscriber is fine: the alert is in the store and the feed.
+                        let _ = self.committed_alerts.send(alert);
+                    }
+                    outcome = Ok(());
+                    break;
+                }
+                Err(e) => {
+                    self.metrics.commit_failures.inc();
+                    warn!(attempt, error = %e, positions = fixes.len(), "Batch commit failed; retrying.");
+                    outcome = Err(CommitFailed(e.to_string()));
+                    if attempt < self.config.commit_attempts {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+        if let Err(e) = &outcome {
+            error!(error = %e, positions = fixes.len(), "Batch not committed; devices will not be acknowledged and will resend.");
+        }
+        for req in batch.drain(..) {
+            if let Some(done) = req.done {
+                let _ = done.send(outcome.clone());
+            }
+        }
+    }
+}

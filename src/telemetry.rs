@@ -1,0 +1,164 @@
+//! Every Prometheus metric the service exports, in one place, with the small helpers stages
+//! call so that a log line and its counter change together.
+//!
+//! Each running service owns its own registry (tests run several in one process). Label values
+//! come from small fixed sets (protocol names, alert kinds, reject reasons); never an id.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tracing::warn;
+
+use crate::model::AlertKind;
+
+/// The service's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Frames decoded, by protocol.
+    pub frames_decoded: IntCounterVec,
+    /// Frames (or garbage runs) rejected, by protocol and reason.
+    pub frames_rejected: IntCounterVec,
+    /// Frames accepted although their checksum or length field was wrong, by protocol.
+    pub frames_integrity_mismatch: IntCounterVec,
+    /// Positions received, by protocol.
+    pub fixes_received: IntCounterVec,
+    /// Positions committed to the store.
+    pub fixes_stored: IntCounter,
+    /// Alerts raised, by kind.
+    pub alerts_raised: IntCounterVec,
+    /// Connections open now, by protocol.
+    pub connections_open: IntGaugeVec,
+    /// Connections refused or closed by policy, by protocol and reason.
+    pub connections_refused: IntCounterVec,
+    /// Batch commit latency.
+    pub batch_commit_seconds: Histogram,
+    /// Positions per committed batch.
+    pub batch_size: Histogram,
+    /// Failed commit attempts.
+    pub commit_failures: IntCounter,
+    /// Time the fence engine spends on one fix.
+    pub fence_check_seconds: Histogram,
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            register(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+            )
+        };
+        Metrics {
+            frames_decoded: counters(
+                "ewall_frames_decoded_total",
+                "Frames decoded, by protocol.",
+                &["protocol"],
+            ),
+            frames_rejected: counters(
+                "ewall_frames_rejected_total",
+                "Frames or runs of garbage rejected, by protocol and reason.",
+                &["protocol", "reason"],
+            ),
+            frames_integrity_mismatch: counters(
+                "ewall_frames_integrity_mismatch_total",
+                "Frames accepted with a wrong checksum or length field, by protocol.",
+                &["protocol"],
+            ),
+            fixes_received: counters(
+                "ewall_fixes_received_total",
+                "Positions received from devices, by protocol.",
+                &["protocol"],
+            ),
+            fixes_stored: register(
+                &registry,
+                IntCounter::new(
+                    "ewall_fixes_stored_total",
+                    "Positions committed to the store.",
+                ),
+            ),
+            alerts_raised: counters(
+                "ewall_alerts_total",
+                "Alerts raised and committed, by kind.",
+                &["kind"],
+            ),
+            connections_open: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_connections_open",
+                        "Device connections open, by protocol.",
+                    ),
+                    &["protocol"],
+                ),
+            ),
+            connections_refused: counters(
+                "ewall_connections_refused_total",
+                "Connections refused or closed by policy, by protocol and reason.",
+                &["protocol", "reason"],
+            ),
+            batch_commit_seconds: histogram(
+                "ewall_batch_commit_duration_seconds",
+                "Time to commit one batch of positions and alerts.",
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+            batch_size: histogram(
+                "ewall_batch_size_positions",
+                "Positions per committed batch.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0],
+            ),
+            commit_failures: register(
+                &registry,
+                IntCounter::new(
+                    "ewall_commit_failures_total",
+                    "Failed batch commit attempts.",
+                ),
+            ),
+            fence_check_seconds: histogram(
+                "ewall_fence_check_duration_seconds",
+                "Time the fence engine spends on one position.",
+                vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2],
+            ),
+            registry,
+        }
+    }
+
+    /// Counts a committed alert.
+    pub fn alert_raised(&self, kind: AlertKind) {
+        self.alerts_raised.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(error = %e, "Encoding metrics failed.");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Registers a metric built from static definitions.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<M>) -> M {
+    // Names, help texts and labels are compile-time constants and each is registered once
+    // per registry, so neither step can fail at run time.
+    let metric = metric.expect("static metric definition");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once per registry");
+    metric
+}
