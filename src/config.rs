@@ -164,7 +164,11 @@ impl Config {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::key(
-                if key == "." { "(top level)".into() } else { key },
+                if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
                 e.inner().to_string(),
             )
         })
@@ -191,7 +195,10 @@ impl Config {
             return Err(ConfigError::key("store.batch_max", "must be at least 1"));
         }
         if self.store.commit_attempts == 0 {
-            return Err(ConfigError::key("store.commit_attempts", "must be at least 1"));
+            return Err(ConfigError::key(
+                "store.commit_attempts",
+                "must be at least 1",
+            ));
         }
         let url = self.store_url();
         if !url.starts_with("sqlite:") {
@@ -206,7 +213,10 @@ impl Config {
         {
             return Err(ConfigError::key(
                 "mqtt.url",
-                format!("{:?} is neither \"embedded\" nor mqtt://host:port", self.mqtt.url),
+                format!(
+                    "{:?} is neither \"embedded\" nor mqtt://host:port",
+                    self.mqtt.url
+                ),
             ));
         }
         self.fence
@@ -380,7 +390,10 @@ mod tests {
         assert!(err.to_string().contains("lisen"), "{err}");
 
         let err = load("", &[("EWALL_STORE__BATCH_MAX", "0")]).unwrap_err();
-        assert_eq!(err, ConfigError::key("store.batch_max", "must be at least 1"));
+        assert_eq!(
+            err,
+            ConfigError::key("store.batch_max", "must be at least 1")
+        );
 
         let err = load("[store]\nurl = \"mysql://x\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("store.url"), "{err}");
@@ -391,11 +404,7 @@ mod tests {
 
     #[test]
     fn two_listeners_on_one_address_are_refused() {
-        let err = load(
-            "[listeners.h02]\nlisten = \"0.0.0.0:5023\"\n",
-            &[],
-        )
-        .unwrap_err();
+        let err = load("[listeners.h02]\nlisten = \"0.0.0.0:5023\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("already used"), "{err}");
     }
 

@@ -2,7 +2,7 @@
 //! script can parse. Uses the same sessions the listeners use, with their default options.
 
 use bytes::BytesMut;
-use ewall_protocol::{osmand, Decoded, DecodeError, FrameError, Integrity, Item, Protocol};
+use ewall_protocol::{osmand, DecodeError, Decoded, FrameError, Integrity, Item, Protocol};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -106,9 +106,9 @@ pub fn decode_frame(
                 frames += 1;
                 push_lines(&mut output, protocol, &decoded);
             }
-            Item::Rejected(DecodeError::Garbage { skipped }) => output
-                .warnings
-                .push(format!("skipped {skipped} bytes that are not a {protocol} frame")),
+            Item::Rejected(DecodeError::Garbage { skipped }) => output.warnings.push(format!(
+                "skipped {skipped} bytes that are not a {protocol} frame"
+            )),
             Item::Rejected(source) => return Err(DecodeCommandError::Decode { protocol, source }),
         }
     }

@@ -162,7 +162,11 @@ impl Shard {
             self.metrics
                 .fence_check_seconds
                 .observe(started.elapsed().as_secs_f64());
-            alerts.extend(transitions.into_iter().map(|t| zone_alert(t, &fix.device_id, level, raised_at)));
+            alerts.extend(
+                transitions
+                    .into_iter()
+                    .map(|t| zone_alert(t, &fix.device_id, level, raised_at)),
+            );
         }
         for alarm in &submission.alarms {
             if let Some(alert) = self.alarm_alert(alarm, level, raised_at) {

@@ -78,10 +78,7 @@ impl Registry {
 
     /// A person's supervision level (normal for a person not loaded).
     pub fn level_of(&self, person: PersonId) -> SupervisionLevel {
-        read(&self.levels)
-            .get(&person)
-            .copied()
-            .unwrap_or_default()
+        read(&self.levels).get(&person).copied().unwrap_or_default()
     }
 
     /// The current zone catalog.

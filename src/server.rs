@@ -84,11 +84,13 @@ impl Running {
 }
 
 async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-        what: what.to_owned(),
-        addr,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: what.to_owned(),
+            addr,
+            source,
+        })
 }
 
 /// Starts everything and returns once every listener is bound.
@@ -195,7 +197,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             pipeline.join().await;
         };
         if tokio::time::timeout(timeout, drain).await.is_err() {
-            error!(?timeout, "Shutdown timed out; work still in the pipeline may not be committed.");
+            error!(
+                ?timeout,
+                "Shutdown timed out; work still in the pipeline may not be committed."
+            );
         } else {
             info!("Pipeline drained; last batch committed.");
         }

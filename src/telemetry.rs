@@ -125,7 +125,9 @@ impl Metrics {
             fence_check_seconds: histogram(
                 "ewall_fence_check_duration_seconds",
                 "Time the fence engine spends on one position.",
-                vec![1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2],
+                vec![
+                    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+                ],
             ),
             registry,
         }
@@ -153,7 +155,10 @@ impl Default for Metrics {
 }
 
 /// Registers a metric built from static definitions.
-fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<M>) -> M {
+fn register<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
     // Names, help texts and labels are compile-time constants and each is registered once
     // per registry, so neither step can fail at run time.
     let metric = metric.expect("static metric definition");

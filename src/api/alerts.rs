@@ -103,14 +103,21 @@ async fn transition(
         None
     } else {
         serde_json::from_slice::<NoteBody>(&body)
-            .map_err(|e| Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}")))?
+            .map_err(|e| {
+                Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}"))
+            })?
             .note
     };
     if note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
-        return Err(Problem::unprocessable("note must be at most 4000 characters"));
+        return Err(Problem::unprocessable(
+            "note must be at most 4000 characters",
+        ));
     }
     Ok(Json(
-        state.store.set_alert_state(id, to, note, Utc::now()).await?,
+        state
+            .store
+            .set_alert_state(id, to, note, Utc::now())
+            .await?,
     ))
 }
 
@@ -121,7 +128,15 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Alert>, Problem> {
-    transition(state, caller, id, body, AlertState::Acknowledged, "acknowledge alerts").await
+    transition(
+        state,
+        caller,
+        id,
+        body,
+        AlertState::Acknowledged,
+        "acknowledge alerts",
+    )
+    .await
 }
 
 /// Resolves an alert: it has been dealt with.
@@ -131,5 +146,13 @@ pub async fn resolve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Alert>, Problem> {
-    transition(state, caller, id, body, AlertState::Resolved, "resolve alerts").await
+    transition(
+        state,
+        caller,
+        id,
+        body,
+        AlertState::Resolved,
+        "resolve alerts",
+    )
+    .await
 }

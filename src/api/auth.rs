@@ -49,18 +49,13 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let unauthorized = |detail: &str| {
-            Problem::new(StatusCode::UNAUTHORIZED, detail)
-        };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| {
-                unauthorized(
-                    "missing Authorization header; send `Authorization: Bearer <token>` \
+        let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, detail);
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            unauthorized(
+                "missing Authorization header; send `Authorization: Bearer <token>` \
                      (create a token with `ewall token create --role operator`)",
-                )
-            })?;
+            )
+        })?;
         let token = value
             .to_str()
             .ok()

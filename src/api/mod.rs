@@ -60,7 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/persons", post(persons::create).get(persons::list))
         .route(
             "/persons/{id}",
-            get(persons::get).patch(persons::update).delete(persons::delete),
+            get(persons::get)
+                .patch(persons::update)
+                .delete(persons::delete),
         )
         .route(
             "/persons/{id}/zones",

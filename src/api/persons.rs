@@ -78,7 +78,12 @@ pub async fn create(
     let Json(body) = body?;
     let new = NewPerson {
         name: check_name(&body.name)?,
-        level: body.level.as_deref().map(check_level).transpose()?.unwrap_or_default(),
+        level: body
+            .level
+            .as_deref()
+            .map(check_level)
+            .transpose()?
+            .unwrap_or_default(),
         timezone: check_timezone(body.timezone.as_deref().unwrap_or("Asia/Shanghai"))?,
     };
     let person = state.store.create_person(new).await?;
@@ -161,9 +166,9 @@ pub async fn set_zones(
     let Json(body) = body?;
     let mut zone_ids: Vec<ZoneId> = Vec::with_capacity(body.zone_ids.len());
     for raw in &body.zone_ids {
-        let zone = raw.parse().map_err(|_| {
-            Problem::unprocessable(format!("zone id {raw:?} is not a zone id"))
-        })?;
+        let zone = raw
+            .parse()
+            .map_err(|_| Problem::unprocessable(format!("zone id {raw:?} is not a zone id")))?;
         if !zone_ids.contains(&zone) {
             zone_ids.push(zone);
         }
@@ -221,7 +226,12 @@ pub async fn track(
     caller.require(READERS, "read tracks")?;
     let id = parse_id("person", &id)?;
     let Query(query) = query?;
-    let to = query.to.as_deref().map(|t| parse_time("to", t)).transpose()?.unwrap_or_else(Utc::now);
+    let to = query
+        .to
+        .as_deref()
+        .map(|t| parse_time("to", t))
+        .transpose()?
+        .unwrap_or_else(Utc::now);
     let from = query
         .from
         .as_deref()
@@ -263,7 +273,9 @@ pub async fn track(
             })
         })
         .collect();
-    Ok(Json(json!({ "type": "FeatureCollection", "features": features })))
+    Ok(Json(
+        json!({ "type": "FeatureCollection", "features": features }),
+    ))
 }
 
 /// A zone catalog reload failure after a committed change.

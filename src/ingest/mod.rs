@@ -232,9 +232,19 @@ impl IngestContext {
             seen.insert(device_id.to_owned())
         };
         if first_time {
-            warn!(protocol = protocol.name(), device = device_id, peer, "Unregistered device refused; register it with POST /api/v1/devices.");
+            warn!(
+                protocol = protocol.name(),
+                device = device_id,
+                peer,
+                "Unregistered device refused; register it with POST /api/v1/devices."
+            );
         } else {
-            debug!(protocol = protocol.name(), device = device_id, peer, "Unregistered device refused again.");
+            debug!(
+                protocol = protocol.name(),
+                device = device_id,
+                peer,
+                "Unregistered device refused again."
+            );
         }
         None
     }
@@ -343,11 +353,14 @@ pub fn convert(
                 person_id,
                 alarm: *alarm,
                 time: position.as_ref().map_or(received_at, |f| f.time),
-                position: position.as_ref().filter(|f| f.valid).map(|f| AlertPosition {
-                    lat: f.lat,
-                    lon: f.lon,
-                    accuracy_m: f.accuracy_m,
-                }),
+                position: position
+                    .as_ref()
+                    .filter(|f| f.valid)
+                    .map(|f| AlertPosition {
+                        lat: f.lat,
+                        lon: f.lon,
+                        accuracy_m: f.accuracy_m,
+                    }),
             });
         }
         fixes.extend(position);

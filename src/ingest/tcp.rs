@@ -161,7 +161,9 @@ impl Connection {
         let closed = self.read_frames(&mut framed).await;
         gauge.dec();
         match closed {
-            CloseReason::ByPeer | CloseReason::Shutdown => debug!(reason = %closed, "Connection closed."),
+            CloseReason::ByPeer | CloseReason::Shutdown => {
+                debug!(reason = %closed, "Connection closed.")
+            }
             CloseReason::Idle(_) => {
                 self.context
                     .metrics
@@ -225,13 +227,17 @@ impl Connection {
                 }
                 continue;
             };
-            let Some(person) = self
-                .context
-                .authorize(self.protocol, &device_id, &self.peer.to_string())
+            let Some(person) =
+                self.context
+                    .authorize(self.protocol, &device_id, &self.peer.to_string())
             else {
                 return CloseReason::UnknownDevice(device_id);
             };
-            if decoded.messages.iter().any(|m| m.kind == MessageKind::Login) {
+            if decoded
+                .messages
+                .iter()
+                .any(|m| m.kind == MessageKind::Login)
+            {
                 tracing::Span::current().record("device", device_id.as_str());
                 debug!(device = device_id.as_str(), "Device logged in.");
             }

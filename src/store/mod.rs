@@ -228,8 +228,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError>;
 
     /// Replaces the set of zones assigned to a person.
-    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId])
-        -> Result<(), StoreError>;
+    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId]) -> Result<(), StoreError>;
     /// Zones assigned to a person.
     async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError>;
     /// Every assignment, as (person, zone) pairs.

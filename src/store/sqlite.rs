@@ -13,9 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::{
-    AlertQuery, NewPerson, PersonPatch, Role, Store, StoreError, TokenRecord, ZoneRecord,
-};
+use super::{AlertQuery, NewPerson, PersonPatch, Role, Store, StoreError, TokenRecord, ZoneRecord};
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
     PositionSource, ZoneId,
@@ -151,10 +149,14 @@ fn fix_from_row(row: &SqliteRow) -> Result<Fix, StoreError> {
         speed_kmh: row.try_get("speed_kmh")?,
         course: row.try_get("course")?,
         altitude_m: row.try_get("altitude_m")?,
-        satellites: row.try_get::<Option<i64>, _>("satellites")?.map(|v| v as u8),
+        satellites: row
+            .try_get::<Option<i64>, _>("satellites")?
+            .map(|v| v as u8),
         hdop: row.try_get("hdop")?,
         source,
-        battery_pct: row.try_get::<Option<i64>, _>("battery_pct")?.map(|v| v as u8),
+        battery_pct: row
+            .try_get::<Option<i64>, _>("battery_pct")?
+            .map(|v| v as u8),
         archived: row.try_get("archived")?,
         integrity_mismatch: row.try_get("integrity_mismatch")?,
         protocol: row.try_get("protocol")?,
@@ -209,7 +211,9 @@ fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> Sto
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -406,11 +410,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_person_zones(
-        &self,
-        person: PersonId,
-        zones: &[ZoneId],
-    ) -> Result<(), StoreError> {
+    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = ?")
             .bind(person.to_string())
@@ -615,7 +615,9 @@ impl Store for SqliteStore {
             None => return Err(not_found("alert", id)),
         };
         if current == AlertState::Resolved {
-            return Err(StoreError::Conflict(format!("alert {id} is already resolved")));
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already resolved"
+            )));
         }
         if current == state {
             return Err(StoreError::Conflict(format!(
@@ -761,7 +763,13 @@ mod tests {
         let p = person(&store).await;
         let fixes: Vec<Fix> = (0..5).map(|s| fix(p.id, s)).collect();
         let stored = store
-            .commit(&fixes, vec![alert(p.id, AlertKind::ZoneExit), alert(p.id, AlertKind::Sos)])
+            .commit(
+                &fixes,
+                vec![
+                    alert(p.id, AlertKind::ZoneExit),
+                    alert(p.id, AlertKind::Sos),
+                ],
+            )
             .await
             .unwrap();
         let more = store
@@ -794,17 +802,28 @@ mod tests {
     async fn alert_workflow_moves_forward_only() {
         let (_dir, store) = store().await;
         let p = person(&store).await;
-        let a = store.commit(&[], vec![alert(p.id, AlertKind::ZoneExit)]).await.unwrap()[0].clone();
+        let a = store
+            .commit(&[], vec![alert(p.id, AlertKind::ZoneExit)])
+            .await
+            .unwrap()[0]
+            .clone();
         let now = Utc::now();
         let acked = store
-            .set_alert_state(a.id, AlertState::Acknowledged, Some("called him".into()), now)
+            .set_alert_state(
+                a.id,
+                AlertState::Acknowledged,
+                Some("called him".into()),
+                now,
+            )
             .await
             .unwrap();
         assert_eq!(acked.state, AlertState::Acknowledged);
         assert_eq!(acked.note.as_deref(), Some("called him"));
         assert!(acked.acknowledged_at.is_some());
         assert!(matches!(
-            store.set_alert_state(a.id, AlertState::Acknowledged, None, now).await,
+            store
+                .set_alert_state(a.id, AlertState::Acknowledged, None, now)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         let resolved = store
@@ -812,13 +831,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(resolved.state, AlertState::Resolved);
-        assert_eq!(resolved.note.as_deref(), Some("called him"), "note kept without a new one");
+        assert_eq!(
+            resolved.note.as_deref(),
+            Some("called him"),
+            "note kept without a new one"
+        );
         assert!(matches!(
-            store.set_alert_state(a.id, AlertState::Resolved, None, now).await,
+            store
+                .set_alert_state(a.id, AlertState::Resolved, None, now)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            store.set_alert_state(new_id(), AlertState::Resolved, None, now).await,
+            store
+                .set_alert_state(new_id(), AlertState::Resolved, None, now)
+                .await,
             Err(StoreError::NotFound { .. })
         ));
     }
@@ -836,7 +863,10 @@ mod tests {
             store.create_device("123", p.id).await,
             Err(StoreError::Conflict(_))
         ));
-        assert!(matches!(store.delete_person(p.id).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.delete_person(p.id).await,
+            Err(StoreError::Conflict(_))
+        ));
 
         let zone = ZoneRecord {
             id: new_id(),
@@ -850,18 +880,27 @@ mod tests {
         store.create_zone(&zone).await.unwrap();
         assert_eq!(store.zone(zone.id).await.unwrap(), zone);
         let missing = new_id();
-        let err = store.set_person_zones(p.id, &[zone.id, missing]).await.unwrap_err();
+        let err = store
+            .set_person_zones(p.id, &[zone.id, missing])
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains(&missing.to_string()), "{err}");
         store.set_person_zones(p.id, &[zone.id]).await.unwrap();
         assert_eq!(store.person_zones(p.id).await.unwrap(), vec![zone.id]);
         assert_eq!(store.assignments().await.unwrap(), vec![(p.id, zone.id)]);
-        assert!(matches!(store.delete_zone(zone.id).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.delete_zone(zone.id).await,
+            Err(StoreError::Conflict(_))
+        ));
         store.set_person_zones(p.id, &[]).await.unwrap();
         store.delete_zone(zone.id).await.unwrap();
 
         store.delete_device("123").await.unwrap();
         store.delete_person(p.id).await.unwrap();
-        assert!(matches!(store.person(p.id).await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            store.person(p.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 
     #[tokio::test]

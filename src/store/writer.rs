@@ -64,7 +64,9 @@ impl StoreWriter {
             while fixes < self.config.batch_max {
                 let next = match rx.try_recv() {
                     Ok(req) => Some(req),
-                    Err(mpsc::error::TryRecvError::Empty) if !self.config.batch_linger.is_zero() => {
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if !self.config.batch_linger.is_zero() =>
+                    {
                         tokio::time::timeout_at(deadline, rx.recv())
                             .await
                             .ok()

@@ -1,6 +1,6 @@
 //! osmand: placeholder until the decoder lands.
 
-use crate::{Decoded, DecodeError};
+use crate::{DecodeError, Decoded};
 
 /// Decodes one OsmAnd request target (`/?id=..&lat=..`).
 ///
