@@ -35,7 +35,10 @@ pub(crate) fn decode_0704(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
         }
     }
     if out.is_empty() {
-        return Err(DecodeError::invalid("batch", "no decodable location record"));
+        return Err(DecodeError::invalid(
+            "batch",
+            "no decodable location record",
+        ));
     }
     Ok(out)
 }
@@ -65,7 +68,10 @@ pub(crate) fn decode_0210(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
         }
     }
     if out.is_empty() {
-        return Err(DecodeError::invalid("batch", "no decodable location record"));
+        return Err(DecodeError::invalid(
+            "batch",
+            "no decodable location record",
+        ));
     }
     Ok(out)
 }
@@ -110,7 +116,10 @@ mod tests {
             .iter()
             .map(|m| m.position.as_ref().unwrap().time.to_rfc3339())
             .collect();
-        assert_eq!(times, ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"]);
+        assert_eq!(
+            times,
+            ["2024-01-01T00:00:00+00:00", "2024-01-02T00:00:00+00:00"]
+        );
         assert!(msgs.iter().all(|m| m.position.as_ref().unwrap().archived));
     }
 

@@ -190,7 +190,9 @@ impl Location {
         b.extend_from_slice(&micro(self.lat, 90.0).to_be_bytes());
         b.extend_from_slice(&micro(self.lon, 180.0).to_be_bytes());
         b.extend_from_slice(&self.altitude_m.to_be_bytes());
-        let speed = (self.speed_kmh.max(0.0) * 10.0).round().min(f64::from(u16::MAX)) as u16;
+        let speed = (self.speed_kmh.max(0.0) * 10.0)
+            .round()
+            .min(f64::from(u16::MAX)) as u16;
         b.extend_from_slice(&speed.to_be_bytes());
         b.extend_from_slice(&self.course.to_be_bytes());
         let local = self.time + TimeDelta::minutes(i64::from(self.utc_offset_minutes));

@@ -201,8 +201,9 @@ fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras) {
                 add_alarm(msg, Alarm::Sos);
             }
         }
-        // Vendor: extended event (type u16, length u8 = the rest), recognised by that length.
-        0xE8 if len >= 3 && usize::from(v[2]) == len - 3 => extended_event(v, msg, ex),
+        // Vendor: extended event (type u16, length u8, data). Other devices put a 3-byte lock
+        // status here, so only longer items whose type is one we know are read.
+        0xE8 if len > 3 && is_extended_event(be16(v, 0).unwrap_or(0)) => extended_event(v, msg, ex),
         0xEB => item_eb(v, msg, ex),
         // Vendor: Wi-Fi access points, 6-byte MAC and signed RSSI each.
         0xEC | 0xF4 => {
@@ -263,7 +264,12 @@ fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras) {
     }
 }
 
-/// 0xE8 extended event: a type word, a length byte, then that many bytes.
+/// The 0xE8 extended-event types we read.
+fn is_extended_event(kind: u16) -> bool {
+    matches!(kind, 0x0001 | 0x2003 | 0x2005 | 0x0400..=0x0417 | 0x0C01..=0x0C12)
+}
+
+/// 0xE8 extended event: a type word, a length byte, then the data.
 fn extended_event(v: &[u8], msg: &mut Message, ex: &mut Extras) {
     let kind = be16(v, 0).unwrap_or(0);
     let data = &v[3..];
@@ -515,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn e8_extended_event_is_recognised_by_its_length_byte() {
+    fn e8_extended_event_is_recognised_by_length_and_type() {
         let (msg, ex) = walk(&[
             0xe8, 0x0a, // vendor extended event, 10 bytes
             0x20, 0x03, 0x07, // power report, 7 bytes follow
@@ -527,7 +533,14 @@ mod tests {
         assert_eq!(ex.battery_v, Some(4.15));
         assert_eq!(msg.status.battery_pct, Some(83));
         assert_eq!(msg.status.charging, Some(true));
-        // Three bytes that do not describe their own length are a lock status: ignored.
+        // An emergency event.
+        let (msg, _) = walk(&[
+            0xe8, 0x05, // vendor extended event, 5 bytes
+            0x0c, 0x01, // emergency
+            0x02, 0x00, 0x00, // length and data
+        ]);
+        assert_eq!(msg.alarms, vec![Alarm::Sos]);
+        // Three bytes are a lock status on other devices: ignored.
         let (msg, _) = walk(&[0xe8, 0x03, 0x0c, 0x01, 0x55]);
         assert!(msg.alarms.is_empty());
     }

@@ -110,7 +110,10 @@ impl Framer {
             return Ok(Some(Found::Garbage { len: 1 }));
         }
         match unescape(&buf[..=end]) {
-            Ok(bytes) => Ok(Some(Found::Frame { bytes, len: end + 1 })),
+            Ok(bytes) => Ok(Some(Found::Frame {
+                bytes,
+                len: end + 1,
+            })),
             Err(error) => Ok(Some(Found::Invalid { len: end, error })),
         }
     }
@@ -197,7 +200,10 @@ mod tests {
             f.next(&[0x24, 0x24, 0x7e, 0x30]).unwrap(),
             Some(Found::Garbage { len: 2 })
         );
-        assert_eq!(f.next(&[0x7e, 0x7e, 0x01]).unwrap(), Some(Found::Garbage { len: 1 }));
+        assert_eq!(
+            f.next(&[0x7e, 0x7e, 0x01]).unwrap(),
+            Some(Found::Garbage { len: 1 })
+        );
     }
 
     #[test]

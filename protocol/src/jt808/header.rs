@@ -150,10 +150,7 @@ impl Header {
 
     /// Whether this is one of the vendor 0x5501/0x5502 reports with a one-byte serial.
     pub fn is_vendor_location(&self) -> bool {
-        matches!(
-            self.msg_id,
-            MSG_VENDOR_LOCATION | MSG_VENDOR_LOCATION_BLIND
-        )
+        matches!(self.msg_id, MSG_VENDOR_LOCATION | MSG_VENDOR_LOCATION_BLIND)
     }
 
     /// Reads a header from the start of `r` (the byte after the opening flag).

@@ -29,38 +29,38 @@ pub const STATUS_CHARGING: u32 = 1 << 26;
 /// tampering, and bit 18 (the standard's "driving time exceeded today") is sent as low battery by
 /// the same devices.
 pub const ALARM_BITS: [(u32, Alarm); 32] = [
-    (0, Alarm::Sos),                // emergency button
-    (1, Alarm::Overspeed),          // speeding
-    (2, Alarm::Fatigue),            // fatigue driving
-    (3, Alarm::General),            // danger warning
-    (4, Alarm::Fault),              // GNSS module fault
-    (5, Alarm::GnssAntenna),        // GNSS antenna cut or missing
-    (6, Alarm::GnssAntenna),        // GNSS antenna short-circuited
-    (7, Alarm::LowBattery),         // main supply under-voltage
-    (8, Alarm::PowerCut),           // main supply removed
-    (9, Alarm::Fault),              // display fault
-    (10, Alarm::Fault),             // TTS module fault
-    (11, Alarm::Fault),             // camera fault
-    (12, Alarm::Fault),             // IC card module fault
-    (13, Alarm::Overspeed),         // speeding pre-warning
-    (14, Alarm::Fatigue),           // fatigue pre-warning
-    (15, Alarm::Vibration),         // vendor: vibration
-    (16, Alarm::Tamper),            // vendor: tamper / strap
-    (17, Alarm::Tamper),            // vendor: tamper / case
-    (18, Alarm::LowBattery),        // vendor: low battery
-    (19, Alarm::Parking),           // parking overtime
-    (20, Alarm::Geofence),          // area entered or left
-    (21, Alarm::Geofence),          // route entered or left
-    (22, Alarm::General),           // road-section time too short or long
-    (23, Alarm::Geofence),          // off the route
-    (24, Alarm::Fault),             // vehicle speed sensor fault
-    (25, Alarm::General),           // fuel level abnormal
-    (26, Alarm::General),           // vehicle stolen
-    (27, Alarm::Movement),          // ignition without authorisation
-    (28, Alarm::Movement),          // moved without authorisation
-    (29, Alarm::Accident),          // collision
-    (30, Alarm::Accident),          // rollover
-    (31, Alarm::Door),              // door opened without authorisation
+    (0, Alarm::Sos),         // emergency button
+    (1, Alarm::Overspeed),   // speeding
+    (2, Alarm::Fatigue),     // fatigue driving
+    (3, Alarm::General),     // danger warning
+    (4, Alarm::Fault),       // GNSS module fault
+    (5, Alarm::GnssAntenna), // GNSS antenna cut or missing
+    (6, Alarm::GnssAntenna), // GNSS antenna short-circuited
+    (7, Alarm::LowBattery),  // main supply under-voltage
+    (8, Alarm::PowerCut),    // main supply removed
+    (9, Alarm::Fault),       // display fault
+    (10, Alarm::Fault),      // TTS module fault
+    (11, Alarm::Fault),      // camera fault
+    (12, Alarm::Fault),      // IC card module fault
+    (13, Alarm::Overspeed),  // speeding pre-warning
+    (14, Alarm::Fatigue),    // fatigue pre-warning
+    (15, Alarm::Vibration),  // vendor: vibration
+    (16, Alarm::Tamper),     // vendor: tamper / strap
+    (17, Alarm::Tamper),     // vendor: tamper / case
+    (18, Alarm::LowBattery), // vendor: low battery
+    (19, Alarm::Parking),    // parking overtime
+    (20, Alarm::Geofence),   // area entered or left
+    (21, Alarm::Geofence),   // route entered or left
+    (22, Alarm::General),    // road-section time too short or long
+    (23, Alarm::Geofence),   // off the route
+    (24, Alarm::Fault),      // vehicle speed sensor fault
+    (25, Alarm::General),    // fuel level abnormal
+    (26, Alarm::General),    // vehicle stolen
+    (27, Alarm::Movement),   // ignition without authorisation
+    (28, Alarm::Movement),   // moved without authorisation
+    (29, Alarm::Accident),   // collision
+    (30, Alarm::Accident),   // rollover
+    (31, Alarm::Door),       // door opened without authorisation
 ];
 
 /// Adds the alarms of an alarm word to `msg`, each once.
@@ -112,7 +112,11 @@ pub(crate) fn coordinates(status: u32, lat_raw: u32, lon_raw: u32) -> Option<(f6
 ///
 /// # Errors
 /// [`DecodeError::Truncated`] when the body is shorter than the 28-byte fixed part.
-pub(crate) fn decode(body: &[u8], ctx: &mut Ctx<'_>, archived: bool) -> Result<Message, DecodeError> {
+pub(crate) fn decode(
+    body: &[u8],
+    ctx: &mut Ctx<'_>,
+    archived: bool,
+) -> Result<Message, DecodeError> {
     let mut r = Reader::new(body);
     let alarm_word = r.u32("alarm flags")?;
     let status = r.u32("status flags")?;
@@ -229,7 +233,10 @@ mod tests {
     #[test]
     fn the_options_offset_wins_over_the_convention() {
         let msg = run(&BODY, Some(0));
-        assert_eq!(msg.position.unwrap().time.to_rfc3339(), "2021-11-08T19:40:08+00:00");
+        assert_eq!(
+            msg.position.unwrap().time.to_rfc3339(),
+            "2021-11-08T19:40:08+00:00"
+        );
     }
 
     #[test]

@@ -209,7 +209,9 @@ impl Jt808Session {
             .split(|c| c == ',' || c == ')')
             .next()
             .unwrap_or("");
-        if self.device_id.is_none() && !first.is_empty() && first.bytes().all(|b| b.is_ascii_digit())
+        if self.device_id.is_none()
+            && !first.is_empty()
+            && first.bytes().all(|b| b.is_ascii_digit())
         {
             self.device_id = Some(first.to_owned());
         }
@@ -272,13 +274,19 @@ impl Jt808Session {
         if header.encryption() != 0 && !header.is_vendor_location() {
             return Err(DecodeError::invalid(
                 "body properties",
-                format!("encrypted body (mode {}) is not supported", header.encryption()),
+                format!(
+                    "encrypted body (mode {}) is not supported",
+                    header.encryption()
+                ),
             ));
         }
 
         match header.packet {
             Some((total, index)) if (total > 1 || index > 1) && is_known(header.msg_id) => {
-                match self.reassembly.push(&header, total, index, body, integrity)? {
+                match self
+                    .reassembly
+                    .push(&header, total, index, body, integrity)?
+                {
                     Progress::Waiting => {
                         let serial = self.serial();
                         Ok(Decoded {
@@ -337,10 +345,9 @@ impl Jt808Session {
                 };
                 (vec![m], answer)
             }
-            msg::ATTRIBUTES
-            | msg::TIMEZONE_SYNC
-            | msg::HEARTBEAT_2
-            | msg::MULTIMEDIA_EVENT => (vec![ctx.message(MessageKind::Other)], ok),
+            msg::ATTRIBUTES | msg::TIMEZONE_SYNC | msg::HEARTBEAT_2 | msg::MULTIMEDIA_EVENT => {
+                (vec![ctx.message(MessageKind::Other)], ok)
+            }
             msg::TEXT_REPORT => (vec![ctx.message(MessageKind::CommandReply)], ok),
             msg::TERMINAL_RESPONSE | msg::PARAMETERS | msg::COMMAND_RESULT | msg::TEXT_REPLY => {
                 (vec![ctx.message(MessageKind::CommandReply)], Answer::None)

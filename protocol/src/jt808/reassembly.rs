@@ -154,8 +154,14 @@ mod tests {
     fn joins_packets_in_index_order_whatever_the_arrival_order() {
         let mut r = Reassembly::default();
         let ok = Integrity::Verified;
-        assert_eq!(r.push(&header(12), 3, 3, b"cc", ok).unwrap(), Progress::Waiting);
-        assert_eq!(r.push(&header(10), 3, 1, b"aa", ok).unwrap(), Progress::Waiting);
+        assert_eq!(
+            r.push(&header(12), 3, 3, b"cc", ok).unwrap(),
+            Progress::Waiting
+        );
+        assert_eq!(
+            r.push(&header(10), 3, 1, b"aa", ok).unwrap(),
+            Progress::Waiting
+        );
         assert_eq!(
             r.push(&header(11), 3, 2, b"bb", ok).unwrap(),
             Progress::Complete(b"aabbcc".to_vec(), ok)
@@ -176,7 +182,10 @@ mod tests {
         }
         assert_eq!(r.held_bytes(), 4);
         // The first (oldest) was evicted: its second packet starts a new message.
-        assert_eq!(r.push(&header(101), 2, 2, b"y", ok).unwrap(), Progress::Waiting);
+        assert_eq!(
+            r.push(&header(101), 2, 2, b"y", ok).unwrap(),
+            Progress::Waiting
+        );
         // Too many bytes.
         let big = vec![0u8; 1023];
         let mut r = Reassembly::default();

@@ -60,7 +60,13 @@ pub(crate) fn time(request: &Header, serial: u16, now: DateTime<Utc>) -> Vec<u8>
     let year = u16::try_from(now.year()).unwrap_or(0);
     let mut body = Vec::with_capacity(8);
     body.extend_from_slice(&year.to_be_bytes());
-    for v in [now.month(), now.day(), now.hour(), now.minute(), now.second()] {
+    for v in [
+        now.month(),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+    ] {
         body.push(v as u8);
     }
     body.push(RESULT_OK);

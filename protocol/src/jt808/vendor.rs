@@ -147,7 +147,11 @@ fn dmy_time(b: &[u8]) -> Option<DateTime<Utc>> {
 }
 
 /// What an ASCII message is: a time request answered with `reply`, or a command reply.
-pub(crate) fn decode_ascii(text: &str, ctx: &Ctx<'_>, now: DateTime<Utc>) -> (Message, Option<Vec<u8>>) {
+pub(crate) fn decode_ascii(
+    text: &str,
+    ctx: &Ctx<'_>,
+    now: DateTime<Utc>,
+) -> (Message, Option<Vec<u8>>) {
     if text.contains("BASE,2") {
         let stamp = now.format("%Y%m%d%H%M%S").to_string();
         let reply = text.replace("TIME", &stamp).into_bytes();
@@ -210,6 +214,9 @@ mod tests {
             .and_utc();
         let (msg, reply) = decode_ascii("(794104004140,1,001,BASE,2,TIME)", &ctx, now);
         assert_eq!(msg.kind, MessageKind::TimeRequest);
-        assert_eq!(reply.unwrap(), b"(794104004140,1,001,BASE,2,20260102030405)");
+        assert_eq!(
+            reply.unwrap(),
+            b"(794104004140,1,001,BASE,2,20260102030405)"
+        );
     }
 }
