@@ -256,7 +256,145 @@ pub fn location_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Item, Session, SessionOptions};
+    use bytes::BytesMut;
     use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    /// Every decoded frame of `stream`, fed in two reads split at `split`.
+    fn decode_all(stream: &[u8], split: usize) -> Vec<crate::Decoded> {
+        let mut s = super::super::Jt808Session::new(&SessionOptions::default());
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let split = split.min(stream.len());
+        for part in [&stream[..split], &stream[split..]] {
+            buf.extend_from_slice(part);
+            while let Some(item) = s.decode(&mut buf).unwrap() {
+                match item {
+                    Item::Frame(d) => out.push(d),
+                    Item::Rejected(e) => panic!("rejected: {e}"),
+                }
+            }
+        }
+        out
+    }
+
+    fn edition() -> impl Strategy<Value = Edition> {
+        prop_oneof![
+            Just(Edition::V2013),
+            (0u8..=255).prop_map(|version| Edition::V2019 { version }),
+        ]
+    }
+
+    /// A device ID that fits the edition's terminal number (no leading zero: those are not
+    /// part of the ID).
+    fn device_id(edition: Edition) -> impl Strategy<Value = String> {
+        let max = edition.terminal_len() * 2 - 1;
+        proptest::string::string_regex(&format!("[1-9][0-9]{{0,{max}}}")).unwrap()
+    }
+
+    prop_compose! {
+        fn report()(
+            secs in 978_307_200i64..4_070_908_800, // 2001-01-01 .. 2099-01-01
+            lat_e6 in -90_000_000i64..=90_000_000,
+            lon_e6 in -180_000_000i64..=180_000_000,
+            valid in any::<bool>(),
+            alarm_flags in any::<u32>(),
+            altitude_m in any::<i16>(),
+            speed_dkmh in any::<u16>(),
+            course in 0u16..360,
+            satellites in any::<u8>(),
+        ) -> Location {
+            let time = Utc.timestamp_opt(secs, 0).unwrap();
+            let mut l = Location::new(time, lat_e6 as f64 / 1e6, lon_e6 as f64 / 1e6);
+            l.valid = valid;
+            l.alarm_flags = alarm_flags;
+            l.altitude_m = altitude_m;
+            l.speed_kmh = f64::from(speed_dkmh) / 10.0;
+            l.course = course;
+            l.extra = vec![(0x31, vec![satellites])];
+            l
+        }
+    }
+
+    fn assert_same(l: &Location, m: &crate::Message, archived: bool) {
+        let p = m.position.as_ref().expect("position");
+        assert!((p.lat - l.lat).abs() < 1e-9, "{} vs {}", p.lat, l.lat);
+        assert!((p.lon - l.lon).abs() < 1e-9, "{} vs {}", p.lon, l.lon);
+        assert_eq!(p.time, l.time);
+        assert_eq!(p.valid, l.valid);
+        assert_eq!(p.altitude_m, Some(f64::from(l.altitude_m)));
+        assert!((p.speed_kmh.unwrap() - l.speed_kmh).abs() < 1e-9);
+        assert_eq!(p.course, Some(f64::from(l.course)));
+        assert_eq!(p.satellites, Some(l.extra[0].1[0]));
+        assert_eq!(p.archived, archived);
+        assert_eq!(m.alarms.is_empty(), l.alarm_flags == 0);
+    }
+
+    proptest! {
+        #[test]
+        fn location_round_trips(
+            (edition, id) in edition().prop_flat_map(|e| (Just(e), device_id(e))),
+            serial in any::<u16>(),
+            l in report(),
+            split in 0usize..200,
+        ) {
+            let frame = location(&id, edition, serial, &l);
+            let decoded = decode_all(&frame, split);
+            prop_assert_eq!(decoded.len(), 1);
+            let d = &decoded[0];
+            prop_assert_eq!(d.integrity, crate::Integrity::Verified);
+            prop_assert_eq!(d.messages[0].device_id.as_deref(), Some(id.as_str()));
+            assert_same(&l, &d.messages[0], false);
+            // The reply answers our serial and echoes the edition.
+            let reply = super::super::framer::unescape(d.reply.as_ref().unwrap()).unwrap();
+            let at = 5 + usize::from(matches!(edition, Edition::V2019 { .. })) + edition.terminal_len();
+            prop_assert_eq!(&reply[at + 2..at + 4], &serial.to_be_bytes());
+        }
+
+        #[test]
+        fn batch_round_trips_in_packets(
+            id in device_id(Edition::V2013),
+            serial in any::<u16>(),
+            reports in proptest::collection::vec(report(), 1..6),
+            blind in any::<bool>(),
+            max_body in 16usize..400,
+            split in 0usize..2000,
+        ) {
+            let body = location_batch_body(blind, &reports);
+            let frames = packets(msg::BATCH, &id, Edition::V2013, serial, &body, max_body);
+            let decoded = decode_all(&frames.concat(), split);
+            prop_assert_eq!(decoded.len(), frames.len());
+            let last = decoded.last().unwrap();
+            prop_assert_eq!(last.messages.len(), reports.len());
+            for (l, m) in reports.iter().zip(&last.messages) {
+                assert_same(l, m, blind);
+            }
+        }
+
+        #[test]
+        fn registration_authentication_heartbeat_decode(
+            (edition, id) in edition().prop_flat_map(|e| (Just(e), device_id(e))),
+            serial in any::<u16>(),
+            code in "[a-z0-9]{0,20}",
+        ) {
+            use crate::MessageKind;
+            let stream = [
+                registration(&id, edition, serial, "EWALL", "W1", "T1", "ABC123"),
+                authentication(&id, edition, serial.wrapping_add(1), &code),
+                heartbeat(&id, edition, serial.wrapping_add(2)),
+            ]
+            .concat();
+            let kinds: Vec<MessageKind> = decode_all(&stream, 0)
+                .iter()
+                .map(|d| d.messages[0].kind)
+                .collect();
+            prop_assert_eq!(
+                kinds,
+                vec![MessageKind::Registration, MessageKind::Authentication, MessageKind::Heartbeat]
+            );
+        }
+    }
 
     #[test]
     fn heartbeat_frame_bytes() {
