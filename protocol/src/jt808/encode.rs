@@ -205,7 +205,7 @@ impl Location {
             local.minute(),
             local.second(),
         ] {
-            b.push(((v / 10) << 4 | v % 10) as u8);
+            b.push((((v / 10) << 4) | (v % 10)) as u8);
         }
         for (id, value) in &self.extra {
             let value = &value[..value.len().min(255)];

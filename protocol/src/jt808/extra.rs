@@ -147,10 +147,8 @@ fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras) {
         // Vendor: supply voltage, 1/10 V.
         0x82 | 0xD3 if len == 2 => ex.power_v = be16(v, 0).map(|x| f64::from(x) / 10.0),
         // Vendor: user status word, bit 3 vibration.
-        0xD0 if len >= 4 => {
-            if be32(v, 0).unwrap_or(0) & (1 << 3) != 0 {
-                add_alarm(msg, Alarm::Vibration);
-            }
+        0xD0 if be32(v, 0).is_some_and(|w| w & (1 << 3) != 0) => {
+            add_alarm(msg, Alarm::Vibration);
         }
         // Vendor: one byte of battery level, 0xFF meaning on charge.
         0xD4 | 0xE1 | 0xE9 if len == 1 => {
@@ -367,10 +365,8 @@ fn item_eb(v: &[u8], msg: &mut Message, ex: &mut Extras) {
                     }
                 }
             }
-            0x00C5 => {
-                if be32(s, 0).is_some_and(|w| w & (1 << 6) == 0) {
-                    add_alarm(msg, Alarm::Vibration);
-                }
+            0x00C5 if be32(s, 0).is_some_and(|w| w & (1 << 6) == 0) => {
+                add_alarm(msg, Alarm::Vibration);
             }
             0x00C6 if matches!(s.first(), Some(3 | 4)) => add_alarm(msg, Alarm::LowBattery),
             0x00CE => ex.power_v = be16(s, 0).map(|x| f64::from(x) / 100.0),

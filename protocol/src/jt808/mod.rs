@@ -206,7 +206,7 @@ impl Jt808Session {
         let text = String::from_utf8_lossy(frame);
         let first = text
             .trim_start_matches('(')
-            .split(|c| c == ',' || c == ')')
+            .split([',', ')'])
             .next()
             .unwrap_or("");
         if self.device_id.is_none()
