@@ -195,7 +195,10 @@ impl Location {
             .min(f64::from(u16::MAX)) as u16;
         b.extend_from_slice(&speed.to_be_bytes());
         b.extend_from_slice(&self.course.to_be_bytes());
-        let local = self.time + TimeDelta::minutes(i64::from(self.utc_offset_minutes));
+        let local = self
+            .time
+            .checked_add_signed(TimeDelta::minutes(i64::from(self.utc_offset_minutes)))
+            .unwrap_or(self.time);
         let year = local.year().rem_euclid(100) as u32;
         for v in [
             year,
