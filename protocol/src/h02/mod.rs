@@ -3,6 +3,8 @@
 #[allow(dead_code)]
 mod fields;
 #[allow(dead_code)]
+mod frame;
+#[allow(dead_code)]
 mod status;
 
 use bytes::BytesMut;
