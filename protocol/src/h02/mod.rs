@@ -1,5 +1,6 @@
 //! h02: decoder being assembled; the session still yields nothing.
 
+pub mod encode;
 #[allow(dead_code)]
 mod fields;
 #[allow(dead_code)]
