@@ -6,7 +6,21 @@ mod fields;
 #[allow(dead_code)]
 mod frame;
 #[allow(dead_code)]
+mod heartbeat;
+#[allow(dead_code)]
+mod link;
+#[allow(dead_code)]
+mod location;
+#[allow(dead_code)]
+mod nbr;
+#[allow(dead_code)]
 mod status;
+#[allow(dead_code)]
+mod text;
+#[allow(dead_code)]
+mod v3;
+#[allow(dead_code)]
+mod vp1;
 
 use bytes::BytesMut;
 
