@@ -1,5 +1,7 @@
 //! h02: decoder being assembled; the session still yields nothing.
 
+#[allow(dead_code)]
+mod binary;
 pub mod encode;
 #[allow(dead_code)]
 mod fields;
