@@ -80,8 +80,9 @@ pub trait Session: Send {
     fn device_id(&self) -> Option<&str>;
 }
 
-/// Options a listener passes to each session it creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Options a listener passes to each session it creates. The default is lenient, with each
+/// protocol's own maximum frame size and time-zone convention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Reject frames whose checksum or length field is wrong instead of accepting and flagging
     /// them.
@@ -91,16 +92,6 @@ pub struct SessionOptions {
     /// Offset of device-local times from UTC, in minutes, when the device does not state one.
     /// `None` uses the protocol's convention (GMT+8 for JT/T 808, UTC for the others).
     pub device_utc_offset_minutes: Option<i32>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions {
-            strict_checksum: false,
-            max_frame_len: None,
-            device_utc_offset_minutes: None,
-        }
-    }
 }
 
 /// The protocols ewall speaks.
