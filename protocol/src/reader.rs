@@ -197,7 +197,10 @@ mod tests {
 
     #[test]
     fn bcd_round_trips_and_rejects_hex_nibbles() {
-        assert_eq!(bcd_encode("864717003283581", 8), vec![0x08, 0x64, 0x71, 0x70, 0x03, 0x28, 0x35, 0x81]);
+        assert_eq!(
+            bcd_encode("864717003283581", 8),
+            vec![0x08, 0x64, 0x71, 0x70, 0x03, 0x28, 0x35, 0x81]
+        );
         assert_eq!(bcd_digits(&[0x08, 0x64], "id").unwrap(), "0864");
         assert!(bcd_digits(&[0x1a], "id").is_err());
         assert_eq!(bcd_byte(0x59, "t").unwrap(), 59);
