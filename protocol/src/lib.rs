@@ -80,7 +80,8 @@ pub trait Session: Send {
     fn device_id(&self) -> Option<&str>;
 }
 
-/// Options a listener passes to each session it creates.
+/// Options a listener passes to each session it creates. The default is lenient, with each
+/// protocol's own maximum frame size and time-zone convention.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionOptions {
     /// Reject frames whose checksum or length field is wrong instead of accepting and flagging
