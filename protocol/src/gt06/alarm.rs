@@ -284,8 +284,8 @@ fn from_event(event: u8, extended: bool) -> Option<Alarm> {
 }
 
 /// 0x95 event packet: a time and an event code, or (longer packets) a position before the code.
-/// JC400 packets start with `FF FF` and a version byte and add satellites, a 2-byte speed and a
-/// power reading.
+/// JC400 packets start with `FF FF` and a version byte, have the satellites byte and, after the
+/// course word, a 2-byte field we do not interpret and a power reading.
 ///
 /// # Errors
 /// [`DecodeError::Truncated`] when the packet is cut short.
@@ -295,21 +295,16 @@ pub(crate) fn event(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError> {
     let jc400 = body.starts_with(&[0xff, 0xff]);
     let mut message = ctx.message(MessageKind::Alarm);
     if extended {
-        let layout = if jc400 {
+        if jc400 {
             r.skip(3, "marker and version")?;
-            GpsLayout {
-                satellites: true,
-                speed: SpeedField::U16,
-            }
-        } else {
-            GpsLayout {
-                satellites: false,
-                speed: SpeedField::None,
-            }
+        }
+        let layout = GpsLayout {
+            satellites: jc400,
+            speed: SpeedField::None,
         };
         location::read_gps(&mut r, ctx, layout)?.apply(&mut message);
         if jc400 {
-            r.skip(2, "power")?;
+            r.skip(4, "unknown and power")?;
         }
     } else {
         r.skip(6, "date and time")?;
@@ -403,5 +398,27 @@ mod tests {
         let out = event(&ctx(), &extended).unwrap();
         assert_eq!(out.messages[0].alarms, vec![Alarm::Sos]);
         assert!(out.messages[0].position.as_ref().unwrap().valid);
+    }
+
+    #[test]
+    fn a_jc400_event_has_its_course_word_right_after_the_coordinates() {
+        let body = [
+            0xff, 0xff, 0x01, // JC400 marker, version
+            0x18, 0x0b, 0x0d, 0x03, 0x14, 0x06, // 2024-11-13 03:20:06
+            0xda, // satellites 10
+            0x04, 0xb5, 0xab, 0x0d, // latitude 43.897
+            0x08, 0x81, 0x3d, 0xf0, // longitude 79.271
+            0x1c, 0xa9, // course 169, valid, north, west
+            0x00, 0x2c, // not interpreted
+            0x00, 0x8a, // power
+            0x92, // event: cornering
+        ];
+        let out = event(&ctx(), &body).unwrap();
+        let m = &out.messages[0];
+        assert_eq!(m.alarms, vec![Alarm::HarshCornering]);
+        let p = m.position.as_ref().unwrap();
+        assert!((p.lat - 43.89704).abs() < 1e-5 && (p.lon + 79.27096).abs() < 1e-5);
+        assert!(p.valid);
+        assert_eq!(p.course, Some(169.0));
     }
 }

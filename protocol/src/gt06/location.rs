@@ -105,8 +105,6 @@ pub(crate) enum SpeedField {
     None,
     /// km/h in one byte.
     U8,
-    /// km/h in two bytes.
-    U16,
 }
 
 /// A decoded GPS block.
@@ -223,7 +221,6 @@ pub(crate) fn read_gps(
     let speed = match layout.speed {
         SpeedField::None => None,
         SpeedField::U8 => Some(f64::from(r.u8("speed")?)),
-        SpeedField::U16 => Some(f64::from(r.u16("speed")?)),
     };
     let flags = r.u16("course and status")?;
     Ok(GpsFix::from_wire(time, satellites, lat, lon, speed, flags))

@@ -460,6 +460,13 @@ fn is_short_report(protocol: u8) -> bool {
 /// Short-form (`78 78`) frames.
 fn decode_short(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, DecodeError> {
     match protocol {
+        request::TIME_REQUEST => Ok(request::time(ctx)),
+        request::ADDRESS_REQUEST => Ok(request::address()),
+        heartbeat::STATUS | heartbeat::HEARTBEAT if body.is_empty() => {
+            Ok(Out::ack(vec![ctx.message(MessageKind::Heartbeat)]))
+        }
+        // A report with no content (seen as a bare 0x12): acknowledged, nothing to report.
+        _ if body.is_empty() => Ok(Out::ack(Vec::new())),
         heartbeat::STATUS | heartbeat::HEARTBEAT => heartbeat::decode(ctx, protocol, body),
         heartbeat::STATUS_2 => match heartbeat::status_2(ctx, body) {
             Some(out) => Ok(out),
@@ -483,8 +490,6 @@ fn decode_short(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, DecodeE
         info::INFO => info::information(ctx, body),
         info::BMS => Ok(Out::ack(vec![ctx.message(MessageKind::Status)])),
         0x80..=0x82 => Ok(Out::silent(vec![ctx.message(MessageKind::CommandReply)])),
-        request::TIME_REQUEST => Ok(request::time(ctx)),
-        request::ADDRESS_REQUEST => Ok(request::address()),
         // Unknown but well-formed: acknowledged, nothing to report.
         _ => Ok(Out::ack(Vec::new())),
     }

@@ -112,7 +112,8 @@ fn read_module(message: &mut Message, id: u16, value: &[u8]) {
                 r.u8("speed"),
                 r.u16("course and status"),
             ) {
-                let time = DateTime::from_timestamp(i64::from(time), 0);
+                // A zero time marks a module without a fix.
+                let time = DateTime::from_timestamp(i64::from(time), 0).filter(|_| time != 0);
                 let fix = GpsFix::from_wire(
                     time,
                     Some(satellites),
