@@ -478,3 +478,48 @@ fn decode_frame_takes_a_capture_as_one_frame() {
     assert!(d.integrity.is_mismatch());
     assert!(s.decode_frame(&[0x24, 0x24]).is_err());
 }
+
+mod split_reads {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stream(pieces: &[(usize, Vec<u8>)]) -> Vec<u8> {
+        let usable: Vec<_> = fixtures::ALL
+            .iter()
+            .filter(|(name, _)| *name != "oversize")
+            .collect();
+        let mut out = Vec::new();
+        for (which, noise) in pieces {
+            out.extend((usable[which % usable.len()].1)());
+            out.extend_from_slice(noise);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Golden frames with noise between them, read in arbitrary pieces, give the items of
+        /// one read.
+        #[test]
+        fn any_split_gives_the_same_items(
+            pieces in proptest::collection::vec(
+                (any::<usize>(), proptest::collection::vec(any::<u8>(), 0..6)),
+                1..6,
+            ),
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..8),
+        ) {
+            let bytes = stream(&pieces);
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for to in at {
+                chunks.push(&bytes[from..to]);
+                from = to;
+            }
+            chunks.push(&bytes[from..]);
+            prop_assert_eq!(run(&mut session(), &[&bytes]), run(&mut session(), &chunks));
+        }
+    }
+}
