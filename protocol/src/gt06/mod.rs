@@ -100,10 +100,10 @@ impl Gt06Session {
             declared: frame.declared,
             actual: frame.actual,
         };
-        // Wi-Fi reports 0x69 (and 0x17 when its length field is not a length) put the access
-        // point count where the length belongs and carry neither serial nor CRC.
-        let wifi_count = !frame.long
-            && (frame.protocol == wifi::WIFI_2 || (frame.protocol == wifi::WIFI && !consistent));
+        // Wi-Fi reports 0x17/0x69 whose length field disagrees with the frame put the access
+        // point count there and carry neither serial nor CRC.
+        let wifi_count =
+            !frame.long && !consistent && matches!(frame.protocol, wifi::WIFI | wifi::WIFI_2);
         let (integrity, candidates): (Integrity, Vec<Layout<'_>>) = match frame.crc {
             _ if wifi_count => (
                 Integrity::Mismatch(length_mismatch),
