@@ -1,3 +1,4 @@
 //! ewall: real-time GPS electronic-fence monitoring.
 
+pub mod fence;
 pub mod model;
