@@ -17,6 +17,7 @@
 //! | `geodesy.rs` | metres from degrees (local scale, haversine) |
 //! | `zone.rs` | GeoJSON in and out, validation ([`ZoneError`]) |
 //! | `crs.rs` | GCJ-02 / BD-09 → WGS-84 |
+//! | `batch.rs` | [`run_batch`], the engine of `ewall fence` |
 //!
 //! # Semantics (DESIGN.md, "Fencing semantics")
 //!
@@ -60,6 +61,7 @@
 //! better than that, whatever it claims, and the real boundaries converted from GCJ-02 carry a
 //! few metres of their own error.
 
+mod batch;
 pub mod crs;
 #[cfg(test)]
 mod fixtures;
@@ -73,6 +75,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use batch::{check_points, parse_points, run_batch, BatchReport, BatchZone, PointsError};
 pub use geodesy::{haversine_m, LocalScale};
 pub use index::{CatalogWarning, ZoneCatalog, ZoneEnvelope, PERSON_SCAN_MAX};
 pub use prepared::{Placement, PreparedZone, BOUNDARY_TOLERANCE_M};
@@ -85,12 +88,15 @@ pub use zone::{
 use crate::model::{AlertKind, AlertPosition, Fix, PersonId, PositionSource, ZoneId, ZoneKind};
 use state::{Event, PersonState, Verdict};
 
-/// Errors of the fence module's fallible entry points.
+/// Errors of the fence module's fallible entry points (zone parsing, the batch check).
 #[derive(Debug, Error)]
 pub enum FenceError {
     /// A zone was rejected.
     #[error(transparent)]
     Zone(#[from] ZoneError),
+    /// The points file was rejected.
+    #[error(transparent)]
+    Points(#[from] PointsError),
 }
 
 /// The engine's settings: how many fixes confirm a breach, and the accuracy assumed for fixes
