@@ -57,6 +57,9 @@ pub const MAX_GRID_CELLS: usize = 1 << 22;
 /// Budget of edge copies in a grid, per edge (plus a fixed 65,536): a grid needing more is
 /// coarsened (cells ÷ 4) until it fits, so shapes with long edges cannot blow up memory.
 pub const EDGE_COPIES_PER_EDGE: usize = 64;
+/// A radius box covering at most this many grid cells is searched for nearby edges cell by
+/// cell; a bigger one goes to the edge R-tree.
+pub const NEAR_QUERY_MAX_CELLS: usize = 16;
 /// Margin, degrees, by which edges are widened when assigned to grid cells (about 0.1 mm); far
 /// above the rounding error of coordinates below 180°.
 const GRID_MARGIN_DEG: f64 = 1e-9;
@@ -258,16 +261,22 @@ impl PreparedZone {
                 side(scan_contains(edges, lon, lat))
             }
             Shape::Indexed(ix) => {
-                let scale = LocalScale::at(lat);
-                if !in_envelope(&self.envelope, lon, lat) {
-                    if scale.distance_to_rect_m(lon, lat, &self.envelope) > r {
-                        return Placement::Outside;
+                let within_box = in_envelope(&self.envelope, lon, lat);
+                if within_box {
+                    if let Some(inside) = ix.grid.clear_status(lon, lat, r) {
+                        // Far enough from every boundary cell: decided by the cell alone.
+                        return side(inside);
                     }
-                } else if let Some(inside) = ix.grid.clear_status(lon, lat, r) {
-                    // Far enough inside a non-boundary cell: decided by the cell alone.
-                    return side(inside);
                 }
-                if ix.any_edge_within(&scale, lon, lat, r) {
+                let scale = LocalScale::at(lat);
+                if !within_box && scale.distance_to_rect_m(lon, lat, &self.envelope) > r {
+                    return Placement::Outside;
+                }
+                let near = ix
+                    .grid
+                    .any_edge_within(&scale, lon, lat, r)
+                    .unwrap_or_else(|| ix.any_edge_within(&scale, lon, lat, r));
+                if near {
                     Placement::Uncertain
                 } else {
                     side(ix.grid.contains(lon, lat))
@@ -458,8 +467,8 @@ struct Grid {
     cells: Vec<Cell>,
     /// Edges of boundary cells, cell after cell (an edge appears once per cell it touches).
     edges: Vec<[f64; 4]>,
-    /// Metres guaranteed per cell of Chebyshev distance anywhere in the box.
-    clear_unit_m: f64,
+    /// Metres per degree guaranteed anywhere in the box (the smallest on each axis).
+    min_scale: LocalScale,
 }
 
 /// A grid cell: `tag` bit 0 = boundary, bit 1 = inside (non-boundary cells); the bits above
@@ -503,7 +512,7 @@ impl Grid {
                 env,
                 cells: vec![Cell::default(); nx * ny],
                 edges: Vec::new(),
-                clear_unit_m: (cw * scale.m_per_deg_lon).min(ch * scale.m_per_deg_lat),
+                min_scale: scale,
             };
             let limit = if target <= 64 { usize::MAX } else { budget };
             if grid.assign_edges(edges, limit) {
@@ -676,16 +685,56 @@ impl Grid {
         }
     }
 
-    /// `Some(inside)` when the point's cell is not a boundary cell and every point of it is more
-    /// than `r` metres from the boundary; `None` when the exact test is needed.
+    /// `Some(inside)` when the point's cell is not a boundary cell and the point is guaranteed
+    /// to be more than `r` metres from the boundary; `None` when the exact test is needed.
+    ///
+    /// The nearest boundary cell is `k` cells away (Chebyshev), so on one axis the boundary is
+    /// at least `k - 1` whole cells plus the point's distance to its own cell's side away.
     #[inline]
     fn clear_status(&self, lon: f64, lat: f64, r: f64) -> Option<bool> {
-        let cell = self.cells[self.row(lat) * self.nx + self.col(lon)];
+        let (row, col) = (self.row(lat), self.col(lon));
+        let cell = self.cells[row * self.nx + col];
         if cell.tag & BOUNDARY != 0 {
             return None;
         }
-        let cells_away = (cell.tag >> TAG_SHIFT).saturating_sub(1);
-        (f64::from(cells_away) * self.clear_unit_m > r).then_some(cell.tag & INSIDE != 0)
+        let whole = f64::from((cell.tag >> TAG_SHIFT).saturating_sub(1));
+        let to_side_x = (lon - self.x_lo(col))
+            .min(self.x_lo(col + 1) - lon)
+            .max(0.0);
+        let to_side_y = (lat - self.y_lo(row))
+            .min(self.y_lo(row + 1) - lat)
+            .max(0.0);
+        let clear_x = (whole * self.cw + to_side_x) * self.min_scale.m_per_deg_lon;
+        let clear_y = (whole * self.ch + to_side_y) * self.min_scale.m_per_deg_lat;
+        (clear_x.min(clear_y) > r).then_some(cell.tag & INSIDE != 0)
+    }
+
+    /// Whether some edge is within `r` metres of the point, looking only at the grid cells the
+    /// radius box covers; `None` when that is more than [`NEAR_QUERY_MAX_CELLS`] cells.
+    #[inline]
+    fn any_edge_within(&self, scale: &LocalScale, lon: f64, lat: f64, r: f64) -> Option<bool> {
+        let (hx, hy) = scale.degrees(r);
+        let (c0, c1) = (self.col(lon - hx), self.col(lon + hx));
+        let (r0, r1) = (self.row(lat - hy), self.row(lat + hy));
+        if (c1 - c0 + 1) * (r1 - r0 + 1) > NEAR_QUERY_MAX_CELLS {
+            return None;
+        }
+        for row in r0..=r1 {
+            for cell in &self.cells[row * self.nx + c0..=row * self.nx + c1] {
+                if cell.tag & BOUNDARY == 0 {
+                    continue;
+                }
+                let start = cell.start as usize;
+                let count = (cell.tag >> TAG_SHIFT) as usize;
+                if self.edges[start..start + count]
+                    .iter()
+                    .any(|e| scale.distance_to_segment_m(lon, lat, e) <= r)
+                {
+                    return Some(true);
+                }
+            }
+        }
+        Some(false)
     }
 
     /// Even-odd point-in-polygon test; see the module docs for the walk through boundary cells.
