@@ -248,6 +248,24 @@ fn catalog(c: &mut Criterion) {
             |b| b.iter(|| first.rebuild(black_box(zones.clone()), HashMap::new())),
         );
     }
+    // Where reuse pays: big real boundaries are prepared once, then only compared.
+    let real: Vec<Zone> = shapes()
+        .into_iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, (_, mut z))| {
+            z.id = Uuid::from_u128(i as u128 + 1);
+            z
+        })
+        .collect();
+    build.throughput(Throughput::Elements(real.len() as u64));
+    build.bench_function("prepare and bulk-load Jiahe, Chenzhou and Hunan", |b| {
+        b.iter(|| ZoneCatalog::build(black_box(real.clone()), HashMap::new()))
+    });
+    let first = ZoneCatalog::build(real.clone(), HashMap::new());
+    build.bench_function("rebuild Jiahe, Chenzhou and Hunan unchanged", |b| {
+        b.iter(|| first.rebuild(black_box(real.clone()), HashMap::new()))
+    });
     build.finish();
 
     let mut tree = c.benchmark_group("zone envelope R-tree, 100k zones");
