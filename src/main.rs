@@ -229,7 +229,12 @@ fn decode(protocol: Protocol, hex: bool, frame: &str) -> anyhow::Result<()> {
 }
 
 fn fence(zones: &std::path::Path, points: &std::path::Path, threads: usize) -> anyhow::Result<()> {
-    let report = ewall::fence::batch::run_files(zones, points, threads)?;
+    let zones_text = std::fs::read_to_string(zones)
+        .with_context(|| format!("reading zones from {}", zones.display()))?;
+    let points_text = std::fs::read_to_string(points)
+        .with_context(|| format!("reading points from {}", points.display()))?;
+    let report = ewall::fence::run_batch(&zones_text, &points_text, threads)
+        .with_context(|| format!("checking {} against {}", points.display(), zones.display()))?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -18,7 +18,6 @@
 //! writer's input; the writer commits its last batch and ends.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,9 +26,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::fence::{FenceConfig, FenceEngine, Transition};
+use crate::fence::{shard_for, FenceConfig, FenceEngine, Transition};
 use crate::model::{
-    new_id, Alert, AlertKind, AlertState, DeviceAlarm, PersonId, Severity, Submission,
+    new_id, Alert, AlertKind, AlertState, DeviceAlarm, Severity, Submission, SupervisionLevel,
 };
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
@@ -114,15 +113,9 @@ impl Pipeline {
     }
 }
 
-/// Which shard owns a person: stable for the life of the process.
-fn shard_of(person: PersonId, shards: usize) -> usize {
-    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(person);
-    (hash % shards as u64) as usize
-}
-
 async fn route(mut rx: mpsc::Receiver<Submission>, shards: Vec<mpsc::Sender<Submission>>) {
     while let Some(submission) = rx.recv().await {
-        let shard = &shards[shard_of(submission.person_id, shards.len())];
+        let shard = &shards[shard_for(&submission.person_id, shards.len())];
         if shard.send(submission).await.is_err() {
             break;
         }
@@ -183,7 +176,7 @@ impl Shard {
     fn alarm_alert(
         &mut self,
         alarm: &DeviceAlarm,
-        level: crate::model::SupervisionLevel,
+        level: SupervisionLevel,
         raised_at: DateTime<Utc>,
     ) -> Option<Alert> {
         let kind = AlertKind::from_alarm(alarm.alarm)?;
@@ -217,7 +210,7 @@ impl Shard {
 fn zone_alert(
     t: Transition,
     device_id: &str,
-    level: crate::model::SupervisionLevel,
+    level: SupervisionLevel,
     raised_at: DateTime<Utc>,
 ) -> Alert {
     Alert {

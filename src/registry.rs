@@ -9,11 +9,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use geo::{Geometry, MultiPolygon};
 use thiserror::Error;
+use tracing::warn;
 
-use crate::fence::ZoneCatalog;
-use crate::model::{Person, PersonId, SupervisionLevel, Zone, ZoneId, ZoneShape};
+use crate::fence::{ZoneCatalog, ZoneProperties, ZoneSpec};
+use crate::model::{Crs, Person, PersonId, SupervisionLevel, Zone, ZoneId};
 use crate::store::{Store, StoreError, ZoneRecord};
 
 /// Errors loading the registry.
@@ -129,17 +129,23 @@ impl Registry {
         for (person, zone) in pairs {
             assignments.entry(person).or_default().push(zone);
         }
-        let catalog = ZoneCatalog::build(parsed.values().cloned().collect(), assignments);
+        let catalog = self
+            .catalog()
+            .rebuild(parsed.values().cloned().collect(), assignments);
+        for warning in catalog.warnings() {
+            warn!(?warning, "Zone catalog warning.");
+        }
         *write(&self.zones) = parsed;
         *write(&self.catalog) = Arc::new(catalog);
         Ok(())
     }
 }
 
-/// Reads a stored zone's WGS-84 GeoJSON geometry back into a shape.
+/// Reads a stored zone back: its geometry is WGS-84 GeoJSON, validated when it was created and
+/// validated again here, so a damaged row cannot reach the engine.
 ///
 /// # Errors
-/// [`RegistryError::Zone`] when the text is not a Polygon, MultiPolygon or Point with radius.
+/// [`RegistryError::Zone`] when the stored geometry is not a valid zone.
 pub fn zone_from_record(record: &ZoneRecord) -> Result<Zone, RegistryError> {
     let bad = |reason: String| RegistryError::Zone {
         id: record.id,
@@ -149,24 +155,12 @@ pub fn zone_from_record(record: &ZoneRecord) -> Result<Zone, RegistryError> {
         .geometry
         .parse()
         .map_err(|e: geojson::Error| bad(e.to_string()))?;
-    let geometry: Geometry<f64> = geometry
-        .try_into()
-        .map_err(|e: geojson::Error| bad(e.to_string()))?;
-    let shape = match (geometry, record.radius_m) {
-        (Geometry::Point(center), Some(radius_m)) => ZoneShape::Circle { center, radius_m },
-        (Geometry::Polygon(p), None) => ZoneShape::Area(MultiPolygon::new(vec![p])),
-        (Geometry::MultiPolygon(mp), None) => ZoneShape::Area(mp),
-        (_, radius) => {
-            return Err(bad(format!(
-                "stored geometry (radius {radius:?}) is not a Polygon, a MultiPolygon or a \
-                 Point with a radius"
-            )))
-        }
-    };
-    Ok(Zone {
-        id: record.id,
+    let properties = ZoneProperties {
         name: record.name.clone(),
         kind: record.kind,
-        shape,
-    })
+        crs: Crs::Wgs84,
+        radius_m: record.radius_m,
+    };
+    let spec = ZoneSpec::from_geometry(&geometry, properties).map_err(|e| bad(e.to_string()))?;
+    Ok(spec.into_zone(record.id))
 }

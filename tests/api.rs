@@ -160,7 +160,7 @@ async fn invalid_geojson_is_422_with_the_reason() {
             "LineString",
         ),
         (
-            json!({"type": "Feature", "properties": {"name": "x"}}),
+            json!({"type": "Feature", "properties": {"name": "x", "kind": "inclusion"}}),
             "geometry",
         ),
         (json!({"hello": "world"}), ""),

@@ -60,17 +60,16 @@ async fn three_in_three_out_one_back(
     let heartbeat = hex("78780a13c40604000201298f5b0d0a");
     assert_eq!(device.exchange(&heartbeat, 10).await, ack(0x13, 0x0129));
 
-    let mut serial = 2;
     let mut sent = Vec::new();
-    for (i, point) in [inside, inside, inside, outside, outside, outside, inside]
-        .into_iter()
-        .enumerate()
+    for (serial, point) in (2u16..).zip([inside, inside, inside, outside, outside, outside, inside])
     {
-        // Small steps keep the fixes distinct without leaving either side.
-        let (lon, lat) = (point.0 + i as f64 / 1_800_000.0, point.1);
+        let i = usize::from(serial - 2);
+        // Snapped to the wire's grid, so what is sent is exactly representable; small steps keep
+        // the fixes distinct without leaving either side.
+        let grid = |v: f64| (v * 1_800_000.0).round() / 1_800_000.0;
+        let (lon, lat) = (grid(point.0) + i as f64 / 1_800_000.0, grid(point.1));
         report(&mut device, serial, 30 * i as i64, lon, lat).await;
         sent.push((lon, lat));
-        serial += 1;
     }
 
     let track = service.track_of(&person).await;
@@ -82,7 +81,8 @@ async fn three_in_three_out_one_back(
         assert_eq!(feature["properties"]["valid"], true);
     }
     assert_eq!(track[3]["properties"]["time"], "2026-03-14T09:01:30Z");
-    (person, service.alerts_of(&person).await)
+    let alerts = service.alerts_of(&person).await;
+    (person, alerts)
 }
 
 #[tokio::test]

@@ -1,72 +1,375 @@
-//! Temporary interface of the fence engine (replaced by the real engine on merge).
-#![allow(missing_docs, dead_code, unused_variables)]
+//! The fence engine: checks every fix against the person's zones and turns definite breaches
+//! into `zone_exit` / `zone_enter` / `returned` transitions.
+//!
+//! Role in the pipeline: ingest decodes fixes; the pipeline routes each person's fixes to one
+//! of several [`FenceEngine`] shards ([`shard_for`]), each run in a thin async task; the
+//! transitions it returns become alerts in the store's outbox. Zones and assignments live in a
+//! shared, immutable [`ZoneCatalog`] that the pipeline rebuilds and swaps when they change.
+//! This module is plain synchronous code: no I/O, no clock, no imports from ingest, store or
+//! api.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | [`FenceEngine`], [`FenceConfig`] (accuracy assumptions), [`Transition`] |
+//! | `state.rs` | per-person episode state: confirmations, open breaches, late runs |
+//! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-tree of envelopes, assignments |
+//! | `prepared.rs` | [`PreparedZone`]: grid + segment R-tree for exact tests in metres |
+//! | `geodesy.rs` | metres from degrees (local scale, haversine) |
+//! | `zone.rs` | GeoJSON in and out, validation ([`ZoneError`]) |
+//! | `crs.rs` | GCJ-02 / BD-09 → WGS-84 |
+//! | `batch.rs` | [`run_batch`], the engine of `ewall fence` |
+//!
+//! # Semantics (DESIGN.md, "Fencing semantics")
+//!
+//! * Each fix gets an accuracy radius `r` ([`FenceConfig::accuracy_radius_m`]). Against each of
+//!   the person's zones it is *inside* (by more than `r`), *outside* (by more than `r`) or
+//!   *uncertain*. Uncertain changes nothing: it neither counts towards a breach nor resets the
+//!   count. Invalid fixes (`valid == false`, or coordinates that are not numbers in range)
+//!   change nothing at all, not even the person's newest time.
+//! * A breach (`zone_exit` for an inclusion zone, `zone_enter` for an exclusion zone) is raised
+//!   on the `confirm_fixes`-th consecutive definite violating fix, once per episode; the first
+//!   definite compliant fix after it ends the episode with one `returned`; a definite compliant
+//!   fix before the count is reached resets it silently.
+//! * A fix whose time is not after the newest fix already evaluated for the person is late; it
+//!   is checked, a breach found in a run of late fixes is raised with `late = true`, and it
+//!   never moves the current state. How confirmation works over a backlog is described in
+//!   `state.rs` (a run of late fixes in time order is confirmed like live fixes). A fix with
+//!   exactly the newest time counts as late, so a duplicate cannot confirm a breach by itself.
+//! * A zone removed from the person's assignment loses its state; a newly assigned zone starts
+//!   unknown, and the first definite fixes establish it (a person already outside a freshly
+//!   assigned inclusion zone gets a `zone_exit` after `confirm_fixes` fixes). A zone whose
+//!   geometry changes keeps its state; one whose kind changes starts over.
+//!
+//! # Accuracy radius
+//!
+//! The first of these that applies (all figures are [`FenceConfig`] fields):
+//!
+//! 1. `accuracy_m` as the device stated it, when it is a positive number. Phones and most
+//!    trackers that report it give a 68 % (one-sigma) radius; the confirmation count, not a
+//!    bigger radius, is what protects against the one fix in three that falls outside it.
+//! 2. For GPS fixes with an HDOP: `hdop × hdop_factor_m` (10 m). Horizontal error ≈ HDOP ×
+//!    UERE, and the user-equivalent range error of a single-frequency consumer receiver is about
+//!    5 m; doubling it gives the ≈ 95 % (2DRMS) radius, conservative because it is a guess.
+//! 3. For GPS fixes with a satellite count: the `satellite_radii_m` table (8 or more: 15 m,
+//!    6–7: 25 m, 4–5: 50 m, fewer than 4, a 2D fix at best: 150 m).
+//! 4. By source: GPS 30 m (a wrist device in town, no quality data), Wi-Fi 50 m (Wi-Fi
+//!    positioning is good to tens of metres), cell towers (LBS) 1,000 m (a cell fix is hundreds
+//!    of metres in cities and several kilometres in the countryside; a cell fix should not be
+//!    able to prove someone left a small zone).
+//!
+//! The result is never less than `min_accuracy_m` (5 m): no consumer GNSS fix in a wristband is
+//! better than that, whatever it claims, and the real boundaries converted from GCJ-02 carry a
+//! few metres of their own error.
 
-use std::collections::HashMap;
+mod batch;
+pub mod crs;
+#[cfg(test)]
+mod fixtures;
+mod geodesy;
+mod index;
+mod prepared;
+mod state;
+mod zone;
 
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
-use crate::model::{AlertKind, AlertPosition, Fix, PersonId, Zone, ZoneId};
+pub use batch::{check_points, parse_points, run_batch, BatchReport, BatchZone, PointsError};
+pub use geodesy::{haversine_m, LocalScale};
+pub use index::{envelope_entry, CatalogWarning, ZoneCatalog, ZoneEnvelope, PERSON_SCAN_MAX};
+pub use prepared::{Placement, PreparedZone, BOUNDARY_TOLERANCE_M};
+pub use state::ZoneStatus;
+pub use zone::{
+    parse_zone_collection, zone_to_feature, ZoneError, ZoneProperties, ZoneSpec, MAX_RADIUS_M,
+    MAX_VERTICES,
+};
 
+use crate::model::{AlertKind, AlertPosition, Fix, PersonId, PositionSource, ZoneId, ZoneKind};
+use state::{Event, PersonState, Verdict};
+
+/// Errors of the fence module's fallible entry points (zone parsing, the batch check).
+#[derive(Debug, Error)]
+pub enum FenceError {
+    /// A zone was rejected.
+    #[error(transparent)]
+    Zone(#[from] ZoneError),
+    /// The points file was rejected.
+    #[error(transparent)]
+    Points(#[from] PointsError),
+}
+
+/// The engine's settings: how many fixes confirm a breach, and the accuracy assumed for fixes
+/// that do not state one (see the module docs for the reasoning behind each default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FenceConfig {
+    /// Consecutive definite violating fixes that confirm a breach (at least 1).
     pub confirm_fixes: u32,
+    /// Floor on any accuracy radius, metres.
+    pub min_accuracy_m: f64,
+    /// Metres of radius per unit of HDOP (UERE × 2), for GPS fixes without a stated accuracy.
+    pub hdop_factor_m: f64,
+    /// `[min_satellites, radius_m]` pairs, for GPS fixes with neither accuracy nor HDOP: the
+    /// first pair whose count the fix reaches gives the radius.
+    pub satellite_radii_m: Vec<(u8, f64)>,
+    /// Radius for a GPS fix with no quality data at all, metres.
+    pub gps_default_m: f64,
+    /// Radius for a Wi-Fi fix without a stated accuracy, metres.
+    pub wifi_default_m: f64,
+    /// Radius for a cell-tower (LBS) fix without a stated accuracy, metres.
+    pub lbs_default_m: f64,
+    /// Longest gap between two late fixes that still continue one late run, seconds.
+    pub late_run_max_gap_secs: u32,
+    /// Engines the pipeline runs in parallel, persons split among them by id; 0 means one
+    /// per CPU core.
+    pub shards: usize,
 }
 
 impl Default for FenceConfig {
     fn default() -> Self {
-        FenceConfig { confirm_fixes: 2 }
+        FenceConfig {
+            confirm_fixes: 2,
+            min_accuracy_m: 5.0,
+            hdop_factor_m: 10.0,
+            satellite_radii_m: vec![(8, 15.0), (6, 25.0), (4, 50.0), (0, 150.0)],
+            gps_default_m: 30.0,
+            wifi_default_m: 50.0,
+            lbs_default_m: 1_000.0,
+            late_run_max_gap_secs: 1_800,
+            shards: 0,
+        }
     }
 }
 
 impl FenceConfig {
+    /// Checks the values; an error names the key (within `[fence]`) and the problem.
+    ///
+    /// # Errors
+    /// `(key, problem)` for the first value out of range.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = |key: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err((key, format!("must be a positive number of metres, not {v}")))
+            }
+        };
+        if self.confirm_fixes == 0 {
+            return Err(("confirm_fixes", "must be at least 1".into()));
+        }
+        positive("min_accuracy_m", self.min_accuracy_m)?;
+        positive("hdop_factor_m", self.hdop_factor_m)?;
+        positive("gps_default_m", self.gps_default_m)?;
+        positive("wifi_default_m", self.wifi_default_m)?;
+        positive("lbs_default_m", self.lbs_default_m)?;
+        for &(_, radius) in &self.satellite_radii_m {
+            positive("satellite_radii_m", radius)?;
+        }
+        if self.late_run_max_gap_secs == 0 {
+            return Err(("late_run_max_gap_secs", "must be at least 1".into()));
+        }
         Ok(())
     }
-}
 
-#[derive(Debug, Default)]
-pub struct ZoneCatalog {}
+    /// The number of engine shards to run.
+    pub fn shards(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
 
-impl ZoneCatalog {
-    pub fn build(zones: Vec<Zone>, assignments: HashMap<PersonId, Vec<ZoneId>>) -> Self {
-        ZoneCatalog {}
+    /// The accuracy radius, metres, the engine uses for this fix (see the module docs).
+    pub fn accuracy_radius_m(&self, fix: &Fix) -> f64 {
+        let usable = |v: f64| v.is_finite() && v > 0.0;
+        let stated = fix.accuracy_m.filter(|&a| usable(a));
+        let radius = match (stated, fix.source) {
+            (Some(a), _) => a,
+            (None, PositionSource::Gps) => fix
+                .hdop
+                .filter(|&h| usable(h))
+                .map(|h| h * self.hdop_factor_m)
+                .or_else(|| {
+                    let n = fix.satellites.filter(|&n| n > 0)?;
+                    self.satellite_radii_m
+                        .iter()
+                        .find(|(min, _)| n >= *min)
+                        .map(|&(_, r)| r)
+                })
+                .unwrap_or(self.gps_default_m),
+            (None, PositionSource::Wifi) => self.wifi_default_m,
+            (None, PositionSource::Lbs) => self.lbs_default_m,
+        };
+        radius.max(self.min_accuracy_m)
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A change of a person's standing with a zone, to become an alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transition {
+    /// Who.
     pub person_id: PersonId,
+    /// Which zone.
     pub zone_id: ZoneId,
+    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached) or
+    /// `Returned` (a breach ended).
     pub kind: AlertKind,
-    pub time: chrono::DateTime<chrono::Utc>,
+    /// Time of the fix that caused it.
+    pub time: DateTime<Utc>,
+    /// Where that fix was, with the accuracy radius the decision used.
     pub position: AlertPosition,
+    /// Raised from a late fix (older than the newest already evaluated for the person).
     pub late: bool,
 }
 
-pub struct FenceEngine {}
+/// The shard (of `shards`) that owns a person's fixes; stable across runs and platforms.
+/// `shards` of 0 is treated as 1.
+pub fn shard_for(person: &PersonId, shards: usize) -> usize {
+    let v = person.as_u128();
+    // Fold both halves: v7 ids keep their time in the high bits and randomness in the low ones.
+    let h = (v as u64) ^ ((v >> 64) as u64).rotate_left(29);
+    (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % shards.max(1)
+}
+
+/// Per-person fence state for the persons of one shard.
+///
+/// ```
+/// # use std::collections::HashMap;
+/// # use chrono::{TimeZone, Utc, Duration};
+/// # use ewall::fence::{FenceConfig, FenceEngine, ZoneCatalog, ZoneSpec};
+/// # use ewall::model::{AlertKind, Fix, PositionSource};
+/// # let person = uuid::Uuid::from_u128(7);
+/// # let home = uuid::Uuid::from_u128(1);
+/// # let fix = |minute: i64, lon: f64, lat: f64| Fix {
+/// #     device_id: "860000000000001".into(), person_id: person,
+/// #     time: Utc.timestamp_opt(1_700_000_000, 0).unwrap() + Duration::minutes(minute),
+/// #     received_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap() + Duration::minutes(minute),
+/// #     lat, lon, valid: true, accuracy_m: Some(10.0), speed_kmh: None, course: None,
+/// #     altitude_m: None, satellites: None, hdop: None, source: PositionSource::Gps,
+/// #     battery_pct: None, archived: false, integrity_mismatch: false, protocol: "json".into(),
+/// # };
+/// // A 1 km circle the person must stay in.
+/// let zone = ZoneSpec::parse(r#"{"type": "Feature",
+///     "properties": {"name": "home", "kind": "inclusion", "radius_m": 1000},
+///     "geometry": {"type": "Point", "coordinates": [112.37, 25.58]}}"#)?
+///     .into_zone(home);
+/// let catalog = ZoneCatalog::build(vec![zone], HashMap::from([(person, vec![home])]));
+/// let mut engine = FenceEngine::new(FenceConfig::default());
+///
+/// assert!(engine.check(&catalog, &fix(0, 112.37, 25.58)).is_empty()); // inside
+/// assert!(engine.check(&catalog, &fix(1, 112.40, 25.58)).is_empty()); // 3 km out: 1 of 2
+/// let alerts = engine.check(&catalog, &fix(2, 112.40, 25.58));        // 2 of 2: breach
+/// assert_eq!(alerts.len(), 1);
+/// assert_eq!(alerts[0].kind, AlertKind::ZoneExit);
+/// let back = engine.check(&catalog, &fix(3, 112.37, 25.58));
+/// assert_eq!(back[0].kind, AlertKind::Returned);
+/// # Ok::<(), ewall::fence::ZoneError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct FenceEngine {
+    config: FenceConfig,
+    persons: std::collections::HashMap<PersonId, PersonState>,
+}
 
 impl FenceEngine {
-    pub fn new(config: FenceConfig) -> Self {
-        FenceEngine {}
+    /// An engine with no persons yet.
+    pub fn new(config: FenceConfig) -> FenceEngine {
+        FenceEngine {
+            config,
+            persons: std::collections::HashMap::new(),
+        }
     }
+
+    /// The settings in force.
+    pub fn config(&self) -> &FenceConfig {
+        &self.config
+    }
+
+    /// Checks one fix against the person's zones in `catalog` and returns the transitions it
+    /// causes (usually none). See the module docs for the exact semantics.
     pub fn check(&mut self, catalog: &ZoneCatalog, fix: &Fix) -> Vec<Transition> {
-        Vec::new()
+        let mut out = Vec::new();
+        let plausible = fix.lat.is_finite()
+            && fix.lon.is_finite()
+            && (-90.0..=90.0).contains(&fix.lat)
+            && (-180.0..=180.0).contains(&fix.lon);
+        if !fix.valid || !plausible {
+            return out;
+        }
+        if !catalog.has_zones(&fix.person_id) {
+            // No zones: keep nothing, so unassigned persons cost no memory.
+            self.persons.remove(&fix.person_id);
+            return out;
+        }
+        let radius = self.config.accuracy_radius_m(fix);
+        let state = self.persons.entry(fix.person_id).or_default();
+        if state.generation != catalog.generation() {
+            let assigned = catalog.zone_ids_of(&fix.person_id);
+            state.retain_zones(|id| assigned.contains(id));
+            state.generation = catalog.generation();
+        }
+        let late = state.newest.is_some_and(|newest| fix.time <= newest);
+        if !late {
+            state.newest = Some(fix.time);
+        }
+        let confirm = self.config.confirm_fixes.max(1);
+        let max_gap = Duration::seconds(i64::from(self.config.late_run_max_gap_secs));
+        let mut placements = Vec::new();
+        catalog.classify_for(&fix.person_id, fix.lon, fix.lat, radius, &mut placements);
+        for (zone, placement) in placements {
+            let verdict = match (zone.kind(), placement) {
+                (_, Placement::Uncertain) => continue,
+                (ZoneKind::Inclusion, Placement::Inside)
+                | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
+                _ => Verdict::Violates,
+            };
+            let zone_state = state.zone_mut(zone.id(), zone.kind());
+            let event = if late {
+                zone_state.apply_late(verdict, fix.time, confirm, max_gap)
+            } else {
+                zone_state.apply_live(verdict, fix.time, confirm)
+            };
+            let kind = match (event, zone.kind()) {
+                (None, _) => continue,
+                (Some(Event::Returned), _) => AlertKind::Returned,
+                (Some(Event::Breach), ZoneKind::Inclusion) => AlertKind::ZoneExit,
+                (Some(Event::Breach), ZoneKind::Exclusion) => AlertKind::ZoneEnter,
+            };
+            out.push(Transition {
+                person_id: fix.person_id,
+                zone_id: zone.id(),
+                kind,
+                time: fix.time,
+                position: AlertPosition {
+                    lat: fix.lat,
+                    lon: fix.lon,
+                    accuracy_m: Some(radius),
+                },
+                late,
+            });
+        }
+        out
+    }
+
+    /// Where a person stands with a zone (`Unknown` when nothing is known).
+    pub fn status(&self, person: &PersonId, zone: &ZoneId) -> ZoneStatus {
+        self.persons
+            .get(person)
+            .and_then(|p| p.zone(zone))
+            .map_or(ZoneStatus::Unknown, |z| z.status())
+    }
+
+    /// Forgets everything about a person (deleted, or moved to another shard).
+    pub fn forget(&mut self, person: &PersonId) {
+        self.persons.remove(person);
+    }
+
+    /// Number of persons with state in this engine.
+    pub fn person_count(&self) -> usize {
+        self.persons.len()
     }
 }
 
-impl FenceConfig {
-    pub fn shards(&self) -> usize {
-        2
-    }
-}
-
-pub mod batch {
-    pub fn run_files(
-        zones: &std::path::Path,
-        points: &std::path::Path,
-        threads: usize,
-    ) -> Result<serde_json::Value, std::io::Error> {
-        Ok(serde_json::Value::Null)
-    }
-}
+#[cfg(test)]
+mod tests;
