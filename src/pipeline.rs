@@ -231,3 +231,58 @@ fn zone_alert(
         resolved_at: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::model::{Alarm, PersonId};
+
+    fn shard() -> Shard {
+        Shard {
+            index: 0,
+            engine: FenceEngine::new(FenceConfig::default()),
+            registry: Arc::new(Registry::default()),
+            metrics: Arc::new(Metrics::new()),
+            recent_alarms: HashMap::new(),
+        }
+    }
+
+    fn alarm(person: PersonId, alarm: Alarm, minute: u32) -> DeviceAlarm {
+        DeviceAlarm {
+            device_id: "864717003283581".into(),
+            person_id: person,
+            alarm,
+            time: Utc.with_ymd_and_hms(2026, 2, 1, 10, minute, 0).unwrap(),
+            position: None,
+        }
+    }
+
+    #[test]
+    fn a_held_alarm_is_one_alert_until_the_window_passes() {
+        let mut shard = shard();
+        let person = crate::model::new_id();
+        let now = Utc::now();
+        let level = SupervisionLevel::Normal;
+        let first = shard
+            .alarm_alert(&alarm(person, Alarm::Sos, 0), level, now)
+            .unwrap();
+        assert_eq!(first.kind, AlertKind::Sos);
+        assert_eq!(first.severity, Severity::Critical);
+        assert!(shard
+            .alarm_alert(&alarm(person, Alarm::Sos, 2), level, now)
+            .is_none());
+        // Another kind is its own event; the same kind after the window is a new one.
+        assert!(shard
+            .alarm_alert(&alarm(person, Alarm::Removal, 2), level, now)
+            .is_some());
+        assert!(shard
+            .alarm_alert(&alarm(person, Alarm::Sos, 6), level, now)
+            .is_some());
+        // Alarms with no alert kind (vibration) raise nothing.
+        assert!(shard
+            .alarm_alert(&alarm(person, Alarm::Vibration, 30), level, now)
+            .is_none());
+    }
+}

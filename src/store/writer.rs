@@ -130,3 +130,110 @@ impl StoreWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::model::{new_id, PositionSource};
+    use crate::store::sqlite::SqliteStore;
+
+    fn fix(second: u32) -> Fix {
+        Fix {
+            device_id: "864717003283581".into(),
+            person_id: new_id(),
+            time: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, second % 60).unwrap(),
+            received_at: Utc::now(),
+            lat: 25.5,
+            lon: 112.3,
+            valid: true,
+            accuracy_m: None,
+            speed_kmh: None,
+            course: None,
+            altitude_m: None,
+            satellites: None,
+            hdop: None,
+            source: PositionSource::Gps,
+            battery_pct: None,
+            archived: false,
+            integrity_mismatch: false,
+            protocol: "gt06".into(),
+        }
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+        let url = format!("sqlite://{}", dir.path().join("w.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Arc::new(store)
+    }
+
+    /// Queues `n` one-fix requests and returns their commit notices.
+    async fn queue(
+        tx: &mpsc::Sender<WriteRequest>,
+        n: u32,
+    ) -> Vec<oneshot::Receiver<Result<(), CommitFailed>>> {
+        let mut notices = Vec::new();
+        for i in 0..n {
+            let (done, notice) = oneshot::channel();
+            tx.send(WriteRequest {
+                fixes: vec![fix(i)],
+                alerts: Vec::new(),
+                done: Some(done),
+            })
+            .await
+            .unwrap();
+            notices.push(notice);
+        }
+        notices
+    }
+
+    #[tokio::test]
+    async fn queued_requests_commit_in_batches_of_at_most_batch_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        let metrics = Arc::new(Metrics::new());
+        let config = StoreConfig {
+            batch_max: 40,
+            ..StoreConfig::default()
+        };
+        let writer = StoreWriter::new(store, config, metrics.clone(), broadcast::channel(8).0);
+        let (tx, rx) = mpsc::channel(200);
+        // Everything is queued before the writer starts, so batches are as large as allowed.
+        let notices = queue(&tx, 100).await;
+        drop(tx);
+        writer.run(rx).await;
+        for notice in notices {
+            assert_eq!(notice.await.unwrap(), Ok(()));
+        }
+        assert_eq!(metrics.fixes_stored.get(), 100);
+        assert_eq!(metrics.batch_size.get_sample_count(), 3, "40 + 40 + 20");
+        assert_eq!(metrics.batch_size.get_sample_sum(), 100.0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_commit_is_reported_to_every_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite(&dir).await;
+        sqlx::query("DROP TABLE positions")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let config = StoreConfig {
+            commit_attempts: 2,
+            ..StoreConfig::default()
+        };
+        let writer = StoreWriter::new(store, config, metrics.clone(), broadcast::channel(8).0);
+        let (tx, rx) = mpsc::channel(10);
+        let notices = queue(&tx, 3).await;
+        drop(tx);
+        writer.run(rx).await;
+        for notice in notices {
+            assert!(notice.await.unwrap().is_err(), "not acknowledged");
+        }
+        assert_eq!(metrics.commit_failures.get(), 2);
+        assert_eq!(metrics.fixes_stored.get(), 0);
+    }
+}
