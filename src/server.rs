@@ -179,7 +179,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         })
     };
     if store.token_count().await? == 0 {
-        warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin --config <your config file>`.");
+        warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin`, giving it the same --config as this server.");
     }
     info!(http = %http_addr, listeners = ?listeners, "ewall is running.");
 

@@ -6,7 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -92,7 +92,8 @@ pub async fn create_token(
         id: crate::model::new_id(),
         role,
         label,
-        created_at: Utc::now(),
+        // The store keeps microseconds; return what a later read returns.
+        created_at: Utc::now().trunc_subsecs(6),
     };
     store.create_token(&record, &hash_secret(&secret)).await?;
     Ok((record, secret))

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde_json::{json, Value};
 
 use super::auth::Caller;
@@ -58,7 +58,8 @@ pub async fn create(
         source_crs: crs,
         radius_m,
         geometry,
-        created_at: Utc::now(),
+        // The store keeps microseconds; return what a later read returns.
+        created_at: Utc::now().trunc_subsecs(6),
     };
     state.store.create_zone(&record).await?;
     state

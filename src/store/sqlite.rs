@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
@@ -59,8 +59,14 @@ fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
 
+/// The current time at the precision the store keeps, so what a create returns equals what a
+/// later read gives.
+fn now() -> DateTime<Utc> {
+    truncate_micros(Utc::now())
+}
+
 fn truncate_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+    t.trunc_subsecs(6)
 }
 
 fn from_micros(what: &'static str, v: i64) -> Result<DateTime<Utc>, StoreError> {
@@ -223,7 +229,7 @@ impl Store for SqliteStore {
             name: new.name,
             level: new.level,
             timezone: new.timezone,
-            created_at: Utc::now(),
+            created_at: now(),
         };
         sqlx::query(
             "INSERT INTO persons (id, name, level, timezone, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -309,7 +315,7 @@ impl Store for SqliteStore {
         let device = Device {
             imei: imei.to_owned(),
             person_id,
-            created_at: Utc::now(),
+            created_at: now(),
         };
         sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES (?, ?, ?)")
             .bind(&device.imei)
