@@ -151,3 +151,28 @@ fn undecodable_frames_exit_non_zero_with_a_message() {
         );
     }
 }
+
+#[test]
+fn gt06_login_position_alarm_and_a_wrong_crc() {
+    let login = decode("gt06", &[], "78780d01086471700328358100093f040d0a");
+    assert_eq!(login[0]["type"], "login");
+    assert_eq!(login[0]["device_id"], "864717003283581");
+    // The reply protocol-notes gives for this login.
+    assert_eq!(login[0]["reply_hex"], "78780501000955940d0a");
+
+    let position = &decode("gt06", &[], &fixture("gt06/location.hex"))[0];
+    assert_eq!(position["type"], "position");
+    assert_eq!(position["time"], "2015-10-20T14:21:11Z");
+    assert!((position["lat"].as_f64().unwrap() - 54.94535).abs() < 1e-5);
+    assert!((position["lon"].as_f64().unwrap() - 24.01762).abs() < 1e-5);
+    assert_eq!(position["valid"], true);
+    // The generic ack for a position with serial 3, as protocol-notes gives it.
+    assert_eq!(position["reply_hex"], "787805120003903f0d0a");
+
+    let alarm = &decode("gt06", &[], &fixture("gt06/alarm_sos.hex"))[0];
+    assert_eq!(alarm["alarm"], "sos");
+
+    let flagged = &decode("gt06", &[], &fixture("gt06/bad_crc.hex"))[0];
+    assert_eq!(flagged["integrity"], "mismatch");
+    assert_eq!(flagged["mismatch"]["check"], "checksum");
+}

@@ -1,0 +1,59 @@
+//! The command line outside `decode` and `fence`: a bad configuration stops `serve` with the key
+//! at fault, `token create` prints the secret as the last word, `migrate` creates the schema.
+
+use std::process::Command;
+
+fn ewall(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ewall"));
+    command.args(args).env("RUST_LOG", "off");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn a_bad_config_names_the_key_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ewall.toml");
+    std::fs::write(&path, "[listeners.gt06]\nlisten = \"0.0.0.0:99999\"\n").unwrap();
+    let out = ewall(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listeners.gt06.listen"), "{stderr}");
+
+    std::fs::write(&path, "[fence]\nconfirm_fixes = 0\n").unwrap();
+    let out = ewall(&["serve", "--config", path.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fence.confirm_fixes"), "{stderr}");
+
+    let out = ewall(&["serve"], &[("EWALL_HTTP__LISTN", "127.0.0.1:0")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listn"), "{stderr}");
+
+    let out = ewall(&["serve", "--config", "/nonexistent/ewall.toml"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ewall.toml"));
+}
+
+#[test]
+fn token_create_prints_the_secret_last_and_migrate_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let env = [("EWALL_DATA_DIR", data)];
+    let out = ewall(&["migrate"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("ewall.db").exists());
+
+    let out = ewall(&["token", "create", "--role", "operator", "--label", "night shift"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.split_whitespace().last().unwrap();
+    assert!(secret.starts_with("ewall_") && secret.len() > 30, "{stdout}");
+
+    let out = ewall(&["token", "create", "--role", "superuser"], &env);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("superuser"));
+}
