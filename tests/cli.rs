@@ -44,14 +44,35 @@ fn token_create_prints_the_secret_last_and_migrate_reports() {
     let data = dir.path().to_str().unwrap();
     let env = [("EWALL_DATA_DIR", data)];
     let out = ewall(&["migrate"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("ewall.db").exists());
 
-    let out = ewall(&["token", "create", "--role", "operator", "--label", "night shift"], &env);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ewall(
+        &[
+            "token",
+            "create",
+            "--role",
+            "operator",
+            "--label",
+            "night shift",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let secret = stdout.split_whitespace().last().unwrap();
-    assert!(secret.starts_with("ewall_") && secret.len() > 30, "{stdout}");
+    assert!(
+        secret.starts_with("ewall_") && secret.len() > 30,
+        "{stdout}"
+    );
 
     let out = ewall(&["token", "create", "--role", "superuser"], &env);
     assert!(!out.status.success());

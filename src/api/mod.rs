@@ -86,6 +86,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+impl AppState {
+    /// Rebuilds the zone catalog after a committed change to zones or assignments, so the
+    /// change reaches the fence engine on the next fix.
+    ///
+    /// # Errors
+    /// 500 when the catalog cannot be rebuilt (the change is saved; the previous catalog stays).
+    pub async fn reload_zones(&self) -> Result<(), problem::Problem> {
+        self.registry
+            .reload_zones(self.store.as_ref())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "Zone catalog reload failed; the previous catalog stays in force.");
+                problem::Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the change was saved but the zone catalog could not be rebuilt: {e}"),
+                )
+            })
+    }
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.token_count().await {
         Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),

@@ -139,11 +139,7 @@ pub async fn delete(
     let id = parse_id("person", &id)?;
     state.store.delete_person(id).await?;
     state.registry.person_deleted(id);
-    state
-        .registry
-        .reload_zones(state.store.as_ref())
-        .await
-        .map_err(registry_problem)?;
+    state.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -174,11 +170,7 @@ pub async fn set_zones(
         }
     }
     state.store.set_person_zones(id, &zone_ids).await?;
-    state
-        .registry
-        .reload_zones(state.store.as_ref())
-        .await
-        .map_err(registry_problem)?;
+    state.reload_zones().await?;
     Ok(Json(json!({ "person_id": id, "zone_ids": zone_ids })))
 }
 
@@ -276,13 +268,4 @@ pub async fn track(
     Ok(Json(
         json!({ "type": "FeatureCollection", "features": features }),
     ))
-}
-
-/// A zone catalog reload failure after a committed change.
-pub fn registry_problem(e: crate::registry::RegistryError) -> Problem {
-    tracing::error!(error = %e, "Zone catalog reload failed; the previous catalog stays in force.");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("the change was saved but the zone catalog could not be rebuilt: {e}"),
-    )
 }

@@ -10,7 +10,6 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::persons::registry_problem;
 use super::problem::Problem;
 use super::{parse_id, AppState};
 use crate::fence::{zone_to_feature, ZoneSpec};
@@ -23,7 +22,10 @@ const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 
 /// The stored zone as a Feature, or a 500 for a row that no longer reads.
 fn feature(record: &ZoneRecord) -> Result<Value, Problem> {
-    let zone = zone_from_record(record).map_err(registry_problem)?;
+    let zone = zone_from_record(record).map_err(|e| {
+        tracing::error!(error = %e, "A stored zone no longer reads.");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })?;
     let feature = zone_to_feature(&zone, record.source_crs);
     let mut value = serde_json::to_value(feature).unwrap_or(Value::Null);
     value["properties"]["created_at"] = json!(record.created_at);
@@ -62,11 +64,7 @@ pub async fn create(
         created_at: Utc::now().trunc_subsecs(6),
     };
     state.store.create_zone(&record).await?;
-    state
-        .registry
-        .reload_zones(state.store.as_ref())
-        .await
-        .map_err(registry_problem)?;
+    state.reload_zones().await?;
     Ok((StatusCode::CREATED, Json(feature(&record)?)))
 }
 
@@ -105,10 +103,6 @@ pub async fn delete(
     caller.require(&[Role::Admin], "delete zones")?;
     let id = parse_id("zone", &id)?;
     state.store.delete_zone(id).await?;
-    state
-        .registry
-        .reload_zones(state.store.as_ref())
-        .await
-        .map_err(registry_problem)?;
+    state.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
 }
