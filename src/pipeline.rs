@@ -32,7 +32,7 @@ use crate::model::{
 };
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
-use crate::store::{Store, StoreConfig};
+use crate::store::{OpenBreach, Store, StoreConfig};
 use crate::telemetry::Metrics;
 
 /// A device alarm of the same kind from the same device within this window raises no new alert:
@@ -65,12 +65,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Spawns the router, the shards and the writer.
+    /// Spawns the router, the shards and the writer. `open_breaches` (from the store) re-open
+    /// the breach episodes that were open when the service last stopped, so a restart neither
+    /// repeats a breach nor loses the `returned` that ends it.
     pub fn spawn(
         settings: PipelineSettings,
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        open_breaches: &[OpenBreach],
     ) -> Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
@@ -79,12 +82,20 @@ impl Pipeline {
         let writer = StoreWriter::new(store, settings.store, metrics.clone(), alerts.clone());
         tasks.push(tokio::spawn(writer.run(writes_rx)));
         let mut shard_inputs = Vec::new();
-        for index in 0..settings.shards.max(1) {
+        let shards = settings.shards.max(1);
+        for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);
+            let mut engine = FenceEngine::new(settings.fence.clone());
+            for breach in open_breaches
+                .iter()
+                .filter(|b| shard_for(&b.person_id, shards) == index)
+            {
+                engine.resume_breach(breach.person_id, breach.zone_id, breach.kind, breach.since);
+            }
             let shard = Shard {
                 index,
-                engine: FenceEngine::new(settings.fence.clone()),
+                engine,
                 registry: registry.clone(),
                 metrics: metrics.clone(),
                 recent_alarms: HashMap::new(),

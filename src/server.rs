@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let store = store::open(&config.store_url()).await?;
     let registry = Arc::new(Registry::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
+    let open_breaches = store.open_breaches().await?;
     let pipeline = Pipeline::spawn(
         PipelineSettings {
             fence: config.fence.clone(),
@@ -115,6 +116,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         store.clone(),
         registry.clone(),
         metrics.clone(),
+        &open_breaches,
     );
     let context = Arc::new(IngestContext::new(
         registry.clone(),

@@ -360,6 +360,21 @@ impl FenceEngine {
             .map_or(ZoneStatus::Unknown, |z| z.status())
     }
 
+    /// Restores an open breach recorded before a restart: the zone's episode is open since
+    /// `since`, so fixes still outside raise nothing new and the first definite fix back raises
+    /// `Returned`. The zone's kind says which side is the breach.
+    pub fn resume_breach(
+        &mut self,
+        person: PersonId,
+        zone: ZoneId,
+        kind: ZoneKind,
+        since: DateTime<Utc>,
+    ) {
+        let state = self.persons.entry(person).or_default();
+        state.zone_mut(zone, kind).resume_breach(since);
+        state.newest = state.newest.max(Some(since));
+    }
+
     /// Forgets everything about a person (deleted, or moved to another shard).
     pub fn forget(&mut self, person: &PersonId) {
         self.persons.remove(person);

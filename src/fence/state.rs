@@ -142,6 +142,16 @@ impl ZoneState {
         }
     }
 
+    /// Re-opens a breach episode that began at `since` (one recorded before a restart), so the
+    /// next definite compliant fix ends it with `Returned` instead of starting over.
+    pub fn resume_breach(&mut self, since: DateTime<Utc>) {
+        self.known = true;
+        self.live = Run {
+            violations: 0,
+            open_since: Some(since),
+        };
+    }
+
     /// Applies a live (newest-so-far) fix's verdict.
     pub fn apply_live(
         &mut self,

@@ -179,6 +179,19 @@ pub struct TokenRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A breach episode still open, as the store's alerts record it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenBreach {
+    /// Who.
+    pub person_id: PersonId,
+    /// Which zone.
+    pub zone_id: ZoneId,
+    /// The zone's kind, as the breach shows it (exit: inclusion, enter: exclusion).
+    pub kind: ZoneKind,
+    /// Fix time of the breach.
+    pub since: DateTime<Utc>,
+}
+
 /// Which alerts to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AlertQuery {
@@ -245,6 +258,11 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Fix>, StoreError>;
+
+    /// Zone breaches whose episode is still open: for each (person, zone), the newest live zone
+    /// alert, when it is a `zone_exit` or `zone_enter` rather than a `returned`. The fence
+    /// engine resumes these after a restart.
+    async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
 
     /// Alerts in ascending `seq`.
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError>;

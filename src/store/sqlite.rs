@@ -13,10 +13,13 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use uuid::Uuid;
 
-use super::{AlertQuery, NewPerson, PersonPatch, Role, Store, StoreError, TokenRecord, ZoneRecord};
+use super::{
+    AlertQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError, TokenRecord,
+    ZoneRecord,
+};
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
-    PositionSource, ZoneId,
+    PositionSource, ZoneId, ZoneKind,
 };
 
 /// A store in one SQLite database file.
@@ -565,6 +568,33 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT a.person_id, a.zone_id, a.kind, a.time FROM alerts a \
+             WHERE a.zone_id IS NOT NULL AND a.late = 0 \
+               AND a.kind IN ('zone_exit', 'zone_enter') \
+               AND a.seq = (SELECT MAX(b.seq) FROM alerts b \
+                            WHERE b.person_id = a.person_id AND b.zone_id = a.zone_id \
+                              AND b.late = 0)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|(person, zone, kind, time)| {
+                Ok(OpenBreach {
+                    person_id: parse("alert", person)?,
+                    zone_id: parse("alert", zone)?,
+                    kind: if kind == "zone_exit" {
+                        ZoneKind::Inclusion
+                    } else {
+                        ZoneKind::Exclusion
+                    },
+                    since: from_micros("alert", *time)?,
+                })
+            })
+            .collect()
+    }
+
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
         let rows = match query.person_id {
             Some(person) => {
@@ -802,6 +832,35 @@ mod tests {
             .unwrap();
         assert_eq!(page.len(), 2);
         assert_eq!(page[0], stored[1], "an alert reads back exactly");
+    }
+
+    #[tokio::test]
+    async fn open_breaches_are_the_unreturned_live_ones() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let zoned = |kind, zone: ZoneId, late: bool| Alert {
+            zone_id: Some(zone),
+            late,
+            ..alert(p.id, kind)
+        };
+        let (closed, open, late_only) = (new_id(), new_id(), new_id());
+        store
+            .commit(
+                &[],
+                vec![
+                    zoned(AlertKind::ZoneExit, closed, false),
+                    zoned(AlertKind::Returned, closed, false),
+                    zoned(AlertKind::ZoneEnter, open, false),
+                    zoned(AlertKind::Returned, open, true),
+                    zoned(AlertKind::ZoneExit, late_only, true),
+                ],
+            )
+            .await
+            .unwrap();
+        let open_breaches = store.open_breaches().await.unwrap();
+        assert_eq!(open_breaches.len(), 1, "{open_breaches:?}");
+        assert_eq!(open_breaches[0].zone_id, open);
+        assert_eq!(open_breaches[0].kind, ZoneKind::Exclusion);
     }
 
     #[tokio::test]

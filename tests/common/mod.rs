@@ -72,6 +72,15 @@ impl Service {
         }
     }
 
+    /// Stops the service and starts it again on the same data directory (new ports).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let config = test_config(self.dir.path());
+        let running = ewall::server::start(config).await.unwrap();
+        self.http = running.http_addr;
+        self.running = Some(running);
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("service running")
     }
