@@ -23,24 +23,7 @@ pub(crate) fn decode_0704(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
     let mut r = Reader::new(body);
     let _count = r.u16("record count")?;
     let kind = r.u8("batch type")?;
-    let archived = kind == TYPE_BLIND_AREA;
-    let mut out = Vec::new();
-    while r.remaining() >= 2 {
-        let len = usize::from(r.u16("record length")?);
-        let Ok(record) = r.take(len, "record") else {
-            break;
-        };
-        if let Ok(msg) = location::decode(record, ctx, archived) {
-            out.push(msg);
-        }
-    }
-    if out.is_empty() {
-        return Err(DecodeError::invalid(
-            "batch",
-            "no decodable location record",
-        ));
-    }
-    Ok(out)
+    records(r, 2, ctx, kind == TYPE_BLIND_AREA)
 }
 
 /// Decodes a 0x0210 body.
@@ -56,14 +39,27 @@ pub(crate) fn decode_0210(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
         }
         return Ok(vec![msg]);
     }
-    let mut r = Reader::new(body);
+    records(Reader::new(body), 1, ctx, false)
+}
+
+/// The 0x0200 bodies left in `r`, each after its big-endian length of `len_bytes` bytes: one
+/// message per record that decodes. A length that runs past the body ends the list.
+fn records(
+    mut r: Reader<'_>,
+    len_bytes: usize,
+    ctx: &mut Ctx<'_>,
+    archived: bool,
+) -> Result<Vec<Message>, DecodeError> {
     let mut out = Vec::new();
-    while r.remaining() >= 1 {
-        let len = usize::from(r.u8("record length")?);
+    while r.remaining() >= len_bytes {
+        let len = r
+            .take(len_bytes, "record length")?
+            .iter()
+            .fold(0, |len, &b| len << 8 | usize::from(b));
         let Ok(record) = r.take(len, "record") else {
             break;
         };
-        if let Ok(msg) = location::decode(record, ctx, false) {
+        if let Ok(msg) = location::decode(record, ctx, archived) {
             out.push(msg);
         }
     }
