@@ -18,6 +18,21 @@ fn session() -> H02Session {
     H02Session::with_clock(&SessionOptions::default(), clock)
 }
 
+/// Decodes one text frame with a message decoder, as a session in UTC would at `now`.
+pub(super) fn decode_text(
+    frame: &[u8],
+    now: DateTime<Utc>,
+    decode: fn(&text::Sentence<'_>, &Context<'_>) -> Result<text::Output, DecodeError>,
+) -> Result<text::Output, DecodeError> {
+    let sentence = text::Sentence::parse(frame)?;
+    let ctx = Context {
+        now,
+        utc_offset_minutes: 0,
+        device_id: sentence.device_id(),
+    };
+    decode(&sentence, &ctx)
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     test_support::fixture("h02", name)
 }
