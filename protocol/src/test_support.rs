@@ -83,6 +83,22 @@ pub(crate) fn same_items_in_reads<S: Session>(
     whole
 }
 
+/// Feeds `frame` in two reads split at `at`: the first asks for more and keeps its bytes in the
+/// buffer, the second gives the frame and leaves the buffer empty.
+pub(crate) fn assert_partial_frame_waits<S: Session + ?Sized>(
+    session: &mut S,
+    frame: &[u8],
+    at: usize,
+) {
+    let mut buf = BytesMut::from(&frame[..at]);
+    assert_eq!(session.decode(&mut buf), Ok(None));
+    assert_eq!(buf.len(), at, "a partial frame stays in the buffer");
+    buf.extend_from_slice(&frame[at..]);
+    assert!(matches!(session.decode(&mut buf), Ok(Some(Item::Frame(_)))));
+    assert!(buf.is_empty());
+    assert_eq!(session.decode(&mut buf), Ok(None));
+}
+
 /// The one decoded frame of `items`; panics on anything else.
 pub(crate) fn one_frame(items: Vec<Item>) -> Decoded {
     match <[Item; 1]>::try_from(items) {

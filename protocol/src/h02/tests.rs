@@ -8,7 +8,9 @@ use proptest::prelude::*;
 use super::encode::{self, Report};
 use super::*;
 use crate::message::{Alarm, CellTower, Position};
-use crate::test_support::{self, items, one_frame, same_items_in_reads};
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 
 fn clock() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
@@ -297,14 +299,7 @@ fn truncated_text_frame_then_a_whole_one() {
 
 #[test]
 fn partial_frame_waits_and_keeps_its_bytes() {
-    let bytes = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&bytes[..50]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), 50);
-    buf.extend_from_slice(&bytes[50..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
+    assert_partial_frame_waits(&mut session(), &fixture("location"), 50);
 }
 
 #[test]

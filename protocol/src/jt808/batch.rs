@@ -76,6 +76,17 @@ fn records(
 mod tests {
     use super::*;
 
+    /// Decodes a 0x0704 body for device "1" at GMT+8.
+    fn decode(body: &[u8]) -> Vec<Message> {
+        let mut stated = None;
+        let mut ctx = Ctx {
+            device_id: "1",
+            override_offset: None,
+            stated_offset: &mut stated,
+        };
+        decode_0704(body, &mut ctx).unwrap()
+    }
+
     fn record(day: u8) -> Vec<u8> {
         vec![
             0x00, 0x00, 0x00, 0x00, // alarm flags
@@ -100,13 +111,7 @@ mod tests {
             body.extend_from_slice(&(r.len() as u16).to_be_bytes()); // record length
             body.extend_from_slice(&r);
         }
-        let mut stated = None;
-        let mut ctx = Ctx {
-            device_id: "1",
-            override_offset: None,
-            stated_offset: &mut stated,
-        };
-        let msgs = decode_0704(&body, &mut ctx).unwrap();
+        let msgs = decode(&body);
         assert_eq!(msgs.len(), 2);
         let times: Vec<String> = msgs
             .iter()
@@ -126,13 +131,7 @@ mod tests {
         body.extend_from_slice(&(r.len() as u16).to_be_bytes());
         body.extend_from_slice(&r);
         body.extend_from_slice(&[0x00, 0x40, 0x00]); // second record claims 64 bytes, has 1
-        let mut stated = None;
-        let mut ctx = Ctx {
-            device_id: "1",
-            override_offset: None,
-            stated_offset: &mut stated,
-        };
-        let msgs = decode_0704(&body, &mut ctx).unwrap();
+        let msgs = decode(&body);
         assert_eq!(msgs.len(), 1);
         assert!(!msgs[0].position.as_ref().unwrap().archived);
     }

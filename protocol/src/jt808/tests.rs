@@ -8,7 +8,9 @@ use chrono::{TimeZone, Utc};
 use super::encode::{self, Edition, Location};
 use super::*;
 use crate::message::{Alarm, MessageKind};
-use crate::test_support::{self, items, one_frame, same_items_in_reads};
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 
 /// A golden frame: `fixtures/frames/jt808/<name>.hex`, its hex lines joined as one byte stream.
 fn fixture(name: &str) -> Vec<u8> {
@@ -323,13 +325,7 @@ fn several_frames_in_one_read_and_split_reads() {
 #[test]
 fn partial_frame_asks_for_more_without_consuming() {
     let frame = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&frame[..frame.len() - 1]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), frame.len() - 1);
-    buf.extend_from_slice(&frame[frame.len() - 1..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
+    assert_partial_frame_waits(&mut session(), &frame, frame.len() - 1);
 }
 
 #[test]

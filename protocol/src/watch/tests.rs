@@ -5,7 +5,9 @@ use bytes::BytesMut;
 use chrono::{TimeZone, Utc};
 
 use super::*;
-use crate::test_support::{self, items, one_frame, same_items_in_reads};
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 use crate::{Alarm, Message, PositionSource};
 
 /// Golden frames by name (`fixtures/frames/watch/<name>.hex`).
@@ -283,15 +285,7 @@ fn truncated_frame_then_a_good_one() {
 
 #[test]
 fn partial_frame_waits_for_more() {
-    let good = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&good[..50]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), 50);
-    buf.extend_from_slice(&good[50..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
+    assert_partial_frame_waits(&mut session(), &fixture("location"), 50);
 }
 
 #[test]
