@@ -39,6 +39,8 @@ pub mod jt808;
 pub mod message;
 pub mod osmand;
 pub mod reader;
+#[cfg(test)]
+mod test_support;
 pub mod watch;
 
 use std::fmt;

@@ -220,19 +220,23 @@ fn status_block(status: &Status, alarm_bits: u8, alarm_code: u8) -> [u8; 5] {
     ]
 }
 
-/// The 18-byte GPS block.
-fn gps_block(fix: &Fix) -> Vec<u8> {
-    let t = fix.time;
+/// `YY MM DD hh mm ss` in binary, as GPS blocks and the time reply carry a time.
+pub(crate) fn date_time(t: DateTime<Utc>) -> [u8; 6] {
     let field = |v: u32| u8::try_from(v).unwrap_or(0);
-    let mut out = vec![
+    [
         u8::try_from(t.year() - 2000).unwrap_or(0),
         field(t.month()),
         field(t.day()),
         field(t.hour()),
         field(t.minute()),
         field(t.second()),
-        0xc0 | (fix.satellites & 0x0f),
-    ];
+    ]
+}
+
+/// The 18-byte GPS block.
+fn gps_block(fix: &Fix) -> Vec<u8> {
+    let mut out = date_time(fix.time).to_vec();
+    out.push(0xc0 | (fix.satellites & 0x0f));
     out.extend_from_slice(&raw_coordinate(fix.lat).to_be_bytes());
     out.extend_from_slice(&raw_coordinate(fix.lon).to_be_bytes());
     out.push(fix.speed_kmh);

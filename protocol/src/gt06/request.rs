@@ -6,11 +6,9 @@
 //! ```
 //! We have no geocoder, so the address answer is the "not available" text devices accept.
 
-use chrono::{Datelike, Timelike};
-
 use crate::message::MessageKind;
 
-use super::{Ctx, Out, Reply};
+use super::{encode, Ctx, Out, Reply};
 
 /// Time request.
 pub(crate) const TIME_REQUEST: u8 = 0x8a;
@@ -24,22 +22,12 @@ const NO_ADDRESS: &[u8] = b"NA&&NA&&0##";
 
 /// 0x8A: a time-request message and the current UTC time as the reply.
 pub(crate) fn time(ctx: &Ctx<'_>) -> Out {
-    let now = (ctx.now)();
-    let field = |v: u32| u8::try_from(v).unwrap_or(0);
-    let content = vec![
-        u8::try_from(now.year() - 2000).unwrap_or(0),
-        field(now.month()),
-        field(now.day()),
-        field(now.hour()),
-        field(now.minute()),
-        field(now.second()),
-    ];
     Out {
         messages: vec![ctx.message(MessageKind::TimeRequest)],
         reply: Reply::Framed {
             long: false,
             protocol: TIME_REQUEST,
-            content,
+            content: encode::date_time((ctx.now)()).to_vec(),
         },
     }
 }

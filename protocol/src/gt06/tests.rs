@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
 use crate::message::Alarm;
+use crate::test_support::{run, same_items_in_reads};
 
 /// The clock of the test contexts: 2024-03-05 06:07:08 UTC.
 pub(crate) fn clock() -> DateTime<Utc> {
@@ -32,32 +33,12 @@ pub(crate) fn ctx_with_offset(offset: i32) -> Ctx<'static> {
 
 /// Golden frames in `fixtures/frames/gt06/`, one function per file.
 pub(crate) mod fixtures {
-    use std::path::PathBuf;
-
-    /// Reads a `.hex` fixture: `#` lines are comments, whitespace is ignored.
-    pub fn load(name: &str) -> Vec<u8> {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fixtures/frames/gt06")
-            .join(format!("{name}.hex"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-        let hex: String = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-            .collect();
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
     macro_rules! fixtures {
         ($($name:ident),* $(,)?) => {
             $(
                 #[doc = concat!("`fixtures/frames/gt06/", stringify!($name), ".hex`")]
                 pub fn $name() -> Vec<u8> {
-                    load(stringify!($name))
+                    crate::test_support::fixture("gt06", stringify!($name))
                 }
             )*
             /// Every fixture, by name.
@@ -104,30 +85,6 @@ fn strict_session() -> Gt06Session {
     Gt06Session::new(&options).with_clock(clock)
 }
 
-/// Feeds `chunks` in order, collecting every item (and a final error) the session yields.
-fn run(session: &mut Gt06Session, chunks: &[&[u8]]) -> Vec<Result<Item, FrameError>> {
-    let mut buf = BytesMut::new();
-    let mut items = Vec::new();
-    for chunk in chunks {
-        buf.extend_from_slice(chunk);
-        loop {
-            let before = buf.len();
-            match session.decode(&mut buf) {
-                Ok(Some(item)) => {
-                    assert!(buf.len() < before, "an item must consume bytes");
-                    items.push(Ok(item));
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    items.push(Err(e));
-                    return items;
-                }
-            }
-        }
-    }
-    items
-}
-
 fn whole(bytes: &[u8]) -> Vec<Result<Item, FrameError>> {
     run(&mut session(), &[bytes])
 }
@@ -158,10 +115,7 @@ fn every_fixture_gives_the_same_items_whole_and_byte_at_a_time() {
     for (_, f) in fixtures::ALL.iter().filter(|(n, _)| *n != "oversize") {
         all.extend(f());
     }
-    let pieces: Vec<&[u8]> = all.chunks(7).collect();
-    let items = run(&mut session(), &[&all]);
-    assert_eq!(items, run(&mut session(), &pieces));
-    assert!(items.iter().all(Result::is_ok));
+    same_items_in_reads(session, &all, &[7]);
 }
 
 #[test]

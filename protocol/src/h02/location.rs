@@ -45,20 +45,10 @@ pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Outpu
         let date = tail.date.map(fields::ddmmyy).transpose()?.flatten();
         let (lat, lon) = (sentence.field(h - 1), sentence.field(h + 1));
         if !fields::trim(lat).is_empty() && !fields::trim(lon).is_empty() {
-            let mut lat = fields::coordinate(lat, Axis::Lat)?;
-            let mut lon = fields::coordinate(lon, Axis::Lon)?;
-            if sentence.field(h) == b"S" {
-                lat = -lat;
-            }
-            if sentence.field(h + 2) == b"W" {
-                lon = -lon;
-            }
+            let (lat, lon) = coordinates(sentence, h - 1)?;
             let mut position = Position::new(ctx.fix_time(date, time), lat, lon);
             position.valid = is_valid(sentence.field(h - 2));
-            position.speed_kmh =
-                fields::opt_decimal(sentence.field(h + 3), "speed")?.map(|kn| kn * KNOTS_TO_KMH);
-            position.course = fields::opt_decimal(sentence.field(h + 4), "course")?
-                .filter(|c| (0.0..=360.0).contains(c));
+            (position.speed_kmh, position.course) = speed_and_course(sentence, h + 3)?;
             if let Some(extra) = tail.extra {
                 position.altitude_m = Some(f64::from(extra.altitude_m));
                 message.status.odometer_m = Some(extra.odometer_m as f64);
@@ -79,6 +69,37 @@ pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Outpu
         messages: vec![message],
         reply,
     })
+}
+
+/// Latitude and longitude from `DDMM.MMMM,H,DDDMM.MMMM,H` starting at field `at`, negative to
+/// the south and west.
+///
+/// # Errors
+/// [`DecodeError::InvalidField`] for a malformed coordinate.
+pub(super) fn coordinates(sentence: &Sentence<'_>, at: usize) -> Result<(f64, f64), DecodeError> {
+    let lat = fields::coordinate(sentence.field(at), Axis::Lat)?;
+    let lon = fields::coordinate(sentence.field(at + 2), Axis::Lon)?;
+    let south = sentence.field(at + 1) == b"S";
+    let west = sentence.field(at + 3) == b"W";
+    Ok((
+        if south { -lat } else { lat },
+        if west { -lon } else { lon },
+    ))
+}
+
+/// Speed (knots on the wire, km/h out) and course (dropped beyond a circle) from field `at` and
+/// the next; either may be empty.
+///
+/// # Errors
+/// [`DecodeError::InvalidField`] for a malformed number.
+pub(super) fn speed_and_course(
+    sentence: &Sentence<'_>,
+    at: usize,
+) -> Result<(Option<f64>, Option<f64>), DecodeError> {
+    let speed = fields::opt_decimal(sentence.field(at), "speed")?.map(|kn| kn * KNOTS_TO_KMH);
+    let course = fields::opt_decimal(sentence.field(at + 1), "course")?
+        .filter(|c| (0.0..=360.0).contains(c));
+    Ok((speed, course))
 }
 
 /// `A` is a fix; so is a number in that slot (some firmwares put a coding scheme there and the
@@ -169,6 +190,7 @@ impl Extra {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h02::tests::decode_text;
     use crate::message::Alarm;
     use chrono::{DateTime, TimeZone, Utc};
 
@@ -177,13 +199,7 @@ mod tests {
     }
 
     fn run(frame: &[u8]) -> Result<Output, DecodeError> {
-        let sentence = Sentence::parse(frame)?;
-        let ctx = Context {
-            now: now(),
-            utc_offset_minutes: 0,
-            device_id: sentence.device_id(),
-        };
-        decode(&sentence, &ctx)
+        decode_text(frame, now(), decode)
     }
 
     fn position(out: &Output) -> &Position {

@@ -18,8 +18,13 @@ use super::fields::{self, Context};
 use super::status;
 use super::text::{Output, Sentence};
 
-/// Index of the first cell's LAC.
-const FIRST_CELL: usize = 8;
+/// Where the fields of an `NBR` cell list stand.
+const LAYOUT: CellLayout = CellLayout {
+    first: 8,
+    width: 3,
+    rssi_optional: false,
+    to_status: 1,
+};
 
 /// Decodes an `NBR` cell list.
 ///
@@ -27,14 +32,44 @@ const FIRST_CELL: usize = 8;
 /// [`DecodeError::InvalidField`] when the count disagrees with the fields present or a number is
 /// malformed.
 pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Output, DecodeError> {
-    sentence.require(FIRST_CELL, "cell count")?;
+    sentence.require(LAYOUT.first, "cell count")?;
     let mcc: u16 = fields::uint_as(sentence.field(4), "mcc")?;
     let mnc: u16 = fields::uint_as(sentence.field(5), "mnc")?;
     let count: usize = fields::uint_as(sentence.field(7), "cell count")?;
-    // Cells, then date and status.
+    Ok(Output {
+        messages: vec![cells(sentence, &LAYOUT, mcc, mnc, count)?],
+        reply: ctx.device_id.map(|id| encode::reply_nbr(id, ctx.now)),
+    })
+}
+
+/// Where the fields of a cell list (`NBR`, `V3`) stand.
+pub(super) struct CellLayout {
+    /// Index of the first cell's LAC.
+    pub first: usize,
+    /// Fields per cell: LAC and cell ID first, the signal last.
+    pub width: usize,
+    /// Whether a cell may leave its signal empty.
+    pub rssi_optional: bool,
+    /// Fields from the end of the last cell to the status word.
+    pub to_status: usize,
+}
+
+/// A [`MessageKind::Lbs`] message with the `count` cells of a cell list laid out as `layout`
+/// says, all in `mcc` / `mnc`, and the alarms of the status word after them.
+///
+/// # Errors
+/// [`DecodeError::InvalidField`] when the count disagrees with the fields present or a number is
+/// malformed.
+pub(super) fn cells(
+    sentence: &Sentence<'_>,
+    layout: &CellLayout,
+    mcc: u16,
+    mnc: u16,
+    count: usize,
+) -> Result<Message, DecodeError> {
     let status_at = count
-        .checked_mul(3)
-        .and_then(|n| n.checked_add(FIRST_CELL + 1))
+        .checked_mul(layout.width)
+        .and_then(|n| n.checked_add(layout.first + layout.to_status))
         .filter(|at| *at < sentence.len())
         .ok_or_else(|| {
             DecodeError::invalid(
@@ -44,38 +79,39 @@ pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Outpu
         })?;
     let mut message = Message::new(MessageKind::Lbs);
     for i in 0..count {
-        let at = FIRST_CELL + 3 * i;
+        let at = layout.first + layout.width * i;
+        let rssi = sentence.field(at + layout.width - 1);
         message.cells.push(CellTower {
             mcc,
             mnc,
             lac: fields::uint_as(sentence.field(at), "lac")?,
             cid: fields::uint(sentence.field(at + 1), "cell id")?,
-            rssi: Some(fields::int16(sentence.field(at + 2), "rssi")?),
+            rssi: if layout.rssi_optional && fields::trim(rssi).is_empty() {
+                None
+            } else {
+                Some(fields::int16(rssi, "rssi")?)
+            },
         });
     }
     status::apply(
         fields::status_word(sentence.field(status_at))?,
         &mut message,
     );
-    Ok(Output {
-        messages: vec![message],
-        reply: ctx.device_id.map(|id| encode::reply_nbr(id, ctx.now)),
-    })
+    Ok(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h02::tests::decode_text;
     use chrono::{TimeZone, Utc};
 
     fn run(frame: &[u8]) -> Result<Output, DecodeError> {
-        let sentence = Sentence::parse(frame)?;
-        let ctx = Context {
-            now: Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
-            utc_offset_minutes: 0,
-            device_id: sentence.device_id(),
-        };
-        decode(&sentence, &ctx)
+        decode_text(
+            frame,
+            Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap(),
+            decode,
+        )
     }
 
     #[test]

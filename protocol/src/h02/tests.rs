@@ -8,6 +8,9 @@ use proptest::prelude::*;
 use super::encode::{self, Report};
 use super::*;
 use crate::message::{Alarm, CellTower, Position};
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 
 fn clock() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
@@ -17,21 +20,23 @@ fn session() -> H02Session {
     H02Session::with_clock(&SessionOptions::default(), clock)
 }
 
-/// `fixtures/frames/h02/<name>.hex` as bytes (`#` lines are comments).
+/// Decodes one text frame with a message decoder, as a session in UTC would at `now`.
+pub(super) fn decode_text(
+    frame: &[u8],
+    now: DateTime<Utc>,
+    decode: fn(&text::Sentence<'_>, &Context<'_>) -> Result<text::Output, DecodeError>,
+) -> Result<text::Output, DecodeError> {
+    let sentence = text::Sentence::parse(frame)?;
+    let ctx = Context {
+        now,
+        utc_offset_minutes: 0,
+        device_id: sentence.device_id(),
+    };
+    decode(&sentence, &ctx)
+}
+
 fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/frames/h02")
-        .join(format!("{name}.hex"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    let hex: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    test_support::fixture("h02", name)
 }
 
 const FIXTURES: [&str; 16] = [
@@ -64,26 +69,10 @@ fn session_for(bytes: &[u8]) -> H02Session {
     }
 }
 
-/// Every item from feeding `input` in pieces of `chunk` bytes.
-fn items(session: &mut H02Session, input: &[u8], chunk: usize) -> Vec<Item> {
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        while let Some(item) = session.decode(&mut buf).unwrap() {
-            out.push(item);
-        }
-    }
-    out
-}
-
 /// The one decoded frame of a fixture.
 fn decode_fixture(name: &str) -> Decoded {
     let bytes = fixture(name);
-    match items(&mut session_for(&bytes), &bytes, bytes.len()).as_slice() {
-        [Item::Frame(decoded)] => decoded.clone(),
-        other => panic!("{name}: {other:?}"),
-    }
+    one_frame(items(&mut session_for(&bytes), &bytes, usize::MAX))
 }
 
 /// The messages after the login announcement.
@@ -103,11 +92,8 @@ fn position(decoded: &Decoded) -> &Position {
 fn every_fixture_gives_the_same_items_whole_and_byte_at_a_time() {
     for name in FIXTURES {
         let bytes = fixture(name);
-        let whole = items(&mut session_for(&bytes), &bytes, bytes.len());
-        let bytewise = items(&mut session_for(&bytes), &bytes, 1);
-        assert_eq!(whole.len(), 1, "{name}");
-        assert!(matches!(whole[0], Item::Frame(_)), "{name}: {:?}", whole[0]);
-        assert_eq!(whole, bytewise, "{name}");
+        let whole = same_items_in_reads(|| session_for(&bytes), &bytes, &[1]);
+        assert!(matches!(whole[..], [Item::Frame(_)]), "{name}: {whole:?}");
     }
 }
 
@@ -127,16 +113,9 @@ fn all_fixtures_in_one_read_and_in_odd_pieces() {
         }
         count += 1;
     }
-    let whole = items(&mut session(), &stream, stream.len());
+    let whole = same_items_in_reads(session, &stream, &[1, 2, 7, 31, 33, 100]);
     assert_eq!(whole.len(), count);
     assert!(whole.iter().all(|i| matches!(i, Item::Frame(_))));
-    for chunk in [1, 2, 7, 31, 33, 100] {
-        assert_eq!(
-            items(&mut session(), &stream, chunk),
-            whole,
-            "chunk {chunk}"
-        );
-    }
 }
 
 #[test]
@@ -300,36 +279,27 @@ fn location_fixture_exists_for_the_benches() {
 fn garbage_before_a_frame_is_one_rejection() {
     let mut input = b"\x00\x01GET / HTTP/1.1\r\n".to_vec();
     input.extend_from_slice(&fixture("location"));
-    let out = items(&mut session(), &input, input.len());
+    let out = same_items_in_reads(session, &input, &[1]);
     assert_eq!(out[0], Item::Rejected(DecodeError::Garbage { skipped: 18 }));
     assert!(matches!(out[1], Item::Frame(_)));
     assert_eq!(out.len(), 2);
-    assert_eq!(items(&mut session(), &input, 1), out);
 }
 
 #[test]
 fn truncated_text_frame_then_a_whole_one() {
     let mut input = b"*HQ,4210051415,V1,1645".to_vec();
     input.extend_from_slice(&fixture("location"));
-    let out = items(&mut session(), &input, input.len());
+    let out = same_items_in_reads(session, &input, &[5]);
     assert!(matches!(
         out[0],
         Item::Rejected(DecodeError::Truncated { .. })
     ));
     assert!(matches!(out[1], Item::Frame(_)));
-    assert_eq!(items(&mut session(), &input, 5), out);
 }
 
 #[test]
 fn partial_frame_waits_and_keeps_its_bytes() {
-    let bytes = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&bytes[..50]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), 50);
-    buf.extend_from_slice(&bytes[50..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
+    assert_partial_frame_waits(&mut session(), &fixture("location"), 50);
 }
 
 #[test]
@@ -337,7 +307,7 @@ fn malformed_but_delimited_frame_is_rejected_and_the_stream_goes_on() {
     let mut input =
         b"*HQ,4210051415,V1,164549,A,0956.3869,N,08406.7068,W,000.00,000,321215,FFFFFBFF#".to_vec();
     input.extend_from_slice(&fixture("heartbeat"));
-    let out = items(&mut session(), &input, input.len());
+    let out = items(&mut session(), &input, usize::MAX);
     assert!(matches!(
         out[0],
         Item::Rejected(DecodeError::InvalidField { field: "date", .. })

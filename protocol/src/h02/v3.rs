@@ -11,14 +11,19 @@
 //! alarms. No reply.
 
 use crate::error::DecodeError;
-use crate::message::{CellTower, Message, MessageKind};
 
 use super::fields;
-use super::status;
+use super::nbr::{cells, CellLayout};
 use super::text::{Output, Sentence};
 
-/// Index of the first cell's LAC.
-const FIRST_CELL: usize = 6;
+/// Where the fields of a `V3` cell list stand: after the cells come battery, reboot, `X`, date
+/// and status.
+const LAYOUT: CellLayout = CellLayout {
+    first: 6,
+    width: 4,
+    rssi_optional: true,
+    to_status: 4,
+};
 
 /// Decodes a `V3` cell list.
 ///
@@ -26,7 +31,7 @@ const FIRST_CELL: usize = 6;
 /// [`DecodeError::InvalidField`] when the count disagrees with the fields present or a number is
 /// malformed.
 pub(super) fn decode(sentence: &Sentence<'_>) -> Result<Output, DecodeError> {
-    sentence.require(FIRST_CELL, "cell count")?;
+    sentence.require(LAYOUT.first, "cell count")?;
     let mcc_mnc = fields::trim(sentence.field(4));
     if mcc_mnc.len() < 4 || !fields::is_digits(mcc_mnc) {
         return Err(DecodeError::invalid(
@@ -38,38 +43,7 @@ pub(super) fn decode(sentence: &Sentence<'_>) -> Result<Output, DecodeError> {
     let mcc: u16 = fields::uint_as(mcc, "mcc")?;
     let mnc: u16 = fields::uint_as(mnc, "mnc")?;
     let count: usize = fields::uint_as(sentence.field(5), "cell count")?;
-    // Cells, then battery, reboot, `X`, date and status.
-    let status_at = count
-        .checked_mul(4)
-        .and_then(|n| n.checked_add(FIRST_CELL + 4))
-        .filter(|at| *at < sentence.len())
-        .ok_or_else(|| {
-            DecodeError::invalid(
-                "cell count",
-                format!("{count} cells do not fit {} fields", sentence.len()),
-            )
-        })?;
-    let mut message = Message::new(MessageKind::Lbs);
-    for i in 0..count {
-        let at = FIRST_CELL + 4 * i;
-        let rssi = sentence.field(at + 3);
-        message.cells.push(CellTower {
-            mcc,
-            mnc,
-            lac: fields::uint_as(sentence.field(at), "lac")?,
-            cid: fields::uint(sentence.field(at + 1), "cell id")?,
-            rssi: if fields::trim(rssi).is_empty() {
-                None
-            } else {
-                Some(fields::int16(rssi, "rssi")?)
-            },
-        });
-    }
-    status::apply(
-        fields::status_word(sentence.field(status_at))?,
-        &mut message,
-    );
-    Ok(Output::one(message))
+    Ok(Output::one(cells(sentence, &LAYOUT, mcc, mnc, count)?))
 }
 
 #[cfg(test)]

@@ -18,8 +18,8 @@ use chrono::Duration;
 use crate::error::DecodeError;
 use crate::message::{CellTower, Message, MessageKind, Position};
 
-use super::fields::{self, Axis, Context};
-use super::location::KNOTS_TO_KMH;
+use super::fields::{self, Context};
+use super::location;
 use super::text::{Output, Sentence};
 
 /// Decodes a `VP1` report.
@@ -39,8 +39,7 @@ pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Outpu
 
 fn fix(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Output, DecodeError> {
     sentence.require(10, "date")?;
-    let mut lat = fields::coordinate(sentence.field(4), Axis::Lat)?;
-    let mut lon = fields::coordinate(sentence.field(6), Axis::Lon)?;
+    let (lat, lon) = location::coordinates(sentence, 4)?;
     match (sentence.field(5), sentence.field(7)) {
         (b"N" | b"S", b"E" | b"W") => {}
         _ => {
@@ -50,22 +49,13 @@ fn fix(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Output, DecodeError
             ))
         }
     }
-    if sentence.field(5) == b"S" {
-        lat = -lat;
-    }
-    if sentence.field(7) == b"W" {
-        lon = -lon;
-    }
     let date = fields::ddmmyy(sentence.field(10))?;
     let time = match date {
         Some(d) if (d - ctx.now.date_naive()).abs() <= Duration::days(1) => ctx.now,
         other => ctx.fix_time(other, None),
     };
     let mut position = Position::new(time, lat, lon);
-    position.speed_kmh =
-        fields::opt_decimal(sentence.field(8), "speed")?.map(|kn| kn * KNOTS_TO_KMH);
-    position.course =
-        fields::opt_decimal(sentence.field(9), "course")?.filter(|c| (0.0..=360.0).contains(c));
+    (position.speed_kmh, position.course) = location::speed_and_course(sentence, 8)?;
     let mut message = Message::new(MessageKind::Position);
     message.position = Some(position);
     Ok(Output::one(message))
@@ -100,6 +90,7 @@ fn cells(sentence: &Sentence<'_>) -> Result<Output, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::h02::tests::decode_text;
     use chrono::{DateTime, TimeZone, Utc};
 
     fn now() -> DateTime<Utc> {
@@ -107,13 +98,7 @@ mod tests {
     }
 
     fn run(frame: &[u8]) -> Result<Output, DecodeError> {
-        let sentence = Sentence::parse(frame)?;
-        let ctx = Context {
-            now: now(),
-            utc_offset_minutes: 0,
-            device_id: sentence.device_id(),
-        };
-        decode(&sentence, &ctx)
+        decode_text(frame, now(), decode)
     }
 
     #[test]

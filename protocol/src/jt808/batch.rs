@@ -23,10 +23,39 @@ pub(crate) fn decode_0704(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
     let mut r = Reader::new(body);
     let _count = r.u16("record count")?;
     let kind = r.u8("batch type")?;
-    let archived = kind == TYPE_BLIND_AREA;
+    records(r, 2, ctx, kind == TYPE_BLIND_AREA)
+}
+
+/// Decodes a 0x0210 body.
+///
+/// # Errors
+/// As [`decode_0704`].
+pub(crate) fn decode_0210(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>, DecodeError> {
+    if body.len() == 7 {
+        // Battery level and the time it was taken; no position.
+        let mut msg = ctx.message(MessageKind::Status);
+        if body[0] <= 100 {
+            msg.status.battery_pct = Some(body[0]);
+        }
+        return Ok(vec![msg]);
+    }
+    records(Reader::new(body), 1, ctx, false)
+}
+
+/// The 0x0200 bodies left in `r`, each after its big-endian length of `len_bytes` bytes: one
+/// message per record that decodes. A length that runs past the body ends the list.
+fn records(
+    mut r: Reader<'_>,
+    len_bytes: usize,
+    ctx: &mut Ctx<'_>,
+    archived: bool,
+) -> Result<Vec<Message>, DecodeError> {
     let mut out = Vec::new();
-    while r.remaining() >= 2 {
-        let len = usize::from(r.u16("record length")?);
+    while r.remaining() >= len_bytes {
+        let len = r
+            .take(len_bytes, "record length")?
+            .iter()
+            .fold(0, |len, &b| len << 8 | usize::from(b));
         let Ok(record) = r.take(len, "record") else {
             break;
         };
@@ -43,42 +72,20 @@ pub(crate) fn decode_0704(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>
     Ok(out)
 }
 
-/// Decodes a 0x0210 body.
-///
-/// # Errors
-/// As [`decode_0704`].
-pub(crate) fn decode_0210(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Vec<Message>, DecodeError> {
-    if body.len() == 7 {
-        // Battery level and the time it was taken; no position.
-        let mut msg = ctx.message(MessageKind::Status);
-        if body[0] <= 100 {
-            msg.status.battery_pct = Some(body[0]);
-        }
-        return Ok(vec![msg]);
-    }
-    let mut r = Reader::new(body);
-    let mut out = Vec::new();
-    while r.remaining() >= 1 {
-        let len = usize::from(r.u8("record length")?);
-        let Ok(record) = r.take(len, "record") else {
-            break;
-        };
-        if let Ok(msg) = location::decode(record, ctx, false) {
-            out.push(msg);
-        }
-    }
-    if out.is_empty() {
-        return Err(DecodeError::invalid(
-            "batch",
-            "no decodable location record",
-        ));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes a 0x0704 body for device "1" at GMT+8.
+    fn decode(body: &[u8]) -> Vec<Message> {
+        let mut stated = None;
+        let mut ctx = Ctx {
+            device_id: "1",
+            override_offset: None,
+            stated_offset: &mut stated,
+        };
+        decode_0704(body, &mut ctx).unwrap()
+    }
 
     fn record(day: u8) -> Vec<u8> {
         vec![
@@ -104,13 +111,7 @@ mod tests {
             body.extend_from_slice(&(r.len() as u16).to_be_bytes()); // record length
             body.extend_from_slice(&r);
         }
-        let mut stated = None;
-        let mut ctx = Ctx {
-            device_id: "1",
-            override_offset: None,
-            stated_offset: &mut stated,
-        };
-        let msgs = decode_0704(&body, &mut ctx).unwrap();
+        let msgs = decode(&body);
         assert_eq!(msgs.len(), 2);
         let times: Vec<String> = msgs
             .iter()
@@ -130,13 +131,7 @@ mod tests {
         body.extend_from_slice(&(r.len() as u16).to_be_bytes());
         body.extend_from_slice(&r);
         body.extend_from_slice(&[0x00, 0x40, 0x00]); // second record claims 64 bytes, has 1
-        let mut stated = None;
-        let mut ctx = Ctx {
-            device_id: "1",
-            override_offset: None,
-            stated_offset: &mut stated,
-        };
-        let msgs = decode_0704(&body, &mut ctx).unwrap();
+        let msgs = decode(&body);
         assert_eq!(msgs.len(), 1);
         assert!(!msgs[0].position.as_ref().unwrap().archived);
     }

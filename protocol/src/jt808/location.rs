@@ -108,6 +108,71 @@ pub(crate) fn coordinates(status: u32, lat_raw: u32, lon_raw: u32) -> Option<(f6
     Some((lat, lon))
 }
 
+/// Device-local BCD time (see [`bcd_time`]) as UTC, `offset_minutes` east of UTC; `None` when
+/// not a real date.
+pub(crate) fn device_time(bcd: &[u8], offset_minutes: i32) -> Option<DateTime<Utc>> {
+    bcd_time(bcd).and_then(|t| local_to_utc(t, offset_minutes))
+}
+
+/// A position with a report's altitude (m), speed (1/10 km/h) and course (degrees, dropped
+/// beyond a circle).
+pub(crate) fn position(
+    time: DateTime<Utc>,
+    lat: f64,
+    lon: f64,
+    altitude: i16,
+    speed: u16,
+    course: u16,
+) -> Position {
+    let mut p = Position::new(time, lat, lon);
+    p.altitude_m = Some(f64::from(altitude));
+    p.speed_kmh = Some(f64::from(speed) / 10.0);
+    p.course = (course <= 360).then_some(f64::from(course));
+    p
+}
+
+/// The fixed fields of a location report after the alarm word, in wire order: status word,
+/// latitude, longitude, altitude, speed, course, BCD time. The 0x0900 0x53/0x54 payloads start
+/// with the same fields.
+pub(crate) struct Fix<'a> {
+    /// The status word.
+    pub status: u32,
+    lat_raw: u32,
+    lon_raw: u32,
+    altitude: i16,
+    speed: u16,
+    course: u16,
+    time: &'a [u8],
+}
+
+impl<'a> Fix<'a> {
+    /// Reads the fields.
+    ///
+    /// # Errors
+    /// [`DecodeError::Truncated`] when `r` holds fewer than their 22 bytes.
+    pub(crate) fn read(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Ok(Fix {
+            status: r.u32("status flags")?,
+            lat_raw: r.u32("latitude")?,
+            lon_raw: r.u32("longitude")?,
+            altitude: r.u16("altitude")? as i16,
+            speed: r.u16("speed")?,
+            course: r.u16("course")?,
+            time: r.take(6, "time")?,
+        })
+    }
+
+    /// The position, its time `offset_minutes` east of UTC; `None` when the time is not a real
+    /// date or the coordinates are out of range.
+    pub(crate) fn position(&self, offset_minutes: i32) -> Option<Position> {
+        let time = device_time(self.time, offset_minutes)?;
+        let (lat, lon) = coordinates(self.status, self.lat_raw, self.lon_raw)?;
+        let mut p = position(time, lat, lon, self.altitude, self.speed, self.course);
+        p.valid = self.status & STATUS_VALID != 0;
+        Some(p)
+    }
+}
+
 /// Decodes a 0x0200 body into a message.
 ///
 /// # Errors
@@ -119,13 +184,8 @@ pub(crate) fn decode(
 ) -> Result<Message, DecodeError> {
     let mut r = Reader::new(body);
     let alarm_word = r.u32("alarm flags")?;
-    let status = r.u32("status flags")?;
-    let lat_raw = r.u32("latitude")?;
-    let lon_raw = r.u32("longitude")?;
-    let altitude = r.u16("altitude")? as i16;
-    let speed = r.u16("speed")?;
-    let course = r.u16("course")?;
-    let time = r.take(6, "time")?;
+    let fix = Fix::read(&mut r)?;
+    let status = fix.status;
 
     let mut msg = ctx.message(MessageKind::Position);
     add_alarm_bits(&mut msg, alarm_word);
@@ -146,13 +206,7 @@ pub(crate) fn decode(
     }
     msg.status.voltage = ex.voltage();
 
-    let when = bcd_time(time).and_then(|t| local_to_utc(t, ctx.offset(ex.stated_offset)));
-    if let (Some(time), Some((lat, lon))) = (when, coordinates(status, lat_raw, lon_raw)) {
-        let mut p = Position::new(time, lat, lon);
-        p.valid = status & STATUS_VALID != 0;
-        p.altitude_m = Some(f64::from(altitude));
-        p.speed_kmh = Some(f64::from(speed) / 10.0);
-        p.course = (course <= 360).then_some(f64::from(course));
+    if let Some(mut p) = fix.position(ctx.offset(ex.stated_offset)) {
         p.satellites = ex.satellites;
         p.hdop = ex.hdop;
         p.archived = archived;

@@ -8,24 +8,13 @@ use chrono::{TimeZone, Utc};
 use super::encode::{self, Edition, Location};
 use super::*;
 use crate::message::{Alarm, MessageKind};
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 
-/// A golden frame: the hex lines of `fixtures/frames/jt808/<name>.hex` (comments skipped),
-/// joined as one byte stream.
+/// A golden frame: `fixtures/frames/jt808/<name>.hex`, its hex lines joined as one byte stream.
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../fixtures/frames/jt808/{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let hex: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    test_support::fixture("jt808", name)
 }
 
 const FIXTURES: [&str; 15] = [
@@ -50,27 +39,6 @@ fn session() -> Jt808Session {
     Jt808Session::new(&SessionOptions::default())
 }
 
-/// Every item the session yields for `bytes` fed in `chunk`-sized reads.
-fn feed(bytes: &[u8], chunk: usize, options: &SessionOptions) -> Vec<Item> {
-    let mut s = Jt808Session::new(options);
-    let mut buf = BytesMut::new();
-    let mut items = Vec::new();
-    for part in bytes.chunks(chunk.max(1)) {
-        buf.extend_from_slice(part);
-        loop {
-            let before = buf.len();
-            match s.decode(&mut buf).unwrap() {
-                Some(item) => {
-                    assert!(buf.len() < before, "item without progress");
-                    items.push(item);
-                }
-                None => break,
-            }
-        }
-    }
-    items
-}
-
 /// Items with replies blanked where they carry the server time.
 fn comparable(items: Vec<Item>) -> Vec<Item> {
     items
@@ -89,20 +57,17 @@ fn comparable(items: Vec<Item>) -> Vec<Item> {
         .collect()
 }
 
-fn only_frame(items: &[Item]) -> &Decoded {
-    match items {
-        [Item::Frame(d)] => d,
-        other => panic!("expected one frame, got {other:?}"),
-    }
+/// The one decoded frame of a golden fixture, read whole.
+fn decode_one(name: &str) -> Decoded {
+    one_frame(items(&mut session(), &fixture(name), usize::MAX))
 }
 
 #[test]
 fn every_fixture_gives_the_same_items_whole_and_byte_at_a_time() {
-    let options = SessionOptions::default();
     for name in FIXTURES {
         let bytes = fixture(name);
-        let whole = comparable(feed(&bytes, bytes.len(), &options));
-        let single = comparable(feed(&bytes, 1, &options));
+        let whole = comparable(items(&mut session(), &bytes, usize::MAX));
+        let single = comparable(items(&mut session(), &bytes, 1));
         assert_eq!(whole, single, "{name}");
         assert!(!whole.is_empty(), "{name}");
         for item in &whole {
@@ -116,12 +81,7 @@ fn every_fixture_gives_the_same_items_whole_and_byte_at_a_time() {
 
 #[test]
 fn golden_location() {
-    let d = only_frame(&feed(
-        &fixture("location"),
-        4096,
-        &SessionOptions::default(),
-    ))
-    .clone();
+    let d = decode_one("location");
     let m = &d.messages[0];
     assert_eq!(m.kind, MessageKind::Position);
     assert_eq!(m.device_id.as_deref(), Some("13833501744"));
@@ -167,12 +127,7 @@ fn golden_location() {
 
 #[test]
 fn golden_registration_gets_0x8100_with_the_auth_code() {
-    let d = only_frame(&feed(
-        &fixture("registration"),
-        4096,
-        &SessionOptions::default(),
-    ))
-    .clone();
+    let d = decode_one("registration");
     assert_eq!(d.messages[0].kind, MessageKind::Registration);
     let id = d.messages[0].device_id.clone().unwrap();
     assert_eq!(id, "13345678906");
@@ -186,12 +141,7 @@ fn golden_registration_gets_0x8100_with_the_auth_code() {
 
 #[test]
 fn golden_2019_registration_is_answered_with_a_2019_header() {
-    let d = only_frame(&feed(
-        &fixture("registration_2019"),
-        4096,
-        &SessionOptions::default(),
-    ))
-    .clone();
+    let d = decode_one("registration_2019");
     assert_eq!(d.messages[0].device_id.as_deref(), Some("866496077582164"));
     let reply = d.reply.unwrap();
     assert_eq!(reply[3] & 0x40, 0x40); // 2019 bit
@@ -204,14 +154,13 @@ fn golden_2019_registration_is_answered_with_a_2019_header() {
 
 #[test]
 fn golden_alarms() {
-    let o = SessionOptions::default();
-    let sos = only_frame(&feed(&fixture("alarm_sos"), 4096, &o)).clone();
+    let sos = decode_one("alarm_sos");
     assert_eq!(sos.messages[0].kind, MessageKind::Alarm);
     assert_eq!(sos.messages[0].alarms, vec![Alarm::Sos]);
-    let tamper = only_frame(&feed(&fixture("alarm_tamper"), 4096, &o)).clone();
+    let tamper = decode_one("alarm_tamper");
     assert_eq!(tamper.messages[0].alarms, vec![Alarm::Tamper]);
     assert_eq!(tamper.messages[0].status.battery_pct, Some(64));
-    let low = only_frame(&feed(&fixture("alarm_low_battery_removal"), 4096, &o)).clone();
+    let low = decode_one("alarm_low_battery_removal");
     assert_eq!(
         low.messages[0].alarms,
         vec![Alarm::LowBattery, Alarm::Removal]
@@ -221,8 +170,7 @@ fn golden_alarms() {
 
 #[test]
 fn golden_batches() {
-    let o = SessionOptions::default();
-    let blind = only_frame(&feed(&fixture("batch_blind"), 4096, &o)).clone();
+    let blind = decode_one("batch_blind");
     assert_eq!(blind.messages.len(), 1);
     let p = blind.messages[0].position.as_ref().unwrap();
     assert!(p.archived);
@@ -231,19 +179,18 @@ fn golden_batches() {
         blind.messages[0].alarms,
         vec![Alarm::PowerCut, Alarm::LowBattery]
     );
-    let plain = only_frame(&feed(&fixture("batch_2019"), 4096, &o)).clone();
+    let plain = decode_one("batch_2019");
     assert!(!plain.messages[0].position.as_ref().unwrap().archived);
     assert_eq!(plain.reply.unwrap()[3] & 0x40, 0x40);
 }
 
 #[test]
 fn golden_vendor_and_escaped_frames() {
-    let o = SessionOptions::default();
-    let v = only_frame(&feed(&fixture("vendor_location_blind"), 4096, &o)).clone();
+    let v = decode_one("vendor_location_blind");
     let p = v.messages[0].position.as_ref().unwrap();
     assert!(p.archived);
     assert!(v.reply.unwrap().starts_with(&[0x7e, 0x44, 0x01]));
-    let e = only_frame(&feed(&fixture("escaped"), 4096, &o)).clone();
+    let e = decode_one("escaped");
     assert_eq!(e.messages[0].device_id.as_deref(), Some("19171590437"));
     assert!(e.messages[0].position.is_some());
 }
@@ -326,7 +273,7 @@ fn the_2019_location_round_trips_through_escaping() {
     let frame = location_2019_frame();
     // Serial 0x7e7d is escaped on the wire.
     assert!(frame.windows(4).any(|w| w == [0x7d, 0x02, 0x7d, 0x01]));
-    let d = only_frame(&feed(&frame, 3, &SessionOptions::default())).clone();
+    let d = one_frame(items(&mut session(), &frame, 3));
     let m = &d.messages[0];
     assert_eq!(m.device_id.as_deref(), Some("864717003283581"));
     let p = m.position.as_ref().unwrap();
@@ -340,9 +287,9 @@ fn the_2019_location_round_trips_through_escaping() {
 fn sub_packages_are_reassembled_and_each_packet_is_acknowledged() {
     let frames = batch_packets_frames();
     assert!(frames.len() >= 3);
-    let items = feed(&frames.concat(), 7, &SessionOptions::default());
-    assert_eq!(items.len(), frames.len());
-    for (i, item) in items.iter().enumerate() {
+    let got = items(&mut session(), &frames.concat(), 7);
+    assert_eq!(got.len(), frames.len());
+    for (i, item) in got.iter().enumerate() {
         let Item::Frame(d) = item else { panic!() };
         // Every packet is answered with 0x8001 for its own serial.
         let reply = d.reply.as_ref().unwrap();
@@ -371,37 +318,24 @@ fn several_frames_in_one_read_and_split_reads() {
     let mut stream = fixture("heartbeat");
     stream.extend_from_slice(&fixture("location"));
     stream.extend_from_slice(&fixture("alarm_sos"));
-    let o = SessionOptions::default();
-    let whole = feed(&stream, stream.len(), &o);
+    let whole = same_items_in_reads(session, &stream, &[1, 2, 5, 16, 60]);
     assert_eq!(whole.len(), 3);
-    for chunk in [1, 2, 5, 16, 60] {
-        assert_eq!(feed(&stream, chunk, &o), whole, "chunk {chunk}");
-    }
 }
 
 #[test]
 fn partial_frame_asks_for_more_without_consuming() {
     let frame = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&frame[..frame.len() - 1]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), frame.len() - 1);
-    buf.extend_from_slice(&frame[frame.len() - 1..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
+    assert_partial_frame_waits(&mut session(), &frame, frame.len() - 1);
 }
 
 #[test]
 fn garbage_before_a_frame_is_skipped_and_counted() {
     let mut stream = b"\x24\x24GARBAGE".to_vec();
     stream.extend_from_slice(&fixture("heartbeat"));
-    let items = feed(&stream, stream.len(), &SessionOptions::default());
-    assert_eq!(
-        items[0],
-        Item::Rejected(DecodeError::Garbage { skipped: 9 })
-    );
-    assert!(matches!(items[1], Item::Frame(_)));
-    assert_eq!(items.len(), 2);
+    let got = items(&mut session(), &stream, usize::MAX);
+    assert_eq!(got[0], Item::Rejected(DecodeError::Garbage { skipped: 9 }));
+    assert!(matches!(got[1], Item::Frame(_)));
+    assert_eq!(got.len(), 2);
 }
 
 #[test]
@@ -411,17 +345,17 @@ fn a_truncated_frame_is_rejected_and_the_next_frame_still_decodes() {
     let mut stream = loc[..20].to_vec();
     stream.extend_from_slice(&fixture("heartbeat"));
     stream.extend_from_slice(&loc);
-    let items = feed(&stream, stream.len(), &SessionOptions::default());
-    assert!(matches!(items[0], Item::Rejected(_)), "{items:?}");
+    let got = items(&mut session(), &stream, usize::MAX);
+    assert!(matches!(got[0], Item::Rejected(_)), "{got:?}");
     // The flag kept from the rejected frame opened the heartbeat: it is not lost.
-    let frames: Vec<&Decoded> = items
+    let frames: Vec<&Decoded> = got
         .iter()
         .filter_map(|i| match i {
             Item::Frame(d) => Some(d),
             Item::Rejected(_) => None,
         })
         .collect();
-    assert_eq!(frames.len(), 2, "{items:?}");
+    assert_eq!(frames.len(), 2, "{got:?}");
     assert_eq!(frames[0].messages[0].kind, MessageKind::Heartbeat);
     assert_eq!(frames[1].messages[0].kind, MessageKind::Position);
 }
@@ -458,8 +392,7 @@ fn corrupt_check_code(frame: &[u8]) -> Vec<u8> {
 #[test]
 fn checksum_mismatch_is_flagged_or_rejected_when_strict() {
     let bad = corrupt_check_code(&fixture("heartbeat"));
-    let lenient = feed(&bad, bad.len(), &SessionOptions::default());
-    let d = only_frame(&lenient);
+    let d = one_frame(items(&mut session(), &bad, usize::MAX));
     assert!(matches!(
         d.integrity,
         Integrity::Mismatch(Mismatch::Checksum { .. })
@@ -469,9 +402,9 @@ fn checksum_mismatch_is_flagged_or_rejected_when_strict() {
         strict_checksum: true,
         ..SessionOptions::default()
     };
-    let items = feed(&bad, bad.len(), &strict);
+    let got = items(&mut Jt808Session::new(&strict), &bad, usize::MAX);
     assert!(matches!(
-        items[0],
+        got[0],
         Item::Rejected(DecodeError::BadChecksum { .. })
     ));
 }
@@ -486,7 +419,7 @@ fn body_length_mismatch_is_flagged_or_rejected_when_strict() {
         0x00, 0x01, // serial
     ];
     let frame = header::wrap(&content);
-    let d = only_frame(&feed(&frame, 64, &SessionOptions::default())).clone();
+    let d = one_frame(items(&mut session(), &frame, 64));
     assert_eq!(
         d.integrity,
         Integrity::Mismatch(Mismatch::Length {
@@ -499,7 +432,7 @@ fn body_length_mismatch_is_flagged_or_rejected_when_strict() {
         ..SessionOptions::default()
     };
     assert_eq!(
-        feed(&frame, 64, &strict),
+        items(&mut Jt808Session::new(&strict), &frame, 64),
         [Item::Rejected(DecodeError::BadLength {
             declared: 2,
             actual: 0
@@ -545,7 +478,7 @@ fn options_offset_overrides_gmt8() {
         device_utc_offset_minutes: Some(0),
         ..SessionOptions::default()
     };
-    let d = only_frame(&feed(&frame, 4096, &utc)).clone();
+    let d = one_frame(items(&mut Jt808Session::new(&utc), &frame, 4096));
     assert_eq!(
         d.messages[0].position.as_ref().unwrap().time,
         Utc.with_ymd_and_hms(2015, 8, 18, 7, 21, 21).unwrap()

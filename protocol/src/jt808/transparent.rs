@@ -12,7 +12,7 @@
 //! Other types give an `Other` message (the session still acknowledges them).
 
 use super::extra::add_alarm;
-use super::location::{self, bcd_time, coordinates, local_to_utc, STATUS_VALID};
+use super::location::{self, coordinates, device_time, position, Fix, STATUS_VALID};
 use super::Ctx;
 use crate::error::DecodeError;
 use crate::message::{Alarm, Message, MessageKind, Position};
@@ -35,40 +35,21 @@ pub(crate) fn decode(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Message, DecodeEr
             let speed = r.u16("speed")?;
             let course = r.u16("course")?;
             let mut msg = ctx.message(MessageKind::Position);
-            let when = bcd_time(time).and_then(|t| local_to_utc(t, ctx.offset(None)));
             let (lat, lon) = (f64::from(lat) / 1_000_000.0, f64::from(lon) / 1_000_000.0);
-            match when {
+            match device_time(time, ctx.offset(None)) {
                 Some(time) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
-                    let mut p = Position::new(time, lat, lon);
-                    p.altitude_m = Some(f64::from(altitude));
-                    p.speed_kmh = Some(f64::from(speed) / 10.0);
-                    p.course = (course <= 360).then_some(f64::from(course));
-                    msg.position = Some(p);
+                    msg.position = Some(position(time, lat, lon, altitude, speed, course));
                 }
                 _ => msg.kind = MessageKind::Other,
             }
             Ok(msg)
         }
         0x53 | 0x54 => {
-            let status = r.u32("status flags")?;
-            let lat = r.u32("latitude")?;
-            let lon = r.u32("longitude")?;
-            let altitude = r.u16("altitude")? as i16;
-            let speed = r.u16("speed")?;
-            let course = r.u16("course")?;
-            let time = r.take(6, "time")?;
+            let fix = Fix::read(&mut r)?;
             let mut msg = ctx.message(MessageKind::Position);
-            let when = bcd_time(time).and_then(|t| local_to_utc(t, ctx.offset(None)));
-            match (when, coordinates(status, lat, lon)) {
-                (Some(time), Some((lat, lon))) => {
-                    let mut p = Position::new(time, lat, lon);
-                    p.valid = status & STATUS_VALID != 0;
-                    p.altitude_m = Some(f64::from(altitude));
-                    p.speed_kmh = Some(f64::from(speed) / 10.0);
-                    p.course = (course <= 360).then_some(f64::from(course));
-                    msg.position = Some(p);
-                }
-                _ => msg.kind = MessageKind::Other,
+            match fix.position(ctx.offset(None)) {
+                Some(p) => msg.position = Some(p),
+                None => msg.kind = MessageKind::Other,
             }
             Ok(msg)
         }
@@ -131,7 +112,7 @@ fn obd(r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<Message, DecodeError> {
     let status = r.u32("status flags")?;
     let lat = r.u32("latitude")?;
     let lon = r.u32("longitude")?;
-    let when = bcd_time(time).and_then(|t| local_to_utc(t, ctx.offset(None)));
+    let when = device_time(time, ctx.offset(None));
     if let (Some(time), Some((lat, lon))) = (when, coordinates(status, lat, lon)) {
         let mut p = Position::new(time, lat, lon);
         p.valid = status & STATUS_VALID != 0;

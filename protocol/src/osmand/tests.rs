@@ -4,25 +4,12 @@
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::test_support;
 use crate::PositionSource;
 
 /// The text of one golden request (`fixtures/frames/osmand/<name>.hex`).
 fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/../fixtures/frames/osmand/{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let hex: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    String::from_utf8(bytes).unwrap()
+    String::from_utf8(test_support::fixture("osmand", name)).unwrap()
 }
 
 fn now() -> DateTime<Utc> {

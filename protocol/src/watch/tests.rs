@@ -5,6 +5,9 @@ use bytes::BytesMut;
 use chrono::{TimeZone, Utc};
 
 use super::*;
+use crate::test_support::{
+    self, assert_partial_frame_waits, items, one_frame, same_items_in_reads,
+};
 use crate::{Alarm, Message, PositionSource};
 
 /// Golden frames by name (`fixtures/frames/watch/<name>.hex`).
@@ -27,45 +30,16 @@ const FIXTURES: [&str; 14] = [
 
 /// The bytes of one golden frame.
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/../fixtures/frames/watch/{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let hex: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
-        .collect();
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+    test_support::fixture("watch", name)
 }
 
 fn session() -> WatchSession {
     WatchSession::new(&SessionOptions::default())
 }
 
-/// Every item a session yields for `bytes` fed in chunks of `chunk` bytes.
-fn items(session: &mut WatchSession, bytes: &[u8], chunk: usize) -> Vec<Item> {
-    let mut buf = BytesMut::new();
-    let mut out = Vec::new();
-    for piece in bytes.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        while let Some(item) = session.decode(&mut buf).unwrap() {
-            out.push(item);
-        }
-    }
-    out
-}
-
 /// The single decoded frame of a golden fixture.
 fn decode_one(name: &str) -> Decoded {
-    match items(&mut session(), &fixture(name), usize::MAX).as_slice() {
-        [Item::Frame(decoded)] => decoded.clone(),
-        other => panic!("{name}: {other:?}"),
-    }
+    one_frame(items(&mut session(), &fixture(name), usize::MAX))
 }
 
 fn only_message(decoded: &Decoded) -> &Message {
@@ -76,12 +50,8 @@ fn only_message(decoded: &Decoded) -> &Message {
 #[test]
 fn every_fixture_byte_at_a_time_and_whole() {
     for name in FIXTURES {
-        let bytes = fixture(name);
-        let whole = items(&mut session(), &bytes, usize::MAX);
-        let bytewise = items(&mut session(), &bytes, 1);
-        assert_eq!(whole.len(), 1, "{name}");
-        assert!(matches!(whole[0], Item::Frame(_)), "{name}: {:?}", whole[0]);
-        assert_eq!(whole, bytewise, "{name}");
+        let whole = same_items_in_reads(session, &fixture(name), &[1]);
+        assert!(matches!(whole[..], [Item::Frame(_)]), "{name}: {whole:?}");
     }
 }
 
@@ -91,14 +61,9 @@ fn all_fixtures_in_one_read() {
     let mut s = session();
     let whole = items(&mut s, &stream, usize::MAX);
     assert_eq!(whole.len(), FIXTURES.len());
-    for chunk in [1, 2, 3, 7, 64, 1000] {
-        assert_eq!(
-            items(&mut session(), &stream, chunk),
-            whole,
-            "chunk {chunk}"
-        );
-    }
     assert_eq!(s.device_id(), Some("789468050042692"));
+    let in_reads = same_items_in_reads(session, &stream, &[1, 2, 3, 7, 64, 1000]);
+    assert_eq!(in_reads, whole);
 }
 
 #[test]
@@ -308,28 +273,19 @@ fn truncated_frame_then_a_good_one() {
     let good = fixture("heartbeat");
     let mut stream = good[..good.len() - 6].to_vec();
     stream.extend(&good);
-    let got = items(&mut session(), &stream, usize::MAX);
+    // byte-at-a-time gives the same
+    let got = same_items_in_reads(session, &stream, &[1]);
     assert_eq!(got.len(), 2);
     assert!(matches!(
         got[0],
         Item::Rejected(DecodeError::Truncated { available: 26, .. })
     ));
     assert!(matches!(got[1], Item::Frame(_)));
-    // byte-at-a-time gives the same
-    assert_eq!(items(&mut session(), &stream, 1), got);
 }
 
 #[test]
 fn partial_frame_waits_for_more() {
-    let good = fixture("location");
-    let mut s = session();
-    let mut buf = BytesMut::from(&good[..50]);
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
-    assert_eq!(buf.len(), 50);
-    buf.extend_from_slice(&good[50..]);
-    assert!(matches!(s.decode(&mut buf).unwrap(), Some(Item::Frame(_))));
-    assert!(buf.is_empty());
-    assert_eq!(s.decode(&mut buf).unwrap(), None);
+    assert_partial_frame_waits(&mut session(), &fixture("location"), 50);
 }
 
 #[test]
