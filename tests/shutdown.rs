@@ -13,7 +13,11 @@
 //! and resend them), so per device the store holds the first `k` fixes it sent, in order, with
 //! `acked <= k <= sent`.
 //!
-//! A signal that comes right after the service announces its addresses must take the same path.
+//! A signal that comes right after the service announces its addresses must take the same path,
+//! and an API client that never finishes its request must not hold the process past the
+//! shutdown timeout.
+
+mod common;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -357,4 +361,24 @@ async fn sigterm_right_after_the_listening_line_shuts_down_cleanly() {
             read(&log)
         );
     }
+}
+
+/// The API stops last, after the pipeline has drained; a client that sent half a request and
+/// went quiet must not keep it (and the process) alive past `shutdown_timeout`.
+#[tokio::test]
+async fn a_half_sent_api_request_does_not_outlast_the_shutdown_timeout() {
+    let timeout = Duration::from_secs(1);
+    let mut service = common::Service::start_with(|c| c.shutdown_timeout = timeout).await;
+    let mut client = TcpStream::connect(service.http).await.unwrap();
+    // The head of a request, without the blank line that ends it.
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ewall\r\n")
+        .await
+        .unwrap();
+    // Let the server start reading it, so the request is in progress when shutdown starts.
+    // (Were it not yet read, the connection would count as idle and be closed at once.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(timeout + EXIT_SLACK, service.stop())
+        .await
+        .expect("the service stops within its shutdown timeout");
 }
