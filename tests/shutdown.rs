@@ -135,6 +135,13 @@ fn fix_time(serial: u16) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(serial.into())
 }
 
+/// Progress over all devices.
+#[derive(Default)]
+struct Counters {
+    logged_in: AtomicUsize,
+    acked: AtomicUsize,
+}
+
 /// What one device saw.
 struct Outcome {
     imei: String,
@@ -150,7 +157,7 @@ async fn stream(
     addr: std::net::SocketAddr,
     imei: String,
     index: usize,
-    total_acked: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
 ) -> Outcome {
     let mut socket = TcpStream::connect(addr).await.unwrap();
@@ -165,6 +172,7 @@ async fn stream(
         .expect("login ack within 10 s")
         .unwrap();
     assert_eq!(reply[..], encode::ack(0x01, 1)[..], "login of {imei}");
+    counters.logged_in.fetch_add(1, Ordering::Relaxed);
 
     let (lat, lon) = (25.5 + index as f64 * 1e-3, 112.3);
     let mut sent = Vec::new();
@@ -196,7 +204,7 @@ async fn stream(
             "{imei}: acks come in order"
         );
         acked += 1;
-        total_acked.fetch_add(1, Ordering::Relaxed);
+        counters.acked.fetch_add(1, Ordering::Relaxed);
     }
     Outcome { imei, sent, acked }
 }
@@ -237,13 +245,15 @@ async fn sigterm_under_load_loses_no_decoded_fix() {
         persons.insert(imei(i), person_id);
     }
 
-    let total_acked = Arc::new(AtomicUsize::new(0));
+    let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let devices: Vec<_> = (0..DEVICES)
-        .map(|i| tokio::spawn(stream(gt06, imei(i), i, total_acked.clone(), stop.clone())))
+        .map(|i| tokio::spawn(stream(gt06, imei(i), i, counters.clone(), stop.clone())))
         .collect();
     let busy = async {
-        while total_acked.load(Ordering::Relaxed) < ACKS_BEFORE_SIGNAL {
+        while counters.logged_in.load(Ordering::Relaxed) < DEVICES
+            || counters.acked.load(Ordering::Relaxed) < ACKS_BEFORE_SIGNAL
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -261,6 +271,7 @@ async fn sigterm_under_load_loses_no_decoded_fix() {
         .await
         .unwrap();
     let decoded_before = counter(&metrics, "ewall_frames_decoded_total{protocol=\"gt06\"}");
+    // Every device had logged in; the rest were locations.
     let locations_decoded_before = decoded_before - DEVICES;
 
     terminate(&child);
