@@ -165,6 +165,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Take over SIGINT/SIGTERM before any listener accepts a device: from then on a signal must
+    // start the ordered shutdown, never end the process with the default action and lose what
+    // was decoded but not yet committed.
+    let signal = shutdown_signal()?;
     let running = ewall::server::start(config).await?;
     // One machine-readable line on stdout with the bound addresses (useful with port 0).
     let mut addresses = serde_json::Map::new();
@@ -179,32 +183,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     std::io::stdout().flush().ok();
     let token = running.token.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         token.cancel();
     });
     running.stopped().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the shutdown signals at once and returns a future that resolves on the first one.
+/// (`tokio::signal::ctrl_c` registers only when first polled, which leaves a window in which a
+/// signal kills the process outright.)
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

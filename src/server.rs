@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let timeout = config.shutdown_timeout;
     let task = tokio::spawn(async move {
         stop.cancelled().await;
+        let deadline = tokio::time::Instant::now() + timeout;
         info!("Shutting down: no new connections; finishing frames in hand.");
         let drain = async {
             for task in listener_tasks {
@@ -198,7 +199,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             tracker.wait().await;
             pipeline.join().await;
         };
-        if tokio::time::timeout(timeout, drain).await.is_err() {
+        if tokio::time::timeout_at(deadline, drain).await.is_err() {
             error!(
                 ?timeout,
                 "Shutdown timed out; work still in the pipeline may not be committed."
@@ -207,7 +208,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             info!("Pipeline drained; last batch committed.");
         }
         api_stop.cancel();
-        let _ = api_task.await;
+        // API requests in progress get what is left of the timeout. A client that never
+        // finishes its request would otherwise keep the process alive for as long as it likes.
+        let mut api_task = api_task;
+        if tokio::time::timeout_at(deadline, &mut api_task)
+            .await
+            .is_err()
+        {
+            warn!("API requests still open at the shutdown timeout; dropping them.");
+            api_task.abort();
+        }
         info!("Stopped.");
     });
     Ok(Running {
