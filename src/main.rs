@@ -186,7 +186,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal.await;
         token.cancel();
     });
-    running.stopped().await;
+    if !running.stopped().await {
+        bail!("the shutdown timeout cut connections short; see the log");
+    }
     Ok(())
 }
 

@@ -13,9 +13,10 @@
 //! transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
 //! without limit.
 //!
-//! Stopping is done by closing channels: when every ingest sender is dropped the router ends,
-//! which closes the shards' inputs; each shard finishes what it holds and ends, which closes the
-//! writer's input; the writer commits its last batch and ends.
+//! Stopping is done by closing channels: [`Pipeline::join`] closes the entrance (queued
+//! submissions still go through) and the router ends, which closes the shards' inputs; each
+//! shard finishes what it holds and ends, which closes the writer's input; the writer commits
+//! its last batch and ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::fence::{shard_for, FenceConfig, FenceEngine, Transition};
@@ -61,6 +63,8 @@ pub struct Pipeline {
     pub submissions: mpsc::Sender<Submission>,
     /// Alerts as they are committed.
     pub alerts: broadcast::Sender<Alert>,
+    /// Closes the entrance even while stray senders (a stalled HTTP upload) still exist.
+    close: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -104,18 +108,22 @@ impl Pipeline {
         }
         drop(writes_tx);
         let (submissions, rx) = mpsc::channel(capacity);
-        tasks.push(tokio::spawn(route(rx, shard_inputs)));
+        let close = CancellationToken::new();
+        tasks.push(tokio::spawn(route(rx, shard_inputs, close.clone())));
         Pipeline {
             submissions,
             alerts,
+            close,
             tasks,
         }
     }
 
-    /// Waits until every stage has drained and stopped. Call after dropping every sender
-    /// returned by [`Pipeline::spawn`].
+    /// Closes the entrance and waits until every stage has drained and stopped: what was
+    /// submitted before is committed; a submission arriving later is refused. Call once ingest
+    /// has stopped.
     pub async fn join(self) {
         drop(self.submissions);
+        self.close.cancel();
         for task in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "Pipeline stage panicked.");
@@ -124,8 +132,25 @@ impl Pipeline {
     }
 }
 
-async fn route(mut rx: mpsc::Receiver<Submission>, shards: Vec<mpsc::Sender<Submission>>) {
-    while let Some(submission) = rx.recv().await {
+/// Routes submissions to shards until the entrance is closed, either by every sender going
+/// away or by `close`; then it forwards what is still queued and ends.
+async fn route(
+    mut rx: mpsc::Receiver<Submission>,
+    shards: Vec<mpsc::Sender<Submission>>,
+    close: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = rx.recv() => next,
+            _ = close.cancelled() => {
+                // Late senders now get an error (and do not acknowledge their devices); what is
+                // already queued is still delivered.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(submission) = next else { break };
         let shard = &shards[shard_for(&submission.person_id, shards.len())];
         if shard.send(submission).await.is_err() {
             break;

@@ -66,7 +66,7 @@ pub struct Running {
     pub token: CancellationToken,
     /// Shared metrics (for tests and embedding).
     pub metrics: Arc<Metrics>,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
 }
 
 impl Running {
@@ -75,10 +75,15 @@ impl Running {
         self.token.cancel();
     }
 
-    /// Waits until the service has stopped.
-    pub async fn stopped(self) {
-        if let Err(e) = self.task.await {
-            error!(error = %e, "Service task panicked.");
+    /// Waits until the service has stopped; false when the shutdown timeout cut connections
+    /// short (everything handed to the pipeline was still committed).
+    pub async fn stopped(self) -> bool {
+        match self.task.await {
+            Ok(clean) => clean,
+            Err(e) => {
+                error!(error = %e, "Service task panicked.");
+                false
+            }
         }
     }
 }
@@ -127,6 +132,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let tracker = TaskTracker::new();
     let mut listeners = BTreeMap::new();
     let mut listener_tasks = Vec::new();
+    let mut osmand_task = None;
     for protocol in Protocol::ALL {
         let listener = config.listeners.get(protocol);
         if !listener.enabled {
@@ -137,7 +143,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             listeners.insert(protocol.name(), local_addr(&socket, listener.listen));
             let app = osmand_http::router(context.clone());
             let stop = token.clone();
-            listener_tasks.push(tokio::spawn(async move {
+            osmand_task = Some(tokio::spawn(async move {
                 if let Err(e) = axum::serve(socket, app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
@@ -191,22 +197,32 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         stop.cancelled().await;
         let deadline = tokio::time::Instant::now() + timeout;
         info!("Shutting down: no new connections; finishing frames in hand.");
-        let drain = async {
+        let osmand_abort = osmand_task.as_ref().map(|t| t.abort_handle());
+        let connections = async {
             for task in listener_tasks {
                 let _ = task.await;
             }
             tracker.close();
             tracker.wait().await;
-            pipeline.join().await;
+            if let Some(osmand) = osmand_task {
+                let _ = osmand.await;
+            }
         };
-        if tokio::time::timeout_at(deadline, drain).await.is_err() {
-            error!(
-                ?timeout,
-                "Shutdown timed out; work still in the pipeline may not be committed."
-            );
-        } else {
-            info!("Pipeline drained; last batch committed.");
+        let mut clean = true;
+        if tokio::time::timeout_at(deadline, connections)
+            .await
+            .is_err()
+        {
+            clean = false;
+            warn!(?timeout, "Connections still busy at the shutdown timeout; their unfinished frames are not acknowledged and the devices will resend.");
+            if let Some(osmand) = osmand_abort {
+                osmand.abort();
+            }
         }
+        // Whatever was handed to the pipeline is committed before the process ends; a stalled
+        // upload can delay this no further, because closing refuses late submissions.
+        pipeline.join().await;
+        info!("Pipeline drained; last batch committed.");
         api_stop.cancel();
         // API requests in progress get what is left of the timeout. A client that never
         // finishes its request would otherwise keep the process alive for as long as it likes.
@@ -219,6 +235,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             api_task.abort();
         }
         info!("Stopped.");
+        clean
     });
     Ok(Running {
         http_addr,

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use common::{eventually, Device, Service};
 use ewall_protocol::jt808::framer::unescape;
 use ewall_protocol::{gt06, h02, jt808, watch};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bytes that hold no frame start of any stream protocol (no `78 78`, `79 79`, `7e`, `(`, `*`,
 /// `$`, `[`) and do not begin with a byte a framer skips silently (CR, LF, blank) or reads as a
@@ -383,6 +383,32 @@ async fn an_idle_connection_is_closed_and_counted() {
     again.send(&Proto::Gt06.position(&id, 1)).await;
     Proto::Gt06.expect_ack(&mut again, &id, 1).await;
     assert_eq!(stored_times(&service, &person).await, rfc3339(&[1]));
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_alone_does_not_keep_a_connection_alive() {
+    let mut service = Service::start_with(|c| {
+        c.listeners.jt808.idle_timeout = Duration::from_millis(400);
+    })
+    .await;
+    let (mut device, _, _) = connected(&service, Proto::Jt808, 7).await;
+    // A peer that sends only frames too short to decode, every 100 ms, is still idle: it is
+    // closed about 400 ms after its last good frame, not when it stops sending.
+    let mut closed_after = None;
+    for round in 1..=30 {
+        let _ = device.stream.write_all(&[0x7e, 0x01, 0x7e]).await;
+        let mut buf = [0u8; 16];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(100), device.stream.read(&mut buf)).await
+        {
+            closed_after = Some(round);
+            break;
+        }
+    }
+    let rounds = closed_after.expect("closed while the junk kept coming");
+    assert!(rounds < 20, "closed only after {rounds} rounds of junk");
+    expect_metric(&service, &refused("jt808", "idle"), 1).await;
     service.stop().await;
 }
 

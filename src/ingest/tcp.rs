@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use ewall_protocol::{Item, MessageKind, Protocol};
+use ewall_protocol::{Item, Protocol};
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -129,6 +130,26 @@ struct Connection {
     token: CancellationToken,
 }
 
+/// Counts a connection in `ewall_connections_open` for as long as it lives, including when its
+/// task ends by a panic.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(metrics: &crate::telemetry::Metrics, protocol: Protocol) -> Self {
+        let gauge = metrics
+            .connections_open
+            .with_label_values(&[protocol.name()]);
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 enum CloseReason {
@@ -150,16 +171,10 @@ enum CloseReason {
 
 impl Connection {
     async fn serve(self, stream: TcpStream, session: Box<dyn ewall_protocol::Session>) {
-        let gauge = self
-            .context
-            .metrics
-            .connections_open
-            .with_label_values(&[self.protocol.name()]);
-        gauge.inc();
+        let _open = OpenConnection::new(&self.context.metrics, self.protocol);
         debug!("Device connected.");
         let mut framed = Framed::new(stream, SessionCodec::new(session));
         let closed = self.read_frames(&mut framed).await;
-        gauge.dec();
         match closed {
             CloseReason::ByPeer | CloseReason::Shutdown => {
                 debug!(reason = %closed, "Connection closed.")
@@ -173,15 +188,14 @@ impl Connection {
                 debug!(reason = %closed, "Connection closed.");
             }
             CloseReason::UnknownDevice(_) => debug!(reason = %closed, "Connection closed."),
+            // A reset or broken pipe is how mobile devices usually leave.
+            CloseReason::Codec(CodecError::Io(_)) => debug!(reason = %closed, "Connection closed."),
             CloseReason::Codec(ref e) => {
                 let reason = match e {
                     CodecError::Frame(_) => "oversize",
-                    CodecError::Io(_) => "io",
-                    CodecError::Unfinished(_) => "truncated",
+                    CodecError::Io(_) | CodecError::Unfinished(_) => "truncated",
                 };
-                if reason != "io" {
-                    self.context.count_rejected(self.protocol, reason);
-                }
+                self.context.count_rejected(self.protocol, reason);
                 warn!(reason = %closed, "Connection closed on a stream error.");
             }
             CloseReason::WriteTimeout(_) | CloseReason::PipelineClosed => {
@@ -191,10 +205,13 @@ impl Connection {
     }
 
     async fn read_frames(&self, framed: &mut Framed<TcpStream, SessionCodec>) -> CloseReason {
+        // Idle means no usable frame: a peer trickling garbage does not keep its slot.
+        let mut idle_deadline = Instant::now() + self.idle_timeout;
+        let mut identified = false;
         loop {
             let next = tokio::select! {
                 _ = self.token.cancelled() => return CloseReason::Shutdown,
-                next = tokio::time::timeout(self.idle_timeout, framed.next()) => next,
+                next = tokio::time::timeout_at(idle_deadline, framed.next()) => next,
             };
             let item = match next {
                 Err(_) => return CloseReason::Idle(self.idle_timeout),
@@ -210,6 +227,7 @@ impl Connection {
                 }
                 Item::Frame(decoded) => decoded,
             };
+            idle_deadline = Instant::now() + self.idle_timeout;
             let received_at = Utc::now();
             self.context.count_frame(self.protocol, &decoded);
             trace!(messages = decoded.messages.len(), "Frame decoded.");
@@ -233,13 +251,10 @@ impl Connection {
             else {
                 return CloseReason::UnknownDevice(device_id);
             };
-            if decoded
-                .messages
-                .iter()
-                .any(|m| m.kind == MessageKind::Login)
-            {
+            if !identified {
+                identified = true;
                 tracing::Span::current().record("device", device_id.as_str());
-                debug!(device = device_id.as_str(), "Device logged in.");
+                debug!("Device identified.");
             }
             match self
                 .context
