@@ -350,7 +350,7 @@ async fn run_pipeline(
     metrics: Arc<Metrics>,
     devices: &[Vec<Fix>],
 ) -> Duration {
-    let pipeline = Pipeline::spawn(settings, store, registry, metrics);
+    let pipeline = Pipeline::spawn(settings, store, registry, metrics, &[]);
     let started = Instant::now();
     let submitters: Vec<_> = devices
         .iter()
