@@ -55,7 +55,7 @@ impl Metrics {
                 Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
             )
         };
-        Metrics {
+        let metrics = Metrics {
             frames_decoded: counters(
                 "ewall_frames_decoded_total",
                 "Frames decoded, by protocol.",
@@ -130,7 +130,20 @@ impl Metrics {
                 ],
             ),
             registry,
+        };
+        // Series for every protocol and alert kind exist from the start, at zero, so a
+        // dashboard's rate() sees the first event instead of a series appearing from nowhere.
+        for protocol in ewall_protocol::Protocol::ALL {
+            let name = [protocol.name()];
+            metrics.frames_decoded.with_label_values(&name);
+            metrics.frames_integrity_mismatch.with_label_values(&name);
+            metrics.fixes_received.with_label_values(&name);
+            metrics.connections_open.with_label_values(&name);
         }
+        for kind in AlertKind::ALL {
+            metrics.alerts_raised.with_label_values(&[kind.as_str()]);
+        }
+        metrics
     }
 
     /// Counts a committed alert.
