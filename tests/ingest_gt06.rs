@@ -5,7 +5,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::{eventually, hex, north_of, Device, Service};
+use common::{hex, north_of, Device, Service};
 use ewall_protocol::gt06::{crc_itu, encode};
 use serde_json::json;
 
@@ -188,25 +188,15 @@ async fn an_unregistered_wristband_is_refused_after_login_and_counted() {
     let mut other = Device::connect(service.listener("gt06")).await;
     login(&mut other, "864717003283583").await;
 
-    let metrics = eventually(|| async {
-        let text = service
-            .client
-            .get(service.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.contains(
-            "ewall_connections_refused_total{protocol=\"gt06\",reason=\"unknown_device\"} 1",
+    service
+        .expect_metric(
+            "ewall_connections_refused_total{protocol=\"gt06\",reason=\"unknown_device\"}",
+            1,
         )
-        .then_some(text)
-    })
-    .await;
-    assert!(
-        metrics.contains("ewall_frames_decoded_total{protocol=\"gt06\"} 2"),
-        "{metrics}"
-    );
+        .await;
+    // The refused login and the other device's login.
+    service
+        .expect_metric("ewall_frames_decoded_total{protocol=\"gt06\"}", 2)
+        .await;
     service.stop().await;
 }

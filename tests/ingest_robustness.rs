@@ -176,33 +176,6 @@ async fn read_jt808_reply(device: &mut Device) -> (u16, Vec<u8>) {
     (id, content[12..12 + body_len].to_vec())
 }
 
-/// The value of one sample of `/metrics` (`name{labels}`), 0 when it is not there yet.
-async fn metric(service: &Service, sample: &str) -> u64 {
-    let text = service
-        .client
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
-/// Waits until the sample reaches `expected` and checks it did not go past it (each event is
-/// counted once).
-async fn expect_metric(service: &Service, sample: &str, expected: u64) {
-    let reached = eventually(|| async {
-        let value = metric(service, sample).await;
-        (value >= expected).then_some(value)
-    })
-    .await;
-    assert_eq!(reached, expected, "{sample}");
-}
-
 fn rejected(protocol: &str, reason: &str) -> String {
     format!("ewall_frames_rejected_total{{protocol=\"{protocol}\",reason=\"{reason}\"}}")
 }
@@ -280,7 +253,9 @@ async fn garbage_before_and_between_frames_is_skipped_and_counted() {
             rfc3339(&[1, 2, 3]),
             "{proto:?}: every frame after garbage is stored"
         );
-        expect_metric(&service, &rejected(proto.name(), "garbage"), runs).await;
+        service
+            .expect_metric(&rejected(proto.name(), "garbage"), runs)
+            .await;
     }
     service.stop().await;
 }
@@ -300,7 +275,9 @@ async fn an_oversized_frame_closes_its_connection_only() {
             bad.closed_by_server().await,
             "{proto:?}: oversized frame closes the connection"
         );
-        expect_metric(&service, &rejected(proto.name(), "oversize"), 1).await;
+        service
+            .expect_metric(&rejected(proto.name(), "oversize"), 1)
+            .await;
 
         // The device connected alongside it is still served.
         good.send(&proto.position(&id, 2)).await;
@@ -339,13 +316,13 @@ async fn a_gt06_frame_with_a_bad_crc_is_stored_and_flagged_by_default() {
     assert_eq!(track[0]["properties"]["time"], rfc3339(&[1])[0]);
     assert_eq!(track[0]["properties"]["integrity_mismatch"], true);
     assert_eq!(track[1]["properties"]["integrity_mismatch"], false);
-    expect_metric(
-        &service,
-        "ewall_frames_integrity_mismatch_total{protocol=\"gt06\"}",
-        1,
-    )
-    .await;
-    assert_eq!(metric(&service, &rejected("gt06", "checksum")).await, 0);
+    service
+        .expect_metric(
+            "ewall_frames_integrity_mismatch_total{protocol=\"gt06\"}",
+            1,
+        )
+        .await;
+    assert_eq!(service.metric(&rejected("gt06", "checksum")).await, 0);
     service.stop().await;
 }
 
@@ -360,7 +337,9 @@ async fn a_strict_gt06_listener_refuses_a_frame_with_a_bad_crc() {
     Proto::Gt06.expect_ack(&mut device, &id, 2).await;
 
     assert_eq!(stored_times(&service, &person).await, rfc3339(&[2]));
-    expect_metric(&service, &rejected("gt06", "checksum"), 1).await;
+    service
+        .expect_metric(&rejected("gt06", "checksum"), 1)
+        .await;
     service.stop().await;
 }
 
@@ -375,7 +354,7 @@ async fn an_idle_connection_is_closed_and_counted() {
         device.closed_by_server().await,
         "closed after the idle timeout"
     );
-    expect_metric(&service, &refused("gt06", "idle"), 1).await;
+    service.expect_metric(&refused("gt06", "idle"), 1).await;
     expect_gauge_zero(&service, "gt06").await;
 
     // The listener still takes new devices.
@@ -408,14 +387,14 @@ async fn garbage_alone_does_not_keep_a_connection_alive() {
     }
     let rounds = closed_after.expect("closed while the junk kept coming");
     assert!(rounds < 20, "closed only after {rounds} rounds of junk");
-    expect_metric(&service, &refused("jt808", "idle"), 1).await;
+    service.expect_metric(&refused("jt808", "idle"), 1).await;
     service.stop().await;
 }
 
 /// Waits until no connection of `protocol` is counted open.
 async fn expect_gauge_zero(service: &Service, protocol: &str) {
     let sample = format!("ewall_connections_open{{protocol=\"{protocol}\"}}");
-    eventually(|| async { (metric(service, &sample).await == 0).then_some(()) }).await;
+    eventually(|| async { (service.metric(&sample).await == 0).then_some(()) }).await;
 }
 
 #[tokio::test]
@@ -431,7 +410,9 @@ async fn the_connection_cap_closes_the_connection_over_it() {
         fourth.closed_by_server().await,
         "the 4th connection is closed"
     );
-    expect_metric(&service, &refused("gt06", "connection_cap"), 1).await;
+    service
+        .expect_metric(&refused("gt06", "connection_cap"), 1)
+        .await;
 
     for (device, id, person) in &mut devices {
         device.send(&Proto::Gt06.position(id, 1)).await;

@@ -157,6 +157,33 @@ impl Service {
         value
     }
 
+    /// The value of one sample of `/metrics` (`name{labels}`), 0 when it is not there yet.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    }
+
+    /// Waits until the sample reaches `expected` and checks it did not go past it (each event
+    /// is counted once).
+    pub async fn expect_metric(&self, sample: &str, expected: u64) {
+        let reached = eventually(|| async {
+            let value = self.metric(sample).await;
+            (value >= expected).then_some(value)
+        })
+        .await;
+        assert_eq!(reached, expected, "{sample}");
+    }
+
     /// Creates a token with `role` through the API.
     pub async fn token(&self, role: &str) -> String {
         let body = self.post("/api/v1/tokens", json!({ "role": role })).await;
