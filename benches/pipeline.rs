@@ -434,13 +434,15 @@ fn running_pipeline(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
                         let settings = PipelineSettings {
-                            fence: FenceConfig::default(),
+                            fence: FenceConfig {
+                                shards: 2,
+                                ..FenceConfig::default()
+                            },
                             store: StoreConfig {
                                 batch_linger: Duration::from_millis(linger_ms),
                                 ..StoreConfig::default()
                             },
                             channel_capacity: 4096,
-                            shards: 2,
                         };
                         total += rt.block_on(run_pipeline(
                             settings,

@@ -53,8 +53,6 @@ pub struct PipelineSettings {
     pub store: StoreConfig,
     /// Capacity of each channel.
     pub channel_capacity: usize,
-    /// Number of fence shards.
-    pub shards: usize,
 }
 
 /// A running pipeline.
@@ -86,7 +84,7 @@ impl Pipeline {
         let writer = StoreWriter::new(store, settings.store, metrics.clone(), alerts.clone());
         tasks.push(tokio::spawn(writer.run(writes_rx)));
         let mut shard_inputs = Vec::new();
-        let shards = settings.shards.max(1);
+        let shards = settings.fence.shards();
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);

@@ -38,8 +38,6 @@ pub struct Registry {
     devices: RwLock<HashMap<String, PersonId>>,
     levels: RwLock<HashMap<PersonId, SupervisionLevel>>,
     catalog: RwLock<Arc<ZoneCatalog>>,
-    /// Parsed zones by id, so a reload only parses zones that are new.
-    zones: RwLock<HashMap<ZoneId, Zone>>,
     /// Serialises reloads so the last one to finish reflects the latest store state.
     reload: tokio::sync::Mutex<()>,
 }
@@ -114,28 +112,23 @@ impl Registry {
         let _one_at_a_time = self.reload.lock().await;
         let records = store.zones().await?;
         let pairs = store.assignments().await?;
-        let mut parsed = HashMap::with_capacity(records.len());
-        {
-            let cache = read(&self.zones);
-            for record in &records {
-                let zone = match cache.get(&record.id) {
-                    Some(zone) => zone.clone(),
-                    None => zone_from_record(record)?,
-                };
-                parsed.insert(record.id, zone);
-            }
-        }
+        // Zones already in the catalog are taken from it; only new ones are parsed.
+        let current = self.catalog();
+        let zones = records
+            .iter()
+            .map(|record| match current.zone(&record.id) {
+                Some(prepared) => Ok(prepared.zone().clone()),
+                None => zone_from_record(record),
+            })
+            .collect::<Result<Vec<Zone>, _>>()?;
         let mut assignments: HashMap<PersonId, Vec<ZoneId>> = HashMap::new();
         for (person, zone) in pairs {
             assignments.entry(person).or_default().push(zone);
         }
-        let catalog = self
-            .catalog()
-            .rebuild(parsed.values().cloned().collect(), assignments);
+        let catalog = current.rebuild(zones, assignments);
         for warning in catalog.warnings() {
             warn!(?warning, "Zone catalog warning.");
         }
-        *write(&self.zones) = parsed;
         *write(&self.catalog) = Arc::new(catalog);
         Ok(())
     }

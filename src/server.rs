@@ -116,7 +116,6 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             fence: config.fence.clone(),
             store: config.store.clone(),
             channel_capacity: config.channel_capacity,
-            shards: config.fence.shards(),
         },
         store.clone(),
         registry.clone(),
