@@ -26,6 +26,23 @@ fn boundary(file: &str, name: &str, crs: Crs) -> ZoneSpec {
     ZoneSpec::from_geometry(&geometry, properties).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
+/// A closed rectangular ring with its south-west corner at (`x0`, `y0`), in degrees.
+pub fn rectangle(x0: f64, y0: f64, width: f64, height: f64) -> Vec<geo::Coord<f64>> {
+    [
+        (0.0, 0.0),
+        (width, 0.0),
+        (width, height),
+        (0.0, height),
+        (0.0, 0.0),
+    ]
+    .into_iter()
+    .map(|(dx, dy)| geo::Coord {
+        x: x0 + dx,
+        y: y0 + dy,
+    })
+    .collect()
+}
+
 /// Jiahe county (368 vertices), converted from GCJ-02 to WGS-84.
 pub fn jiahe() -> ZoneSpec {
     boundary(

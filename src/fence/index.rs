@@ -296,26 +296,11 @@ pub fn envelope_entry(zone: &PreparedZone, slot: u32) -> ZoneEnvelope {
 mod tests {
     use super::*;
     use crate::model::{ZoneKind, ZoneShape};
-    use geo::{Coord, LineString, MultiPolygon, Polygon};
+    use geo::{LineString, MultiPolygon, Polygon};
     use uuid::Uuid;
 
     fn square_zone(id: u128, x0: f64, y0: f64, side: f64) -> Zone {
-        let ring = vec![
-            Coord { x: x0, y: y0 },
-            Coord {
-                x: x0 + side,
-                y: y0,
-            },
-            Coord {
-                x: x0 + side,
-                y: y0 + side,
-            },
-            Coord {
-                x: x0,
-                y: y0 + side,
-            },
-            Coord { x: x0, y: y0 },
-        ];
+        let ring = crate::fence::fixtures::rectangle(x0, y0, side, side);
         Zone {
             id: Uuid::from_u128(id),
             name: format!("square {id}"),

@@ -800,22 +800,7 @@ mod tests {
     }
 
     fn square(x0: f64, y0: f64, side: f64) -> Vec<Coord<f64>> {
-        vec![
-            Coord { x: x0, y: y0 },
-            Coord {
-                x: x0 + side,
-                y: y0,
-            },
-            Coord {
-                x: x0 + side,
-                y: y0 + side,
-            },
-            Coord {
-                x: x0,
-                y: y0 + side,
-            },
-            Coord { x: x0, y: y0 },
-        ]
+        crate::fence::fixtures::rectangle(x0, y0, side, side)
     }
 
     /// A ring with `n` vertices approximating a circle, with a small wobble so it has many

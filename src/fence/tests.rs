@@ -52,28 +52,7 @@ fn fix(minute: i64, (lon, lat): (f64, f64)) -> Fix {
 fn square(kind: ZoneKind) -> Zone {
     let scale = LocalScale::at(25.6);
     let (hx, hy) = scale.degrees(1_000.0);
-    let ring = vec![
-        Coord {
-            x: 112.4 - hx,
-            y: 25.6 - hy,
-        },
-        Coord {
-            x: 112.4 + hx,
-            y: 25.6 - hy,
-        },
-        Coord {
-            x: 112.4 + hx,
-            y: 25.6 + hy,
-        },
-        Coord {
-            x: 112.4 - hx,
-            y: 25.6 + hy,
-        },
-        Coord {
-            x: 112.4 - hx,
-            y: 25.6 - hy,
-        },
-    ];
+    let ring = fixtures::rectangle(112.4 - hx, 25.6 - hy, 2.0 * hx, 2.0 * hy);
     Zone {
         id: HOME,
         name: "home".into(),
