@@ -60,6 +60,14 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { pool })
     }
+
+    /// A transaction that takes the write lock at its start (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that reads first and writes later fails at once with `SQLITE_BUSY` (the busy
+    /// timeout cannot help) when another connection wrote in between, as the batch writer or a
+    /// token's last-use update may at any moment.
+    async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -291,7 +299,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE person_id = ?")
             .bind(id.to_string())
             .fetch_one(&mut *tx)
@@ -401,7 +409,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let assigned: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM person_zones WHERE zone_id = ?")
                 .bind(id.to_string())
@@ -424,7 +432,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = ?")
             .bind(person.to_string())
             .fetch_optional(&mut *tx)
@@ -485,7 +493,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         // Multi-row inserts: one statement per chunk costs a few microseconds a row, against
         // tens for a statement per row.
         for chunk in fixes.chunks(POSITIONS_PER_INSERT) {
@@ -647,7 +655,7 @@ impl Store for SqliteStore {
                 return Err(StoreError::Conflict("an alert cannot be reopened".into()))
             }
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_transaction().await?;
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
@@ -689,14 +697,17 @@ impl Store for SqliteStore {
         secret_sha256: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at, expires_at, \
+             revoked_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(record.id.to_string())
         .bind(record.role.as_str())
         .bind(&record.label)
         .bind(secret_sha256)
         .bind(micros(record.created_at))
+        .bind(record.expires_at.map(micros))
+        .bind(record.revoked_at.map(micros))
+        .bind(record.last_used_at.map(micros))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -707,15 +718,42 @@ impl Store for SqliteStore {
             .bind(secret_sha256)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(TokenRecord {
-                id: parse::<Uuid>("api_token", row.try_get::<&str, _>("id")?)?,
-                role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
-                label: row.try_get("label")?,
-                created_at: from_micros("api_token", row.try_get("created_at")?)?,
-            })
-        })
-        .transpose()
+        row.map(|row| token_from_row(&row)).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => token_from_row(&row),
+            None => Err(StoreError::NotFound {
+                what: "token",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    async fn record_token_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn token_count(&self) -> Result<u64, StoreError> {
@@ -724,6 +762,23 @@ impl Store for SqliteStore {
             .await?;
         Ok(n as u64)
     }
+}
+
+fn token_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<TokenRecord, StoreError> {
+    let time = |column: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(|v| from_micros("api_token", v))
+            .transpose()
+    };
+    Ok(TokenRecord {
+        id: parse::<Uuid>("api_token", row.try_get::<&str, _>("id")?)?,
+        role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
+        label: row.try_get("label")?,
+        created_at: from_micros("api_token", row.try_get("created_at")?)?,
+        expires_at: time("expires_at")?,
+        revoked_at: time("revoked_at")?,
+        last_used_at: time("last_used_at")?,
+    })
 }
 
 #[cfg(test)]
@@ -1002,10 +1057,45 @@ mod tests {
             role: Role::Operator,
             label: Some("night shift".into()),
             created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+            expires_at: Some(Utc.timestamp_micros(1_800_000_000_000_000).unwrap()),
+            revoked_at: None,
+            last_used_at: None,
         };
         store.create_token(&record, "abc123").await.unwrap();
-        assert_eq!(store.token_by_hash("abc123").await.unwrap(), Some(record));
+        assert_eq!(
+            store.token_by_hash("abc123").await.unwrap(),
+            Some(record.clone())
+        );
         assert_eq!(store.token_by_hash("abc124").await.unwrap(), None);
         assert_eq!(store.token_count().await.unwrap(), 1);
+        assert_eq!(store.tokens().await.unwrap(), vec![record]);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_revoked_once_and_their_last_use_only_moves_forward() {
+        let (_dir, store) = store().await;
+        let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let record = TokenRecord {
+            id: new_id(),
+            role: Role::Integration,
+            label: None,
+            created_at: at(0),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store.create_token(&record, "h").await.unwrap();
+        store.record_token_use(record.id, at(120)).await.unwrap();
+        store.record_token_use(record.id, at(60)).await.unwrap();
+        let revoked = store.revoke_token(record.id, at(200)).await.unwrap();
+        assert_eq!(revoked.last_used_at, Some(at(120)));
+        assert_eq!(revoked.revoked_at, Some(at(200)));
+        let again = store.revoke_token(record.id, at(300)).await.unwrap();
+        assert_eq!(again.revoked_at, Some(at(200)));
+        assert!(again.refusal(at(301)).unwrap().contains("revoked"));
+        assert!(matches!(
+            store.revoke_token(new_id(), at(300)).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }
