@@ -219,6 +219,9 @@ impl Config {
                 ),
             ));
         }
+        self.http
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("http.{key}"), problem))?;
         self.fence
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("fence.{key}"), problem))?;

@@ -21,12 +21,18 @@
 //! - [`server`]: `ewall serve`, start and ordered shutdown.
 //! - [`decode`]: `ewall decode`.
 //! - [`telemetry`]: Prometheus metrics.
+//! - [`http`]: serving for both HTTP ports (bounds, TLS, limits, problem documents).
+//! - [`descriptors`]: the open-file budget shared out among the listeners.
+//! - [`log_limit`]: rate limiting for log lines a client can provoke.
 
 pub mod api;
 pub mod config;
 pub mod decode;
+pub mod descriptors;
 pub mod fence;
+pub mod http;
 pub mod ingest;
+pub mod log_limit;
 pub mod model;
 pub mod pipeline;
 pub mod registry;

@@ -67,9 +67,31 @@ enum TokenCommand {
         /// Who or what will hold the token.
         #[arg(long)]
         label: Option<String>,
+        /// Make the token stop working after this long (`30d`, `12h`); without it, it never
+        /// expires.
+        #[arg(long, value_parser = parse_expiry)]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// List every token, one JSON object a line (never the secrets: only hashes are kept).
+    List(ConfigArg),
+    /// Revoke a token by its id; it is refused from then on.
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_expiry(text: &str) -> Result<std::time::Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 30d or 12h: {e}"))?;
+    if duration.is_zero() {
+        return Err("the expiry must be longer than zero".into());
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Args)]
@@ -119,31 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             points,
             threads,
         } => fence(&zones, &points, threads),
-        Command::Token {
-            command:
-                TokenCommand::Create {
-                    role,
-                    label,
-                    config,
-                },
-        } => {
-            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            let config = config.load()?;
-            runtime()?.block_on(async {
-                let store = ewall::store::open(&config.store_url())
-                    .await
-                    .with_context(|| format!("opening the store at {}", config.store_url()))?;
-                let (record, secret) = ewall::api::auth::create_token(store.as_ref(), role, label)
-                    .await
-                    .context("storing the token")?;
-                println!(
-                    "Created {} token {}. It is shown only this once:\n{secret}",
-                    record.role.as_str(),
-                    record.id
-                );
-                Ok(())
-            })
-        }
+        Command::Token { command } => token(command),
         Command::Migrate(config) => {
             let config = config.load()?;
             runtime()?.block_on(async {
@@ -155,6 +153,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn token(command: TokenCommand) -> anyhow::Result<()> {
+    let config = match &command {
+        TokenCommand::Create { config, .. }
+        | TokenCommand::List(config)
+        | TokenCommand::Revoke { config, .. } => config.load()?,
+    };
+    runtime()?.block_on(async {
+        let store = ewall::store::open(&config.store_url())
+            .await
+            .with_context(|| format!("opening the store at {}", config.store_url()))?;
+        match command {
+            TokenCommand::Create {
+                role,
+                label,
+                expires_in,
+                ..
+            } => {
+                let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                let label = label
+                    .as_deref()
+                    .map(|l| ewall::api::text::check_name("--label", l))
+                    .transpose()
+                    .map_err(|p| anyhow::Error::msg(p.detail))?;
+                let expires_at = expires_in
+                    .map(|d| -> anyhow::Result<_> {
+                        let d =
+                            chrono::Duration::from_std(d).context("--expires-in is too long")?;
+                        chrono::Utc::now()
+                            .checked_add_signed(d)
+                            .context("--expires-in is too long")
+                    })
+                    .transpose()?;
+                let (record, secret) =
+                    ewall::api::auth::create_token_until(store.as_ref(), role, label, expires_at)
+                        .await
+                        .context("storing the token")?;
+                let until = record
+                    .expires_at
+                    .map_or_else(String::new, |t| format!(", valid until {}", t.to_rfc3339()));
+                println!(
+                    "Created {} token {}{until}. It is shown only this once:\n{secret}",
+                    record.role.as_str(),
+                    record.id
+                );
+            }
+            TokenCommand::List(_) => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                for record in store.tokens().await.context("listing tokens")? {
+                    writeln!(out, "{}", ewall::api::tokens::token_json(&record))?;
+                }
+            }
+            TokenCommand::Revoke { id, .. } => {
+                let uuid: uuid::Uuid = id.parse().map_err(|_| {
+                    anyhow::anyhow!("{id:?} is not a token id; see `ewall token list`")
+                })?;
+                let record = store
+                    .revoke_token(uuid, chrono::Utc::now())
+                    .await
+                    .with_context(|| format!("revoking token {id}"))?;
+                println!(
+                    "Revoked {} token {} (at {}).",
+                    record.role.as_str(),
+                    record.id,
+                    record
+                        .revoked_at
+                        .map_or_else(String::new, |t| t.to_rfc3339())
+                );
+            }
+        }
+        Ok(())
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

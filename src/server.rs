@@ -18,8 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::descriptors::DescriptorBudget;
+use crate::http::limits::BodyLimit;
+use crate::http::serve::{load_tls, HttpServer, ServeOptions, TlsError};
 use crate::ingest::tcp::TcpIngest;
 use crate::ingest::{http as osmand_http, IngestContext};
 use crate::pipeline::{Pipeline, PipelineSettings};
@@ -44,6 +48,9 @@ pub enum ServeError {
     /// The registry could not be loaded.
     #[error("cannot load devices and zones: {0}")]
     Registry(#[from] RegistryError),
+    /// The API's TLS certificate or key could not be loaded.
+    #[error("cannot set up TLS for the HTTP API: {0}")]
+    Tls(#[from] TlsError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -129,27 +136,45 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     ));
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
+        _ => None,
+    };
+    let caps = connection_caps(&config);
     let mut listeners = BTreeMap::new();
     let mut listener_tasks = Vec::new();
     let mut osmand_task = None;
     for protocol in Protocol::ALL {
-        let listener = config.listeners.get(protocol);
+        let mut listener = config.listeners.get(protocol).clone();
         if !listener.enabled {
             continue;
         }
+        listener.max_connections = caps
+            .get(protocol.name())
+            .copied()
+            .unwrap_or(listener.max_connections);
         if protocol == Protocol::Osmand {
             let socket = bind("osmand", listener.listen).await?;
             listeners.insert(protocol.name(), local_addr(&socket, listener.listen));
-            let app = osmand_http::router(context.clone());
-            let stop = token.clone();
-            osmand_task = Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(socket, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                {
-                    error!(error = %e, "OsmAnd listener failed.");
-                }
-            }));
+            let body = BodyLimit {
+                max_bytes: listener
+                    .max_frame_len
+                    .unwrap_or(osmand_http::DEFAULT_MAX_BODY_BYTES),
+                read_timeout: config.http.body_read_timeout,
+            };
+            let server = HttpServer::new(
+                socket,
+                osmand_http::router(context.clone(), body),
+                ServeOptions {
+                    name: protocol.name(),
+                    max_connections: listener.max_connections,
+                    idle_timeout: listener.idle_timeout,
+                    header_read_timeout: config.http.header_read_timeout,
+                    tls: None,
+                },
+                metrics.clone(),
+            );
+            osmand_task = Some(tokio::spawn(server.run(token.clone())));
             continue;
         }
         let ingest = TcpIngest::bind(protocol, listener.clone(), context.clone())
@@ -172,19 +197,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         store: store.clone(),
         registry,
         metrics: metrics.clone(),
+        token_uses: Arc::new(TokenUses::default()),
     };
     let api_stop = CancellationToken::new();
-    let api_task = {
-        let stop = api_stop.clone();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(api_socket, api::router(state))
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                error!(error = %e, "HTTP API failed.");
-            }
-        })
-    };
+    let api_server = HttpServer::new(
+        api_socket,
+        api::router(state, &config.http),
+        ServeOptions {
+            name: API_PORT,
+            max_connections: caps
+                .get(API_PORT)
+                .copied()
+                .unwrap_or(config.http.max_connections),
+            idle_timeout: config.http.idle_timeout,
+            header_read_timeout: config.http.header_read_timeout,
+            tls,
+        },
+        metrics.clone(),
+    );
+    let api_task = tokio::spawn(api_server.run(api_stop.clone()));
     if store.token_count().await? == 0 {
         warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin`, giving it the same --config as this server.");
     }
@@ -243,6 +274,27 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics,
         task,
     })
+}
+
+/// The API's name in metrics (`ewall_connections_open{protocol="api"}`) and logs.
+pub const API_PORT: &str = "api";
+
+/// Each listener's connection cap, from its `max_connections` and the process's descriptor
+/// budget ([`DescriptorBudget`]), by protocol name (and [`API_PORT`]).
+fn connection_caps(config: &Config) -> BTreeMap<&'static str, usize> {
+    let mut wanted: Vec<(&'static str, usize)> = Protocol::ALL
+        .into_iter()
+        .filter(|p| config.listeners.get(*p).enabled)
+        .map(|p| (p.name(), config.listeners.get(p).max_connections))
+        .collect();
+    wanted.push((API_PORT, config.http.max_connections));
+    let budget = DescriptorBudget::measure();
+    let caps = budget.share(&wanted);
+    wanted
+        .iter()
+        .zip(caps)
+        .map(|((name, _), cap)| (*name, cap))
+        .collect()
 }
 
 fn local_addr(socket: &TcpListener, configured: SocketAddr) -> SocketAddr {

@@ -78,3 +78,71 @@ fn token_create_prints_the_secret_last_and_migrate_reports() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("superuser"));
 }
+
+#[test]
+fn tokens_are_listed_and_revoked_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let env = [("EWALL_DATA_DIR", data)];
+    let out = ewall(
+        &[
+            "token",
+            "create",
+            "--role",
+            "integration",
+            "--label",
+            "police feed",
+            "--expires-in",
+            "30d",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.split_whitespace().last().unwrap().to_owned();
+
+    let out = ewall(&["token", "list"], &env);
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let tokens: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 1, "{listed}");
+    assert_eq!(tokens[0]["role"], "integration");
+    assert_eq!(tokens[0]["label"], "police feed");
+    assert!(tokens[0]["expires_at"].is_string(), "{listed}");
+    assert!(tokens[0]["revoked_at"].is_null(), "{listed}");
+    assert!(!listed.contains(&secret), "the secret is never shown again");
+    let id = tokens[0]["id"].as_str().unwrap().to_owned();
+
+    let out = ewall(&["token", "revoke", &id], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ewall(&["token", "list"], &env);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let token: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert!(token["revoked_at"].is_string(), "{listed}");
+
+    let out = ewall(
+        &["token", "revoke", "0190a0b0-0000-7000-8000-000000000000"],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = ewall(&["token", "revoke", "not-an-id"], &env);
+    assert!(!out.status.success());
+    let out = ewall(
+        &["token", "create", "--role", "admin", "--expires-in", "soon"],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}

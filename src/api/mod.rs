@@ -10,35 +10,103 @@ pub mod auth;
 pub mod devices;
 pub mod persons;
 pub mod problem;
+pub mod text;
 pub mod tokens;
 pub mod zones;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::http::limits::{with_body_limit, BodyLimit};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
-/// The `[http]` section.
+/// The `[http]` section: the API's address, its bounds, and TLS. The header and body read
+/// timeouts apply to the OsmAnd listener too (its connection cap and idle timeout are its own,
+/// under `[listeners.osmand]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address of the API.
     pub listen: SocketAddr,
+    /// Most API connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Close a connection after this long with nothing read or written.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest a client may take to send a request's line and headers (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body, from its headers on.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Largest request body, bytes, except zones.
+    pub max_body_bytes: usize,
+    /// Largest `POST /zones` body, bytes: room for a zone of a million vertices.
+    pub max_zone_body_bytes: usize,
+    /// PEM certificate chain; with `tls_key`, the API speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            max_body_bytes: 2 * 1024 * 1024,
+            max_zone_body_bytes: 64 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Checks the values; an error names the key (relative to the section) and the problem.
+    ///
+    /// # Errors
+    /// `(key, problem)` for the first bad value.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        for (key, value) in [
+            ("idle_timeout", self.idle_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+        ] {
+            if value.is_zero() {
+                return Err((key, "must be longer than zero".into()));
+            }
+        }
+        if self.max_body_bytes == 0 {
+            return Err(("max_body_bytes", "must be at least 1".into()));
+        }
+        if self.max_zone_body_bytes < self.max_body_bytes {
+            return Err((
+                "max_zone_body_bytes",
+                "must be at least max_body_bytes".into(),
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(("tls_key", "tls_cert is set; tls_key must be too".into())),
+            (None, Some(_)) => Err(("tls_cert", "tls_key is set; tls_cert must be too".into())),
+            _ => Ok(()),
         }
     }
 }
@@ -52,10 +120,24 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Metrics for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// When each token's use was last written (throttles last-use writes).
+    pub token_uses: Arc<auth::TokenUses>,
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
+/// which has `http.max_zone_body_bytes` (a zone of a million vertices is tens of megabytes).
+pub fn router(state: AppState, http: &HttpConfig) -> Router {
+    let general = BodyLimit {
+        max_bytes: http.max_body_bytes,
+        read_timeout: http.body_read_timeout,
+    };
+    let zones = with_body_limit(
+        Router::new().route("/zones", post(zones::create).get(zones::list)),
+        BodyLimit {
+            max_bytes: http.max_zone_body_bytes,
+            ..general
+        },
+    );
     let v1 = Router::new()
         .route("/persons", post(persons::create).get(persons::list))
         .route(
@@ -71,17 +153,23 @@ pub fn router(state: AppState) -> Router {
         .route("/persons/{id}/track", get(persons::track))
         .route("/devices", post(devices::create).get(devices::list))
         .route("/devices/{imei}", get(devices::get).delete(devices::delete))
-        .route("/zones", post(zones::create).get(zones::list))
         .route("/zones/{id}", get(zones::get).delete(zones::delete))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
-        .route("/tokens", post(tokens::create));
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", delete(tokens::revoke));
+    let v1 = with_body_limit(v1, general).merge(zones);
+    let open = with_body_limit(
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics)),
+        general,
+    );
     Router::new()
         .nest("/api/v1", v1)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .merge(open)
         .fallback(not_found)
         .with_state(state)
 }

@@ -45,13 +45,7 @@ pub struct PersonPatchBody {
 }
 
 fn check_name(name: &str) -> Result<String, Problem> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Problem::unprocessable(
-            "name must be between 1 and 200 characters",
-        ));
-    }
-    Ok(name.to_owned())
+    super::text::check_name("name", name)
 }
 
 fn check_level(level: &str) -> Result<SupervisionLevel, Problem> {

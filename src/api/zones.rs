@@ -1,6 +1,11 @@
 //! `/api/v1/zones`: zones as GeoJSON Features. A zone comes in drawn in WGS-84, GCJ-02 or BD-09
 //! (`properties.crs`) and is stored and served in WGS-84; the datum it was drawn in is kept as
-//! `properties.source_crs`. Invalid GeoJSON is refused with 422 and the reason.
+//! `properties.source_crs`. Invalid GeoJSON is refused with 422 and the reason, and so are zones
+//! the engine cannot represent: one that crosses the antimeridian (a ring edge spanning more
+//! than 180 degrees of longitude, or a circle reaching past ±180 or over a pole; draw such an
+//! area as a MultiPolygon split at the line) and a name that is empty, over 200 characters or
+//! holds control characters ([`super::text`]). The body limit of `POST /zones` is its own,
+//! `http.max_zone_body_bytes`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::auth::Caller;
 use super::problem::Problem;
+use super::text::check_name;
 use super::{parse_id, AppState};
 use crate::fence::{zone_to_feature, ZoneSpec};
 use crate::model::{new_id, ZoneShape};
@@ -41,8 +47,12 @@ pub async fn create(
     caller.require(CREATORS, "create zones")?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::unprocessable("the body is not UTF-8 text"))?;
-    let spec = ZoneSpec::parse(text)
+    let mut spec = ZoneSpec::parse(text)
         .map_err(|e| Problem::unprocessable(format!("invalid zone GeoJSON: {e}")))?;
+    spec.name = check_name("properties.name", &spec.name)?;
+    if let Some(reason) = antimeridian_crossing(&spec.shape) {
+        return Err(Problem::unprocessable(reason));
+    }
     let crs = spec.crs;
     let zone = spec.into_zone(new_id());
     let radius_m = match &zone.shape {
@@ -66,6 +76,54 @@ pub async fn create(
     state.store.create_zone(&record).await?;
     state.reload_zones().await?;
     Ok((StatusCode::CREATED, Json(feature(&record)?)))
+}
+
+/// Mean Earth radius, metres, for the circle test below.
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Why a zone crosses the antimeridian (or covers a pole, which comes to the same), or `None`.
+fn antimeridian_crossing(shape: &ZoneShape) -> Option<String> {
+    match shape {
+        ZoneShape::Area(polygons) => {
+            for (p, polygon) in polygons.0.iter().enumerate() {
+                let rings = std::iter::once(polygon.exterior()).chain(polygon.interiors());
+                for (r, ring) in rings.enumerate() {
+                    for line in ring.lines() {
+                        let span = (line.end.x - line.start.x).abs();
+                        if span > 180.0 {
+                            return Some(format!(
+                                "polygon {p} ring {r} crosses the antimeridian between \
+                                 ({}, {}) and ({}, {}); zones must not cross it: split the \
+                                 area at longitude 180 into a MultiPolygon",
+                                line.start.x, line.start.y, line.end.x, line.end.y
+                            ));
+                        }
+                    }
+                }
+            }
+            None
+        }
+        ZoneShape::Circle { center, radius_m } => {
+            // Half the longitude span of a spherical cap of this radius at this latitude.
+            let angular = radius_m / EARTH_RADIUS_M;
+            let cos_lat = center.y().to_radians().cos();
+            let reach = angular.sin() / cos_lat;
+            let half_span = if reach >= 1.0 {
+                f64::INFINITY
+            } else {
+                reach.asin().to_degrees()
+            };
+            (center.x().abs() + half_span > 180.0).then(|| {
+                format!(
+                    "a circle of {radius_m} m around ({}, {}) reaches across the antimeridian \
+                     or over a pole; zones must not cross it: draw it as a MultiPolygon split at \
+                     longitude 180",
+                    center.x(),
+                    center.y()
+                )
+            })
+        }
+    }
 }
 
 /// Every zone, as a FeatureCollection.
@@ -105,4 +163,36 @@ pub async fn delete(
     state.store.delete_zone(id).await?;
     state.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use geo::{polygon, MultiPolygon, Point};
+
+    #[test]
+    fn ring_edges_over_180_degrees_cross_the_antimeridian() {
+        let crossing = polygon![(x: 179.5, y: -17.0), (x: -179.5, y: -17.0), (x: -179.5, y: -16.0), (x: 179.5, y: -16.0)];
+        let reason = antimeridian_crossing(&ZoneShape::Area(MultiPolygon(vec![crossing])));
+        assert!(reason.unwrap().contains("antimeridian"));
+        let west = polygon![(x: 179.0, y: -17.0), (x: 180.0, y: -17.0), (x: 180.0, y: -16.0), (x: 179.0, y: -16.0)];
+        assert_eq!(
+            antimeridian_crossing(&ZoneShape::Area(MultiPolygon(vec![west]))),
+            None
+        );
+    }
+
+    #[test]
+    fn circles_reaching_past_the_line_or_over_a_pole_cross_it() {
+        let circle = |lon: f64, lat: f64, radius_m: f64| ZoneShape::Circle {
+            center: Point::new(lon, lat),
+            radius_m,
+        };
+        // At 16.8 S a degree of longitude is about 106.5 km.
+        assert!(antimeridian_crossing(&circle(179.99, -16.8, 5_000.0)).is_some());
+        assert!(antimeridian_crossing(&circle(-179.99, -16.8, 5_000.0)).is_some());
+        assert!(antimeridian_crossing(&circle(179.9, -16.8, 5_000.0)).is_none());
+        assert!(antimeridian_crossing(&circle(0.0, 89.99, 5_000.0)).is_some());
+        assert!(antimeridian_crossing(&circle(112.36, 25.51, 1_000.0)).is_none());
+    }
 }

@@ -1,24 +1,39 @@
 //! OsmAnd ingest: the HTTP listener phone apps report to (`GET /?id=..&lat=..&lon=..`, the same
 //! keys as a form body, or a JSON body). Each request is one submission; the app gets `200 OK`
 //! only once its position is committed, `400` for a request that does not decode, `404` for an
-//! unregistered device and `503` when the position could not be stored (the app retries).
+//! unregistered device, `405` for a method other than GET and POST, and `503` when the position
+//! could not be stored (the app retries). Every error is a problem document; the listener is
+//! served and bounded like the API ([`crate::http::serve`]).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use axum::Router;
 use chrono::Utc;
 use ewall_protocol::{osmand, Protocol};
 use tracing::debug;
 
 use super::{IngestContext, SubmitError};
+use crate::http::limits::{with_body_limit, BodyLimit};
+use crate::http::problem::Problem;
+
+/// Largest OsmAnd request body when `max_frame_len` is not set: a report is a few hundred
+/// bytes, a JSON body with a short batch a few kilobytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The OsmAnd router; serve it on the `[listeners.osmand]` address.
-pub fn router(context: Arc<IngestContext>) -> Router {
-    Router::new().fallback(report).with_state(context)
+pub fn router(context: Arc<IngestContext>, body: BodyLimit) -> Router {
+    with_body_limit(
+        Router::new()
+            .route("/", any(report))
+            .route("/{*path}", any(report)),
+        body,
+    )
+    .with_state(context)
 }
 
 async fn report(
@@ -48,27 +63,28 @@ async fn report(
     } else if method == Method::GET || method == Method::POST {
         osmand::decode_request(&uri.to_string())
     } else {
-        return (StatusCode::METHOD_NOT_ALLOWED, "use GET or POST\n").into_response();
+        let mut response =
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST").into_response();
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return response;
     };
     let decoded = match decoded {
         Ok(decoded) => decoded,
         Err(e) => {
             context.count_rejected(protocol, e.reason_label());
             debug!(error = %e, "OsmAnd request rejected.");
-            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+            return Problem::bad_request(e.to_string()).into_response();
         }
     };
     context.count_frame(protocol, &decoded);
     let Some(device_id) = decoded.messages.iter().find_map(|m| m.device_id.clone()) else {
         context.count_rejected(protocol, "no_identity");
-        return (StatusCode::BAD_REQUEST, "missing device id (id=...)\n").into_response();
+        return Problem::bad_request("missing device id (id=...)").into_response();
     };
     let Some(person) = context.authorize(protocol, &device_id, "http") else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("device {device_id} is not registered\n"),
-        )
-            .into_response();
+        return Problem::not_found(format!("device {device_id} is not registered")).into_response();
     };
     match context
         .submit(protocol, &device_id, person, &decoded, Utc::now())
@@ -76,7 +92,7 @@ async fn report(
     {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e @ SubmitError::Closed) | Err(e @ SubmitError::NotCommitted(_)) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry\n")).into_response()
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")).into_response()
         }
     }
 }

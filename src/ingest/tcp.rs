@@ -24,6 +24,8 @@ use tracing::{debug, info, info_span, trace, warn, Instrument};
 
 use super::codec::{CodecError, SessionCodec};
 use super::{IngestContext, ListenerConfig, SubmitError};
+use crate::descriptors::ACCEPT_BACKOFF;
+use crate::log_limit;
 
 /// Longest a reply write may take; a peer that does not read is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,10 +79,15 @@ impl TcpIngest {
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    warn!(protocol = protocol.name(), error = %e, "Accept failed.");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    // Out of file descriptors and similar: back off instead of spinning, and
+                    // say so a few times per window, not ten times a second.
+                    if let Some(suppressed) = log_limit::allow(protocol.name(), "accept_failed") {
+                        warn!(protocol = protocol.name(), suppressed, error = %e, "Accept failed.");
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                    }
                 }
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -89,7 +96,9 @@ impl TcpIngest {
                     .connections_refused
                     .with_label_values(&[protocol.name(), "connection_cap"])
                     .inc();
-                debug!(protocol = protocol.name(), %peer, "Connection cap reached; closing.");
+                if let Some(suppressed) = log_limit::allow(protocol.name(), "connection_cap") {
+                    warn!(protocol = protocol.name(), %peer, suppressed, "Connection cap reached; closing new connections.");
+                }
                 drop(stream);
                 continue;
             };
@@ -196,11 +205,22 @@ impl Connection {
                     CodecError::Io(_) | CodecError::Unfinished(_) => "truncated",
                 };
                 self.context.count_rejected(self.protocol, reason);
-                warn!(reason = %closed, "Connection closed on a stream error.");
+                // Any client can provoke this, so it is counted always and logged a few times
+                // per window.
+                if let Some(suppressed) = log_limit::allow(self.protocol.name(), "stream_error") {
+                    warn!(reason = %closed, suppressed, "Connection closed on a stream error.");
+                } else {
+                    debug!(reason = %closed, "Connection closed on a stream error.");
+                }
             }
-            CloseReason::WriteTimeout(_) | CloseReason::PipelineClosed => {
-                warn!(reason = %closed, "Connection closed.")
+            CloseReason::WriteTimeout(_) => {
+                if let Some(suppressed) = log_limit::allow(self.protocol.name(), "write_timeout") {
+                    warn!(reason = %closed, suppressed, "Connection closed.");
+                } else {
+                    debug!(reason = %closed, "Connection closed.");
+                }
             }
+            CloseReason::PipelineClosed => warn!(reason = %closed, "Connection closed."),
         }
     }
 
@@ -264,8 +284,13 @@ impl Connection {
                 Ok(()) => {}
                 Err(SubmitError::Closed) => return CloseReason::PipelineClosed,
                 Err(SubmitError::NotCommitted(e)) => {
-                    // Not acknowledged: the device keeps the fix and sends it again.
-                    warn!(device = device_id.as_str(), error = %e, "Frame not committed; not acknowledged.");
+                    // Not acknowledged: the device keeps the fix and sends it again. A failing
+                    // store fails every connection at once: a few lines per window say so.
+                    if let Some(suppressed) =
+                        log_limit::allow(self.protocol.name(), "not_committed")
+                    {
+                        warn!(device = device_id.as_str(), suppressed, error = %e, "Frame not committed; not acknowledged.");
+                    }
                     continue;
                 }
             }

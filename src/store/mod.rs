@@ -177,6 +177,25 @@ pub struct TokenRecord {
     pub label: Option<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it stops working; `None` for never.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was revoked; a revoked token is refused.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// When it was last used, to within a minute (uses are recorded at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl TokenRecord {
+    /// Why the token may not be used at `now`, or `None` when it may.
+    pub fn refusal(&self, now: DateTime<Utc>) -> Option<String> {
+        if let Some(at) = self.revoked_at {
+            return Some(format!("the token was revoked at {}", at.to_rfc3339()));
+        }
+        match self.expires_at {
+            Some(at) if at <= now => Some(format!("the token expired at {}", at.to_rfc3339())),
+            _ => None,
+        }
+    }
 }
 
 /// A breach episode still open, as the store's alerts record it.
@@ -283,8 +302,20 @@ pub trait Store: Send + Sync + 'static {
         record: &TokenRecord,
         secret_sha256: &str,
     ) -> Result<(), StoreError>;
-    /// The token whose secret hashes to `secret_sha256`, if any.
+    /// The token whose secret hashes to `secret_sha256`, if any, revoked and expired ones
+    /// included (the caller says why it refuses them).
     async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Every token, oldest first (no secrets: the store has only their hashes).
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// Revokes a token at `at`; revoking it again keeps the first time. Returns the record.
+    /// [`StoreError::NotFound`] for an unknown id.
+    async fn revoke_token(
+        &self,
+        id: uuid::Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<TokenRecord, StoreError>;
+    /// Records that a token was used at `at` (callers throttle this; see `api::auth`).
+    async fn record_token_use(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// How many tokens exist.
     async fn token_count(&self) -> Result<u64, StoreError>;
 }
