@@ -222,3 +222,36 @@ pub fn parse_id(what: &str, raw: &str) -> Result<uuid::Uuid, problem::Problem> {
     raw.parse()
         .map_err(|_| problem::Problem::not_found(format!("{what} {raw} not found")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_body_limit_fits_the_largest_zone_the_engine_takes() {
+        // A ring of MAX_VERTICES positions at full f64 precision, as serde_json writes it.
+        let n = crate::fence::MAX_VERTICES;
+        let ring: Vec<[f64; 2]> = (0..n)
+            .map(|i| {
+                let a = i as f64 / n as f64 * std::f64::consts::TAU;
+                [
+                    112.360_000_000_1 + 0.5 * a.cos(),
+                    -25.510_000_000_1 + 0.5 * a.sin(),
+                ]
+            })
+            .collect();
+        let zone = serde_json::json!({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+            "properties": {"name": "largest", "kind": "inclusion"}
+        });
+        let bytes = serde_json::to_vec(&zone).unwrap().len();
+        let config = HttpConfig::default();
+        assert!(
+            bytes < config.max_zone_body_bytes,
+            "{bytes} bytes against {}",
+            config.max_zone_body_bytes
+        );
+        assert!(bytes > config.max_body_bytes);
+    }
+}
