@@ -160,6 +160,13 @@ impl HttpServer {
         let slots = Arc::new(Semaphore::new(self.options.max_connections));
         let tracker = TaskTracker::new();
         let acceptor = self.options.tls.clone().map(TlsAcceptor::from);
+        // The port's series exist from the start, at zero, like the device protocols'.
+        self.metrics.connections_open.with_label_values(&[name]);
+        for reason in ["connection_cap", "idle"] {
+            self.metrics
+                .connections_refused
+                .with_label_values(&[name, reason]);
+        }
         info!(
             port = name,
             listen = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),

@@ -231,11 +231,16 @@ impl IngestContext {
             }
             seen.insert(device_id.to_owned())
         };
-        if first_time {
+        // Once per id, and a few per window however many ids a client makes up.
+        let allowed = first_time
+            .then(|| crate::log_limit::allow(protocol.name(), "unknown_device"))
+            .flatten();
+        if let Some(suppressed) = allowed {
             warn!(
                 protocol = protocol.name(),
                 device = device_id,
                 peer,
+                suppressed,
                 "Unregistered device refused; register it with POST /api/v1/devices."
             );
         } else {
