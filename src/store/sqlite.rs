@@ -1071,6 +1071,37 @@ mod tests {
         assert_eq!(store.tokens().await.unwrap(), vec![record]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_then_write_changes_survive_concurrent_writes() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let token = TokenRecord {
+            id: new_id(),
+            role: Role::Operator,
+            label: None,
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        store.create_token(&token, "h").await.unwrap();
+        // Each assignment reads (does the person exist?) and then writes; other connections
+        // write at the same time, as the batch writer and last-use updates do.
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    let at = Utc.timestamp_opt(1_700_000_000 + i, 0).unwrap();
+                    store.record_token_use(token.id, at).await.unwrap();
+                }
+            })
+        };
+        for _ in 0..100 {
+            store.set_person_zones(p.id, &[]).await.unwrap();
+        }
+        writer.await.unwrap();
+    }
+
     #[tokio::test]
     async fn tokens_are_revoked_once_and_their_last_use_only_moves_forward() {
         let (_dir, store) = store().await;
