@@ -597,3 +597,21 @@ async fn tokens_are_listed_revoked_and_expire() {
     );
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_waiting_for_its_next_request_is_closed_at_the_header_timeout() {
+    let mut service = Service::start_with(|c| {
+        c.http.header_read_timeout = Duration::from_secs(1);
+        c.http.idle_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut stream = TcpStream::connect(service.http).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.status, 200);
+    // Kept alive after the response, then closed long before the hour-long idle timeout.
+    assert!(closed_by_server(&mut stream).await);
+    service.stop().await;
+}
