@@ -76,7 +76,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use batch::{check_points, parse_points, run_batch, BatchReport, BatchZone, PointsError};
-pub use geodesy::{haversine_m, LocalScale};
+pub use geodesy::{ellipsoidal_distance_m, haversine_m, LocalScale};
 pub use index::{envelope_entry, CatalogWarning, ZoneCatalog, ZoneEnvelope, PERSON_SCAN_MAX};
 pub use prepared::{Placement, PreparedZone, BOUNDARY_TOLERANCE_M};
 pub use state::ZoneStatus;

@@ -44,7 +44,7 @@
 use rstar::primitives::Line;
 use rstar::{RTree, AABB};
 
-use super::geodesy::{circle_envelope, haversine_m, LocalScale};
+use super::geodesy::{circle_envelope, ellipsoidal_distance_m, LocalScale};
 use crate::model::{Zone, ZoneId, ZoneKind, ZoneShape};
 
 /// Zones with at most this many edges are tested by scanning all of them (no grid, no R-tree).
@@ -189,7 +189,7 @@ impl PreparedZone {
                 lon: clon,
                 lat: clat,
                 radius_m,
-            } => haversine_m(*clon, *clat, lon, lat) < *radius_m,
+            } => ellipsoidal_distance_m(*clon, *clat, lon, lat) < *radius_m,
             Shape::Unusable => false,
         }
     }
@@ -211,7 +211,7 @@ impl PreparedZone {
                 lon: clon,
                 lat: clat,
                 radius_m,
-            } => return radius_m - haversine_m(*clon, *clat, lon, lat),
+            } => return radius_m - ellipsoidal_distance_m(*clon, *clat, lon, lat),
             Shape::Unusable => return f64::NAN,
         };
         if self.contains(lon, lat) {
@@ -237,7 +237,7 @@ impl PreparedZone {
                 lat: clat,
                 radius_m: zr,
             } => {
-                let d = haversine_m(*clon, *clat, lon, lat);
+                let d = ellipsoidal_distance_m(*clon, *clat, lon, lat);
                 if d - zr > r {
                     Placement::Outside
                 } else if zr - d > r {
@@ -856,7 +856,7 @@ mod tests {
     }
 
     #[test]
-    fn circle_uses_haversine_distance() {
+    fn circle_uses_the_ellipsoidal_distance() {
         let z = PreparedZone::new(zone(ZoneShape::Circle {
             center: geo::Point::new(112.0, 25.0),
             radius_m: 500.0,
@@ -885,6 +885,48 @@ mod tests {
         assert!((z.signed_distance_m(112.0, 25.0) - 500.0).abs() < 1e-9);
         let env = z.envelope();
         assert!(env[0] < 112.0 && env[2] > 112.0);
+    }
+
+    /// The point `distance_m` from `(lon, lat)` along `azimuth_deg`, on the WGS-84 ellipsoid
+    /// (Karney's direct geodesic, the reference every distance here is held to).
+    fn geodesic_destination(lon: f64, lat: f64, azimuth_deg: f64, distance_m: f64) -> (f64, f64) {
+        use geo::Destination;
+        let p = geo::Geodesic.destination(geo::Point::new(lon, lat), azimuth_deg, distance_m);
+        (p.x(), p.y())
+    }
+
+    #[test]
+    fn circles_are_measured_on_the_ellipsoid_to_a_tenth_of_a_metre_per_kilometre() {
+        // Circles of 500 m to 50 km at the latitudes of the boundaries (25-30 N) and further
+        // north; points placed by the geodesic 10 m outside and 10 m inside the circle, in
+        // every direction, must be judged 10 m out (within 0.1 m per km of radius).
+        for &(lon, lat) in &[(112.4, 25.6), (113.0, 28.2), (2.44, 48.83), (24.9, 60.2)] {
+            for &radius in &[500.0, 5_000.0, 20_000.0, 50_000.0] {
+                let z = PreparedZone::new(zone(ZoneShape::Circle {
+                    center: geo::Point::new(lon, lat),
+                    radius_m: radius,
+                }));
+                let tolerance = 0.1 * radius / 1_000.0;
+                for k in 0..24 {
+                    let azimuth = f64::from(k) * 15.0;
+                    for offset in [10.0, -10.0] {
+                        let (plon, plat) = geodesic_destination(lon, lat, azimuth, radius + offset);
+                        let judged = -z.signed_distance_m(plon, plat);
+                        assert!(
+                            (judged - offset).abs() < tolerance,
+                            "{lat} N, r {radius} m, azimuth {azimuth}: {judged} m, expected {offset}"
+                        );
+                        let env = z.envelope();
+                        if offset < 0.0 {
+                            assert!(in_envelope(&env, plon, plat), "envelope holds the circle");
+                            assert!(z.contains(plon, plat));
+                        } else {
+                            assert!(!z.contains(plon, plat));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
