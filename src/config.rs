@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::api::HttpConfig;
-use crate::fence::FenceConfig;
+use crate::fence::{FenceConfig, LevelsConfig};
 use crate::ingest::{ListenerConfig, Listeners};
 use crate::store::StoreConfig;
 
@@ -79,6 +79,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The fence engine.
     pub fence: FenceConfig,
+    /// Confirmation and severity per supervision level (`[levels.strict|normal|lenient]`).
+    pub levels: LevelsConfig,
     /// Device listeners, one per protocol.
     pub listeners: Listeners,
 }
@@ -93,6 +95,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             mqtt: MqttConfig::default(),
             fence: FenceConfig::default(),
+            levels: LevelsConfig::default(),
             listeners: Listeners::default(),
         }
     }
@@ -225,6 +228,9 @@ impl Config {
         self.fence
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("fence.{key}"), problem))?;
+        self.levels
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("levels.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         for (name, listener) in self.listeners.iter() {

@@ -25,6 +25,26 @@ pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// A MAC address as `aa:bb:cc:dd:ee:ff`, from that form in either case, with `-` separators,
+/// or as 12 bare hex digits; `None` for anything else.
+pub fn normalize_bssid(text: &str) -> Option<String> {
+    let digits: String = text
+        .trim()
+        .chars()
+        .filter(|c| *c != ':' && *c != '-')
+        .collect();
+    let separators = text.trim().len() - digits.len();
+    if digits.len() != 12
+        || !(separators == 0 || separators == 5)
+        || !digits.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let lower = digits.to_ascii_lowercase();
+    let pairs: Vec<&str> = (0..6).map(|i| &lower[2 * i..2 * i + 2]).collect();
+    Some(pairs.join(":"))
+}
+
 /// One position of one device, attributed to the person wearing it, as it flows from ingest
 /// through the fence engine into the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +85,11 @@ pub struct Fix {
     pub integrity_mismatch: bool,
     /// Protocol it arrived on (`gt06`, `jt808`, ...).
     pub protocol: String,
+    /// MAC addresses (BSSIDs, lower-case `aa:bb:cc:dd:ee:ff`) of the Wi-Fi access points the
+    /// device reported seeing in the same message: evidence of being inside a zone that lists
+    /// one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wifi_bssids: Vec<String>,
 }
 
 /// A zone as the fence engine sees it: WGS-84 geometry plus what it means to be in it.
@@ -78,6 +103,9 @@ pub struct Zone {
     pub kind: ZoneKind,
     /// The geometry, in WGS-84.
     pub shape: ZoneShape,
+    /// BSSIDs (lower-case `aa:bb:cc:dd:ee:ff`) of Wi-Fi access points inside the zone
+    /// (`properties.wifi`): a device that sees one is inside.
+    pub wifi: Vec<String>,
 }
 
 /// Whether a zone must be stayed in or kept out of.

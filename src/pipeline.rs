@@ -13,6 +13,17 @@
 //! transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
 //! without limit.
 //!
+//! # A transition counts once its commit is confirmed
+//!
+//! A shard moves its engine state (and its alarm repeat window) as it evaluates a submission,
+//! before the batch holding the resulting alerts commits. If that batch finally fails, the
+//! writer hands the request's alerts back to the shard ([`WriteRequest::returns`]); the shard
+//! keeps them pending and commits them with its next request (or on its own after
+//! [`PENDING_RETRY`] if no submission comes). The device was not acknowledged, so it resends
+//! its fixes; the resent fixes are judged late inside the episode the pending alert opened and
+//! raise nothing, so the breach is committed exactly once, and the memory never stays ahead of
+//! the store for longer than the store is down.
+//!
 //! Stopping is done by closing channels: [`Pipeline::join`] closes the entrance (queued
 //! submissions still go through) and the router ends, which closes the shards' inputs; each
 //! shard finishes what it holds and ends, which closes the writer's input; the writer commits
@@ -22,19 +33,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, error, warn};
 
-use crate::fence::{shard_for, FenceConfig, FenceEngine, Transition};
+use crate::fence::{shard_for, FenceConfig, FenceEngine, LevelsConfig, Transition};
 use crate::model::{
-    new_id, Alert, AlertKind, AlertState, DeviceAlarm, Severity, Submission, SupervisionLevel,
+    new_id, Alert, AlertKind, AlertState, DeviceAlarm, Submission, SupervisionLevel,
 };
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
-use crate::store::{OpenBreach, Store, StoreConfig};
+use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError};
 use crate::telemetry::Metrics;
 
 /// A device alarm of the same kind from the same device within this window raises no new alert:
@@ -45,14 +58,43 @@ const ALARM_REPEAT_WINDOW_SECS: i64 = 300;
 /// resume from the cursor feed).
 const ALERT_BROADCAST_CAPACITY: usize = 1024;
 
+/// How long alerts handed back by a failed commit wait for a submission to ride with before
+/// the shard sends them on their own.
+pub const PENDING_RETRY: Duration = Duration::from_secs(1);
+
 /// The settings the pipeline is built from.
 pub struct PipelineSettings {
     /// Fence engine settings.
     pub fence: FenceConfig,
+    /// Confirmation and severity per supervision level.
+    pub levels: LevelsConfig,
     /// Store writer settings.
     pub store: StoreConfig,
     /// Capacity of each channel.
     pub channel_capacity: usize,
+}
+
+/// What the store knows of the engine's state when the service last stopped.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Breach episodes still open: re-opened, so a restart neither repeats a breach nor loses
+    /// the `returned` that ends it.
+    pub open_breaches: Vec<OpenBreach>,
+    /// Each device's newest fix time: restored, so a backlog arriving after a restart is late.
+    pub newest_fixes: Vec<DeviceNewest>,
+}
+
+impl Resume {
+    /// Reads both from the store.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn load(store: &dyn Store) -> Result<Resume, StoreError> {
+        Ok(Resume {
+            open_breaches: store.open_breaches().await?,
+            newest_fixes: store.newest_fix_times().await?,
+        })
+    }
 }
 
 /// A running pipeline.
@@ -67,15 +109,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Spawns the router, the shards and the writer. `open_breaches` (from the store) re-open
-    /// the breach episodes that were open when the service last stopped, so a restart neither
-    /// repeats a breach nor loses the `returned` that ends it.
+    /// Spawns the router, the shards and the writer, each shard's engine resumed from `resume`
+    /// (see [`Resume`]).
     pub fn spawn(
         settings: PipelineSettings,
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        open_breaches: &[OpenBreach],
+        resume: &Resume,
     ) -> Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
@@ -88,21 +129,34 @@ impl Pipeline {
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);
-            let mut engine = FenceEngine::new(settings.fence.clone());
-            for breach in open_breaches
+            let mut engine =
+                FenceEngine::with_levels(settings.fence.clone(), settings.levels.clone());
+            for breach in resume
+                .open_breaches
                 .iter()
                 .filter(|b| shard_for(&b.person_id, shards) == index)
             {
                 engine.resume_breach(breach.person_id, breach.zone_id, breach.kind, breach.since);
             }
+            for newest in resume
+                .newest_fixes
+                .iter()
+                .filter(|n| shard_for(&n.person_id, shards) == index)
+            {
+                engine.resume_newest(newest.person_id, &newest.device_id, newest.time);
+            }
+            let (returns, returned) = mpsc::unbounded_channel();
             let shard = Shard {
                 index,
                 engine,
                 registry: registry.clone(),
                 metrics: metrics.clone(),
+                levels: settings.levels.clone(),
                 recent_alarms: HashMap::new(),
+                pending: Vec::new(),
+                returns,
             };
-            tasks.push(tokio::spawn(shard.run(rx, writes_tx.clone())));
+            tasks.push(tokio::spawn(shard.run(rx, returned, writes_tx.clone())));
         }
         drop(writes_tx);
         let (submissions, rx) = mpsc::channel(capacity);
@@ -163,19 +217,75 @@ struct Shard {
     engine: FenceEngine,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    levels: LevelsConfig,
     /// Last alert time per (device, alert kind), for [`ALARM_REPEAT_WINDOW_SECS`].
     recent_alarms: HashMap<(String, AlertKind), DateTime<Utc>>,
+    /// Alerts raised here whose batch failed to commit; they go with the next request.
+    pending: Vec<Alert>,
+    /// Where the writer hands back the alerts of a batch that failed.
+    returns: mpsc::UnboundedSender<Vec<Alert>>,
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<Submission>, writes: mpsc::Sender<WriteRequest>) {
-        while let Some(submission) = rx.recv().await {
-            let request = self.evaluate(submission);
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Submission>,
+        mut returned: mpsc::UnboundedReceiver<Vec<Alert>>,
+        writes: mpsc::Sender<WriteRequest>,
+    ) {
+        loop {
+            let retry_pending = !self.pending.is_empty();
+            let request = tokio::select! {
+                biased;
+                Some(alerts) = returned.recv() => {
+                    warn!(shard = self.index, alerts = alerts.len(), "Alerts not committed; kept pending for the next batch.");
+                    self.pending.extend(alerts);
+                    continue;
+                }
+                submission = rx.recv() => match submission {
+                    Some(submission) => self.evaluate(submission),
+                    None => break,
+                },
+                _ = tokio::time::sleep(PENDING_RETRY), if retry_pending => self.request(Vec::new(), Vec::new(), None),
+            };
             if writes.send(request).await.is_err() {
                 break;
             }
         }
+        // Drained: one last try for what is pending, then wait for the writer's verdict on
+        // everything in flight (it drops each request's handle once it is done with it).
+        if !self.pending.is_empty() {
+            let last = self.request(Vec::new(), Vec::new(), None);
+            let _ = writes.send(last).await;
+        }
+        drop(writes);
+        drop(self.returns);
+        while let Some(alerts) = returned.recv().await {
+            error!(
+                shard = self.index,
+                alerts = alerts.len(),
+                "Alerts not committed before shutdown; they are lost."
+            );
+        }
         debug!(shard = self.index, "Fence shard drained; exiting.");
+    }
+
+    /// A write request carrying `alerts` after whatever is pending.
+    fn request(
+        &mut self,
+        fixes: Vec<crate::model::Fix>,
+        alerts: Vec<Alert>,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), crate::model::CommitFailed>>>,
+    ) -> WriteRequest {
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend(alerts);
+        let returns = (!all.is_empty()).then(|| self.returns.clone());
+        WriteRequest {
+            fixes,
+            alerts: all,
+            done,
+            returns,
+        }
     }
 
     fn evaluate(&mut self, submission: Submission) -> WriteRequest {
@@ -185,14 +295,14 @@ impl Shard {
         let mut alerts = Vec::new();
         for fix in &submission.fixes {
             let started = Instant::now();
-            let transitions = self.engine.check(&catalog, fix);
+            let transitions = self.engine.check_at(&catalog, fix, level);
             self.metrics
                 .fence_check_seconds
                 .observe(started.elapsed().as_secs_f64());
             alerts.extend(
                 transitions
                     .into_iter()
-                    .map(|t| zone_alert(t, &fix.device_id, level, raised_at)),
+                    .map(|t| zone_alert(t, &fix.device_id, &self.levels, level, raised_at)),
             );
         }
         for alarm in &submission.alarms {
@@ -200,11 +310,7 @@ impl Shard {
                 alerts.push(alert);
             }
         }
-        WriteRequest {
-            fixes: submission.fixes,
-            alerts,
-            done: submission.done,
-        }
+        self.request(submission.fixes, alerts, submission.done)
     }
 
     fn alarm_alert(
@@ -228,7 +334,7 @@ impl Shard {
             person_id: alarm.person_id,
             device_id: Some(alarm.device_id.clone()),
             zone_id: None,
-            severity: Severity::of(kind, level),
+            severity: self.levels.severity(kind, level),
             time: alarm.time,
             raised_at,
             position: alarm.position,
@@ -244,6 +350,7 @@ impl Shard {
 fn zone_alert(
     t: Transition,
     device_id: &str,
+    levels: &LevelsConfig,
     level: SupervisionLevel,
     raised_at: DateTime<Utc>,
 ) -> Alert {
@@ -253,8 +360,8 @@ fn zone_alert(
         kind: t.kind,
         person_id: t.person_id,
         device_id: Some(device_id.to_owned()),
-        zone_id: Some(t.zone_id),
-        severity: Severity::of(t.kind, level),
+        zone_id: t.zone_id,
+        severity: levels.severity(t.kind, level),
         time: t.time,
         raised_at,
         position: Some(t.position),
@@ -271,7 +378,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::{Alarm, PersonId};
+    use crate::model::{Alarm, PersonId, Severity};
 
     fn shard() -> Shard {
         Shard {
@@ -279,7 +386,10 @@ mod tests {
             engine: FenceEngine::new(FenceConfig::default()),
             registry: Arc::new(Registry::default()),
             metrics: Arc::new(Metrics::new()),
+            levels: LevelsConfig::default(),
             recent_alarms: HashMap::new(),
+            pending: Vec::new(),
+            returns: mpsc::unbounded_channel().0,
         }
     }
 

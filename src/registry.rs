@@ -153,6 +153,7 @@ pub fn zone_from_record(record: &ZoneRecord) -> Result<Zone, RegistryError> {
         kind: record.kind,
         crs: Crs::Wgs84,
         radius_m: record.radius_m,
+        wifi: record.wifi.clone(),
     };
     let spec = ZoneSpec::from_geometry(&geometry, properties).map_err(|e| bad(e.to_string()))?;
     Ok(spec.into_zone(record.id))

@@ -26,7 +26,7 @@ use crate::http::limits::BodyLimit;
 use crate::http::serve::{load_tls, HttpServer, ServeOptions, TlsError};
 use crate::ingest::tcp::TcpIngest;
 use crate::ingest::{http as osmand_http, IngestContext};
-use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::pipeline::{Pipeline, PipelineSettings, Resume};
 use crate::registry::{Registry, RegistryError};
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
@@ -117,17 +117,18 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let store = store::open(&config.store_url()).await?;
     let registry = Arc::new(Registry::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
-    let open_breaches = store.open_breaches().await?;
+    let resume = Resume::load(store.as_ref()).await?;
     let pipeline = Pipeline::spawn(
         PipelineSettings {
             fence: config.fence.clone(),
+            levels: config.levels.clone(),
             store: config.store.clone(),
             channel_capacity: config.channel_capacity,
         },
         store.clone(),
         registry.clone(),
         metrics.clone(),
-        &open_breaches,
+        &resume,
     );
     let context = Arc::new(IngestContext::new(
         registry.clone(),

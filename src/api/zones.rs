@@ -70,6 +70,7 @@ pub async fn create(
         source_crs: crs,
         radius_m,
         geometry,
+        wifi: zone.wifi.clone(),
         // The store keeps microseconds; return what a later read returns.
         created_at: Utc::now().trunc_subsecs(6),
     };

@@ -306,6 +306,7 @@ mod tests {
             name: format!("square {id}"),
             kind: ZoneKind::Inclusion,
             shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
+            wifi: Vec::new(),
         }
     }
 

@@ -11,7 +11,8 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | [`FenceEngine`], [`FenceConfig`] (accuracy assumptions), [`Transition`] |
-//! | `state.rs` | per-person episode state: confirmations, open breaches, late runs |
+//! | `state.rs` | per-person state: confirmation runs, open breaches, late runs, per-device recency |
+//! | `levels.rs` | [`LevelsConfig`]: confirmation and severity per supervision level |
 //! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-tree of envelopes, assignments |
 //! | `prepared.rs` | [`PreparedZone`]: grid + segment R-tree for exact tests in metres |
 //! | `geodesy.rs` | metres from degrees (local scale, haversine) |
@@ -25,20 +26,37 @@
 //!   the person's zones it is *inside* (by more than `r`), *outside* (by more than `r`) or
 //!   *uncertain*. Uncertain changes nothing: it neither counts towards a breach nor resets the
 //!   count. Invalid fixes (`valid == false`, or coordinates that are not numbers in range)
-//!   change nothing at all, not even the person's newest time.
+//!   change nothing at all, not even the device's newest time.
+//! * A fix whose `wifi_bssids` include one of a zone's access points (`properties.wifi`) is
+//!   *inside* that zone whatever its coordinates say, and for `wifi_hold_secs` either side of
+//!   it no GPS fix can count towards a breach of the zone: a wristband indoors at home that
+//!   sees the home router is at home, however far multipath throws its GPS fix.
 //! * A breach (`zone_exit` for an inclusion zone, `zone_enter` for an exclusion zone) is raised
-//!   on the `confirm_fixes`-th consecutive definite violating fix, once per episode; the first
-//!   definite compliant fix after it ends the episode with one `returned`; a definite compliant
-//!   fix before the count is reached resets it silently.
-//! * A fix whose time is not after the newest fix already evaluated for the person is late; it
-//!   is checked, a breach found in a run of late fixes is raised with `late = true`, and it
-//!   never moves the current state. How confirmation works over a backlog is described in
-//!   `state.rs` (a run of late fixes in time order is confirmed like live fixes). A fix with
-//!   exactly the newest time counts as late, so a duplicate cannot confirm a breach by itself.
+//!   once a run of consecutive definite violating fixes has both `confirm_fixes` fixes and
+//!   `confirm_seconds` from its first fix to the current one (per supervision level, see
+//!   [`LevelsConfig`]), once per episode; the first definite compliant fix after it ends the
+//!   episode with one `returned`; a definite compliant fix before that resets the run silently.
+//! * Live or late is decided per device: a fix whose time is not after the newest fix already
+//!   evaluated for *its device* is late; it is checked, a breach found in a run of late fixes is
+//!   raised with `late = true`, and it never moves the current state. A late fix within a live
+//!   episode (open, pending, or the last one closed) is part of it and raises nothing. See
+//!   `state.rs`. A fix with exactly the newest time counts as late, so a duplicate cannot
+//!   confirm a breach by itself.
+//! * A live fix implying a speed above `max_speed_kmh` from the device's last accepted fix
+//!   (beyond both accuracy radii) is an implausible jump: it moves no fence state and raises one
+//!   `implausible_jump` event per device and hour at most. If the next fix is plausible from the
+//!   jumped-to place (and not from the old one), the device really moved and it is accepted.
+//!   Late fixes are not speed-checked (their neighbours in time are not at hand).
+//! * Two devices of one person whose accepted fixes are at most `separation_window_secs` apart
+//!   in time and definitely farther apart than `separation_m` (distance minus both radii) are
+//!   separated; a pair is together again when its distance is within `separation_m`. A run of
+//!   separated fixes is confirmed like a breach and raises one `device_separation` per
+//!   episode; the episode ends silently (no `returned`).
 //! * A zone removed from the person's assignment loses its state; a newly assigned zone starts
 //!   unknown, and the first definite fixes establish it (a person already outside a freshly
-//!   assigned inclusion zone gets a `zone_exit` after `confirm_fixes` fixes). A zone whose
-//!   geometry changes keeps its state; one whose kind changes starts over.
+//!   assigned inclusion zone gets a `zone_exit` once the run is confirmed). A zone whose
+//!   geometry changes keeps its state; one whose kind changes starts over. Persons with no zone
+//!   keep no state at all (no speed or separation checks either).
 //!
 //! # Accuracy radius
 //!
@@ -67,6 +85,7 @@ pub mod crs;
 mod fixtures;
 mod geodesy;
 mod index;
+mod levels;
 mod prepared;
 mod state;
 mod zone;
@@ -78,15 +97,18 @@ use thiserror::Error;
 pub use batch::{check_points, parse_points, run_batch, BatchReport, BatchZone, PointsError};
 pub use geodesy::{ellipsoidal_distance_m, haversine_m, LocalScale};
 pub use index::{envelope_entry, CatalogWarning, ZoneCatalog, ZoneEnvelope, PERSON_SCAN_MAX};
+pub use levels::{Confirmation, LevelConfig, LevelsConfig};
 pub use prepared::{Placement, PreparedZone, BOUNDARY_TOLERANCE_M};
-pub use state::ZoneStatus;
+pub use state::{Recency, ZoneStatus};
 pub use zone::{
     parse_zone_collection, zone_to_feature, ZoneError, ZoneProperties, ZoneSpec, MAX_RADIUS_M,
-    MAX_VERTICES,
+    MAX_VERTICES, MAX_WIFI,
 };
 
-use crate::model::{AlertKind, AlertPosition, Fix, PersonId, PositionSource, ZoneId, ZoneKind};
-use state::{Event, PersonState, Verdict};
+use crate::model::{
+    AlertKind, AlertPosition, Fix, PersonId, PositionSource, SupervisionLevel, ZoneId, ZoneKind,
+};
+use state::{Event, PersonState, Seen, Verdict};
 
 /// Errors of the fence module's fallible entry points (zone parsing, the batch check).
 #[derive(Debug, Error)]
@@ -99,13 +121,12 @@ pub enum FenceError {
     Points(#[from] PointsError),
 }
 
-/// The engine's settings: how many fixes confirm a breach, and the accuracy assumed for fixes
-/// that do not state one (see the module docs for the reasoning behind each default).
+/// The engine's settings (`[fence]`): the accuracy assumed for fixes that do not state one, the
+/// speed, separation and Wi-Fi rules (see the module docs for the reasoning behind each
+/// default). How many fixes and seconds confirm a breach is per level, in [`LevelsConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FenceConfig {
-    /// Consecutive definite violating fixes that confirm a breach (at least 1).
-    pub confirm_fixes: u32,
     /// Floor on any accuracy radius, metres.
     pub min_accuracy_m: f64,
     /// Metres of radius per unit of HDOP (UERE × 2), for GPS fixes without a stated accuracy.
@@ -124,12 +145,21 @@ pub struct FenceConfig {
     /// Engines the pipeline runs in parallel, persons split among them by id; 0 means one
     /// per CPU core.
     pub shards: usize,
+    /// Fastest believable movement between two fixes of one device, km/h; a fix implying more
+    /// (beyond both accuracy radii) is an implausible jump and moves no fence state.
+    pub max_speed_kmh: f64,
+    /// Two devices of one person definitely farther apart than this, metres, are separated.
+    pub separation_m: f64,
+    /// Longest time between the fixes of two devices that are compared for separation, seconds.
+    pub separation_window_secs: u32,
+    /// A violating GPS fix within this many seconds of a frame in which the device saw one of
+    /// the zone's Wi-Fi access points cannot count towards a breach of that zone.
+    pub wifi_hold_secs: u32,
 }
 
 impl Default for FenceConfig {
     fn default() -> Self {
         FenceConfig {
-            confirm_fixes: 2,
             min_accuracy_m: 5.0,
             hdop_factor_m: 10.0,
             satellite_radii_m: vec![(8, 15.0), (6, 25.0), (4, 50.0), (0, 150.0)],
@@ -138,6 +168,10 @@ impl Default for FenceConfig {
             lbs_default_m: 1_000.0,
             late_run_max_gap_secs: 1_800,
             shards: 0,
+            max_speed_kmh: 250.0,
+            separation_m: 300.0,
+            separation_window_secs: 60,
+            wifi_hold_secs: 120,
         }
     }
 }
@@ -155,10 +189,14 @@ impl FenceConfig {
                 Err((key, format!("must be a positive number of metres, not {v}")))
             }
         };
-        if self.confirm_fixes == 0 {
-            return Err(("confirm_fixes", "must be at least 1".into()));
-        }
         positive("min_accuracy_m", self.min_accuracy_m)?;
+        if !(self.max_speed_kmh.is_finite() && self.max_speed_kmh > 0.0) {
+            return Err((
+                "max_speed_kmh",
+                format!("must be a positive speed, not {}", self.max_speed_kmh),
+            ));
+        }
+        positive("separation_m", self.separation_m)?;
         positive("hdop_factor_m", self.hdop_factor_m)?;
         positive("gps_default_m", self.gps_default_m)?;
         positive("wifi_default_m", self.wifi_default_m)?;
@@ -210,17 +248,77 @@ impl FenceConfig {
 pub struct Transition {
     /// Who.
     pub person_id: PersonId,
-    /// Which zone.
-    pub zone_id: ZoneId,
-    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached) or
-    /// `Returned` (a breach ended).
+    /// Which zone (none for `ImplausibleJump` and `DeviceSeparation`).
+    pub zone_id: Option<ZoneId>,
+    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached),
+    /// `Returned` (a breach ended), `ImplausibleJump` (an event, not an alarm) or
+    /// `DeviceSeparation`.
     pub kind: AlertKind,
     /// Time of the fix that caused it.
     pub time: DateTime<Utc>,
     /// Where that fix was, with the accuracy radius the decision used.
     pub position: AlertPosition,
-    /// Raised from a late fix (older than the newest already evaluated for the person).
+    /// Raised from a late fix (older than the newest already evaluated for the device).
     pub late: bool,
+}
+
+/// What the speed check made of a live fix.
+enum SpeedCheck {
+    /// Plausible (or the first fix of the device): the fix is the device's new accepted place.
+    Accepted,
+    /// Implausible: the fix moves nothing; `report` when an event is due for it.
+    Jump { report: bool },
+}
+
+/// Speed in km/h needed to move from `a` to `b`, after giving each its accuracy radius.
+fn implied_speed_kmh(a: &Seen, b: &Seen) -> f64 {
+    let d = ellipsoidal_distance_m(a.lon, a.lat, b.lon, b.lat) - a.radius_m - b.radius_m;
+    if d <= 0.0 {
+        return 0.0;
+    }
+    let seconds = (b.time - a.time).num_milliseconds().abs() as f64 / 1_000.0;
+    if seconds <= 0.0 {
+        f64::INFINITY
+    } else {
+        d / seconds * 3.6
+    }
+}
+
+/// Checks a live fix against the device's last accepted one (see the module docs).
+fn speed_check(config: &FenceConfig, device: &mut state::DeviceState, seen: Seen) -> SpeedCheck {
+    let plausible_from = |from: &Seen| implied_speed_kmh(from, &seen) <= config.max_speed_kmh;
+    let accept = match (&device.accepted, &device.candidate) {
+        (None, _) => true,
+        (Some(accepted), _) if plausible_from(accepted) => true,
+        // The device is where the last jump put it: it really moved.
+        (_, Some(candidate)) if plausible_from(candidate) => true,
+        _ => false,
+    };
+    if accept {
+        device.accepted = Some(seen);
+        device.candidate = None;
+        return SpeedCheck::Accepted;
+    }
+    device.candidate = Some(seen);
+    let report = device
+        .jump_reported
+        .is_none_or(|last| (seen.time - last).abs() >= Duration::seconds(JUMP_REPORT_WINDOW_SECS));
+    if report {
+        device.jump_reported = Some(seen.time);
+    }
+    SpeedCheck::Jump { report }
+}
+
+/// Whether two devices' fixes are definitely apart, definitely together, or neither.
+fn separation_verdict(config: &FenceConfig, a: &Seen, b: &Seen) -> Option<Verdict> {
+    let d = ellipsoidal_distance_m(a.lon, a.lat, b.lon, b.lat);
+    if d - a.radius_m - b.radius_m > config.separation_m {
+        Some(Verdict::Violates)
+    } else if d <= config.separation_m {
+        Some(Verdict::Complies)
+    } else {
+        None
+    }
 }
 
 /// The shard (of `shards`) that owns a person's fixes; stable across runs and platforms.
@@ -259,24 +357,35 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 ///
 /// assert!(engine.check(&catalog, &fix(0, 112.37, 25.58)).is_empty()); // inside
 /// assert!(engine.check(&catalog, &fix(1, 112.40, 25.58)).is_empty()); // 3 km out: 1 of 2
-/// let alerts = engine.check(&catalog, &fix(2, 112.40, 25.58));        // 2 of 2: breach
+/// assert!(engine.check(&catalog, &fix(2, 112.40, 25.58)).is_empty()); // 2 of 2, 60 s of 120
+/// let alerts = engine.check(&catalog, &fix(3, 112.40, 25.58));        // 120 s out: breach
 /// assert_eq!(alerts.len(), 1);
 /// assert_eq!(alerts[0].kind, AlertKind::ZoneExit);
-/// let back = engine.check(&catalog, &fix(3, 112.37, 25.58));
+/// let back = engine.check(&catalog, &fix(4, 112.37, 25.58));
 /// assert_eq!(back[0].kind, AlertKind::Returned);
 /// # Ok::<(), ewall::fence::ZoneError>(())
 /// ```
 #[derive(Debug, Default)]
 pub struct FenceEngine {
     config: FenceConfig,
+    levels: LevelsConfig,
     persons: std::collections::HashMap<PersonId, PersonState>,
 }
 
+/// An implausible jump is reported at most once per device in this window.
+const JUMP_REPORT_WINDOW_SECS: i64 = 3_600;
+
 impl FenceEngine {
-    /// An engine with no persons yet.
+    /// An engine with no persons yet and the default levels.
     pub fn new(config: FenceConfig) -> FenceEngine {
+        FenceEngine::with_levels(config, LevelsConfig::default())
+    }
+
+    /// An engine with no persons yet.
+    pub fn with_levels(config: FenceConfig, levels: LevelsConfig) -> FenceEngine {
         FenceEngine {
             config,
+            levels,
             persons: std::collections::HashMap::new(),
         }
     }
@@ -286,9 +395,20 @@ impl FenceEngine {
         &self.config
     }
 
-    /// Checks one fix against the person's zones in `catalog` and returns the transitions it
-    /// causes (usually none). See the module docs for the exact semantics.
+    /// Checks one fix of a person at the `normal` level; see [`FenceEngine::check_at`].
     pub fn check(&mut self, catalog: &ZoneCatalog, fix: &Fix) -> Vec<Transition> {
+        self.check_at(catalog, fix, SupervisionLevel::Normal)
+    }
+
+    /// Checks one fix against the person's zones in `catalog`, confirming breaches by the rule
+    /// of `level`, and returns the transitions it causes (usually none). See the module docs
+    /// for the exact semantics.
+    pub fn check_at(
+        &mut self,
+        catalog: &ZoneCatalog,
+        fix: &Fix,
+        level: SupervisionLevel,
+    ) -> Vec<Transition> {
         let mut out = Vec::new();
         let plausible = fix.lat.is_finite()
             && fix.lon.is_finite()
@@ -303,32 +423,78 @@ impl FenceEngine {
             return out;
         }
         let radius = self.config.accuracy_radius_m(fix);
+        let confirm = self.levels.get(level).confirmation();
         let state = self.persons.entry(fix.person_id).or_default();
         if state.generation != catalog.generation() {
             let assigned = catalog.zone_ids_of(&fix.person_id);
             state.retain_zones(|id| assigned.contains(id));
             state.generation = catalog.generation();
         }
-        let late = state.newest.is_some_and(|newest| fix.time <= newest);
+        let late = state.recency(&fix.device_id, fix.time) == Recency::Late;
+        let position = AlertPosition {
+            lat: fix.lat,
+            lon: fix.lon,
+            accuracy_m: Some(radius),
+        };
+        let transition = |kind, zone_id, late| Transition {
+            person_id: fix.person_id,
+            zone_id,
+            kind,
+            time: fix.time,
+            position,
+            late,
+        };
+        let seen = Seen {
+            time: fix.time,
+            lon: fix.lon,
+            lat: fix.lat,
+            radius_m: radius,
+        };
         if !late {
-            state.newest = Some(fix.time);
+            match speed_check(&self.config, state.device_mut(&fix.device_id), seen) {
+                SpeedCheck::Accepted => {}
+                SpeedCheck::Jump { report } => {
+                    if report {
+                        out.push(transition(AlertKind::ImplausibleJump, None, false));
+                    }
+                    return out;
+                }
+            }
         }
-        let confirm = self.config.confirm_fixes.max(1);
         let max_gap = Duration::seconds(i64::from(self.config.late_run_max_gap_secs));
+        let wifi_hold = Duration::seconds(i64::from(self.config.wifi_hold_secs));
         let mut placements = Vec::new();
         catalog.classify_for(&fix.person_id, fix.lon, fix.lat, radius, &mut placements);
         for (zone, placement) in placements {
+            let wifi = &zone.zone().wifi;
+            let sees_home = !wifi.is_empty() && fix.wifi_bssids.iter().any(|b| wifi.contains(b));
+            let zone_state = state.zone_mut(zone.id(), zone.kind());
+            let placement = if sees_home {
+                zone_state.saw_wifi(fix.time);
+                Placement::Inside
+            } else {
+                placement
+            };
             let verdict = match (zone.kind(), placement) {
                 (_, Placement::Uncertain) => continue,
                 (ZoneKind::Inclusion, Placement::Inside)
                 | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
                 _ => Verdict::Violates,
             };
-            let zone_state = state.zone_mut(zone.id(), zone.kind());
-            let event = if late {
-                zone_state.apply_late(verdict, fix.time, confirm, max_gap)
+            if verdict == Verdict::Violates
+                && !sees_home
+                && zone_state.wifi_within(fix.time, wifi_hold)
+            {
+                // Seen at home by its Wi-Fi moments ago (or soon after): this GPS fix is noise.
+                continue;
+            }
+            let (event, judged_late) = if late {
+                (
+                    zone_state.apply_late(verdict, fix.time, confirm, max_gap),
+                    true,
+                )
             } else {
-                zone_state.apply_live(verdict, fix.time, confirm)
+                zone_state.apply_live(verdict, fix.time, confirm, max_gap)
             };
             let kind = match (event, zone.kind()) {
                 (None, _) => continue,
@@ -336,20 +502,34 @@ impl FenceEngine {
                 (Some(Event::Breach), ZoneKind::Inclusion) => AlertKind::ZoneExit,
                 (Some(Event::Breach), ZoneKind::Exclusion) => AlertKind::ZoneEnter,
             };
-            out.push(Transition {
-                person_id: fix.person_id,
-                zone_id: zone.id(),
-                kind,
-                time: fix.time,
-                position: AlertPosition {
-                    lat: fix.lat,
-                    lon: fix.lon,
-                    accuracy_m: Some(radius),
-                },
-                late,
-            });
+            out.push(transition(kind, Some(zone.id()), judged_late));
+        }
+        if !late {
+            let window = Duration::seconds(i64::from(self.config.separation_window_secs));
+            let verdicts: Vec<(String, Verdict)> = state
+                .others_seen(&fix.device_id)
+                .filter(|(_, other)| (other.time - fix.time).abs() <= window)
+                .filter_map(|(id, other)| {
+                    separation_verdict(&self.config, &seen, &other).map(|v| (id.to_owned(), v))
+                })
+                .collect();
+            for (other, verdict) in verdicts {
+                let run = state.pair_mut(&fix.device_id, &other);
+                if run.apply(verdict, fix.time, confirm) == Some(Event::Breach) {
+                    out.push(transition(AlertKind::DeviceSeparation, None, false));
+                }
+            }
         }
         out
+    }
+
+    /// Restores a device's newest evaluated fix time (from the store, at start), so a backlog
+    /// arriving after a restart is judged late instead of moving the current state back.
+    pub fn resume_newest(&mut self, person: PersonId, device: &str, time: DateTime<Utc>) {
+        self.persons
+            .entry(person)
+            .or_default()
+            .resume_newest(device, time);
     }
 
     /// Where a person stands with a zone (`Unknown` when nothing is known).
@@ -372,7 +552,6 @@ impl FenceEngine {
     ) {
         let state = self.persons.entry(person).or_default();
         state.zone_mut(zone, kind).resume_breach(since);
-        state.newest = state.newest.max(Some(since));
     }
 
     /// Forgets everything about a person (deleted, or moved to another shard).

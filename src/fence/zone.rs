@@ -19,6 +19,10 @@
 //! * `crs` (optional): `wgs84` (default), `gcj02` or `bd09`; the geometry is converted to WGS-84
 //!   vertex by vertex ([`crs`](super::crs)), and the source datum is kept in
 //!   [`ZoneSpec::crs`].
+//! * `wifi` (optional): BSSIDs of Wi-Fi access points inside the zone (the home router), as
+//!   an array of MAC address strings (`AA:BB:CC:DD:EE:FF`, `aa-bb-…` or 12 bare hex digits),
+//!   at most [`MAX_WIFI`]; stored lower-case with colons. A device that reports seeing one is
+//!   inside the zone (see the fence engine's semantics).
 //! * Geometry: `Polygon` or `MultiPolygon` (holes respected; rings must have at least 4
 //!   positions, the last equal to the first, and enclose some area; the ring orientation is not
 //!   checked), or a `Point` with `radius_m` > 0 (metres, at most [`MAX_RADIUS_M`]) for a circle.
@@ -42,12 +46,14 @@ use geojson::{
 use thiserror::Error;
 
 use super::crs::to_wgs84;
-use crate::model::{Crs, Zone, ZoneId, ZoneKind, ZoneShape};
+use crate::model::{normalize_bssid, Crs, Zone, ZoneId, ZoneKind, ZoneShape};
 
 /// Most positions a zone may have (all rings of all parts together). The largest real boundary
 /// we use, Hunan province, has 19,374; a million leaves room for detailed coastlines while
 /// keeping one zone's preparation well under a second.
 pub const MAX_VERTICES: usize = 1_000_000;
+/// Most Wi-Fi access points a zone may list.
+pub const MAX_WIFI: usize = 64;
 /// Largest circle radius, metres. Beyond this a circle is better drawn as a polygon.
 pub const MAX_RADIUS_M: f64 = 1_000_000.0;
 
@@ -151,6 +157,9 @@ pub enum ZoneError {
     /// `radius_m` not in (0, [`MAX_RADIUS_M`]].
     #[error("radius_m {0} is out of range; it must be more than 0 and at most 1000000 metres")]
     BadRadius(f64),
+    /// `properties.wifi` is not a list of MAC addresses.
+    #[error("wifi: {0}; expected a list of at most 64 MAC addresses like \"aa:bb:cc:dd:ee:ff\"")]
+    BadWifi(String),
     /// `radius_m` given for a polygon.
     #[error("radius_m ({0}) is only for Point zones; a polygon's boundary is its extent")]
     RadiusOnArea(f64),
@@ -177,6 +186,8 @@ pub struct ZoneProperties {
     pub crs: Crs,
     /// Circle radius in metres (Point geometries only).
     pub radius_m: Option<f64>,
+    /// BSSIDs of access points inside the zone, normalised (see the module docs).
+    pub wifi: Vec<String>,
 }
 
 /// A validated zone, geometry converted to WGS-84, not yet stored (no id).
@@ -190,6 +201,8 @@ pub struct ZoneSpec {
     pub crs: Crs,
     /// WGS-84 geometry.
     pub shape: ZoneShape,
+    /// BSSIDs of access points inside the zone, normalised.
+    pub wifi: Vec<String>,
 }
 
 impl ZoneSpec {
@@ -240,6 +253,7 @@ impl ZoneSpec {
             kind,
             crs,
             radius_m,
+            wifi,
         } = properties;
         if name.trim().is_empty() {
             return Err(ZoneError::MissingName);
@@ -290,6 +304,7 @@ impl ZoneSpec {
             kind,
             crs,
             shape,
+            wifi,
         })
     }
 
@@ -300,6 +315,7 @@ impl ZoneSpec {
             name: self.name,
             kind: self.kind,
             shape: self.shape,
+            wifi: self.wifi,
         }
     }
 }
@@ -343,11 +359,32 @@ impl ZoneProperties {
                 found: v.to_string(),
             })?),
         };
+        let wifi = match props.get("wifi") {
+            None | Some(JsonValue::Null) => Vec::new(),
+            Some(JsonValue::Array(items)) => {
+                if items.len() > MAX_WIFI {
+                    return Err(ZoneError::BadWifi(format!("{} addresses", items.len())));
+                }
+                let mut wifi = Vec::with_capacity(items.len());
+                for item in items {
+                    let mac = item
+                        .as_str()
+                        .and_then(normalize_bssid)
+                        .ok_or_else(|| ZoneError::BadWifi(format!("{item} is not one")))?;
+                    if !wifi.contains(&mac) {
+                        wifi.push(mac);
+                    }
+                }
+                wifi
+            }
+            Some(other) => return Err(ZoneError::BadWifi(format!("{other} is not a list"))),
+        };
         Ok(ZoneProperties {
             name,
             kind,
             crs,
             radius_m,
+            wifi,
         })
     }
 }
@@ -395,6 +432,9 @@ pub fn zone_to_feature(zone: &Zone, source_crs: Crs) -> Feature {
     props.insert("kind".into(), zone.kind.as_str().into());
     props.insert("crs".into(), Crs::Wgs84.as_str().into());
     props.insert("source_crs".into(), source_crs.as_str().into());
+    if !zone.wifi.is_empty() {
+        props.insert("wifi".into(), zone.wifi.clone().into());
+    }
     let ring =
         |ls: &LineString<f64>| -> Vec<Vec<f64>> { ls.0.iter().map(|c| vec![c.x, c.y]).collect() };
     let poly = |p: &Polygon<f64>| -> Vec<Vec<Vec<f64>>> {
@@ -737,6 +777,7 @@ mod tests {
             kind: ZoneKind::Inclusion,
             crs: Crs::Wgs84,
             radius_m: None,
+            wifi: Vec::new(),
         };
         assert_eq!(
             ZoneSpec::from_geometry(&geometry, props),
@@ -802,6 +843,7 @@ mod tests {
                 center: Point::new(112.0, 25.0),
                 radius_m: 300.0,
             },
+            wifi: Vec::new(),
         };
         let json = serde_json::to_value(zone_to_feature(&circle, Crs::Wgs84)).expect("json");
         assert_eq!(json["geometry"]["type"], "Point");

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::model::{AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission};
+use crate::model::{
+    normalize_bssid, AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission,
+};
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 
@@ -351,6 +353,11 @@ pub fn convert(
             archived: p.archived,
             integrity_mismatch,
             protocol: protocol.name().to_owned(),
+            wifi_bssids: message
+                .wifi
+                .iter()
+                .filter_map(|ap| normalize_bssid(&ap.mac))
+                .collect(),
         });
         for alarm in &message.alarms {
             alarms.push(DeviceAlarm {

@@ -124,6 +124,8 @@ pub struct ZoneRecord {
     pub radius_m: Option<f64>,
     /// GeoJSON geometry object, WGS-84.
     pub geometry: String,
+    /// BSSIDs of Wi-Fi access points inside the zone (`properties.wifi`), normalised.
+    pub wifi: Vec<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -211,6 +213,17 @@ pub struct OpenBreach {
     pub since: DateTime<Utc>,
 }
 
+/// The newest valid fix time of one device, as the store's positions record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNewest {
+    /// The device.
+    pub device_id: String,
+    /// The person its newest fix was attributed to.
+    pub person_id: PersonId,
+    /// Fix time of its newest valid position.
+    pub time: DateTime<Utc>,
+}
+
 /// Which alerts to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AlertQuery {
@@ -282,6 +295,12 @@ pub trait Store: Send + Sync + 'static {
     /// alert, when it is a `zone_exit` or `zone_enter` rather than a `returned`. The fence
     /// engine resumes these after a restart.
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
+
+    /// For each (device, person) pair, the fix time of the newest valid position stored. The
+    /// fence engine restores each device's newest time from it at start, so a backlog arriving
+    /// after a restart is judged late and never moves the current state back. Read once at
+    /// start; implementations should answer from an index on (device, time).
+    async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError>;
 
     /// Alerts in ascending `seq`.
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError>;

@@ -14,8 +14,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError, TokenRecord,
-    ZoneRecord,
+    AlertQuery, DeviceNewest, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError,
+    TokenRecord, ZoneRecord,
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
@@ -134,6 +134,12 @@ fn zone_from_row(row: &SqliteRow) -> Result<ZoneRecord, StoreError> {
         source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
         radius_m: row.try_get("radius_m")?,
         geometry: row.try_get("geometry")?,
+        wifi: serde_json::from_str(row.try_get::<&str, _>("wifi")?).map_err(|e| {
+            StoreError::Corrupt {
+                what: "zone",
+                reason: format!("wifi: {e}"),
+            }
+        })?,
         created_at: from_micros("zone", row.try_get("created_at")?)?,
     })
 }
@@ -181,6 +187,8 @@ fn fix_from_row(row: &SqliteRow) -> Result<Fix, StoreError> {
         archived: row.try_get("archived")?,
         integrity_mismatch: row.try_get("integrity_mismatch")?,
         protocol: row.try_get("protocol")?,
+        // The access points seen are evidence for the fence engine only; they are not kept.
+        wifi_bssids: Vec::new(),
     })
 }
 
@@ -375,8 +383,8 @@ impl Store for SqliteStore {
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, wifi, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(zone.id.to_string())
         .bind(&zone.name)
@@ -384,6 +392,7 @@ impl Store for SqliteStore {
         .bind(zone.source_crs.as_str())
         .bind(zone.radius_m)
         .bind(&zone.geometry)
+        .bind(serde_json::Value::from(zone.wifi.clone()).to_string())
         .bind(micros(zone.created_at))
         .execute(&self.pool)
         .await?;
@@ -580,6 +589,24 @@ impl Store for SqliteStore {
         .iter()
         .map(fix_from_row)
         .collect()
+    }
+
+    async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT device_id, person_id, MAX(time) FROM positions WHERE valid = 1 \
+             GROUP BY device_id, person_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(device_id, person, time)| {
+                Ok(DeviceNewest {
+                    device_id,
+                    person_id: parse("position", &person)?,
+                    time: from_micros("position", time)?,
+                })
+            })
+            .collect()
     }
 
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
@@ -827,6 +854,7 @@ mod tests {
             archived: false,
             integrity_mismatch: second == 2,
             protocol: "gt06".into(),
+            wifi_bssids: Vec::new(),
         }
     }
 
@@ -1020,6 +1048,7 @@ mod tests {
             source_crs: Crs::Gcj02,
             radius_m: Some(200.0),
             geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+            wifi: vec!["aa:bb:cc:dd:ee:ff".into()],
             created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
         };
         store.create_zone(&zone).await.unwrap();

@@ -6,7 +6,9 @@
 //! up to `batch_max` positions, optionally lingering a moment for more. A failed commit is
 //! retried with back-off while the channel fills and pushes back on ingest; if it keeps
 //! failing, the waiting senders are told so and their devices are not acknowledged, so they
-//! resend. The writer never drops a request it has taken.
+//! resend, and the alerts of each request go back to the shard that raised them
+//! ([`WriteRequest::returns`]) to be committed with its next request. The writer never drops
+//! a request it has taken.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +29,9 @@ pub struct WriteRequest {
     pub alerts: Vec<Alert>,
     /// Told the outcome once the batch holding this request commits or finally fails.
     pub done: Option<oneshot::Sender<Result<(), CommitFailed>>>,
+    /// Where `alerts` go back if the batch finally fails (the shard that raised them keeps them
+    /// pending), so an alert whose commit failed is not lost. Dropped once the request is done.
+    pub returns: Option<mpsc::UnboundedSender<Vec<Alert>>>,
 }
 
 /// Commits [`WriteRequest`]s in batches.
@@ -89,7 +94,11 @@ impl StoreWriter {
 
     async fn commit_batch(&self, batch: &mut Vec<WriteRequest>) {
         let fixes: Vec<Fix> = batch.iter_mut().flat_map(|r| r.fixes.drain(..)).collect();
-        let alerts: Vec<Alert> = batch.iter_mut().flat_map(|r| r.alerts.drain(..)).collect();
+        // Each request keeps its own alerts until the outcome is known, to hand them back.
+        let alerts: Vec<Alert> = batch
+            .iter()
+            .flat_map(|r| r.alerts.iter().cloned())
+            .collect();
         let mut outcome = Err(CommitFailed("no attempt made".into()));
         let mut backoff = Duration::from_millis(50);
         for attempt in 1..=self.config.commit_attempts.max(1) {
@@ -127,6 +136,11 @@ impl StoreWriter {
             if let Some(done) = req.done {
                 let _ = done.send(outcome.clone());
             }
+            if let (Err(_), Some(returns)) = (&outcome, req.returns) {
+                if !req.alerts.is_empty() && returns.send(req.alerts).is_err() {
+                    error!("Alerts of a failed batch could not be handed back; they are lost.");
+                }
+            }
         }
     }
 }
@@ -159,6 +173,7 @@ mod tests {
             archived: false,
             integrity_mismatch: false,
             protocol: "gt06".into(),
+            wifi_bssids: Vec::new(),
         }
     }
 
@@ -181,6 +196,7 @@ mod tests {
                 fixes: vec![fix(i)],
                 alerts: Vec::new(),
                 done: Some(done),
+                returns: None,
             })
             .await
             .unwrap();

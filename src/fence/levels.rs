@@ -1,0 +1,229 @@
+//! Supervision levels: what `strict`, `normal` and `lenient` mean to the fence engine and to the
+//! severity of the alerts it raises. The `[levels.strict]`, `[levels.normal]` and
+//! `[levels.lenient]` sections of the configuration.
+//!
+//! Role in the pipeline: the fence engine reads [`LevelConfig::confirmation`] for each fix (by
+//! the person's level, which the registry knows); the pipeline reads [`LevelsConfig::severity`]
+//! when it turns a transition into an alert. Other per-level settings (the reporting interval and
+//! the offline deadline) belong in [`LevelConfig`] too; each key of a section is optional and
+//! falls back to that level's own default, not to another level's.
+//!
+//! # Defaults, and why
+//!
+//! A breach needs both `confirm_fixes` consecutive definite fixes and `confirm_seconds` from the
+//! first of them to the current one. The fix count stops a single multipath jump; the seconds
+//! stop a correlated burst (indoor multipath, a bus shelter's reflections) of two to four fixes,
+//! which the count alone lets through whenever the device reports every few seconds. The
+//! figures behind the defaults are in the README ("False alerts"): the real four-device
+//! recording run along a real boundary and a synthetic night at home with multipath bursts of
+//! 2–4 fixes at a 30 s interval (up to 90 s from first to last fix of a burst).
+//!
+//! * `normal`: 2 fixes and 120 s. 120 s is the shortest round figure above the longest burst
+//!   with margin; every true breach is raised within 120 s plus one reporting interval.
+//! * `strict`: 2 fixes and 60 s, critical. Closer supervision accepts a false alarm from a long
+//!   burst in exchange for a breach raised a minute sooner.
+//! * `lenient`: 3 fixes and 300 s, medium.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AlertKind, Severity, SupervisionLevel};
+
+/// How a run of definite violating fixes becomes a breach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Consecutive definite violating fixes needed (at least 1).
+    pub fixes: u32,
+    /// Seconds from the first fix of the run to the current one needed.
+    pub seconds: u32,
+}
+
+/// One level's settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LevelConfig {
+    /// Consecutive definite violating fixes that confirm a breach (at least 1).
+    pub confirm_fixes: u32,
+    /// Seconds from the first definite violating fix of a run to the current one before the
+    /// run confirms a breach (0: the fix count alone decides).
+    pub confirm_seconds: u32,
+    /// Severity of breach alerts (zone exit and entry, device separation, and the other alarms
+    /// that depend on the level) for persons at this level.
+    pub severity: Severity,
+}
+
+impl LevelConfig {
+    /// The confirmation rule of this level.
+    pub fn confirmation(&self) -> Confirmation {
+        Confirmation {
+            fixes: self.confirm_fixes.max(1),
+            seconds: self.confirm_seconds,
+        }
+    }
+
+    fn default_for(level: SupervisionLevel) -> LevelConfig {
+        match level {
+            SupervisionLevel::Strict => LevelConfig {
+                confirm_fixes: 2,
+                confirm_seconds: 60,
+                severity: Severity::Critical,
+            },
+            SupervisionLevel::Normal => LevelConfig {
+                confirm_fixes: 2,
+                confirm_seconds: 180,
+                severity: Severity::High,
+            },
+            SupervisionLevel::Lenient => LevelConfig {
+                confirm_fixes: 3,
+                confirm_seconds: 300,
+                severity: Severity::Medium,
+            },
+        }
+    }
+}
+
+/// One `[levels.*]` section as written: every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelSection {
+    confirm_fixes: Option<u32>,
+    confirm_seconds: Option<u32>,
+    severity: Option<Severity>,
+}
+
+impl LevelSection {
+    fn over(self, level: SupervisionLevel) -> LevelConfig {
+        let base = LevelConfig::default_for(level);
+        LevelConfig {
+            confirm_fixes: self.confirm_fixes.unwrap_or(base.confirm_fixes),
+            confirm_seconds: self.confirm_seconds.unwrap_or(base.confirm_seconds),
+            severity: self.severity.unwrap_or(base.severity),
+        }
+    }
+}
+
+/// The `[levels]` table as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LevelsSections {
+    strict: LevelSection,
+    normal: LevelSection,
+    lenient: LevelSection,
+}
+
+impl From<LevelsSections> for LevelsConfig {
+    fn from(s: LevelsSections) -> LevelsConfig {
+        LevelsConfig {
+            strict: s.strict.over(SupervisionLevel::Strict),
+            normal: s.normal.over(SupervisionLevel::Normal),
+            lenient: s.lenient.over(SupervisionLevel::Lenient),
+        }
+    }
+}
+
+/// The `[levels]` table: one [`LevelConfig`] per supervision level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LevelsSections")]
+pub struct LevelsConfig {
+    /// `[levels.strict]`.
+    pub strict: LevelConfig,
+    /// `[levels.normal]`.
+    pub normal: LevelConfig,
+    /// `[levels.lenient]`.
+    pub lenient: LevelConfig,
+}
+
+impl Default for LevelsConfig {
+    fn default() -> Self {
+        LevelsSections::default().into()
+    }
+}
+
+impl LevelsConfig {
+    /// The settings of one level.
+    pub fn get(&self, level: SupervisionLevel) -> &LevelConfig {
+        match level {
+            SupervisionLevel::Strict => &self.strict,
+            SupervisionLevel::Normal => &self.normal,
+            SupervisionLevel::Lenient => &self.lenient,
+        }
+    }
+
+    /// Severity of an alert of `kind` for a person at `level`: fixed for the kinds whose urgency
+    /// does not depend on the person (SOS critical, a return info, an implausible jump low, low
+    /// battery by the built-in table), the level's `severity` for the rest.
+    pub fn severity(&self, kind: AlertKind, level: SupervisionLevel) -> Severity {
+        match kind {
+            AlertKind::Returned | AlertKind::Sos | AlertKind::LowBattery => {
+                Severity::of(kind, level)
+            }
+            AlertKind::ImplausibleJump => Severity::Low,
+            _ => self.get(level).severity,
+        }
+    }
+
+    /// Checks the values; an error names the key (within `[levels]`) and the problem.
+    ///
+    /// # Errors
+    /// `(key, problem)` for the first value out of range.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (key, level) in [
+            ("strict.confirm_fixes", &self.strict),
+            ("normal.confirm_fixes", &self.normal),
+            ("lenient.confirm_fixes", &self.lenient),
+        ] {
+            if level.confirm_fixes == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_section_keeps_its_own_levels_defaults() {
+        let levels: LevelsConfig =
+            toml::from_str("[strict]\nconfirm_seconds = 30\n[lenient]\nseverity = \"low\"\n")
+                .expect("valid");
+        assert_eq!(levels.strict.confirm_seconds, 30);
+        assert_eq!(levels.strict.confirm_fixes, 2);
+        assert_eq!(levels.strict.severity, Severity::Critical);
+        assert_eq!(
+            levels.normal,
+            LevelConfig::default_for(SupervisionLevel::Normal)
+        );
+        assert_eq!(levels.lenient.severity, Severity::Low);
+        assert_eq!(levels.lenient.confirm_seconds, 300);
+        assert!(toml::from_str::<LevelsConfig>("[normal]\nconfirm = 3\n").is_err());
+        assert!(toml::from_str::<LevelsConfig>("[urgent]\n").is_err());
+    }
+
+    #[test]
+    fn severity_follows_the_level_for_breaches_only() {
+        let levels = LevelsConfig::default();
+        use SupervisionLevel::*;
+        assert_eq!(
+            levels.severity(AlertKind::ZoneExit, Strict),
+            Severity::Critical
+        );
+        assert_eq!(levels.severity(AlertKind::ZoneExit, Normal), Severity::High);
+        assert_eq!(
+            levels.severity(AlertKind::DeviceSeparation, Lenient),
+            Severity::Medium
+        );
+        assert_eq!(levels.severity(AlertKind::Returned, Strict), Severity::Info);
+        assert_eq!(levels.severity(AlertKind::Sos, Lenient), Severity::Critical);
+        assert_eq!(
+            levels.severity(AlertKind::ImplausibleJump, Strict),
+            Severity::Low
+        );
+        let mut zero = LevelsConfig::default();
+        zero.normal.confirm_fixes = 0;
+        assert_eq!(
+            zero.validate().map_err(|e| e.0),
+            Err("normal.confirm_fixes")
+        );
+    }
+}
