@@ -429,4 +429,324 @@ mod tests {
             .alarm_alert(&alarm(person, Alarm::Vibration, 30), level, now)
             .is_none());
     }
+
+    // ---- through the running pipeline, over a store that fails on demand ------------------
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::sync::oneshot;
+
+    use crate::model::{
+        Device, Fix, Person, PositionSource, SupervisionLevel as Level, ZoneId, ZoneKind,
+    };
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{AlertQuery, NewPerson, PersonPatch, StoreError, TokenRecord, ZoneRecord};
+
+    /// SQLite, except that the next `fail_commits` commits fail.
+    struct FlakyStore {
+        inner: SqliteStore,
+        fail_commits: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Store for FlakyStore {
+        async fn migrate(&self) -> Result<(), StoreError> {
+            self.inner.migrate().await
+        }
+        async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
+            self.inner.create_person(new).await
+        }
+        async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
+            self.inner.person(id).await
+        }
+        async fn persons(&self) -> Result<Vec<Person>, StoreError> {
+            self.inner.persons().await
+        }
+        async fn update_person(
+            &self,
+            id: PersonId,
+            patch: PersonPatch,
+        ) -> Result<Person, StoreError> {
+            self.inner.update_person(id, patch).await
+        }
+        async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
+            self.inner.delete_person(id).await
+        }
+        async fn create_device(
+            &self,
+            imei: &str,
+            person_id: PersonId,
+        ) -> Result<Device, StoreError> {
+            self.inner.create_device(imei, person_id).await
+        }
+        async fn device(&self, imei: &str) -> Result<Device, StoreError> {
+            self.inner.device(imei).await
+        }
+        async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+            self.inner.devices().await
+        }
+        async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
+            self.inner.delete_device(imei).await
+        }
+        async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+            self.inner.create_zone(zone).await
+        }
+        async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
+            self.inner.zone(id).await
+        }
+        async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+            self.inner.zones().await
+        }
+        async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
+            self.inner.delete_zone(id).await
+        }
+        async fn set_person_zones(
+            &self,
+            person: PersonId,
+            zones: &[ZoneId],
+        ) -> Result<(), StoreError> {
+            self.inner.set_person_zones(person, zones).await
+        }
+        async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError> {
+            self.inner.person_zones(person).await
+        }
+        async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError> {
+            self.inner.assignments().await
+        }
+        async fn commit(
+            &self,
+            fixes: &[Fix],
+            alerts: Vec<Alert>,
+        ) -> Result<Vec<Alert>, StoreError> {
+            let failing = self
+                .fail_commits
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if failing {
+                return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+            }
+            self.inner.commit(fixes, alerts).await
+        }
+        async fn track(
+            &self,
+            person: PersonId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+            limit: u32,
+        ) -> Result<Vec<Fix>, StoreError> {
+            self.inner.track(person, from, to, limit).await
+        }
+        async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
+            self.inner.open_breaches().await
+        }
+        async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
+            self.inner.newest_fix_times().await
+        }
+        async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
+            self.inner.alerts(query).await
+        }
+        async fn alert(&self, id: crate::model::AlertId) -> Result<Alert, StoreError> {
+            self.inner.alert(id).await
+        }
+        async fn set_alert_state(
+            &self,
+            id: crate::model::AlertId,
+            state: AlertState,
+            note: Option<String>,
+            at: DateTime<Utc>,
+        ) -> Result<Alert, StoreError> {
+            self.inner.set_alert_state(id, state, note, at).await
+        }
+        async fn create_token(
+            &self,
+            record: &TokenRecord,
+            secret_sha256: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.create_token(record, secret_sha256).await
+        }
+        async fn token_by_hash(
+            &self,
+            secret_sha256: &str,
+        ) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.token_by_hash(secret_sha256).await
+        }
+        async fn token_count(&self) -> Result<u64, StoreError> {
+            self.inner.token_count().await
+        }
+    }
+
+    const IMEI: &str = "864717003283581";
+
+    /// A person with one device and a 500 m home circle around (112.4, 25.6), in a fresh
+    /// SQLite file that fails its next `fail_commits` commits.
+    async fn flaky_setup(dir: &tempfile::TempDir) -> (Arc<FlakyStore>, PersonId) {
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let store = Arc::new(FlakyStore {
+            inner: SqliteStore::open(&url).await.unwrap(),
+            fail_commits: AtomicU32::new(0),
+        });
+        store.migrate().await.unwrap();
+        let person = store
+            .create_person(NewPerson {
+                name: "p".into(),
+                level: Level::Normal,
+                timezone: "Asia/Shanghai".into(),
+            })
+            .await
+            .unwrap();
+        store.create_device(IMEI, person.id).await.unwrap();
+        let zone = ZoneRecord {
+            id: new_id(),
+            name: "home".into(),
+            kind: ZoneKind::Inclusion,
+            source_crs: crate::model::Crs::Wgs84,
+            radius_m: Some(500.0),
+            geometry: r#"{"type":"Point","coordinates":[112.4,25.6]}"#.into(),
+            wifi: Vec::new(),
+            created_at: Utc::now(),
+        };
+        store.create_zone(&zone).await.unwrap();
+        store.set_person_zones(person.id, &[zone.id]).await.unwrap();
+        (store, person.id)
+    }
+
+    async fn start(store: Arc<FlakyStore>) -> Pipeline {
+        let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
+        let resume = Resume::load(store.as_ref()).await.unwrap();
+        let settings = PipelineSettings {
+            fence: FenceConfig {
+                shards: 1,
+                ..FenceConfig::default()
+            },
+            levels: LevelsConfig::default(),
+            store: StoreConfig {
+                commit_attempts: 1,
+                ..StoreConfig::default()
+            },
+            channel_capacity: 16,
+        };
+        Pipeline::spawn(settings, store, registry, Arc::new(Metrics::new()), &resume)
+    }
+
+    /// A fix `minute` minutes into the morning, at the home circle's centre or 3 km east.
+    fn fix(person: PersonId, minute: u32, outside: bool) -> Fix {
+        Fix {
+            device_id: IMEI.into(),
+            person_id: person,
+            time: Utc.with_ymd_and_hms(2026, 2, 1, 8, minute, 0).unwrap(),
+            received_at: Utc::now(),
+            lat: 25.6,
+            lon: if outside { 112.43 } else { 112.4 },
+            valid: true,
+            accuracy_m: Some(10.0),
+            speed_kmh: None,
+            course: None,
+            altitude_m: None,
+            satellites: None,
+            hdop: None,
+            source: PositionSource::Gps,
+            battery_pct: None,
+            archived: false,
+            integrity_mismatch: false,
+            protocol: "json".into(),
+            wifi_bssids: Vec::new(),
+        }
+    }
+
+    /// Submits fixes as one frame and waits for the commit notice.
+    async fn submit(pipeline: &Pipeline, person: PersonId, fixes: Vec<Fix>) -> bool {
+        let (done, notice) = oneshot::channel();
+        pipeline
+            .submissions
+            .send(Submission {
+                person_id: person,
+                fixes,
+                alarms: Vec::new(),
+                done: Some(done),
+            })
+            .await
+            .unwrap();
+        notice.await.unwrap().is_ok()
+    }
+
+    async fn zone_alerts(store: &FlakyStore) -> Vec<(AlertKind, bool)> {
+        let query = AlertQuery {
+            limit: 100,
+            ..AlertQuery::default()
+        };
+        store
+            .alerts(query)
+            .await
+            .unwrap()
+            .iter()
+            .map(|a| (a.kind, a.late))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_breach_whose_commit_failed_is_raised_once_when_the_device_resends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let pipeline = start(store.clone()).await;
+        assert!(submit(&pipeline, person, vec![fix(person, 0, false)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 1, true)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 3, true)]).await);
+        // Four minutes out: the breach. Its batch fails; the device is not acknowledged.
+        store.fail_commits.store(1, Ordering::SeqCst);
+        assert!(!submit(&pipeline, person, vec![fix(person, 4, true)]).await);
+        assert!(zone_alerts(&store).await.is_empty());
+        // The device resends the same fix: the breach is committed exactly once.
+        assert!(submit(&pipeline, person, vec![fix(person, 4, true)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 5, true)]).await);
+        pipeline.join().await;
+        assert_eq!(
+            zone_alerts(&store).await,
+            vec![(AlertKind::ZoneExit, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn alerts_of_a_failed_commit_go_out_on_their_own_if_nothing_else_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let pipeline = start(store.clone()).await;
+        let frame = vec![
+            fix(person, 0, false),
+            fix(person, 1, true),
+            fix(person, 4, true),
+        ];
+        store.fail_commits.store(1, Ordering::SeqCst);
+        assert!(!submit(&pipeline, person, frame).await);
+        // No resend: the pending alert is retried by the shard itself.
+        for _ in 0..100 {
+            if !zone_alerts(&store).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pipeline.join().await;
+        assert_eq!(
+            zone_alerts(&store).await,
+            vec![(AlertKind::ZoneExit, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backlog_after_a_restart_is_late_and_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let pipeline = start(store.clone()).await;
+        // Live and at home at 08:40.
+        assert!(submit(&pipeline, person, vec![fix(person, 40, false)]).await);
+        pipeline.join().await;
+        // Restart; then the device's blind-area backlog from 08:10-08:20 (out) arrives.
+        let pipeline = start(store.clone()).await;
+        let backlog = (10..=20).step_by(2).map(|m| fix(person, m, true)).collect();
+        assert!(submit(&pipeline, person, backlog).await);
+        // The next live fix, at home, raises no `returned`: the live state never moved.
+        assert!(submit(&pipeline, person, vec![fix(person, 41, false)]).await);
+        pipeline.join().await;
+        assert_eq!(zone_alerts(&store).await, vec![(AlertKind::ZoneExit, true)]);
+    }
 }

@@ -343,6 +343,154 @@ fn late_fixes_raise_late_breaches_but_never_move_the_state_back() {
     ));
 }
 
+/// A fix of another device of the same person.
+fn fix_of(device: &str, minute: i64, at: (f64, f64)) -> Fix {
+    let mut f = fix(minute, at);
+    f.device_id = device.into();
+    f
+}
+
+#[test]
+fn two_devices_of_one_person_raise_one_exit_for_one_excursion() {
+    // The phone reports at once; the wristband's fixes of the same walk arrive a few minutes
+    // later (a slow uplink). One excursion: one zone_exit, one returned.
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = counting(2);
+    let out = two_km_out();
+    let mut got = Vec::new();
+    for m in 0..3 {
+        got.extend(engine.check(&catalog, &fix_of("phone", m, INSIDE)));
+    }
+    for m in 3..8 {
+        got.extend(engine.check(&catalog, &fix_of("phone", m, out)));
+    }
+    got.extend(engine.check(&catalog, &fix_of("phone", 8, INSIDE)));
+    // The wristband's copy of the same walk, sampled 30 s before each of the phone's fixes:
+    // its first two fixes out come before the phone's breach was confirmed.
+    let band = |minute: i64, at: (f64, f64)| {
+        let mut f = fix_of("band", minute, at);
+        f.time -= Duration::seconds(30);
+        f
+    };
+    for m in 0..3 {
+        got.extend(engine.check(&catalog, &band(m, INSIDE)));
+    }
+    for m in 3..8 {
+        got.extend(engine.check(&catalog, &band(m, out)));
+    }
+    got.extend(engine.check(&catalog, &band(8, INSIDE)));
+    assert_eq!(kinds(&got), vec![AlertKind::ZoneExit, AlertKind::Returned]);
+    assert!(got.iter().all(|t| !t.late));
+}
+
+#[test]
+fn a_device_that_sends_its_live_fix_before_its_backlog_raises_one_exit() {
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = counting(2);
+    let out = two_km_out();
+    assert!(engine.check(&catalog, &fix(0, INSIDE)).is_empty());
+    // Out of coverage from minute 1; back in coverage at minute 20 it sends its live fix...
+    assert!(engine.check(&catalog, &fix(20, out)).is_empty());
+    // ...then its blind-area backlog: part of the live episode, not a second one.
+    let backlog: Vec<Fix> = (1..20).map(|m| fix(m, out)).collect();
+    assert!(run(&mut engine, &catalog, &backlog).is_empty());
+    assert_eq!(
+        kinds(&engine.check(&catalog, &fix(21, out))),
+        vec![AlertKind::ZoneExit]
+    );
+    assert_eq!(
+        kinds(&engine.check(&catalog, &fix(22, INSIDE))),
+        vec![AlertKind::Returned]
+    );
+}
+
+#[test]
+fn an_implausible_jump_moves_nothing_and_is_reported_once_an_hour() {
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = counting(2);
+    let inside = |second: i64| {
+        fix_at(
+            t0() + Duration::seconds(second),
+            INSIDE.0,
+            INSIDE.1,
+            Some(10.0),
+        )
+    };
+    let far = |second: i64| {
+        let (lon, lat) = two_km_out();
+        fix_at(t0() + Duration::seconds(second), lon, lat, Some(10.0))
+    };
+    assert!(engine.check(&catalog, &inside(0)).is_empty());
+    // 3 km in 10 s (1,080 km/h), twice, each time back home between: jumps, not a breach.
+    for base in [10, 30, 50] {
+        let got = engine.check(&catalog, &far(base));
+        assert!(engine.check(&catalog, &inside(base + 10)).is_empty());
+        if base == 10 {
+            assert_eq!(kinds(&got), vec![AlertKind::ImplausibleJump]);
+            assert_eq!(got[0].zone_id, None);
+        } else {
+            assert!(got.is_empty(), "grouped: one event per device and hour");
+        }
+    }
+    assert_eq!(engine.status(&PERSON, &HOME), ZoneStatus::Compliant);
+    // A jump an hour later is reported again.
+    assert_eq!(
+        kinds(&engine.check(&catalog, &far(3_700))),
+        Vec::<AlertKind>::new(),
+        "3 km in an hour is plausible"
+    );
+    // A device that really moved (two fixes agreeing with each other) is followed.
+    let mut engine = counting(2);
+    assert!(engine.check(&catalog, &inside(0)).is_empty());
+    assert_eq!(
+        kinds(&engine.check(&catalog, &far(10))),
+        vec![AlertKind::ImplausibleJump]
+    );
+    assert!(
+        engine.check(&catalog, &far(20)).is_empty(),
+        "accepted: 1 of 2"
+    );
+    assert_eq!(
+        kinds(&engine.check(&catalog, &far(30))),
+        vec![AlertKind::ZoneExit]
+    );
+}
+
+#[test]
+fn two_devices_definitely_apart_raise_device_separation_once() {
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = counting(2);
+    let scale = LocalScale::at(25.6);
+    let east = |m: f64| (112.4 + m / scale.m_per_deg_lon, 25.6);
+    let mut got = Vec::new();
+    // Together, then the wristband stays while the phone is 800 m away, for three rounds.
+    got.extend(engine.check(&catalog, &fix_of("band", 0, INSIDE)));
+    got.extend(engine.check(&catalog, &fix_of("phone", 0, east(50.0))));
+    for m in 1..4 {
+        got.extend(engine.check(&catalog, &fix_of("band", m, INSIDE)));
+        got.extend(engine.check(&catalog, &fix_of("phone", m, east(800.0))));
+    }
+    assert_eq!(kinds(&got), vec![AlertKind::DeviceSeparation]);
+    // Together again, then apart again: a new episode.
+    got.clear();
+    got.extend(engine.check(&catalog, &fix_of("phone", 5, east(40.0))));
+    for m in 6..8 {
+        got.extend(engine.check(&catalog, &fix_of("band", m, INSIDE)));
+        got.extend(engine.check(&catalog, &fix_of("phone", m, east(900.0))));
+    }
+    assert_eq!(kinds(&got), vec![AlertKind::DeviceSeparation]);
+    // Near the threshold with poor accuracy: not definite, nothing.
+    let mut engine = counting(2);
+    let mut vague = Vec::new();
+    for m in 0..5 {
+        vague.extend(engine.check(&catalog, &fix_of("band", m, INSIDE)));
+        let mut f = fix_of("phone", m, east(350.0));
+        f.accuracy_m = Some(80.0);
+        vague.extend(engine.check(&catalog, &f));
+    }
+    assert!(vague.is_empty(), "{vague:#?}");
+}
+
 #[test]
 fn a_single_late_violation_is_not_confirmed() {
     let catalog = catalog_with(square(ZoneKind::Inclusion));
