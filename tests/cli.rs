@@ -22,11 +22,11 @@ fn a_bad_config_names_the_key_and_exits_non_zero() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listeners.gt06.listen"), "{stderr}");
 
-    std::fs::write(&path, "[fence]\nconfirm_fixes = 0\n").unwrap();
+    std::fs::write(&path, "[levels.normal]\nconfirm_fixes = 0\n").unwrap();
     let out = ewall(&["serve", "--config", path.to_str().unwrap()], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fence.confirm_fixes"), "{stderr}");
+    assert!(stderr.contains("levels.normal.confirm_fixes"), "{stderr}");
 
     let out = ewall(&["serve"], &[("EWALL_HTTP__LISTN", "127.0.0.1:0")]);
     assert!(!out.status.success());

@@ -87,7 +87,8 @@ async fn three_in_three_out_one_back(
 
 #[tokio::test]
 async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return() {
-    let mut service = Service::start().await;
+    // The fix count alone confirms here (30 s fixes; the dwell has tests of its own).
+    let mut service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
     // A square of about 1 km around home.
     let d = 0.005;
     let zone = service
@@ -123,7 +124,7 @@ async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return() {
     assert_eq!(exit["device_id"], "864717003283581");
     assert_eq!(exit["state"], "open");
     assert_eq!(exit["severity"], "high");
-    // Raised on the second definite fix outside (confirm_fixes = 2).
+    // Raised on the second definite fix outside (levels.normal.confirm_fixes = 2).
     assert_eq!(exit["time"], "2026-03-14T09:02:00Z");
     assert!(exit["seq"].as_i64().unwrap() < alerts[1]["seq"].as_i64().unwrap());
     assert!((exit["position"]["lat"].as_f64().unwrap() - outside.1).abs() < 1e-5);
@@ -151,7 +152,7 @@ async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return() {
 
 #[tokio::test]
 async fn entering_an_exclusion_zone_raises_one_enter_and_one_return() {
-    let mut service = Service::start().await;
+    let mut service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
     // A school 2 km north of home, 300 m around.
     let school = north_of(HOME_LON, HOME_LAT, 2_000.0);
     let zone_id = service

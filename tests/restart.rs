@@ -32,9 +32,16 @@ async fn an_open_breach_survives_a_restart() {
         .circle_zone("home", "inclusion", home.0, home.1, 500.0)
         .await;
     let person = service.person_with_device(IMEI, &[zone]).await;
-    let away = north_of(home.0, home.1, 3_000.0);
+    // 1.5 km north: a believable 180 km/h from home in 30 s, and outside for 4 minutes (the
+    // normal level confirms after 180 s).
+    let away = north_of(home.0, home.1, 1_500.0);
 
-    send_fixes(&service, 2, &[home, away, away]).await;
+    send_fixes(
+        &service,
+        2,
+        &[home, away, away, away, away, away, away, away, away],
+    )
+    .await;
     let kinds = |alerts: Vec<serde_json::Value>| -> Vec<String> {
         alerts
             .iter()
@@ -44,7 +51,7 @@ async fn an_open_breach_survives_a_restart() {
     assert_eq!(kinds(service.alerts_of(&person).await), ["zone_exit"]);
 
     service.restart().await;
-    send_fixes(&service, 10, &[away, away, away, home]).await;
+    send_fixes(&service, 12, &[away, away, away, home]).await;
     assert_eq!(
         kinds(service.alerts_of(&person).await),
         ["zone_exit", "returned"],
