@@ -40,6 +40,7 @@ fn real_zone(file: &str, name: &str) -> Zone {
         kind: ZoneKind::Inclusion,
         crs: Crs::Gcj02,
         radius_m: None,
+        wifi: Vec::new(),
     };
     ZoneSpec::from_geometry(&geometry, props)
         .expect("valid zone")
@@ -69,6 +70,7 @@ fn area_zone(id: Uuid, ring: Vec<Coord<f64>>) -> Zone {
         name: "bench".into(),
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
+        wifi: Vec::new(),
     }
 }
 
@@ -226,6 +228,7 @@ fn many_zones(n: usize) -> Vec<Zone> {
                         center: geo::Point::new(lon, lat),
                         radius_m: side * 50_000.0,
                     },
+                    wifi: Vec::new(),
                 }
             }
         })
@@ -362,6 +365,7 @@ fn engine(c: &mut Criterion) {
             archived: false,
             integrity_mismatch: false,
             protocol: "json".into(),
+            wifi_bssids: Vec::new(),
         })
         .collect();
     let mut g = c.benchmark_group("fence engine");

@@ -32,10 +32,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use ewall::fence::{zone_to_feature, FenceConfig, FenceEngine, PreparedZone, ZoneCatalog};
+use ewall::fence::{
+    zone_to_feature, FenceConfig, FenceEngine, LevelsConfig, PreparedZone, ZoneCatalog,
+};
 use ewall::ingest::convert;
 use ewall::model::{Crs, Fix, PersonId, Submission, SupervisionLevel, Zone, ZoneKind, ZoneShape};
-use ewall::pipeline::{Pipeline, PipelineSettings};
+use ewall::pipeline::{Pipeline, PipelineSettings, Resume};
 use ewall::registry::Registry;
 use ewall::store::{NewPerson, Store, StoreConfig, ZoneRecord};
 use ewall::telemetry::Metrics;
@@ -71,6 +73,7 @@ fn county_zones() -> Vec<Zone> {
                 center: geo::Point::new(lon, lat),
                 radius_m: rng.random_range(100.0..400.0),
             },
+            wifi: Vec::new(),
         });
     }
     zones
@@ -294,6 +297,7 @@ async fn county_store(
             source_crs: Crs::Gcj02,
             radius_m,
             geometry,
+            wifi: Vec::new(),
             created_at: start_time(),
         };
         store.create_zone(&record).await.expect("zone stored");
@@ -350,7 +354,7 @@ async fn run_pipeline(
     metrics: Arc<Metrics>,
     devices: &[Vec<Fix>],
 ) -> Duration {
-    let pipeline = Pipeline::spawn(settings, store, registry, metrics, &[]);
+    let pipeline = Pipeline::spawn(settings, store, registry, metrics, &Resume::default());
     let started = Instant::now();
     let submitters: Vec<_> = devices
         .iter()
@@ -438,6 +442,7 @@ fn running_pipeline(c: &mut Criterion) {
                                 shards: 2,
                                 ..FenceConfig::default()
                             },
+                            levels: LevelsConfig::default(),
                             store: StoreConfig {
                                 batch_linger: Duration::from_millis(linger_ms),
                                 ..StoreConfig::default()
