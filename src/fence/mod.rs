@@ -346,6 +346,7 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 /// #     lat, lon, valid: true, accuracy_m: Some(10.0), speed_kmh: None, course: None,
 /// #     altitude_m: None, satellites: None, hdop: None, source: PositionSource::Gps,
 /// #     battery_pct: None, archived: false, integrity_mismatch: false, protocol: "json".into(),
+/// #     wifi_bssids: Vec::new(),
 /// # };
 /// // A 1 km circle the person must stay in.
 /// let zone = ZoneSpec::parse(r#"{"type": "Feature",
@@ -357,11 +358,11 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 ///
 /// assert!(engine.check(&catalog, &fix(0, 112.37, 25.58)).is_empty()); // inside
 /// assert!(engine.check(&catalog, &fix(1, 112.40, 25.58)).is_empty()); // 3 km out: 1 of 2
-/// assert!(engine.check(&catalog, &fix(2, 112.40, 25.58)).is_empty()); // 2 of 2, 60 s of 120
-/// let alerts = engine.check(&catalog, &fix(3, 112.40, 25.58));        // 120 s out: breach
+/// assert!(engine.check(&catalog, &fix(2, 112.40, 25.58)).is_empty()); // 2 of 2, 60 s of 180
+/// let alerts = engine.check(&catalog, &fix(4, 112.40, 25.58));        // 180 s out: breach
 /// assert_eq!(alerts.len(), 1);
 /// assert_eq!(alerts[0].kind, AlertKind::ZoneExit);
-/// let back = engine.check(&catalog, &fix(4, 112.37, 25.58));
+/// let back = engine.check(&catalog, &fix(5, 112.37, 25.58));
 /// assert_eq!(back[0].kind, AlertKind::Returned);
 /// # Ok::<(), ewall::fence::ZoneError>(())
 /// ```
