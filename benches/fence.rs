@@ -40,7 +40,7 @@ fn real_zone(file: &str, name: &str) -> Zone {
         kind: ZoneKind::Inclusion,
         crs: Crs::Gcj02,
         radius_m: None,
-        wifi: Vec::new(),
+        wifi: Default::default(),
     };
     ZoneSpec::from_geometry(&geometry, props)
         .expect("valid zone")
@@ -70,7 +70,7 @@ fn area_zone(id: Uuid, ring: Vec<Coord<f64>>) -> Zone {
         name: "bench".into(),
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
-        wifi: Vec::new(),
+        wifi: Default::default(),
     }
 }
 
@@ -228,7 +228,7 @@ fn many_zones(n: usize) -> Vec<Zone> {
                         center: geo::Point::new(lon, lat),
                         radius_m: side * 50_000.0,
                     },
-                    wifi: Vec::new(),
+                    wifi: Default::default(),
                 }
             }
         })

@@ -73,7 +73,7 @@ fn county_zones() -> Vec<Zone> {
                 center: geo::Point::new(lon, lat),
                 radius_m: rng.random_range(100.0..400.0),
             },
-            wifi: Vec::new(),
+            wifi: Default::default(),
         });
     }
     zones
@@ -297,7 +297,7 @@ async fn county_store(
             source_crs: Crs::Gcj02,
             radius_m,
             geometry,
-            wifi: Vec::new(),
+            wifi: Default::default(),
             created_at: start_time(),
         };
         store.create_zone(&record).await.expect("zone stored");

@@ -103,9 +103,19 @@ pub struct Zone {
     pub kind: ZoneKind,
     /// The geometry, in WGS-84.
     pub shape: ZoneShape,
-    /// BSSIDs (lower-case `aa:bb:cc:dd:ee:ff`) of Wi-Fi access points inside the zone
-    /// (`properties.wifi`): a device that sees one is inside.
-    pub wifi: Vec<String>,
+    /// Wi-Fi access points inside the zone: a device that sees one is inside.
+    pub wifi: ZoneWifi,
+}
+
+/// A zone's Wi-Fi evidence (`properties.wifi`, `properties.wifi_learn_until`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneWifi {
+    /// BSSIDs (lower-case `aa:bb:cc:dd:ee:ff`) of access points inside the zone, entered by an
+    /// officer or learned.
+    pub bssids: Vec<String>,
+    /// Until when (the enrolment period) access points seen by the person's devices while
+    /// definitely inside the zone are learned into `bssids`; `None`: nothing is learned.
+    pub learn_until: Option<DateTime<Utc>>,
 }
 
 /// Whether a zone must be stayed in or kept out of.

@@ -122,8 +122,19 @@ impl Pipeline {
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
         let (writes_tx, writes_rx) = mpsc::channel(capacity);
         let mut tasks = Vec::new();
-        let writer = StoreWriter::new(store, settings.store, metrics.clone(), alerts.clone());
+        let writer = StoreWriter::new(
+            store.clone(),
+            settings.store,
+            metrics.clone(),
+            alerts.clone(),
+        );
         tasks.push(tokio::spawn(writer.run(writes_rx)));
+        let (learned_tx, learned_rx) = mpsc::unbounded_channel();
+        tasks.push(tokio::spawn(learn_wifi(
+            learned_rx,
+            store.clone(),
+            registry.clone(),
+        )));
         let mut shard_inputs = Vec::new();
         let shards = settings.fence.shards();
         for index in 0..shards {
@@ -155,10 +166,12 @@ impl Pipeline {
                 recent_alarms: HashMap::new(),
                 pending: Vec::new(),
                 returns,
+                learned: learned_tx.clone(),
             };
             tasks.push(tokio::spawn(shard.run(rx, returned, writes_tx.clone())));
         }
         drop(writes_tx);
+        drop(learned_tx);
         let (submissions, rx) = mpsc::channel(capacity);
         let close = CancellationToken::new();
         tasks.push(tokio::spawn(route(rx, shard_inputs, close.clone())));
@@ -211,6 +224,33 @@ async fn route(
     debug!("Router drained; exiting.");
 }
 
+/// Adds the Wi-Fi access points the shards learned to their zones and reloads the catalog, so
+/// the engines see them on the next fix. Ends when every shard has ended.
+async fn learn_wifi(
+    mut rx: mpsc::UnboundedReceiver<Vec<(crate::model::ZoneId, String)>>,
+    store: Arc<dyn Store>,
+    registry: Arc<Registry>,
+) {
+    while let Some(learned) = rx.recv().await {
+        let mut by_zone: HashMap<crate::model::ZoneId, Vec<String>> = HashMap::new();
+        for (zone, bssid) in learned {
+            by_zone.entry(zone).or_default().push(bssid);
+        }
+        for (zone, bssids) in by_zone {
+            match store.add_zone_wifi(zone, &bssids).await {
+                Ok(_) => {
+                    tracing::info!(%zone, learned = bssids.len(), "Wi-Fi access points learned for a zone.")
+                }
+                Err(e) => warn!(%zone, error = %e, "Learned Wi-Fi access points not stored."),
+            }
+        }
+        if let Err(e) = registry.reload_zones(store.as_ref()).await {
+            warn!(error = %e, "Zone catalog not reloaded after learning Wi-Fi access points.");
+        }
+    }
+    debug!("Wi-Fi learner drained; exiting.");
+}
+
 /// One fence shard: the engine state of the persons hashed to it.
 struct Shard {
     index: usize,
@@ -224,6 +264,8 @@ struct Shard {
     pending: Vec<Alert>,
     /// Where the writer hands back the alerts of a batch that failed.
     returns: mpsc::UnboundedSender<Vec<Alert>>,
+    /// Where learned Wi-Fi access points go to be added to their zones.
+    learned: mpsc::UnboundedSender<Vec<(crate::model::ZoneId, String)>>,
 }
 
 impl Shard {
@@ -310,6 +352,13 @@ impl Shard {
                 alerts.push(alert);
             }
         }
+        let learned = self.engine.take_learned_wifi();
+        if !learned.is_empty() && self.learned.send(learned).is_err() {
+            warn!(
+                shard = self.index,
+                "Wi-Fi learner gone; learned access points dropped."
+            );
+        }
         self.request(submission.fixes, alerts, submission.done)
     }
 
@@ -390,6 +439,7 @@ mod tests {
             recent_alarms: HashMap::new(),
             pending: Vec::new(),
             returns: mpsc::unbounded_channel().0,
+            learned: mpsc::unbounded_channel().0,
         }
     }
 
@@ -501,6 +551,13 @@ mod tests {
         async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
             self.inner.delete_zone(id).await
         }
+        async fn add_zone_wifi(
+            &self,
+            id: ZoneId,
+            bssids: &[String],
+        ) -> Result<ZoneRecord, StoreError> {
+            self.inner.add_zone_wifi(id, bssids).await
+        }
         async fn set_person_zones(
             &self,
             person: PersonId,
@@ -603,7 +660,7 @@ mod tests {
             source_crs: crate::model::Crs::Wgs84,
             radius_m: Some(500.0),
             geometry: r#"{"type":"Point","coordinates":[112.4,25.6]}"#.into(),
-            wifi: Vec::new(),
+            wifi: Default::default(),
             created_at: Utc::now(),
         };
         store.create_zone(&zone).await.unwrap();
@@ -730,6 +787,29 @@ mod tests {
             zone_alerts(&store).await,
             vec![(AlertKind::ZoneExit, false)]
         );
+    }
+
+    #[tokio::test]
+    async fn learned_home_wifi_is_stored_with_the_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let mut zone = store.zones().await.unwrap().remove(0);
+        // A second zone record with an enrolment window; the first one is replaced by it.
+        zone.id = new_id();
+        zone.wifi.learn_until = Some(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+        store.create_zone(&zone).await.unwrap();
+        store.set_person_zones(person, &[zone.id]).await.unwrap();
+        let pipeline = start(store.clone()).await;
+        let router = "a4:56:02:1b:7c:e0".to_string();
+        // Home, the router in sight, over thirteen hours.
+        for hour in 0..=13u32 {
+            let mut f = fix(person, 0, false);
+            f.time = Utc.with_ymd_and_hms(2026, 2, 1, hour, 0, 0).unwrap();
+            f.wifi_bssids = vec![router.clone()];
+            assert!(submit(&pipeline, person, vec![f]).await);
+        }
+        pipeline.join().await;
+        assert_eq!(store.zone(zone.id).await.unwrap().wifi.bssids, vec![router]);
     }
 
     #[tokio::test]

@@ -117,7 +117,11 @@ impl Registry {
         let zones = records
             .iter()
             .map(|record| match current.zone(&record.id) {
-                Some(prepared) => Ok(prepared.zone().clone()),
+                // Geometry never changes in place; the Wi-Fi list can (learned access points).
+                Some(prepared) => Ok(Zone {
+                    wifi: record.wifi.clone(),
+                    ..prepared.zone().clone()
+                }),
                 None => zone_from_record(record),
             })
             .collect::<Result<Vec<Zone>, _>>()?;

@@ -38,7 +38,7 @@ pub fn real_zone(file: &str, name: &str, kind: ZoneKind, id: ZoneId) -> Zone {
         kind,
         crs: Crs::Gcj02,
         radius_m: None,
-        wifi: Vec::new(),
+        wifi: Default::default(),
     };
     ZoneSpec::from_geometry(&geometry, properties)
         .unwrap_or_else(|e| panic!("{path}: not a valid zone: {e}"))

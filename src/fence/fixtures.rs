@@ -22,7 +22,7 @@ fn boundary(file: &str, name: &str, crs: Crs) -> ZoneSpec {
         kind: ZoneKind::Inclusion,
         crs,
         radius_m: None,
-        wifi: Vec::new(),
+        wifi: Default::default(),
     };
     ZoneSpec::from_geometry(&geometry, properties).unwrap_or_else(|e| panic!("{file}: {e}"))
 }

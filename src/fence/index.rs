@@ -306,7 +306,7 @@ mod tests {
             name: format!("square {id}"),
             kind: ZoneKind::Inclusion,
             shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
-            wifi: Vec::new(),
+            wifi: Default::default(),
         }
     }
 

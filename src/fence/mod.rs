@@ -30,7 +30,12 @@
 //! * A fix whose `wifi_bssids` include one of a zone's access points (`properties.wifi`) is
 //!   *inside* that zone whatever its coordinates say, and for `wifi_hold_secs` either side of
 //!   it no GPS fix can count towards a breach of the zone: a wristband indoors at home that
-//!   sees the home router is at home, however far multipath throws its GPS fix.
+//!   sees the home router is at home, however far multipath throws its GPS fix. During a zone's
+//!   enrolment window (`properties.wifi_learn_until`), access points that live fixes
+//!   definitely inside the zone report are learned: after 5 such sightings spanning 12 hours,
+//!   and only if never seen on a fix definitely outside (a visitor's hotspot or a neighbour's
+//!   router that reaches the street is never learned). [`FenceEngine::take_learned_wifi`]
+//!   hands them to the pipeline, which adds them to the zone.
 //! * A breach (`zone_exit` for an inclusion zone, `zone_enter` for an exclusion zone) is raised
 //!   once a run of consecutive definite violating fixes has both `confirm_fixes` fixes and
 //!   `confirm_seconds` from its first fix to the current one (per supervision level, see
@@ -371,6 +376,8 @@ pub struct FenceEngine {
     config: FenceConfig,
     levels: LevelsConfig,
     persons: std::collections::HashMap<PersonId, PersonState>,
+    /// Access points learned since the last [`FenceEngine::take_learned_wifi`].
+    learned_wifi: Vec<(ZoneId, String)>,
 }
 
 /// An implausible jump is reported at most once per device in this window.
@@ -388,6 +395,7 @@ impl FenceEngine {
             config,
             levels,
             persons: std::collections::HashMap::new(),
+            learned_wifi: Vec::new(),
         }
     }
 
@@ -468,8 +476,21 @@ impl FenceEngine {
         catalog.classify_for(&fix.person_id, fix.lon, fix.lat, radius, &mut placements);
         for (zone, placement) in placements {
             let wifi = &zone.zone().wifi;
-            let sees_home = !wifi.is_empty() && fix.wifi_bssids.iter().any(|b| wifi.contains(b));
+            let sees_home =
+                !wifi.bssids.is_empty() && fix.wifi_bssids.iter().any(|b| wifi.bssids.contains(b));
             let zone_state = state.zone_mut(zone.id(), zone.kind());
+            if !late && wifi.learn_until.is_some_and(|until| fix.time <= until) {
+                let inside = match placement {
+                    Placement::Inside => Some(true),
+                    Placement::Outside => Some(false),
+                    Placement::Uncertain => None,
+                };
+                for bssid in fix.wifi_bssids.iter().filter(|b| !wifi.bssids.contains(b)) {
+                    if zone_state.learn_wifi(bssid, inside, fix.time) {
+                        self.learned_wifi.push((zone.id(), bssid.clone()));
+                    }
+                }
+            }
             let placement = if sees_home {
                 zone_state.saw_wifi(fix.time);
                 Placement::Inside
@@ -522,6 +543,12 @@ impl FenceEngine {
             }
         }
         out
+    }
+
+    /// The access points learned (zone, BSSID) since the last call, for the caller to add to
+    /// the zones' lists; the engine itself only uses a zone's list as the catalog gives it.
+    pub fn take_learned_wifi(&mut self) -> Vec<(ZoneId, String)> {
+        std::mem::take(&mut self.learned_wifi)
     }
 
     /// Restores a device's newest evaluated fix time (from the store, at start), so a backlog

@@ -796,7 +796,7 @@ mod tests {
             name: "test".into(),
             kind: ZoneKind::Inclusion,
             shape,
-            wifi: Vec::new(),
+            wifi: Default::default(),
         }
     }
 

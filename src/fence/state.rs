@@ -164,6 +164,28 @@ pub struct ZoneState {
     late_last: Option<DateTime<Utc>>,
     /// Latest fix time at which the device saw one of the zone's Wi-Fi access points.
     wifi_seen: Option<DateTime<Utc>>,
+    /// Access points seen during the zone's learning window, not yet in its list.
+    learning: HashMap<String, Sighting>,
+}
+
+/// Most access points a zone's learning table follows at once (the rest are ignored until
+/// entries are learned or the window ends: a block of flats can show dozens).
+const LEARNING_MAX: usize = 64;
+/// Definite-inside sightings an access point needs before it is learned.
+pub const WIFI_LEARN_SIGHTINGS: u32 = 5;
+/// Time from the first to the last of those sightings: at least twelve hours, so a visitor's
+/// phone hotspot (seen for an evening, then gone with them) is not taken for the home router.
+pub const WIFI_LEARN_SPAN_HOURS: i64 = 12;
+
+/// How one access point has been seen during a zone's learning window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sighting {
+    inside: u32,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    /// Seen on a fix definitely outside the zone: never learned (it reaches beyond the zone).
+    outside: bool,
+    learned: bool,
 }
 
 impl ZoneState {
@@ -179,6 +201,7 @@ impl ZoneState {
             late: Run::default(),
             late_last: None,
             wifi_seen: None,
+            learning: HashMap::new(),
         }
     }
 
@@ -213,6 +236,46 @@ impl ZoneState {
     /// Records that the device saw one of the zone's access points at `time`.
     pub fn saw_wifi(&mut self, time: DateTime<Utc>) {
         self.wifi_seen = self.wifi_seen.max(Some(time));
+    }
+
+    /// Records that an access point was seen on a live fix whose geometric placement is
+    /// `inside` (`Some(true)` definitely inside, `Some(false)` definitely outside, `None`
+    /// uncertain) during the zone's learning window. True when the access point has just met
+    /// the learning rule: [`WIFI_LEARN_SIGHTINGS`] sightings definitely inside spanning
+    /// [`WIFI_LEARN_SPAN_HOURS`], and never one definitely outside.
+    pub fn learn_wifi(&mut self, bssid: &str, inside: Option<bool>, time: DateTime<Utc>) -> bool {
+        let Some(inside) = inside else { return false };
+        if !self.learning.contains_key(bssid) {
+            if self.learning.len() >= LEARNING_MAX {
+                return false;
+            }
+            let fresh = Sighting {
+                inside: 0,
+                first: time,
+                last: time,
+                outside: false,
+                learned: false,
+            };
+            self.learning.insert(bssid.to_owned(), fresh);
+        }
+        let Some(s) = self.learning.get_mut(bssid) else {
+            return false;
+        };
+        if !inside {
+            s.outside = true;
+            return false;
+        }
+        s.inside = s.inside.saturating_add(1);
+        s.first = s.first.min(time);
+        s.last = s.last.max(time);
+        let ready = s.inside >= WIFI_LEARN_SIGHTINGS
+            && s.last - s.first >= Duration::hours(WIFI_LEARN_SPAN_HOURS)
+            && !s.outside
+            && !s.learned;
+        if ready {
+            s.learned = true;
+        }
+        ready
     }
 
     /// Whether `time` is within `hold` of a Wi-Fi sighting (either side).

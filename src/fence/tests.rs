@@ -59,7 +59,7 @@ fn square(kind: ZoneKind) -> Zone {
         name: "home".into(),
         kind,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
-        wifi: Vec::new(),
+        wifi: Default::default(),
     }
 }
 
@@ -170,7 +170,7 @@ fn circle_zones_follow_the_same_rules() {
             center: geo::Point::new(INSIDE.0, INSIDE.1),
             radius_m: 1_000.0,
         },
-        wifi: Vec::new(),
+        wifi: Default::default(),
     };
     let catalog = catalog_with(zone);
     let mut engine = counting(2);
@@ -742,7 +742,7 @@ fn zone_along(leg: &[TrackPoint], left: bool) -> (Zone, (f64, f64)) {
         name: "along the run".into(),
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
-        wifi: Vec::new(),
+        wifi: Default::default(),
     };
     (zone, (away.x, away.y))
 }
@@ -960,7 +960,10 @@ fn home_plot(wifi: Vec<String>) -> Zone {
         name: "home".into(),
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
-        wifi,
+        wifi: crate::model::ZoneWifi {
+            bssids: wifi,
+            learn_until: None,
+        },
     }
 }
 
@@ -1154,4 +1157,42 @@ fn home_wifi_in_sight_keeps_a_noisy_night_quiet_and_leaving_still_raises_zone_ex
             <= hold + i64::from(LevelsConfig::default().normal.confirm_seconds) + NIGHT_INTERVAL_S,
         "{delay_s} s"
     );
+}
+
+#[test]
+fn home_wifi_is_learned_while_definitely_inside_during_enrolment() {
+    let mut zone = square(ZoneKind::Inclusion);
+    zone.wifi.learn_until = Some(t0() + Duration::days(7));
+    let catalog = catalog_with(zone);
+    let mut engine = counting(2);
+    let router = "a4:56:02:1b:7c:e0";
+    let neighbour = "0c:80:63:11:22:33";
+    let hotspot = "de:ad:be:ef:00:01";
+    let seen = |minute: i64, at: (f64, f64), aps: &[&str]| {
+        let mut f = fix(minute, at);
+        f.wifi_bssids = aps.iter().map(|s| s.to_string()).collect();
+        f
+    };
+    // Evenings and nights at home over two days: the router every time, the neighbour's too;
+    // but the neighbour's router also reaches the street outside, so it is never learned.
+    engine.check(&catalog, &seen(30, two_km_out(), &[neighbour]));
+    for minute in [0, 60, 120, 600, 900, 1_440] {
+        engine.check(&catalog, &seen(minute, INSIDE, &[router, neighbour]));
+    }
+    // A visitor's hotspot: one evening only (not twelve hours).
+    for minute in [1_450, 1_460, 1_470, 1_480, 1_490, 1_500] {
+        engine.check(&catalog, &seen(minute, INSIDE, &[router, hotspot]));
+    }
+    let learned = engine.take_learned_wifi();
+    assert_eq!(learned, vec![(HOME, router.to_string())]);
+    assert!(engine.take_learned_wifi().is_empty(), "handed over once");
+    // After the window nothing more is learned.
+    let mut late_zone = square(ZoneKind::Inclusion);
+    late_zone.wifi.learn_until = Some(t0());
+    let catalog = catalog_with(late_zone);
+    let mut engine = counting(2);
+    for minute in [0, 60, 120, 600, 900, 1_440] {
+        engine.check(&catalog, &seen(minute + 1, INSIDE, &[router]));
+    }
+    assert!(engine.take_learned_wifi().is_empty());
 }

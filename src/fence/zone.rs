@@ -23,6 +23,9 @@
 //!   an array of MAC address strings (`AA:BB:CC:DD:EE:FF`, `aa-bb-…` or 12 bare hex digits),
 //!   at most [`MAX_WIFI`]; stored lower-case with colons. A device that reports seeing one is
 //!   inside the zone (see the fence engine's semantics).
+//! * `wifi_learn_until` (optional, RFC 3339): the end of the enrolment period during which
+//!   access points the person's devices see while definitely inside the zone are learned into
+//!   `wifi` (see the fence engine's semantics for the rule).
 //! * Geometry: `Polygon` or `MultiPolygon` (holes respected; rings must have at least 4
 //!   positions, the last equal to the first, and enclose some area; the ring orientation is not
 //!   checked), or a `Point` with `radius_m` > 0 (metres, at most [`MAX_RADIUS_M`]) for a circle.
@@ -46,7 +49,7 @@ use geojson::{
 use thiserror::Error;
 
 use super::crs::to_wgs84;
-use crate::model::{normalize_bssid, Crs, Zone, ZoneId, ZoneKind, ZoneShape};
+use crate::model::{normalize_bssid, Crs, Zone, ZoneId, ZoneKind, ZoneShape, ZoneWifi};
 
 /// Most positions a zone may have (all rings of all parts together). The largest real boundary
 /// we use, Hunan province, has 19,374; a million leaves room for detailed coastlines while
@@ -186,8 +189,8 @@ pub struct ZoneProperties {
     pub crs: Crs,
     /// Circle radius in metres (Point geometries only).
     pub radius_m: Option<f64>,
-    /// BSSIDs of access points inside the zone, normalised (see the module docs).
-    pub wifi: Vec<String>,
+    /// Access points inside the zone, normalised, and the learning window (module docs).
+    pub wifi: ZoneWifi,
 }
 
 /// A validated zone, geometry converted to WGS-84, not yet stored (no id).
@@ -201,8 +204,8 @@ pub struct ZoneSpec {
     pub crs: Crs,
     /// WGS-84 geometry.
     pub shape: ZoneShape,
-    /// BSSIDs of access points inside the zone, normalised.
-    pub wifi: Vec<String>,
+    /// Access points inside the zone and the learning window.
+    pub wifi: ZoneWifi,
 }
 
 impl ZoneSpec {
@@ -359,7 +362,7 @@ impl ZoneProperties {
                 found: v.to_string(),
             })?),
         };
-        let wifi = match props.get("wifi") {
+        let bssids = match props.get("wifi") {
             None | Some(JsonValue::Null) => Vec::new(),
             Some(JsonValue::Array(items)) => {
                 if items.len() > MAX_WIFI {
@@ -378,6 +381,23 @@ impl ZoneProperties {
                 wifi
             }
             Some(other) => return Err(ZoneError::BadWifi(format!("{other} is not a list"))),
+        };
+        let learn_until = match props.get("wifi_learn_until") {
+            None | Some(JsonValue::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .ok_or_else(|| ZoneError::BadProperty {
+                        key: "wifi_learn_until",
+                        expected: "an RFC 3339 time",
+                        found: v.to_string(),
+                    })?,
+            ),
+        };
+        let wifi = ZoneWifi {
+            bssids,
+            learn_until,
         };
         Ok(ZoneProperties {
             name,
@@ -432,8 +452,16 @@ pub fn zone_to_feature(zone: &Zone, source_crs: Crs) -> Feature {
     props.insert("kind".into(), zone.kind.as_str().into());
     props.insert("crs".into(), Crs::Wgs84.as_str().into());
     props.insert("source_crs".into(), source_crs.as_str().into());
-    if !zone.wifi.is_empty() {
-        props.insert("wifi".into(), zone.wifi.clone().into());
+    if !zone.wifi.bssids.is_empty() {
+        props.insert("wifi".into(), zone.wifi.bssids.clone().into());
+    }
+    if let Some(until) = zone.wifi.learn_until {
+        props.insert(
+            "wifi_learn_until".into(),
+            until
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .into(),
+        );
     }
     let ring =
         |ls: &LineString<f64>| -> Vec<Vec<f64>> { ls.0.iter().map(|c| vec![c.x, c.y]).collect() };
@@ -763,6 +791,56 @@ mod tests {
     }
 
     #[test]
+    fn wifi_access_points_are_normalised_and_checked() {
+        let spec = parse(
+            r#"{"name": "home", "kind": "inclusion",
+                "wifi": ["A4:56:02:1B:7C:E0", "a4-56-02-1b-7c-e1", "a456021b7ce2", "a4:56:02:1b:7c:e0"],
+                "wifi_learn_until": "2026-03-01T00:00:00+08:00"}"#,
+            SQUARE,
+        )
+        .expect("valid");
+        assert_eq!(
+            spec.wifi.bssids,
+            [
+                "a4:56:02:1b:7c:e0",
+                "a4:56:02:1b:7c:e1",
+                "a4:56:02:1b:7c:e2"
+            ]
+        );
+        assert_eq!(
+            spec.wifi.learn_until.map(|t| t.to_rfc3339()),
+            Some("2026-02-28T16:00:00+00:00".to_string())
+        );
+        let zone = spec.clone().into_zone(uuid::Uuid::nil());
+        let json = serde_json::to_value(zone_to_feature(&zone, Crs::Wgs84)).expect("json");
+        assert_eq!(json["properties"]["wifi"][2], "a4:56:02:1b:7c:e2");
+        assert_eq!(
+            json["properties"]["wifi_learn_until"],
+            "2026-02-28T16:00:00Z"
+        );
+        for bad in [
+            r#""a4:56""#,
+            r#"["a4:56:02:1b:7c"]"#,
+            r#"["zz:56:02:1b:7c:e0"]"#,
+            "[7]",
+        ] {
+            let props = format!(r#"{{"name": "h", "kind": "inclusion", "wifi": {bad}}}"#);
+            assert!(
+                matches!(parse(&props, SQUARE), Err(ZoneError::BadWifi(_))),
+                "{bad}"
+            );
+        }
+        let props = r#"{"name": "h", "kind": "inclusion", "wifi_learn_until": "tomorrow"}"#;
+        assert!(matches!(
+            parse(props, SQUARE),
+            Err(ZoneError::BadProperty {
+                key: "wifi_learn_until",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn too_many_vertices_is_refused_before_work() {
         let n = MAX_VERTICES + 1;
         let ring: Vec<Vec<f64>> = (0..n)
@@ -777,7 +855,7 @@ mod tests {
             kind: ZoneKind::Inclusion,
             crs: Crs::Wgs84,
             radius_m: None,
-            wifi: Vec::new(),
+            wifi: Default::default(),
         };
         assert_eq!(
             ZoneSpec::from_geometry(&geometry, props),
@@ -843,7 +921,7 @@ mod tests {
                 center: Point::new(112.0, 25.0),
                 radius_m: 300.0,
             },
-            wifi: Vec::new(),
+            wifi: Default::default(),
         };
         let json = serde_json::to_value(zone_to_feature(&circle, Crs::Wgs84)).expect("json");
         assert_eq!(json["geometry"]["type"], "Point");

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::model::{
     Alert, AlertId, AlertState, Crs, Device, Fix, Person, PersonId, SupervisionLevel, ZoneId,
-    ZoneKind,
+    ZoneKind, ZoneWifi,
 };
 
 /// Errors of the store layer.
@@ -124,8 +124,8 @@ pub struct ZoneRecord {
     pub radius_m: Option<f64>,
     /// GeoJSON geometry object, WGS-84.
     pub geometry: String,
-    /// BSSIDs of Wi-Fi access points inside the zone (`properties.wifi`), normalised.
-    pub wifi: Vec<String>,
+    /// Wi-Fi access points inside the zone (`properties.wifi`) and the learning window.
+    pub wifi: ZoneWifi,
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
@@ -269,6 +269,10 @@ pub trait Store: Send + Sync + 'static {
     async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError>;
     /// All zones.
     async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError>;
+    /// Adds learned Wi-Fi access points to a zone's list (those already listed are skipped;
+    /// the list never grows beyond [`MAX_WIFI`](crate::fence::MAX_WIFI)). Returns the zone as
+    /// stored.
+    async fn add_zone_wifi(&self, id: ZoneId, bssids: &[String]) -> Result<ZoneRecord, StoreError>;
     /// Deletes a zone that no person is assigned.
     async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError>;
 

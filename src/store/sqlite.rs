@@ -19,7 +19,7 @@ use super::{
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
-    PositionSource, ZoneId, ZoneKind,
+    PositionSource, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
@@ -134,12 +134,18 @@ fn zone_from_row(row: &SqliteRow) -> Result<ZoneRecord, StoreError> {
         source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
         radius_m: row.try_get("radius_m")?,
         geometry: row.try_get("geometry")?,
-        wifi: serde_json::from_str(row.try_get::<&str, _>("wifi")?).map_err(|e| {
-            StoreError::Corrupt {
-                what: "zone",
-                reason: format!("wifi: {e}"),
-            }
-        })?,
+        wifi: ZoneWifi {
+            bssids: serde_json::from_str(row.try_get::<&str, _>("wifi")?).map_err(|e| {
+                StoreError::Corrupt {
+                    what: "zone",
+                    reason: format!("wifi: {e}"),
+                }
+            })?,
+            learn_until: row
+                .try_get::<Option<i64>, _>("wifi_learn_until")?
+                .map(|v| from_micros("zone", v))
+                .transpose()?,
+        },
         created_at: from_micros("zone", row.try_get("created_at")?)?,
     })
 }
@@ -383,8 +389,9 @@ impl Store for SqliteStore {
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, wifi, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO zones \
+             (id, name, kind, source_crs, radius_m, geometry, wifi, wifi_learn_until, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(zone.id.to_string())
         .bind(&zone.name)
@@ -392,11 +399,37 @@ impl Store for SqliteStore {
         .bind(zone.source_crs.as_str())
         .bind(zone.radius_m)
         .bind(&zone.geometry)
-        .bind(serde_json::Value::from(zone.wifi.clone()).to_string())
+        .bind(serde_json::Value::from(zone.wifi.bssids.clone()).to_string())
+        .bind(zone.wifi.learn_until.map(micros))
         .bind(micros(zone.created_at))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn add_zone_wifi(&self, id: ZoneId, bssids: &[String]) -> Result<ZoneRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT * FROM zones WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        let mut zone = zone_from_row(&row)?;
+        for bssid in bssids {
+            if zone.wifi.bssids.len() >= crate::fence::MAX_WIFI {
+                break;
+            }
+            if !zone.wifi.bssids.contains(bssid) {
+                zone.wifi.bssids.push(bssid.clone());
+            }
+        }
+        sqlx::query("UPDATE zones SET wifi = ? WHERE id = ?")
+            .bind(serde_json::Value::from(zone.wifi.bssids.clone()).to_string())
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(zone)
     }
 
     async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
@@ -1048,7 +1081,10 @@ mod tests {
             source_crs: Crs::Gcj02,
             radius_m: Some(200.0),
             geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
-            wifi: vec!["aa:bb:cc:dd:ee:ff".into()],
+            wifi: ZoneWifi {
+                bssids: vec!["aa:bb:cc:dd:ee:ff".into()],
+                learn_until: Some(Utc::now().trunc_subsecs(6)),
+            },
             created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
         };
         store.create_zone(&zone).await.unwrap();
