@@ -368,6 +368,7 @@ async fn run_pipeline(
                         person_id: fix.person_id,
                         fixes: vec![fix],
                         alarms: Vec::new(),
+                        wifi: Vec::new(),
                         done: Some(done),
                     };
                     tx.send(submission).await.expect("pipeline running");

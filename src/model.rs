@@ -522,6 +522,20 @@ pub struct DeviceAlarm {
     pub position: Option<AlertPosition>,
 }
 
+/// Wi-Fi access points a device reported in a message that carried no position: evidence
+/// for the fence engine only, not a position to store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WifiSighting {
+    /// Device that saw them.
+    pub device_id: String,
+    /// The person wearing the device.
+    pub person_id: PersonId,
+    /// When the message was received (such messages carry no fix time of their own).
+    pub time: DateTime<Utc>,
+    /// BSSIDs seen, normalised as in [`Fix::wifi_bssids`].
+    pub bssids: Vec<String>,
+}
+
 /// What ingest hands to the pipeline for one frame or request: everything one device said,
 /// in order, with the notice ingest waits on before acknowledging the device.
 #[derive(Debug)]
@@ -532,6 +546,8 @@ pub struct Submission {
     pub fixes: Vec<Fix>,
     /// Alarms the device raised.
     pub alarms: Vec<DeviceAlarm>,
+    /// Wi-Fi access points reported in messages without a position (GT06 Wi-Fi packets).
+    pub wifi: Vec<WifiSighting>,
     /// Told once everything above is committed (or failed to be).
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
 }

@@ -352,6 +352,9 @@ impl Shard {
                 alerts.push(alert);
             }
         }
+        for sighting in &submission.wifi {
+            self.engine.observe_wifi(&catalog, sighting, level);
+        }
         let learned = self.engine.take_learned_wifi();
         if !learned.is_empty() && self.learned.send(learned).is_err() {
             warn!(
@@ -720,6 +723,7 @@ mod tests {
                 person_id: person,
                 fixes,
                 alarms: Vec::new(),
+                wifi: Vec::new(),
                 done: Some(done),
             })
             .await

@@ -28,8 +28,10 @@
 //!   count. Invalid fixes (`valid == false`, or coordinates that are not numbers in range)
 //!   change nothing at all, not even the device's newest time.
 //! * A fix whose `wifi_bssids` include one of a zone's access points (`properties.wifi`) is
-//!   *inside* that zone whatever its coordinates say, and for `wifi_hold_secs` either side of
-//!   it no GPS fix can count towards a breach of the zone: a wristband indoors at home that
+//!   *inside* that zone whatever its coordinates say, and for an inclusion zone, for
+//!   `wifi_hold_secs` either side of it, no GPS fix can count towards a breach of the zone. A
+//!   message with access points but no position (a GT06 Wi-Fi packet) counts the same way for
+//!   inclusion zones ([`FenceEngine::observe_wifi`]): a wristband indoors at home that
 //!   sees the home router is at home, however far multipath throws its GPS fix. During a zone's
 //!   enrolment window (`properties.wifi_learn_until`), access points that live fixes
 //!   definitely inside the zone report are learned: after 5 such sightings spanning 12 hours,
@@ -504,6 +506,7 @@ impl FenceEngine {
                 _ => Verdict::Violates,
             };
             if verdict == Verdict::Violates
+                && zone.kind() == ZoneKind::Inclusion
                 && !sees_home
                 && zone_state.wifi_within(fix.time, wifi_hold)
             {
@@ -543,6 +546,42 @@ impl FenceEngine {
             }
         }
         out
+    }
+
+    /// Takes Wi-Fi access points a device reported without a position (a GT06 Wi-Fi packet) as
+    /// evidence: for every zone of the person listing one of them, the person is inside at the
+    /// sighting's time, so a pending run of violating fixes is reset and GPS fixes within
+    /// `wifi_hold_secs` cannot count towards a breach. Raises nothing (an open episode is ended
+    /// by the next definite fix) and never moves the device's newest time: the sighting carries
+    /// the receive time, not a fix time.
+    pub fn observe_wifi(
+        &mut self,
+        catalog: &ZoneCatalog,
+        sighting: &crate::model::WifiSighting,
+        level: SupervisionLevel,
+    ) {
+        if !catalog.has_zones(&sighting.person_id) {
+            return;
+        }
+        let state = self.persons.entry(sighting.person_id).or_default();
+        let confirm = self.levels.get(level).confirmation();
+        let max_gap = Duration::seconds(i64::from(self.config.late_run_max_gap_secs));
+        // Exclusion zones are left to fixes: an access point seen without a position is not
+        // enough to raise a breach.
+        for zone in catalog
+            .zones_of(&sighting.person_id)
+            .filter(|z| z.kind() == ZoneKind::Inclusion)
+        {
+            let wifi = &zone.zone().wifi.bssids;
+            if !sighting.bssids.iter().any(|b| wifi.contains(b)) {
+                continue;
+            }
+            let zone_state = state.zone_mut(zone.id(), zone.kind());
+            zone_state.saw_wifi(sighting.time);
+            if !zone_state.is_breached() {
+                zone_state.apply_live(Verdict::Complies, sighting.time, confirm, max_gap);
+            }
+        }
     }
 
     /// The access points learned (zone, BSSID) since the last call, for the caller to add to

@@ -233,6 +233,11 @@ impl ZoneState {
         self.last_violated = self.last_violated.max(Some(since));
     }
 
+    /// Whether a live breach episode is open.
+    pub fn is_breached(&self) -> bool {
+        self.live.open_since.is_some()
+    }
+
     /// Records that the device saw one of the zone's access points at `time`.
     pub fn saw_wifi(&mut self, time: DateTime<Utc>) {
         self.wifi_seen = self.wifi_seen.max(Some(time));

@@ -1196,3 +1196,44 @@ fn home_wifi_is_learned_while_definitely_inside_during_enrolment() {
     }
     assert!(engine.take_learned_wifi().is_empty());
 }
+
+#[test]
+fn wifi_packets_without_a_position_keep_gps_noise_from_confirming() {
+    let zone = home_plot(vec![HOME_AP.into()]);
+    let catalog = catalog_with(zone);
+    let scale = LocalScale::at(25.6);
+    let noise = |second: i64| {
+        fix_at(
+            t0() + Duration::seconds(second),
+            112.4 + 120.0 / scale.m_per_deg_lon,
+            25.6,
+            Some(10.0),
+        )
+    };
+    let sighting = |second: i64| crate::model::WifiSighting {
+        device_id: "860000000000001".into(),
+        person_id: PERSON,
+        time: t0() + Duration::seconds(second),
+        bssids: vec![HOME_AP.into()],
+    };
+    // Ten minutes of GPS thrown 120 m out, with a Wi-Fi-only packet every minute in between.
+    let mut with_packets = FenceEngine::new(FenceConfig::default());
+    let mut gps_only = FenceEngine::new(FenceConfig::default());
+    let (mut quiet, mut noisy) = (Vec::new(), Vec::new());
+    for k in 0..20 {
+        if k % 2 == 0 {
+            with_packets.observe_wifi(&catalog, &sighting(30 * k), SupervisionLevel::Normal);
+        }
+        quiet.extend(with_packets.check(&catalog, &noise(30 * k + 1)));
+        noisy.extend(gps_only.check(&catalog, &noise(30 * k + 1)));
+    }
+    assert!(quiet.is_empty(), "{quiet:#?}");
+    assert_eq!(kinds(&noisy), vec![AlertKind::ZoneExit]);
+    // A packet without the home router, or for a person without zones, changes nothing.
+    let mut other = sighting(0);
+    other.bssids = vec!["00:11:22:33:44:55".into()];
+    with_packets.observe_wifi(&catalog, &other, SupervisionLevel::Normal);
+    other.person_id = Uuid::from_u128(0xDEAD);
+    with_packets.observe_wifi(&catalog, &other, SupervisionLevel::Normal);
+    assert_eq!(with_packets.person_count(), 1);
+}

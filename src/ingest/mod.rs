@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::model::{
     normalize_bssid, AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission,
+    WifiSighting,
 };
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
@@ -300,7 +301,8 @@ impl IngestContext {
             decoded.integrity.is_mismatch(),
             received_at,
         );
-        if fixes.is_empty() && alarms.is_empty() {
+        let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
+        if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
             return Ok(());
         }
         self.metrics
@@ -313,6 +315,7 @@ impl IngestContext {
                 person_id,
                 fixes,
                 alarms,
+                wifi,
                 done: Some(done),
             })
             .await
@@ -320,6 +323,31 @@ impl IngestContext {
         committed.await.map_err(|_| SubmitError::Closed)??;
         Ok(())
     }
+}
+
+/// The Wi-Fi access points of the messages that carry no position (those with one put them on
+/// their fix).
+pub fn convert_wifi(
+    device_id: &str,
+    person_id: PersonId,
+    messages: &[Message],
+    received_at: DateTime<Utc>,
+) -> Vec<WifiSighting> {
+    messages
+        .iter()
+        .filter(|m| m.position.is_none() && !m.wifi.is_empty())
+        .map(|m| WifiSighting {
+            device_id: device_id.to_owned(),
+            person_id,
+            time: received_at,
+            bssids: m
+                .wifi
+                .iter()
+                .filter_map(|ap| normalize_bssid(&ap.mac))
+                .collect(),
+        })
+        .filter(|s| !s.bssids.is_empty())
+        .collect()
 }
 
 /// Turns decoded messages into the pipeline's fixes and device alarms.
@@ -378,4 +406,44 @@ pub fn convert(
         fixes.extend(position);
     }
     (fixes, alarms)
+}
+
+#[cfg(test)]
+mod tests {
+    use ewall_protocol::{MessageKind, WifiAccessPoint};
+
+    use super::*;
+
+    fn ap(mac: &str) -> WifiAccessPoint {
+        WifiAccessPoint {
+            mac: mac.into(),
+            rssi: Some(-60),
+        }
+    }
+
+    #[test]
+    fn access_points_go_on_the_fix_or_stand_alone_without_one() {
+        let person = crate::model::new_id();
+        let now = Utc::now();
+        // A Wi-Fi packet without a position (GT06 0x69).
+        let mut packet = Message::new(MessageKind::Wifi);
+        packet.wifi = vec![ap("A4:56:02:1B:7C:E0"), ap("not a mac")];
+        let sightings = convert_wifi("864717003283581", person, &[packet.clone()], now);
+        assert_eq!(sightings.len(), 1);
+        assert_eq!(sightings[0].bssids, ["a4:56:02:1b:7c:e0"]);
+        assert_eq!(sightings[0].time, now);
+        let (fixes, _) = convert(
+            Protocol::Gt06,
+            "864717003283581",
+            person,
+            &[packet],
+            false,
+            now,
+        );
+        assert!(fixes.is_empty());
+        // Nothing usable: no sighting.
+        let mut empty = Message::new(MessageKind::Wifi);
+        empty.wifi = vec![ap("zz")];
+        assert!(convert_wifi("864717003283581", person, &[empty], now).is_empty());
+    }
 }
