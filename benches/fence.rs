@@ -349,7 +349,9 @@ fn engine(c: &mut Criterion) {
         .map(|(i, p)| Fix {
             device_id: "860000000000001".into(),
             person_id: person,
-            time: start + chrono::Duration::seconds(i as i64),
+            // An hour apart, so the random points are believable movement (the engine's speed
+            // check would set aside fixes 30 km apart a second apart as implausible jumps).
+            time: start + chrono::Duration::hours(i as i64),
             received_at: start,
             lat: p[1],
             lon: p[0],
