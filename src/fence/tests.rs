@@ -1237,3 +1237,200 @@ fn wifi_packets_without_a_position_keep_gps_noise_from_confirming() {
     with_packets.observe_wifi(&catalog, &other, SupervisionLevel::Normal);
     assert_eq!(with_packets.person_count(), 1);
 }
+
+/// The legs of the run laid along long straight edges of the real Jiahe county line: each
+/// recorded point keeps its offset along and across the leg (from the leg's first Garmin
+/// point, in metres), the leg's direction is turned onto an edge of the county line, centred on
+/// it, the route on one side of it or, with `flip`, mirrored to the other. Returns the county
+/// and, per leg, each device's fixes (one person per device) and the unit normal (east, north)
+/// pointing out of the county at that edge.
+struct RealEdgeLeg {
+    /// The county with the edge replaced by the Garmin's track of the leg.
+    county: Zone,
+    fixes: Vec<Vec<Fix>>,
+    outward: (f64, f64),
+}
+
+fn legs_on_the_county_line(flip: bool) -> Vec<RealEdgeLeg> {
+    let county = fixtures::jiahe().into_zone(HOME);
+    let prepared = PreparedZone::new(county.clone());
+    let ZoneShape::Area(mp) = &county.shape else {
+        panic!("an area")
+    };
+    let ring = &mp.0[0].exterior().0;
+    // Edges of 700 m or more: room for a 260 m leg and its scatter.
+    let edges: Vec<(usize, Coord<f64>, Coord<f64>)> = ring
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i, w[0], w[1]))
+        .filter(|(_, a, b)| {
+            let s = LocalScale::at(a.y);
+            ((b.x - a.x) * s.m_per_deg_lon).hypot((b.y - a.y) * s.m_per_deg_lat) >= 700.0
+        })
+        .collect();
+    assert!(edges.len() >= LEGS.len(), "{} long edges", edges.len());
+    let garmin = fixtures::track_garmin();
+    let devices = [
+        fixtures::track_garmin(),
+        fixtures::track_keymaze(),
+        fixtures::track_polar(),
+        fixtures::track_telephone(),
+    ];
+    LEGS.iter()
+        .zip(&edges)
+        .map(|(&(i0, i1), &(edge, e0, e1))| {
+            let leg = &garmin[i0..=i1];
+            let (a, b) = (leg[0], leg[leg.len() - 1]);
+            let paris = LocalScale::at(a.lat);
+            let (lx, ly) = (
+                (b.lon - a.lon) * paris.m_per_deg_lon,
+                (b.lat - a.lat) * paris.m_per_deg_lat,
+            );
+            let leg_len = lx.hypot(ly);
+            let (ux, uy) = (lx / leg_len, ly / leg_len);
+            let here = LocalScale::at(e0.y);
+            let (ex, ey) = (
+                (e1.x - e0.x) * here.m_per_deg_lon,
+                (e1.y - e0.y) * here.m_per_deg_lat,
+            );
+            let edge_len = ex.hypot(ey);
+            let (vx, vy) = (ex / edge_len, ey / edge_len);
+            let mid = (e0.x + (e1.x - e0.x) / 2.0, e0.y + (e1.y - e0.y) / 2.0);
+            // Which side of the edge the county is on.
+            let (nx, ny) = (-vy, vx);
+            let probe = (
+                mid.0 + 100.0 * nx / here.m_per_deg_lon,
+                mid.1 + 100.0 * ny / here.m_per_deg_lat,
+            );
+            let left_inside = prepared.contains(probe.0, probe.1);
+            let outward = if left_inside { (vy, -vx) } else { (-vy, vx) };
+            let side = if flip { -1.0 } else { 1.0 };
+            let place = |p: &TrackPoint| {
+                let (dx, dy) = (
+                    (p.lon - a.lon) * paris.m_per_deg_lon,
+                    (p.lat - a.lat) * paris.m_per_deg_lat,
+                );
+                let along = dx * ux + dy * uy + (edge_len - leg_len) / 2.0;
+                let across = side * (-dx * uy + dy * ux);
+                let (mx, my) = (along * vx - across * vy, along * vy + across * vx);
+                (
+                    e0.x + mx / here.m_per_deg_lon,
+                    e0.y + my / here.m_per_deg_lat,
+                )
+            };
+            // The county line runs exactly along the Garmin's track of the leg.
+            let mut spliced: Vec<Coord<f64>> = ring[..=edge].to_vec();
+            spliced.extend(leg.iter().map(|p| {
+                let (x, y) = place(p);
+                Coord { x, y }
+            }));
+            spliced.extend_from_slice(&ring[edge + 1..]);
+            let mut parts = mp.0.clone();
+            parts[0] = Polygon::new(LineString(spliced), parts[0].interiors().to_vec());
+            let county = Zone {
+                shape: ZoneShape::Area(MultiPolygon(parts)),
+                ..county.clone()
+            };
+            let fixes = devices
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(d, track)| {
+                    track
+                        .iter()
+                        .filter(|p| p.time >= a.time && p.time <= b.time)
+                        .map(|p| {
+                            let (lon, lat) = place(p);
+                            let mut f = fix_at(p.time, lon, lat, None);
+                            f.person_id = Uuid::from_u128(0xC0 + d as u128);
+                            f
+                        })
+                        .collect()
+                })
+                .collect();
+            RealEdgeLeg {
+                county,
+                fixes,
+                outward,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_real_run_along_the_real_county_line() {
+    // False alerts: every leg of the four-device run laid along a long edge of Jiahe county's
+    // real boundary, on either side; the route is on the county line, so every breach is false.
+    let levels = LevelsConfig::default();
+    let normal = i64::from(levels.normal.confirm_seconds);
+    let naive = FenceConfig {
+        min_accuracy_m: 0.0,
+        gps_default_m: 0.0,
+        ..FenceConfig::default()
+    };
+    // False alerts at the defaults, with 2 fixes and no dwell, and with radius 0 as well.
+    let mut counts = [0usize; 3];
+    let mut worst_delay = 0;
+    for flip in [false, true] {
+        for leg in &legs_on_the_county_line(flip) {
+            let county = &leg.county;
+            let persons: HashMap<Uuid, Vec<Uuid>> = (1..4u128)
+                .map(|d| (Uuid::from_u128(0xC0 + d), vec![HOME]))
+                .collect();
+            let catalog = ZoneCatalog::build(vec![county.clone()], persons);
+            let mut engines = [
+                FenceEngine::new(FenceConfig::default()),
+                counting(2),
+                FenceEngine::with_levels(naive.clone(), count_only(2)),
+            ];
+            for fixes in &leg.fixes {
+                for (count, engine) in counts.iter_mut().zip(engines.iter_mut()) {
+                    *count += run(engine, &catalog, fixes).len();
+                }
+            }
+            // Then each device's wearer really crosses the county line: out at 5 m/s, 2 km.
+            for fixes in &leg.fixes {
+                let last = fixes[fixes.len() - 1].clone();
+                let interval = ((fixes[fixes.len() - 1].time - fixes[0].time).num_seconds()
+                    / (fixes.len() as i64 - 1).max(1))
+                .max(1);
+                let here = LocalScale::at(last.lat);
+                let prepared = PreparedZone::new(county.clone());
+                let mut walk = Vec::new();
+                let mut first_out = None;
+                for k in 1..=(1_800 / interval) {
+                    let d = 5.0 * (interval * k) as f64;
+                    let lon = last.lon + d * leg.outward.0 / here.m_per_deg_lon;
+                    let lat = last.lat + d * leg.outward.1 / here.m_per_deg_lat;
+                    if first_out.is_none()
+                        && prepared.classify(lon, lat, 30.0) == Placement::Outside
+                    {
+                        first_out = Some(walk.len());
+                    }
+                    let mut f = fix_at(last.time + Duration::seconds(interval * k), lon, lat, None);
+                    f.person_id = last.person_id;
+                    walk.push(f);
+                }
+                let first_out = first_out.expect("the walk leaves the county");
+                let got = run(&mut engines[0], &catalog, &walk);
+                let exit = got
+                    .iter()
+                    .find(|(_, t)| t.kind == AlertKind::ZoneExit)
+                    .expect("the crossing is raised");
+                assert!(exit.0 >= first_out);
+                let delay = (walk[exit.0].time - walk[first_out].time).num_seconds();
+                assert!(delay <= normal + interval, "{delay} s");
+                worst_delay = worst_delay.max(delay);
+            }
+        }
+    }
+    let [defaults, counting_only, radius_zero] = counts;
+    println!(
+        "county line: defaults {defaults}, 2 fixes no dwell {counting_only}, radius 0 {radius_zero}; worst true delay {worst_delay} s"
+    );
+    assert_eq!(defaults, 0, "false alerts at the default levels");
+    assert!(
+        radius_zero > counting_only,
+        "{radius_zero} vs {counting_only}"
+    );
+}
