@@ -634,6 +634,23 @@ mod tests {
         async fn token_count(&self) -> Result<u64, StoreError> {
             self.inner.token_count().await
         }
+        async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+            self.inner.tokens().await
+        }
+        async fn revoke_token(
+            &self,
+            id: uuid::Uuid,
+            at: DateTime<Utc>,
+        ) -> Result<TokenRecord, StoreError> {
+            self.inner.revoke_token(id, at).await
+        }
+        async fn record_token_use(
+            &self,
+            id: uuid::Uuid,
+            at: DateTime<Utc>,
+        ) -> Result<(), StoreError> {
+            self.inner.record_token_use(id, at).await
+        }
     }
 
     const IMEI: &str = "864717003283581";

@@ -408,7 +408,8 @@ impl Store for SqliteStore {
     }
 
     async fn add_zone_wifi(&self, id: ZoneId, bssids: &[String]) -> Result<ZoneRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // Read, then write: the write lock is taken at the start.
+        let mut tx = self.write_transaction().await?;
         let row = sqlx::query("SELECT * FROM zones WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
