@@ -364,6 +364,7 @@ async fn run_pipeline(
                         person_id: fix.person_id,
                         fixes: vec![fix],
                         alarms: Vec::new(),
+                        crs: ewall::model::Crs::Wgs84,
                         done: Some(done),
                     };
                     tx.send(submission).await.expect("pipeline running");

@@ -494,6 +494,11 @@ pub struct Submission {
     pub fixes: Vec<Fix>,
     /// Alarms the device raised.
     pub alarms: Vec<DeviceAlarm>,
+    /// The datum of the coordinates in `fixes` and `alarms`. Ingest passes them on as the device
+    /// sent them; the pipeline converts anything but WGS-84 before the fence engine or the
+    /// store sees it, with the conversion zones go through, so a [`Fix`] past the pipeline's
+    /// entrance is always WGS-84.
+    pub crs: Crs,
     /// Told once everything above is committed (or failed to be).
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
 }

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod http;
+pub mod mqtt;
 pub mod tcp;
 
 use std::collections::HashSet;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use crate::model::{AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission};
+use crate::model::{AlertPosition, CommitFailed, Crs, DeviceAlarm, Fix, PersonId, Submission};
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 
@@ -160,14 +161,15 @@ impl Default for Listeners {
 }
 
 impl Listeners {
-    /// The section for `protocol`.
-    pub fn get(&self, protocol: Protocol) -> &ListenerConfig {
+    /// The section for `protocol`; `None` for JSON, which arrives over MQTT (`[mqtt]`).
+    pub fn get(&self, protocol: Protocol) -> Option<&ListenerConfig> {
         match protocol {
-            Protocol::Gt06 => &self.gt06,
-            Protocol::Jt808 => &self.jt808,
-            Protocol::H02 => &self.h02,
-            Protocol::Watch => &self.watch,
-            Protocol::Osmand => &self.osmand,
+            Protocol::Gt06 => Some(&self.gt06),
+            Protocol::Jt808 => Some(&self.jt808),
+            Protocol::H02 => Some(&self.h02),
+            Protocol::Watch => Some(&self.watch),
+            Protocol::Osmand => Some(&self.osmand),
+            Protocol::Json => None,
         }
     }
 }
@@ -311,6 +313,7 @@ impl IngestContext {
                 person_id,
                 fixes,
                 alarms,
+                crs: Crs::Wgs84,
                 done: Some(done),
             })
             .await
