@@ -330,3 +330,93 @@ async fn a_gateway_that_only_publishes_positions_outlives_its_keep_alive() {
         .publish_acked("ewall/v1/gateways/gw-alive/status", &b"up"[..])
         .await;
 }
+
+/// The external broker of the CI services, or `None` (the test then says it was skipped).
+async fn external_broker() -> Option<(String, std::net::SocketAddr)> {
+    let Ok(url) = std::env::var("EWALL_TEST_MQTT_URL") else {
+        eprintln!("skipped: EWALL_TEST_MQTT_URL is not set (e.g. mqtt://127.0.0.1:1883)");
+        return None;
+    };
+    let rest = url
+        .trim_start_matches("mqtt://")
+        .trim_start_matches("tcp://");
+    let addr = tokio::net::lookup_host(rest.trim_end_matches('/'))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    Some((url, addr))
+}
+
+#[tokio::test]
+async fn through_an_external_broker_positions_are_stored_and_refusals_answered() {
+    let Some((url, broker)) = external_broker().await else {
+        return;
+    };
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let client_id = format!("ewi{}", &run[run.len() - 12..]);
+    let prefix = format!("ewall-test-{run}/v1");
+    let service = Service::start_with(|config| {
+        config.mqtt.url = url.clone();
+        config.mqtt.client_id = client_id.clone();
+        config.mqtt.topic_prefix = prefix.clone();
+    })
+    .await;
+    let imei = "864717003283588";
+    service.person_with_device(imei, &[]).await;
+    let store = gateway::read_store(&service.data_dir()).await;
+    let positions = format!("{prefix}/devices/{imei}/positions");
+    let mut errors = subscriber(
+        broker,
+        &format!("e{client_id}"),
+        &format!("{prefix}/devices/+/errors"),
+    )
+    .await;
+    let mut gw = Gateway::connect(broker, &format!("g{client_id}"), true).await;
+    // Wait for ewall's subscription: the first position is stored once it is in place.
+    let mut subscribed = false;
+    for _ in 0..100 {
+        gw.publish_acked(&positions, position(fix_time(0), 25.5, 112.36))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gateway::stored_at(&store, imei, fix_time(0)).await > 0 {
+            subscribed = true;
+            break;
+        }
+    }
+    assert!(
+        subscribed,
+        "ewall never received a position from the broker"
+    );
+    for batch in (1..POSITIONS).step_by(WINDOW) {
+        let end = (batch + WINDOW).min(POSITIONS);
+        for i in batch..end {
+            gw.publish(
+                &positions,
+                position(fix_time(i), 25.5, 112.36),
+                QoS::AtLeastOnce,
+            )
+            .await;
+        }
+        for _ in batch..end {
+            gw.next_puback().await;
+        }
+    }
+    gw.publish_acked(
+        &positions,
+        &br#"{"time": "2026-11-26T00:00:00Z", "lat": 91, "lon": 1}"#[..],
+    )
+    .await;
+    let problem = next_publish(&mut errors).await;
+    assert_eq!(problem.topic, format!("{prefix}/devices/{imei}/errors"));
+    let body: Value = serde_json::from_slice(&problem.payload).unwrap();
+    assert_eq!(body["type"], "urn:ewall:problem:invalid-position", "{body}");
+    common::eventually(|| async {
+        (gateway::stored_distinct(&store, imei).await == POSITIONS as i64).then_some(())
+    })
+    .await;
+    let mut service = service;
+    service.stop().await;
+    // Leave nothing behind on the broker: a clean session with the same id removes ewall's.
+    Gateway::connect(broker, &client_id, true).await;
+}

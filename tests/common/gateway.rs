@@ -83,6 +83,15 @@ impl Gateway {
             .expect("a well-formed packet")
     }
 
+    /// The next packet, or `None` once the server has closed the connection (or it broke).
+    pub async fn try_next_packet(&mut self) -> Option<Packet> {
+        match tokio::time::timeout(Duration::from_secs(30), self.framed.next()).await {
+            Ok(Some(Ok(packet))) => Some(packet),
+            Ok(_) => None,
+            Err(_) => panic!("no packet and no close within 30 s"),
+        }
+    }
+
     /// The packet id of the next PUBACK (other packets are skipped).
     pub async fn next_puback(&mut self) -> u16 {
         loop {
@@ -180,6 +189,15 @@ pub async fn stored_at(pool: &sqlx::SqlitePool, device: &str, time: DateTime<Utc
 /// Stored positions of `device`.
 pub async fn stored(pool: &sqlx::SqlitePool, device: &str) -> i64 {
     sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE device_id = ?")
+        .bind(device)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Distinct fix times stored for `device`.
+pub async fn stored_distinct(pool: &sqlx::SqlitePool, device: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(DISTINCT time) FROM positions WHERE device_id = ?")
         .bind(device)
         .fetch_one(pool)
         .await
