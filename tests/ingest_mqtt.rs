@@ -331,26 +331,9 @@ async fn a_gateway_that_only_publishes_positions_outlives_its_keep_alive() {
         .await;
 }
 
-/// The external broker of the CI services, or `None` (the test then says it was skipped).
-async fn external_broker() -> Option<(String, std::net::SocketAddr)> {
-    let Ok(url) = std::env::var("EWALL_TEST_MQTT_URL") else {
-        eprintln!("skipped: EWALL_TEST_MQTT_URL is not set (e.g. mqtt://127.0.0.1:1883)");
-        return None;
-    };
-    let rest = url
-        .trim_start_matches("mqtt://")
-        .trim_start_matches("tcp://");
-    let addr = tokio::net::lookup_host(rest.trim_end_matches('/'))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    Some((url, addr))
-}
-
 #[tokio::test]
 async fn through_an_external_broker_positions_are_stored_and_refusals_answered() {
-    let Some((url, broker)) = external_broker().await else {
+    let Some((url, broker)) = gateway::external_broker().await else {
         return;
     };
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -373,21 +356,7 @@ async fn through_an_external_broker_positions_are_stored_and_refusals_answered()
     )
     .await;
     let mut gw = Gateway::connect(broker, &format!("g{client_id}"), true).await;
-    // Wait for ewall's subscription: the first position is stored once it is in place.
-    let mut subscribed = false;
-    for _ in 0..100 {
-        gw.publish_acked(&positions, position(fix_time(0), 25.5, 112.36))
-            .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gateway::stored_at(&store, imei, fix_time(0)).await > 0 {
-            subscribed = true;
-            break;
-        }
-    }
-    assert!(
-        subscribed,
-        "ewall never received a position from the broker"
-    );
+    gateway::await_subscription(&mut gw, &positions, &store, imei, fix_time(0)).await;
     for batch in (1..POSITIONS).step_by(WINDOW) {
         let end = (batch + WINDOW).min(POSITIONS);
         for i in batch..end {

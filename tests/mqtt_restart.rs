@@ -16,16 +16,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use common::binary::{admin_token, serve};
 use common::gateway::{self, position, Gateway};
 use rumqttc::mqttbytes::v4::Packet;
 use rumqttc::mqttbytes::QoS;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const POSITIONS: usize = 1000;
 const WINDOW: usize = 50;
@@ -48,61 +47,6 @@ fn write_config(dir: &Path, mqtt: &str) -> PathBuf {
     let path = dir.join("ewall.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn admin_token(config: &Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ewall"))
-        .args(["token", "create", "--role", "admin", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
-/// `ewall serve`; returns the child and the addresses it announced.
-async fn serve(config: &Path, log: &Path) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ewall"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        )
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("listening line within 20 s")
-        .unwrap()
-        .unwrap_or_else(|| {
-            panic!(
-                "no listening line; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        });
-    let event: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(event["event"], "listening", "{line}");
-    (child, event["addresses"].clone())
 }
 
 /// SIGKILL: no signal handler runs, nothing is flushed or drained.
@@ -218,19 +162,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_position_with_the_embedded_bro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_the_external_broker_accepted() {
-    let Ok(url) = std::env::var("EWALL_TEST_MQTT_URL") else {
-        eprintln!("skipped: EWALL_TEST_MQTT_URL is not set (e.g. mqtt://127.0.0.1:1883)");
+    let Some((url, broker)) = gateway::external_broker().await else {
         return;
-    };
-    let broker: std::net::SocketAddr = {
-        let rest = url
-            .trim_start_matches("mqtt://")
-            .trim_start_matches("tcp://");
-        tokio::net::lookup_host(rest.trim_end_matches('/'))
-            .await
-            .unwrap()
-            .next()
-            .unwrap()
     };
     let run = uuid::Uuid::now_v7().simple().to_string();
     let client_id = format!("ewt{}", &run[run.len() - 12..]);
@@ -253,24 +186,9 @@ async fn sigkill_mid_stream_loses_nothing_the_external_broker_accepted() {
     let store_dir = dir.path().join("data");
 
     let mut gw = Gateway::connect(broker, &format!("g{client_id}"), true).await;
-    // The first position is stored once ewall's subscription is in place; from then on the
-    // broker keeps everything for ewall's session.
+    // From the first stored position on, the broker keeps everything for ewall's session.
     let store = gateway::read_store(&store_dir).await;
-    let mut subscribed = false;
-    for _ in 0..100 {
-        gw.publish_acked(&topic, position(fix_time(0), 25.5, 112.36))
-            .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if gateway::stored_at(&store, imei, fix_time(0)).await > 0 {
-            subscribed = true;
-            break;
-        }
-    }
-    assert!(
-        subscribed,
-        "ewall never received a position; log:\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    gateway::await_subscription(&mut gw, &topic, &store, imei, fix_time(0)).await;
 
     // The broker acknowledges each publish on receipt; ewall is killed once 200 are stored,
     // while the gateway goes on publishing.

@@ -215,3 +215,42 @@ pub async fn read_store(data_dir: &std::path::Path) -> sqlx::SqlitePool {
         .await
         .unwrap()
 }
+
+/// The external broker of the CI services (`EWALL_TEST_MQTT_URL`) as its URL and address, or
+/// `None` after saying the test is skipped.
+pub async fn external_broker() -> Option<(String, SocketAddr)> {
+    let Ok(url) = std::env::var("EWALL_TEST_MQTT_URL") else {
+        eprintln!("skipped: EWALL_TEST_MQTT_URL is not set (e.g. mqtt://127.0.0.1:1883)");
+        return None;
+    };
+    let rest = url
+        .trim_start_matches("mqtt://")
+        .trim_start_matches("tcp://");
+    let addr = tokio::net::lookup_host(rest.trim_end_matches('/'))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    Some((url, addr))
+}
+
+/// Publishes the position at `time` through an external broker until ewall has stored it: from
+/// then on ewall's subscription is in place and the broker keeps every publish for it.
+pub async fn await_subscription(
+    gateway: &mut Gateway,
+    topic: &str,
+    store: &sqlx::SqlitePool,
+    device: &str,
+    time: DateTime<Utc>,
+) {
+    for _ in 0..100 {
+        gateway
+            .publish_acked(topic, position(time, 25.5, 112.36))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stored_at(store, device, time).await > 0 {
+            return;
+        }
+    }
+    panic!("ewall never received a position from the broker");
+}

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod gateway;
 
 use std::net::SocketAddr;
