@@ -54,7 +54,7 @@ pub enum ServeError {
     #[error("cannot set up TLS for the HTTP API: {0}")]
     Tls(#[from] TlsError),
     /// MQTT ingest could not start.
-    #[error("cannot start MQTT ingest: {0}")]
+    #[error(transparent)]
     Mqtt(#[from] MqttError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]

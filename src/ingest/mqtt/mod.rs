@@ -571,8 +571,8 @@ async fn run_internal_client(
 /// Why MQTT ingest could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    /// The endpoint or the broker could not bind.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The endpoint could not bind.
+    #[error("cannot listen on {addr} for MQTT (mqtt.embedded_listen): {source}")]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -580,10 +580,10 @@ pub enum MqttError {
         source: std::io::Error,
     },
     /// The embedded broker did not come up.
-    #[error("the embedded broker did not start: {0}")]
+    #[error("the embedded MQTT broker did not start: {0}")]
     Broker(String),
     /// The configuration is unusable.
-    #[error("{0}")]
+    #[error("mqtt.url: {0}")]
     Config(String),
 }
 
