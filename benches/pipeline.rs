@@ -369,6 +369,7 @@ async fn run_pipeline(
                         fixes: vec![fix],
                         alarms: Vec::new(),
                         wifi: Vec::new(),
+                        crs: ewall::model::Crs::Wgs84,
                         done: Some(done),
                     };
                     tx.send(submission).await.expect("pipeline running");

@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::api::HttpConfig;
 use crate::fence::{FenceConfig, LevelsConfig};
+pub use crate::ingest::mqtt::MqttConfig;
 use crate::ingest::{ListenerConfig, Listeners};
 use crate::store::StoreConfig;
 
@@ -97,25 +98,6 @@ impl Default for Config {
             fence: FenceConfig::default(),
             levels: LevelsConfig::default(),
             listeners: Listeners::default(),
-        }
-    }
-}
-
-/// The `[mqtt]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    /// `embedded`, or `mqtt://host:port` for an external broker.
-    pub url: String,
-    /// Where the embedded broker listens.
-    pub embedded_listen: SocketAddr,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            url: "embedded".into(),
-            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
         }
     }
 }
@@ -210,18 +192,9 @@ impl Config {
                 format!("unsupported database {url:?}; this build supports sqlite://PATH"),
             ));
         }
-        if self.mqtt.url != "embedded"
-            && !self.mqtt.url.starts_with("mqtt://")
-            && !self.mqtt.url.starts_with("tcp://")
-        {
-            return Err(ConfigError::key(
-                "mqtt.url",
-                format!(
-                    "{:?} is neither \"embedded\" nor mqtt://host:port",
-                    self.mqtt.url
-                ),
-            ));
-        }
+        self.mqtt
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("mqtt.{key}"), problem))?;
         self.http
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("http.{key}"), problem))?;
@@ -233,6 +206,16 @@ impl Config {
             .map_err(|(key, problem)| ConfigError::key(format!("levels.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
+        if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {
+            if let Some(other) =
+                seen.insert(self.mqtt.embedded_listen, "mqtt.embedded_listen".into())
+            {
+                return Err(ConfigError::key(
+                    "mqtt.embedded_listen",
+                    format!("{} is already used by `{other}`", self.mqtt.embedded_listen),
+                ));
+            }
+        }
         for (name, listener) in self.listeners.iter() {
             let key = |k: &str| format!("listeners.{name}.{k}");
             listener

@@ -1,8 +1,12 @@
 //! `ewall decode`: what one captured frame means, as JSON lines an engineer can read and a
 //! script can parse. Uses the same sessions the listeners use, with their default options.
+//! `json` takes one MQTT positions payload; its GCJ-02 positions are printed converted to
+//! WGS-84, as the service stores them, with what was sent under `sent`.
 
 use bytes::BytesMut;
-use ewall_protocol::{osmand, DecodeError, Decoded, FrameError, Integrity, Item, Protocol};
+use ewall_protocol::{json, osmand, DecodeError, Decoded, FrameError, Integrity, Item, Protocol};
+
+use crate::fence::crs;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -83,6 +87,31 @@ pub fn decode_frame(
         FrameInput::Native(text) => parse_hex(text)?,
     };
     let mut output = DecodeOutput::default();
+    if protocol == Protocol::Json {
+        let reports = json::decode(&bytes)
+            .map_err(|source| DecodeCommandError::Decode { protocol, source })?;
+        for report in reports {
+            let sent = report.message.position.as_ref().map(|p| (p.lon, p.lat));
+            let mut message = report.message;
+            if let (Some(p), json::Crs::Gcj02) = (message.position.as_mut(), report.crs) {
+                // What the service stores: the WGS-84 point, converted as zones are.
+                (p.lon, p.lat) = crs::gcj02_to_wgs84(p.lon, p.lat);
+            }
+            let decoded = Decoded {
+                messages: vec![message],
+                reply: None,
+                integrity: Integrity::Unchecked,
+            };
+            push_lines(&mut output, protocol, &decoded);
+            if let (Some(Value::Object(line)), Some((lon, lat))) = (output.lines.last_mut(), sent) {
+                line.insert("crs".into(), report.crs.as_str().into());
+                if report.crs != json::Crs::Wgs84 {
+                    line.insert("sent".into(), serde_json::json!({ "lat": lat, "lon": lon }));
+                }
+            }
+        }
+        return Ok(output);
+    }
     let Some(mut session) = protocol.session(&Default::default()) else {
         let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();

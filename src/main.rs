@@ -109,10 +109,16 @@ impl ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    // The embedded broker logs every connection and reports a client's ordinary disconnect as an
+    // error; ewall logs what matters about MQTT itself. `RUST_LOG=...,rumqttd=info` shows it.
+    let filter = if filter.contains("rumqttd") {
+        filter
+    } else {
+        format!("{filter},rumqttd=off")
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();

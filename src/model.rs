@@ -548,6 +548,11 @@ pub struct Submission {
     pub alarms: Vec<DeviceAlarm>,
     /// Wi-Fi access points reported in messages without a position (GT06 Wi-Fi packets).
     pub wifi: Vec<WifiSighting>,
+    /// The datum of the coordinates in `fixes` and `alarms`. Ingest passes them on as the device
+    /// sent them; the pipeline converts anything but WGS-84 before the fence engine or the
+    /// store sees it, with the conversion zones go through, so a [`Fix`] past the pipeline's
+    /// entrance is always WGS-84.
+    pub crs: Crs,
     /// Told once everything above is committed (or failed to be).
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
 }

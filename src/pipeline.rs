@@ -41,9 +41,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::fence::{shard_for, FenceConfig, FenceEngine, LevelsConfig, Transition};
+use crate::fence::{crs, shard_for, FenceConfig, FenceEngine, LevelsConfig, Transition};
 use crate::model::{
-    new_id, Alert, AlertKind, AlertState, DeviceAlarm, Submission, SupervisionLevel,
+    new_id, Alert, AlertKind, AlertState, Crs, DeviceAlarm, Submission, SupervisionLevel,
 };
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
@@ -330,7 +330,8 @@ impl Shard {
         }
     }
 
-    fn evaluate(&mut self, submission: Submission) -> WriteRequest {
+    fn evaluate(&mut self, mut submission: Submission) -> WriteRequest {
+        to_wgs84(&mut submission);
         let raised_at = Utc::now();
         let level = self.registry.level_of(submission.person_id);
         let catalog = self.registry.catalog();
@@ -399,6 +400,26 @@ impl Shard {
     }
 }
 
+/// Converts a submission's coordinates to WGS-84 in place (a gateway may report GCJ-02), with the
+/// conversion zones go through; afterwards its `crs` is WGS-84.
+fn to_wgs84(submission: &mut Submission) {
+    let crs = submission.crs;
+    if crs == Crs::Wgs84 {
+        return;
+    }
+    for fix in &mut submission.fixes {
+        (fix.lon, fix.lat) = crs::to_wgs84(crs, fix.lon, fix.lat);
+    }
+    for position in submission
+        .alarms
+        .iter_mut()
+        .filter_map(|a| a.position.as_mut())
+    {
+        (position.lon, position.lat) = crs::to_wgs84(crs, position.lon, position.lat);
+    }
+    submission.crs = Crs::Wgs84;
+}
+
 fn zone_alert(
     t: Transition,
     device_id: &str,
@@ -454,6 +475,63 @@ mod tests {
             time: Utc.with_ymd_and_hms(2026, 2, 1, 10, minute, 0).unwrap(),
             position: None,
         }
+    }
+
+    #[test]
+    fn gcj02_submissions_reach_the_engine_in_wgs84() {
+        let person = crate::model::new_id();
+        let (lon, lat) = (112.3625, 25.515);
+        let fix = Fix {
+            device_id: "864717003283581".into(),
+            person_id: person,
+            time: Utc.with_ymd_and_hms(2026, 2, 1, 10, 0, 0).unwrap(),
+            received_at: Utc::now(),
+            lat,
+            lon,
+            valid: true,
+            accuracy_m: None,
+            speed_kmh: None,
+            course: None,
+            altitude_m: None,
+            satellites: None,
+            hdop: None,
+            source: crate::model::PositionSource::Gps,
+            battery_pct: None,
+            archived: false,
+            integrity_mismatch: false,
+            protocol: "json".into(),
+            wifi_bssids: Vec::new(),
+        };
+        let mut sos = alarm(person, Alarm::Sos, 0);
+        sos.position = Some(crate::model::AlertPosition {
+            lat,
+            lon,
+            accuracy_m: None,
+        });
+        let request = shard().evaluate(Submission {
+            person_id: person,
+            fixes: vec![fix.clone()],
+            alarms: vec![sos],
+            wifi: Vec::new(),
+            crs: Crs::Gcj02,
+            done: None,
+        });
+        let expected = crs::gcj02_to_wgs84(lon, lat);
+        // GCJ-02 is offset by a few hundred metres here; the stored fix is the WGS-84 point.
+        assert!((expected.0 - lon).abs() > 1e-4, "{expected:?}");
+        assert_eq!((request.fixes[0].lon, request.fixes[0].lat), expected);
+        let position = request.alerts[0].position.unwrap();
+        assert_eq!((position.lon, position.lat), expected);
+
+        let unchanged = shard().evaluate(Submission {
+            person_id: person,
+            fixes: vec![fix],
+            alarms: Vec::new(),
+            wifi: Vec::new(),
+            crs: Crs::Wgs84,
+            done: None,
+        });
+        assert_eq!((unchanged.fixes[0].lon, unchanged.fixes[0].lat), (lon, lat));
     }
 
     #[test]
@@ -741,6 +819,7 @@ mod tests {
                 fixes,
                 alarms: Vec::new(),
                 wifi: Vec::new(),
+                crs: Crs::Wgs84,
                 done: Some(done),
             })
             .await

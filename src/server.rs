@@ -24,6 +24,8 @@ use crate::config::Config;
 use crate::descriptors::DescriptorBudget;
 use crate::http::limits::BodyLimit;
 use crate::http::serve::{load_tls, HttpServer, ServeOptions, TlsError};
+use crate::ingest::mqtt::commands::MqttCommands;
+use crate::ingest::mqtt::{self, MqttError};
 use crate::ingest::tcp::TcpIngest;
 use crate::ingest::{http as osmand_http, IngestContext};
 use crate::pipeline::{Pipeline, PipelineSettings, Resume};
@@ -51,6 +53,9 @@ pub enum ServeError {
     /// The API's TLS certificate or key could not be loaded.
     #[error("cannot set up TLS for the HTTP API: {0}")]
     Tls(#[from] TlsError),
+    /// MQTT ingest could not start.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -73,6 +78,8 @@ pub struct Running {
     pub token: CancellationToken,
     /// Shared metrics (for tests and embedding).
     pub metrics: Arc<Metrics>,
+    /// Downlink commands to MQTT gateways (`None` when `mqtt.enabled` is off).
+    pub mqtt_commands: Option<MqttCommands>,
     task: JoinHandle<bool>,
 }
 
@@ -146,7 +153,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let mut listener_tasks = Vec::new();
     let mut osmand_task = None;
     for protocol in Protocol::ALL {
-        let mut listener = config.listeners.get(protocol).clone();
+        let Some(listener) = config.listeners.get(protocol) else {
+            continue;
+        };
+        let mut listener = listener.clone();
         if !listener.enabled {
             continue;
         }
@@ -190,6 +200,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             ingest.local_addr().unwrap_or(listener.listen),
         );
         listener_tasks.push(tokio::spawn(ingest.run(token.clone(), tracker.clone())));
+    }
+    let mut mqtt_task = None;
+    let mut mqtt_commands = None;
+    if config.mqtt.enabled {
+        let mut mqtt_config = config.mqtt.clone();
+        if let Some(cap) = caps.get(Protocol::Json.name()) {
+            mqtt_config.max_connections = (cap / MQTT_DESCRIPTORS_PER_CONNECTION).max(1);
+        }
+        let ingest = mqtt::start(&mqtt_config, context.clone(), token.clone()).await?;
+        if let Some(addr) = ingest.listen {
+            listeners.insert("mqtt", addr);
+        }
+        mqtt_commands = Some(ingest.commands);
+        mqtt_task = Some(ingest.task);
     }
     drop(context);
     let api_socket = bind("the HTTP API", config.http.listen).await?;
@@ -238,6 +262,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             if let Some(osmand) = osmand_task {
                 let _ = osmand.await;
             }
+            if let Some(mqtt) = mqtt_task {
+                let _ = mqtt.await;
+            }
         };
         let mut clean = true;
         if tokio::time::timeout_at(deadline, connections)
@@ -273,9 +300,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         listeners,
         token,
         metrics,
+        mqtt_commands,
         task,
     })
 }
+
+/// Descriptors one embedded-broker connection holds in this process: the client's socket, the
+/// endpoint's connection to rumqttd, and rumqttd's end of it.
+const MQTT_DESCRIPTORS_PER_CONNECTION: usize = 3;
 
 /// The API's name in metrics (`ewall_connections_open{protocol="api"}`) and logs.
 pub const API_PORT: &str = "api";
@@ -285,10 +317,21 @@ pub const API_PORT: &str = "api";
 fn connection_caps(config: &Config) -> BTreeMap<&'static str, usize> {
     let mut wanted: Vec<(&'static str, usize)> = Protocol::ALL
         .into_iter()
-        .filter(|p| config.listeners.get(*p).enabled)
-        .map(|p| (p.name(), config.listeners.get(p).max_connections))
+        .filter_map(|p| {
+            let listener = config.listeners.get(p).filter(|l| l.enabled)?;
+            Some((p.name(), listener.max_connections))
+        })
         .collect();
     wanted.push((API_PORT, config.http.max_connections));
+    if config.mqtt.enabled && config.mqtt.is_embedded() {
+        wanted.push((
+            Protocol::Json.name(),
+            config
+                .mqtt
+                .max_connections
+                .saturating_mul(MQTT_DESCRIPTORS_PER_CONNECTION),
+        ));
+    }
     let budget = DescriptorBudget::measure();
     let caps = budget.share(&wanted);
     wanted

@@ -130,6 +130,38 @@ fn osmand_request_target_and_json_body() {
 }
 
 #[test]
+fn json_payload_gives_one_line_per_position_in_wgs84() {
+    let payload = std::fs::read_to_string(format!(
+        "{}/fixtures/frames/json/gateway-backlog.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let lines = decode("json", &[], &payload);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["type"], "position");
+    assert_eq!(lines[0]["time"], "2026-11-26T00:01:00Z");
+    assert_eq!(lines[0]["lat"], 25.515);
+    assert_eq!(lines[0]["crs"], "wgs84");
+    assert_eq!(lines[0]["speed_kmh"], 3.5);
+    assert_eq!(lines[1]["type"], "alarm");
+    assert_eq!(lines[1]["alarm"], "sos");
+    assert_eq!(lines[1]["battery_pct"], 64);
+    assert_eq!(lines[1]["source"], "wifi");
+    // GCJ-02 as sent, WGS-84 as stored: a few hundred metres apart here.
+    assert_eq!(lines[1]["crs"], "gcj02");
+    assert_eq!(lines[1]["sent"]["lat"], 25.516);
+    let lon = lines[1]["lon"].as_f64().unwrap();
+    assert!(
+        (112.3625 - lon) > 0.003 && (112.3625 - lon) < 0.007,
+        "{lon}"
+    );
+    assert!(
+        lines[1].get("device_id").is_none(),
+        "the IMEI is in the topic"
+    );
+}
+
+#[test]
 fn undecodable_frames_exit_non_zero_with_a_message() {
     for (protocol, frame, expect) in [
         ("jt808", "zz", "not valid hex"),
@@ -137,6 +169,12 @@ fn undecodable_frames_exit_non_zero_with_a_message() {
         ("h02", "hello", "jt808"),
         ("watch", "[3G*8800000015*0002*LK", "whole"),
         ("osmand", "/?lat=1&lon=2", "id"),
+        (
+            "json",
+            r#"{"time": "2026-11-26T00:00:00Z", "lat": 91, "lon": 2}"#,
+            "91 is outside",
+        ),
+        ("json", "lat=1", "not a json frame"),
         ("teltonika", "00", "unknown protocol"),
     ] {
         let out = ewall(&["decode", "--protocol", protocol, frame]);

@@ -28,6 +28,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
             "\n[listeners.{protocol}]\nlisten = \"127.0.0.1:0\"\n"
         ));
     }
+    text.push_str("\n[mqtt]\nembedded_listen = \"127.0.0.1:0\"\n");
     let path = dir.join("ewall.toml");
     std::fs::write(&path, text).unwrap();
     path

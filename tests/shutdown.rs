@@ -20,17 +20,17 @@
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use common::binary::{admin_token, serve};
 use ewall_protocol::gt06::encode;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// Devices streaming at once.
 const DEVICES: usize = 50;
@@ -58,50 +58,10 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
             "\n[listeners.{protocol}]\nlisten = \"127.0.0.1:0\"\n"
         ));
     }
+    text.push_str("\n[mqtt]\nembedded_listen = \"127.0.0.1:0\"\n");
     let path = dir.join("ewall.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// `ewall token create --role admin`: the token is the last word on stdout.
-fn admin_token(config: &Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ewall"))
-        .args(["token", "create", "--role", "admin", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.split_whitespace().last().unwrap().to_owned()
-}
-
-/// `ewall serve`, its stderr in `log`; returns the child and the `addresses` it announced.
-async fn serve(config: &Path, log: &Path) -> (Child, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ewall"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("listening line within 20 s")
-        .unwrap()
-        .unwrap_or_else(|| panic!("no listening line; log:\n{}", read(log)));
-    let event: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(event["event"], "listening", "{line}");
-    (child, event["addresses"].clone())
 }
 
 /// Sends SIGTERM with `kill`, as a service manager would.

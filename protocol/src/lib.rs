@@ -8,6 +8,7 @@
 //! | [`h02`] | H02 text `*HQ,…#` and binary `$` records | TCP |
 //! | [`watch`] | smartwatch "3G" `[XX*id*len*…]` | TCP |
 //! | [`osmand`] | OsmAnd HTTP query and JSON body | HTTP |
+//! | [`json`] | JSON positions of MQTT gateways, one object or an array per publish | MQTT |
 //!
 //! A stream protocol is read through a [`Session`], one per connection: it cuts frames out of a
 //! growing buffer, decodes each into a [`Decoded`] and remembers what the device told it earlier
@@ -35,6 +36,7 @@
 pub mod error;
 pub mod gt06;
 pub mod h02;
+pub mod json;
 pub mod jt808;
 pub mod message;
 pub mod osmand;
@@ -109,16 +111,19 @@ pub enum Protocol {
     Watch,
     /// OsmAnd HTTP protocol.
     Osmand,
+    /// JSON positions published by MQTT gateways.
+    Json,
 }
 
 impl Protocol {
     /// Every protocol, in listing order.
-    pub const ALL: [Protocol; 5] = [
+    pub const ALL: [Protocol; 6] = [
         Protocol::Gt06,
         Protocol::Jt808,
         Protocol::H02,
         Protocol::Watch,
         Protocol::Osmand,
+        Protocol::Json,
     ];
 
     /// The lower-case name used in config keys, metrics labels and the CLI.
@@ -129,23 +134,28 @@ impl Protocol {
             Protocol::H02 => "h02",
             Protocol::Watch => "watch",
             Protocol::Osmand => "osmand",
+            Protocol::Json => "json",
         }
     }
 
     /// Whether the protocol is text on the wire (decode accepts it as text as well as hex).
     pub fn is_text(&self) -> bool {
-        matches!(self, Protocol::H02 | Protocol::Watch | Protocol::Osmand)
+        matches!(
+            self,
+            Protocol::H02 | Protocol::Watch | Protocol::Osmand | Protocol::Json
+        )
     }
 
     /// A new per-connection session for a stream protocol; `None` for OsmAnd, which is HTTP and
-    /// decoded per request with [`osmand::decode_request`].
+    /// decoded per request with [`osmand::decode_request`], and for JSON, whose payloads the
+    /// broker delimits ([`json::decode`]).
     pub fn session(&self, options: &SessionOptions) -> Option<Box<dyn Session>> {
         match self {
             Protocol::Gt06 => Some(Box::new(gt06::Gt06Session::new(options))),
             Protocol::Jt808 => Some(Box::new(jt808::Jt808Session::new(options))),
             Protocol::H02 => Some(Box::new(h02::H02Session::new(options))),
             Protocol::Watch => Some(Box::new(watch::WatchSession::new(options))),
-            Protocol::Osmand => None,
+            Protocol::Osmand | Protocol::Json => None,
         }
     }
 }
@@ -158,7 +168,7 @@ impl fmt::Display for Protocol {
 
 /// Error for an unknown protocol name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol {0:?}; expected one of gt06, jt808, h02, watch, osmand")]
+#[error("unknown protocol {0:?}; expected one of gt06, jt808, h02, watch, osmand, json")]
 pub struct UnknownProtocol(pub String);
 
 impl FromStr for Protocol {

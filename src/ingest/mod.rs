@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod http;
+pub mod mqtt;
 pub mod tcp;
 
 use std::collections::HashSet;
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::model::{
-    normalize_bssid, AlertPosition, CommitFailed, DeviceAlarm, Fix, PersonId, Submission,
+    normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, Fix, PersonId, Submission,
     WifiSighting,
 };
 use crate::registry::Registry;
@@ -163,14 +164,15 @@ impl Default for Listeners {
 }
 
 impl Listeners {
-    /// The section for `protocol`.
-    pub fn get(&self, protocol: Protocol) -> &ListenerConfig {
+    /// The section for `protocol`; `None` for JSON, which arrives over MQTT (`[mqtt]`).
+    pub fn get(&self, protocol: Protocol) -> Option<&ListenerConfig> {
         match protocol {
-            Protocol::Gt06 => &self.gt06,
-            Protocol::Jt808 => &self.jt808,
-            Protocol::H02 => &self.h02,
-            Protocol::Watch => &self.watch,
-            Protocol::Osmand => &self.osmand,
+            Protocol::Gt06 => Some(&self.gt06),
+            Protocol::Jt808 => Some(&self.jt808),
+            Protocol::H02 => Some(&self.h02),
+            Protocol::Watch => Some(&self.watch),
+            Protocol::Osmand => Some(&self.osmand),
+            Protocol::Json => None,
         }
     }
 }
@@ -316,6 +318,7 @@ impl IngestContext {
                 fixes,
                 alarms,
                 wifi,
+                crs: Crs::Wgs84,
                 done: Some(done),
             })
             .await

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod gateway;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +42,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     ] {
         listener.listen = "127.0.0.1:0".parse().unwrap();
     }
+    // The embedded MQTT broker's default port is taken by the machine's own broker in CI.
+    config.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
     config
 }
 
