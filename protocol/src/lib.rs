@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod command;
 pub mod error;
 pub mod gt06;
 pub mod h02;
@@ -50,6 +51,7 @@ use std::str::FromStr;
 
 use bytes::BytesMut;
 
+pub use command::{Command, CommandError, CommandKind, CommandReply, Downlink, ReplyRef};
 pub use error::{DecodeError, FrameError};
 pub use message::{
     Alarm, CellTower, Decoded, DeviceStatus, Integrity, Message, MessageKind, Mismatch, Position,
@@ -82,6 +84,35 @@ pub trait Session: Send {
 
     /// The device identifier learnt from a login or frame header, once known.
     fn device_id(&self) -> Option<&str>;
+
+    /// Tells the session the device's model, once the service knows which device this is, so
+    /// that codes whose meaning depends on the model decode right (see each protocol's README).
+    /// Protocols without model-specific codes ignore it.
+    fn set_model(&mut self, model: Option<&str>) {
+        let _ = model;
+    }
+
+    /// Encodes `command` for the device on this connection, numbered `tag` (the caller's, so
+    /// the answer can be matched: see [`command::reply_ref`]). `now` is the server time, which
+    /// some command formats carry.
+    ///
+    /// # Errors
+    /// [`CommandError::Unsupported`] when the protocol cannot carry it,
+    /// [`CommandError::Invalid`] for arguments the wire cannot carry, and
+    /// [`CommandError::NoIdentity`] before the device has identified itself.
+    fn encode_command(
+        &self,
+        command: &Command,
+        tag: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Downlink, CommandError> {
+        let _ = (tag, now);
+        command::supports(self.protocol(), command.kind())?;
+        Err(CommandError::Invalid(format!(
+            "{} sessions do not encode commands",
+            self.protocol()
+        )))
+    }
 }
 
 /// Options a listener passes to each session it creates. The default is lenient, with each
@@ -96,6 +127,9 @@ pub struct SessionOptions {
     /// Offset of device-local times from UTC, in minutes, when the device does not state one.
     /// `None` uses the protocol's convention (GMT+8 for JT/T 808, UTC for the others).
     pub device_utc_offset_minutes: Option<i32>,
+    /// The device model, when known before the first frame (captures, tests); the service sets
+    /// it with [`Session::set_model`] once the device has identified itself.
+    pub model: Option<String>,
 }
 
 /// The protocols ewall speaks.

@@ -94,6 +94,10 @@ pub struct Message {
     pub cells: Vec<CellTower>,
     /// Wi-Fi access points seen, when reported.
     pub wifi: Vec<WifiAccessPoint>,
+    /// The device's answer to a command, when the message is one (it may carry a position as
+    /// well, as a JT/T 808 0x0201 does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_reply: Option<crate::command::CommandReply>,
 }
 
 impl Message {
@@ -107,6 +111,7 @@ impl Message {
             status: DeviceStatus::default(),
             cells: Vec::new(),
             wifi: Vec::new(),
+            command_reply: None,
         }
     }
 }

@@ -130,6 +130,7 @@ impl ListenerConfig {
             strict_checksum: self.strict_checksum,
             max_frame_len: self.max_frame_len,
             device_utc_offset_minutes: self.utc_offset_minutes().ok().flatten(),
+            model: None,
         }
     }
 }

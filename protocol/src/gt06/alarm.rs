@@ -52,8 +52,8 @@ pub(crate) fn from_info(info: u8) -> Option<Alarm> {
     }
 }
 
-/// The alarm an alarm byte codes (the table in protocol-notes; model-specific readings of the
-/// same codes are not applied).
+/// The alarm an alarm byte codes on most models (the table in protocol-notes); see
+/// [`from_code_for`] for the models that read some codes otherwise.
 pub(crate) fn from_code(code: u8) -> Option<Alarm> {
     match code {
         0x01 => Some(Alarm::Sos),
@@ -76,6 +76,50 @@ pub(crate) fn from_code(code: u8) -> Option<Alarm> {
         0x33 | 0x34 => Some(Alarm::Lock),
         0x5b | 0x5c => Some(Alarm::Temperature),
         _ => None,
+    }
+}
+
+/// Model families whose devices give some alarm codes another meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Family {
+    /// Every other model: the table of [`from_code`].
+    #[default]
+    Standard,
+    /// Models whose name starts with `LW` (LW4G-4B, ...): 0x18 accident, 0x19 acceleration.
+    Lw,
+    /// VL103, LL303, VL512 and G18: 0x28 power off, 0x30 braking.
+    Vl,
+    /// SEEWORLD: 0x28 cornering, 0x29 accident.
+    SeeWorld,
+}
+
+impl Family {
+    /// The family of a device model name (case-insensitive); unknown or no model is standard.
+    pub(crate) fn of(model: Option<&str>) -> Family {
+        let Some(model) = model.map(str::to_ascii_uppercase) else {
+            return Family::Standard;
+        };
+        match model.as_str() {
+            m if m.starts_with("LW") => Family::Lw,
+            "VL103" | "LL303" | "VL512" | "G18" => Family::Vl,
+            "SEEWORLD" => Family::SeeWorld,
+            _ => Family::Standard,
+        }
+    }
+}
+
+/// The alarm an alarm byte codes on a device of `family`: the model readings first, then the
+/// common table. 0x28 and 0x29 mean braking and acceleration unless the model says otherwise.
+pub(crate) fn from_code_for(code: u8, family: Family) -> Option<Alarm> {
+    match (family, code) {
+        (Family::Lw, 0x18) | (Family::SeeWorld, 0x29) => Some(Alarm::Accident),
+        (Family::Lw, 0x19) => Some(Alarm::HarshAcceleration),
+        (Family::Vl, 0x30) => Some(Alarm::HarshBraking),
+        (Family::Vl, 0x28) => Some(Alarm::PowerOff),
+        (Family::SeeWorld, 0x28) => Some(Alarm::HarshCornering),
+        (_, 0x28) => Some(Alarm::HarshBraking),
+        (_, 0x29) => Some(Alarm::HarshAcceleration),
+        _ => from_code(code),
     }
 }
 
@@ -167,7 +211,7 @@ pub(crate) fn decode(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, De
     let mut message = ctx.message(MessageKind::Position);
     gps.apply(&mut message);
     if protocol == LW4G_STATUS {
-        return lw4g(r, message);
+        return lw4g(r, message, ctx.family);
     }
     if protocol == GPS_LBS_STATUS_1 && r.remaining() == 13 {
         // VXT01: cell without a length byte, then info, power u16, signal, alarm extension.
@@ -202,6 +246,7 @@ pub(crate) fn decode(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, De
         &mut r,
         &mut message,
         matches!(protocol, GPS_LBS_STATUS_3 | FENCE_MULTI),
+        ctx.family,
     )?;
     if protocol == GPS_LBS_STATUS_4 && r.remaining() == 2 {
         let altitude = r.u16("altitude")?;
@@ -215,7 +260,7 @@ pub(crate) fn decode(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, De
 
 /// LW4G 0xA2 after the GPS block: 4G cell, network indicator, info, power u16, voltage level,
 /// signal, alarm, then odometer and other counters we do not use.
-fn lw4g(mut r: Reader<'_>, mut message: Message) -> Result<Out, DecodeError> {
+fn lw4g(mut r: Reader<'_>, mut message: Message, family: Family) -> Result<Out, DecodeError> {
     message
         .cells
         .extend(lbs::read_cell(&mut r, CellFormat::LTE)?);
@@ -224,7 +269,7 @@ fn lw4g(mut r: Reader<'_>, mut message: Message) -> Result<Out, DecodeError> {
     r.skip(2, "power")?;
     message.status.battery_pct = status::battery_pct(r.u8("voltage level")?);
     message.status.gsm_signal = Some(r.u8("gsm signal")?);
-    if let Some(a) = from_code(r.u8("alarm")?) {
+    if let Some(a) = from_code_for(r.u8("alarm")?, family) {
         push_alarm(&mut message, a);
     }
     settle_kind(&mut message, MessageKind::Position);
@@ -245,7 +290,7 @@ pub(crate) fn lbs_status(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError>
     message
         .cells
         .extend(lbs::read_cell(&mut r, CellFormat::STANDARD)?);
-    status::read_block(&mut r, &mut message, false)?;
+    status::read_block(&mut r, &mut message, false, ctx.family)?;
     settle_kind(&mut message, MessageKind::Lbs);
     Ok(Out::ack(vec![message]))
 }
@@ -260,7 +305,7 @@ pub(crate) fn lbs_alarm(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError> 
     message
         .cells
         .extend(lbs::read_cell(&mut r, CellFormat::LTE)?);
-    status::read_block(&mut r, &mut message, false)?;
+    status::read_block(&mut r, &mut message, false, ctx.family)?;
     settle_kind(&mut message, MessageKind::Lbs);
     Ok(Out::ack(vec![message]))
 }

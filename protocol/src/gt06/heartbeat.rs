@@ -51,7 +51,7 @@ pub(crate) fn decode(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, De
             status::apply_info(&mut message, r.u8("terminal information")?);
             let signal = r.u16("signal")?;
             message.status.gsm_signal = u8::try_from(signal & 0x1f).ok();
-            if let Some(a) = alarm::from_code(r.u8("alarm")?) {
+            if let Some(a) = alarm::from_code_for(r.u8("alarm")?, ctx.family) {
                 push_alarm(&mut message, a);
             }
             r.skip(1, "language")?;
@@ -60,13 +60,13 @@ pub(crate) fn decode(ctx: &Ctx<'_>, protocol: u8, body: &[u8]) -> Result<Out, De
         16 => {
             // info content, satellites u16, alarm, language, battery %, mode, voltage u16, ...
             r.skip(3, "information content and satellites")?;
-            if let Some(a) = alarm::from_code(r.u8("alarm")?) {
+            if let Some(a) = alarm::from_code_for(r.u8("alarm")?, ctx.family) {
                 push_alarm(&mut message, a);
             }
             r.skip(1, "language")?;
             message.status.battery_pct = Some(r.u8("battery")?).filter(|&b| b <= 100);
         }
-        _ => status::read_block(&mut r, &mut message, false)?,
+        _ => status::read_block(&mut r, &mut message, false, ctx.family)?,
     }
     Ok(Out::ack(vec![message]))
 }
@@ -84,7 +84,7 @@ pub(crate) fn status_2(ctx: &Ctx<'_>, body: &[u8]) -> Option<Out> {
         modules = rest.get(usize::from(len)..)?;
     }
     let mut message = ctx.message(MessageKind::Status);
-    status::read_block(&mut Reader::new(block), &mut message, false).ok()?;
+    status::read_block(&mut Reader::new(block), &mut message, false, ctx.family).ok()?;
     for (id, value) in values {
         match (id, value) {
             (0x0018, &[hi, lo]) => {

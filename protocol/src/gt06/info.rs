@@ -40,12 +40,19 @@ pub(crate) const MULTIMEDIA: u8 = 0x41;
 /// Knots to km/h.
 const KNOTS: f64 = 1.852;
 
-/// 0x15: a command reply; acknowledged.
+/// 0x15: a command reply (command length u8, server flag u32, ASCII text); acknowledged. A
+/// body too short for the server flag is still a reply, matched to no command.
 ///
 /// # Errors
-/// Never for a present packet; the text is not interpreted.
-pub(crate) fn string(ctx: &Ctx<'_>, _body: &[u8]) -> Result<Out, DecodeError> {
-    Ok(Out::ack(vec![ctx.message(MessageKind::CommandReply)]))
+/// Never for a present packet.
+pub(crate) fn string(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError> {
+    let mut message = ctx.message(MessageKind::CommandReply);
+    if let Some(flag) = body.get(1..5) {
+        let flag = u32::from_be_bytes([flag[0], flag[1], flag[2], flag[3]]);
+        let text = String::from_utf8_lossy(body.get(5..).unwrap_or_default());
+        message.command_reply = Some(super::command::reply(flag, &text));
+    }
+    Ok(Out::ack(vec![message]))
 }
 
 /// Long-form 0x21: a command reply, or the "Current position!" text, which becomes a position.
@@ -55,7 +62,7 @@ pub(crate) fn string(ctx: &Ctx<'_>, _body: &[u8]) -> Result<Out, DecodeError> {
 /// [`DecodeError::Truncated`] when the server flag or encoding byte is missing.
 pub(crate) fn text(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError> {
     let mut r = Reader::new(body);
-    r.skip(4, "server flag")?;
+    let flag = r.u32("server flag")?;
     let encoding = r.u8("encoding")?;
     let bytes = r.rest();
     let text = if encoding == 1 {
@@ -69,6 +76,7 @@ pub(crate) fn text(ctx: &Ctx<'_>, body: &[u8]) -> Result<Out, DecodeError> {
             .collect()
     };
     let mut message = ctx.message(MessageKind::CommandReply);
+    message.command_reply = Some(super::command::reply(flag, &text));
     if let Some(position) = position_text(ctx, &text) {
         message.kind = MessageKind::Position;
         message.position = Some(position);

@@ -17,6 +17,7 @@
 
 mod alarm;
 mod az735;
+pub mod command;
 pub mod encode;
 mod frame;
 mod heartbeat;
@@ -57,6 +58,7 @@ pub struct Gt06Session {
     configured_offset: Option<i32>,
     device_id: Option<String>,
     stated_offset: Option<i32>,
+    family: alarm::Family,
     clock: fn() -> DateTime<Utc>,
 }
 
@@ -69,6 +71,7 @@ impl Gt06Session {
             configured_offset: options.device_utc_offset_minutes,
             device_id: None,
             stated_offset: None,
+            family: alarm::Family::of(options.model.as_deref()),
             clock: Utc::now,
         }
     }
@@ -183,6 +186,7 @@ impl Gt06Session {
             offset_minutes: self.utc_offset_minutes(),
             length_field: frame.declared,
             consistent,
+            family: self.family,
             now: self.clock,
         };
         if frame.long {
@@ -254,6 +258,19 @@ impl Session for Gt06Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn set_model(&mut self, model: Option<&str>) {
+        self.family = alarm::Family::of(model);
+    }
+
+    fn encode_command(
+        &self,
+        command: &crate::Command,
+        tag: u32,
+        _now: DateTime<Utc>,
+    ) -> Result<crate::Downlink, crate::CommandError> {
+        command::encode(command, tag)
     }
 }
 
@@ -395,6 +412,8 @@ pub(crate) struct Ctx<'a> {
     pub length_field: usize,
     /// Whether the length field agreed with the frame.
     pub consistent: bool,
+    /// The device model's family, for alarm codes some models read otherwise.
+    pub family: alarm::Family,
     /// The clock for server-time replies.
     pub now: fn() -> DateTime<Utc>,
 }

@@ -56,6 +56,7 @@ pub(crate) fn read_block(
     r: &mut Reader<'_>,
     message: &mut Message,
     extended_alarm: bool,
+    family: alarm::Family,
 ) -> Result<(), DecodeError> {
     let info = r.u8("terminal information")?;
     apply_info(message, info);
@@ -72,7 +73,7 @@ pub(crate) fn read_block(
         0
     };
     if !(extended_alarm && language >> 4 != 0) {
-        if let Some(a) = alarm::from_code(code) {
+        if let Some(a) = alarm::from_code_for(code, family) {
             push_alarm(message, a);
         }
     }
@@ -104,7 +105,13 @@ mod tests {
             0x02, // language
         ];
         let mut m = Message::new(MessageKind::Alarm);
-        read_block(&mut Reader::new(&block), &mut m, false).unwrap();
+        read_block(
+            &mut Reader::new(&block),
+            &mut m,
+            false,
+            alarm::Family::Standard,
+        )
+        .unwrap();
         assert_eq!(m.status.battery_pct, Some(83));
         assert_eq!(m.status.charging, Some(true));
         assert_eq!(m.status.ignition, Some(false));
@@ -117,7 +124,13 @@ mod tests {
         // info, level, signal, alarm 0x01, language 0x12 (high nibble extends the code)
         let block = [0x00, 0x06, 0x04, 0x01, 0x12];
         let mut m = Message::new(MessageKind::Alarm);
-        read_block(&mut Reader::new(&block), &mut m, true).unwrap();
+        read_block(
+            &mut Reader::new(&block),
+            &mut m,
+            true,
+            alarm::Family::Standard,
+        )
+        .unwrap();
         assert!(m.alarms.is_empty());
     }
 }

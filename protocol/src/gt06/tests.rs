@@ -27,6 +27,7 @@ pub(crate) fn ctx_with_offset(offset: i32) -> Ctx<'static> {
         offset_minutes: offset,
         length_field: 0,
         consistent: true,
+        family: super::alarm::Family::Standard,
         now: clock,
     }
 }
@@ -70,6 +71,8 @@ pub(crate) mod fixtures {
         garbage_before_frame,
         truncated,
         oversize,
+        command_reply,
+        command_reply_long,
     );
 }
 

@@ -31,6 +31,7 @@
 //! ```
 
 mod binary;
+pub mod command;
 pub mod encode;
 mod fields;
 mod frame;
@@ -194,5 +195,18 @@ impl Session for H02Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn encode_command(
+        &self,
+        command: &crate::Command,
+        _tag: u32,
+        now: DateTime<Utc>,
+    ) -> Result<crate::Downlink, crate::CommandError> {
+        let id = self
+            .device_id
+            .as_deref()
+            .ok_or(crate::CommandError::NoIdentity)?;
+        command::encode(command, id, now)
     }
 }

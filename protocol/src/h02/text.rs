@@ -200,6 +200,15 @@ pub(super) fn decode(sentence: &Sentence<'_>, ctx: &Context<'_>) -> Result<Outpu
         b"V3" => v3::decode(sentence),
         b"VP1" => vp1::decode(sentence, ctx),
         b"SMS" => Ok(Output::one(Message::new(MessageKind::CommandReply))),
+        b"V4" => {
+            let mut out = location::decode(sentence, ctx)?;
+            if let Some(reply) = super::command::reply(sentence.field(3), sentence.field(4)) {
+                for m in &mut out.messages {
+                    m.command_reply = Some(reply.clone());
+                }
+            }
+            Ok(out)
+        }
         [b'V', ..] => location::decode(sentence, ctx),
         _ => Ok(Output::one(Message::new(MessageKind::Other))),
     }

@@ -83,6 +83,7 @@ mod tests {
             device_id: "1",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         decode_0704(body, &mut ctx).unwrap()
     }

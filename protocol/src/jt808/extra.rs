@@ -8,6 +8,8 @@
 //! stops the walk (the fixed part is still good). Nothing here fails a frame.
 
 use crate::message::{Alarm, CellTower, Message, WifiAccessPoint};
+
+use super::model::Model;
 use crate::reader::Reader;
 
 /// Values from the items that the caller places itself.
@@ -42,7 +44,7 @@ pub(crate) fn add_alarm(msg: &mut Message, alarm: Alarm) {
 }
 
 /// Walks the items in `bytes`.
-pub(crate) fn read_items(bytes: &[u8], msg: &mut Message, ex: &mut Extras) {
+pub(crate) fn read_items(bytes: &[u8], msg: &mut Message, ex: &mut Extras, model: Model) {
     let mut r = Reader::new(bytes);
     while r.remaining() >= 2 {
         let (Ok(id), Ok(len)) = (r.u8("item id"), r.u8("item length")) else {
@@ -52,7 +54,7 @@ pub(crate) fn read_items(bytes: &[u8], msg: &mut Message, ex: &mut Extras) {
             ex.overrun = true;
             break;
         };
-        item(id, value, msg, ex);
+        item(id, value, msg, ex, model);
     }
 }
 
@@ -87,7 +89,7 @@ fn set_battery_pct(msg: &mut Message, pct: u32) {
     }
 }
 
-fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras) {
+fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras, model: Model) {
     let len = v.len();
     match id {
         // Standard: mileage, 1/10 km.
@@ -131,6 +133,15 @@ fn item(id: u8, v: &[u8], msg: &mut Message, ex: &mut Extras) {
             if w & (1 << 10) != 0 {
                 add_alarm(msg, Alarm::HarshCornering);
             }
+            // Then the external switch state u16 and an alarm word u32, whose bit 16 is the
+            // door on MV models.
+            if model == Model::Mv && be32(v, 4).is_some_and(|a| a & (1 << 16) != 0) {
+                add_alarm(msg, Alarm::Door);
+            }
+        }
+        // Vendor: a step count on C5 models (a temperature, not kept, elsewhere).
+        0xF8 if len >= 2 && model == Model::C5 => {
+            msg.status.steps = be16(v, 0).map(u32::from);
         }
         // Vendor: battery voltage, 1/100 V.
         0x69 | 0xD5 if len == 2 => {
@@ -465,7 +476,7 @@ mod tests {
     fn walk(bytes: &[u8]) -> (Message, Extras) {
         let mut msg = Message::new(MessageKind::Position);
         let mut ex = Extras::default();
-        read_items(bytes, &mut msg, &mut ex);
+        read_items(bytes, &mut msg, &mut ex, Model::Standard);
         (msg, ex)
     }
 

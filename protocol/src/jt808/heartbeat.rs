@@ -35,6 +35,7 @@ mod tests {
             device_id: "1",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         let plain = decode_heartbeat(&[], &ctx);
         assert_eq!(plain.status.battery_pct, None);

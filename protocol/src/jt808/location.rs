@@ -188,7 +188,7 @@ pub(crate) fn decode(
     let status = fix.status;
 
     let mut msg = ctx.message(MessageKind::Position);
-    add_alarm_bits(&mut msg, alarm_word);
+    ctx.model.add_alarms(&mut msg, alarm_word);
     msg.status.ignition = Some(status & STATUS_ACC != 0);
     if status & STATUS_CHARGING != 0 {
         msg.status.charging = Some(true);
@@ -199,7 +199,7 @@ pub(crate) fn decode(
     if tail.len() == 18 && !extra::items_fit(tail) {
         fixed_vendor_tail(tail, &mut msg, &mut ex);
     } else {
-        extra::read_items(tail, &mut msg, &mut ex);
+        extra::read_items(tail, &mut msg, &mut ex, ctx.model);
     }
     if ex.stated_offset.is_some() {
         *ctx.stated_offset = ex.stated_offset;
@@ -262,6 +262,7 @@ mod tests {
             device_id: "12076463279",
             override_offset,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         decode(body, &mut ctx, false).unwrap()
     }
@@ -310,6 +311,7 @@ mod tests {
             device_id: "1",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         assert!(matches!(
             decode(&BODY[..27], &mut ctx, false),

@@ -16,6 +16,7 @@
 //! the stream path ([`Session::decode`]) calls it after the framer. See `README.md` next to
 //! this file for the byte layout and the choices made.
 
+pub mod command;
 pub mod encode;
 pub mod framer;
 pub mod header;
@@ -25,6 +26,7 @@ mod batch;
 mod extra;
 mod heartbeat;
 mod location;
+mod model;
 mod reassembly;
 mod reply;
 mod transparent;
@@ -110,6 +112,8 @@ pub(crate) struct Ctx<'a> {
     pub override_offset: Option<i32>,
     /// The offset the device last stated (0xEB time-zone item), remembered for the session.
     pub stated_offset: &'a mut Option<i32>,
+    /// The device's model, for the items and alarm bits some models read otherwise.
+    pub model: model::Model,
 }
 
 impl Ctx<'_> {
@@ -151,7 +155,10 @@ pub struct Jt808Session {
     override_offset: Option<i32>,
     framer: Framer,
     device_id: Option<String>,
+    /// The edition and terminal number of the last header, echoed by commands we send.
+    terminal: Option<(header::Edition, header::Terminal)>,
     stated_offset: Option<i32>,
+    model: model::Model,
     next_serial: u16,
     reassembly: Reassembly,
 }
@@ -164,7 +171,9 @@ impl Jt808Session {
             override_offset: options.device_utc_offset_minutes,
             framer: Framer::new(options.max_frame_len.unwrap_or(DEFAULT_MAX_FRAME_LEN)),
             device_id: None,
+            terminal: None,
             stated_offset: None,
+            model: model::Model::of(options.model.as_deref()),
             next_serial: 0,
             reassembly: Reassembly::default(),
         }
@@ -220,6 +229,7 @@ impl Jt808Session {
             device_id: id.as_deref().unwrap_or(""),
             override_offset: self.override_offset,
             stated_offset: &mut self.stated_offset,
+            model: self.model,
         };
         let (mut message, reply) = vendor::decode_ascii(&text, &ctx, now);
         message.device_id = id;
@@ -271,6 +281,7 @@ impl Jt808Session {
         };
 
         self.device_id = Some(header.terminal.device_id());
+        self.terminal = Some((header.edition, header.terminal));
         if header.encryption() != 0 && !header.is_vendor_location() {
             return Err(DecodeError::invalid(
                 "body properties",
@@ -316,6 +327,7 @@ impl Jt808Session {
             device_id: &device_id,
             override_offset: self.override_offset,
             stated_offset: &mut self.stated_offset,
+            model: self.model,
         };
         let ok = Answer::General(reply::RESULT_OK);
         let (messages, answer) = match header.msg_id {
@@ -329,7 +341,14 @@ impl Jt808Session {
             msg::LOCATION => (vec![location::decode(body, &mut ctx, false)?], ok),
             msg::LOCATION_ANSWER => {
                 let rest = body.get(2..).unwrap_or_default();
-                (vec![location::decode(rest, &mut ctx, false)?], Answer::None)
+                let mut m = location::decode(rest, &mut ctx, false)?;
+                m.command_reply = command::position_response(body);
+                (vec![m], Answer::None)
+            }
+            msg::TERMINAL_RESPONSE => {
+                let mut m = ctx.message(MessageKind::CommandReply);
+                m.command_reply = command::general_response(body);
+                (vec![m], Answer::None)
             }
             msg::BATCH => (batch::decode_0704(body, &mut ctx)?, ok),
             msg::VENDOR_BATCH => (batch::decode_0210(body, &mut ctx)?, ok),
@@ -349,7 +368,7 @@ impl Jt808Session {
                 (vec![ctx.message(MessageKind::Other)], ok)
             }
             msg::TEXT_REPORT => (vec![ctx.message(MessageKind::CommandReply)], ok),
-            msg::TERMINAL_RESPONSE | msg::PARAMETERS | msg::COMMAND_RESULT | msg::TEXT_REPLY => {
+            msg::PARAMETERS | msg::COMMAND_RESULT | msg::TEXT_REPLY => {
                 (vec![ctx.message(MessageKind::CommandReply)], Answer::None)
             }
             msg::DRIVER_IDENTITY | msg::ACCELERATION => {
@@ -452,6 +471,21 @@ impl Session for Jt808Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn set_model(&mut self, model: Option<&str>) {
+        self.model = model::Model::of(model);
+    }
+
+    fn encode_command(
+        &self,
+        command: &crate::Command,
+        tag: u32,
+        _now: DateTime<Utc>,
+    ) -> Result<crate::Downlink, crate::CommandError> {
+        crate::command::supports(Protocol::Jt808, command.kind())?;
+        let (edition, terminal) = self.terminal.ok_or(crate::CommandError::NoIdentity)?;
+        command::encode(command, tag, edition, &terminal)
     }
 }
 

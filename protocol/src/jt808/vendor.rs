@@ -188,6 +188,7 @@ mod tests {
             device_id: "1",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         let msg = decode_location(&body, &ctx, true).unwrap();
         let p = msg.position.unwrap();
@@ -206,6 +207,7 @@ mod tests {
             device_id: "1",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
         };
         let now = NaiveDate::from_ymd_opt(2026, 1, 2)
             .unwrap()

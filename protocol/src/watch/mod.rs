@@ -25,6 +25,7 @@ pub mod framing;
 pub mod header;
 
 mod alarm;
+pub mod command;
 mod health;
 mod link;
 mod location;
@@ -33,8 +34,8 @@ mod media;
 use bytes::{Buf, BytesMut};
 
 use crate::{
-    DecodeError, Decoded, FrameError, Integrity, Item, MessageKind, Mismatch, Protocol, Session,
-    SessionOptions,
+    DecodeError, Decoded, FrameError, Integrity, Item, Message, MessageKind, Mismatch, Protocol,
+    Session, SessionOptions,
 };
 
 use framing::{Cut, Framer};
@@ -53,6 +54,8 @@ pub struct WatchSession {
     strict: bool,
     offset_minutes: i32,
     device_id: Option<String>,
+    /// Maker code and ZJ index of the latest frame, echoed by the commands we send.
+    addressing: Option<(String, Option<String>)>,
 }
 
 impl WatchSession {
@@ -65,6 +68,7 @@ impl WatchSession {
             strict: options.strict_checksum,
             offset_minutes: options.device_utc_offset_minutes.unwrap_or(0),
             device_id: None,
+            addressing: None,
         }
     }
 
@@ -76,6 +80,7 @@ impl WatchSession {
             Err(e) => return Item::Rejected(e),
         };
         self.device_id = Some(header.id.to_owned());
+        self.addressing = Some((header.maker.to_owned(), header.index.map(str::to_owned)));
         // Devices count the content either as sent (escaped, JXTK voice chunks) or un-escaped;
         // either agreement is accepted. The header itself never holds escapes.
         let (declared, actual) = (header.declared_len, header.actual_len());
@@ -123,6 +128,16 @@ impl WatchSession {
             _ if kind.starts_with("AL") => alarm::decode(header, body, self.offset_minutes),
             _ if health::is_health(kind) => health::decode(header),
             _ if media::is_media(kind) => media::decode(header, kind),
+            _ if command::is_answer(kind) => {
+                let mut message = Message::new(MessageKind::CommandReply);
+                message.device_id = Some(header.id.to_owned());
+                message.command_reply = Some(command::reply(kind));
+                Decoded {
+                    messages: vec![message],
+                    reply: None,
+                    integrity: Integrity::Unchecked,
+                }
+            }
             _ => Decoded::empty(Integrity::Unchecked),
         })
     }
@@ -181,6 +196,18 @@ impl Session for WatchSession {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn encode_command(
+        &self,
+        command: &crate::Command,
+        _tag: u32,
+        _now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::Downlink, crate::CommandError> {
+        let (Some(id), Some((maker, index))) = (&self.device_id, &self.addressing) else {
+            return Err(crate::CommandError::NoIdentity);
+        };
+        command::encode(command, maker, id, index.as_deref())
     }
 }
 

@@ -56,6 +56,11 @@ impl Vector {
         (self.source.clone(), self.test.clone().unwrap_or_default())
     }
 
+    /// The device model the reference decoder was told for this record (`modelOverride`).
+    pub fn model(&self) -> Option<&str> {
+        self.decoder_state.as_ref()?.get("modelOverride")?.as_str()
+    }
+
     /// For a `frame` record: the bytes the framer must cut first.
     pub fn expected_frame(&self) -> Result<Vec<u8>, String> {
         let hex = self.expected["frame"]
