@@ -17,6 +17,7 @@
 //! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
 //! - [`registry`]: in-memory devices, levels and the zone catalog.
 //! - [`api`]: the HTTP API, tokens and problem responses.
+//! - [`commands`]: downlink commands, from the API to the device's answer, and their expiry.
 //! - [`config`]: the configuration tree and its environment overrides.
 //! - [`server`]: `ewall serve`, start and ordered shutdown.
 //! - [`decode`]: `ewall decode`.
@@ -26,6 +27,7 @@
 //! - [`log_limit`]: rate limiting for log lines a client can provoke.
 
 pub mod api;
+pub mod commands;
 pub mod config;
 pub mod decode;
 pub mod descriptors;

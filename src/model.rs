@@ -268,6 +268,14 @@ pub struct Device {
     pub person_id: PersonId,
     /// When the binding was created.
     pub created_at: DateTime<Utc>,
+    /// The device model (`LW4G-4B`, `AL300`, ...), when an operator set it: some models give
+    /// some codes another meaning, and the protocol session reads them by it.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The protocol the device last connected with (`gt06`, `jt808`, ...), learnt by ingest;
+    /// unknown until its first connection. Commands are encoded for it.
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// What an alert is about.
@@ -555,4 +563,97 @@ pub struct Submission {
     pub crs: Crs,
     /// Told once everything above is committed (or failed to be).
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
+}
+
+/// Identifies a downlink command.
+pub type CommandId = Uuid;
+
+/// Where a downlink command is in its life: `pending` → `sent` → `acknowledged` | `failed` |
+/// `expired` (a pending command can also fail or expire without being sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandStatus {
+    /// Stored, not yet written to the device (it is offline, or its protocol is unknown).
+    Pending,
+    /// Written to the device's connection; waiting for its answer.
+    Sent,
+    /// The device answered that it did it.
+    Acknowledged,
+    /// It cannot be done: the device refused it, or its protocol cannot carry it.
+    Failed,
+    /// Its expiry passed before the device answered.
+    Expired,
+}
+
+impl CommandStatus {
+    /// The wire and database name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CommandStatus::Pending => "pending",
+            CommandStatus::Sent => "sent",
+            CommandStatus::Acknowledged => "acknowledged",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Expired => "expired",
+        }
+    }
+
+    /// Whether the command can still move (pending or sent).
+    pub fn is_open(&self) -> bool {
+        matches!(self, CommandStatus::Pending | CommandStatus::Sent)
+    }
+}
+
+impl FromStr for CommandStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pending" => CommandStatus::Pending,
+            "sent" => CommandStatus::Sent,
+            "acknowledged" => CommandStatus::Acknowledged,
+            "failed" => CommandStatus::Failed,
+            "expired" => CommandStatus::Expired,
+            other => return Err(format!("unknown command status {other:?}")),
+        })
+    }
+}
+
+/// A downlink command as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceCommand {
+    /// Command id.
+    pub id: CommandId,
+    /// Store order; also the tag the protocol encodes (server flag, serial) to match the answer.
+    #[serde(skip)]
+    pub seq: i64,
+    /// The device it is for.
+    pub device_id: String,
+    /// `message`, `vibrate`, `set_interval` or `locate_now`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The interval of a set_interval, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
+    /// Where it is.
+    pub status: CommandStatus,
+    /// The protocol it was sent with, once sent.
+    pub protocol: Option<String>,
+    /// What the device's answer carries to name it, once sent.
+    #[serde(skip)]
+    pub reference: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it expires unless answered.
+    pub expires_at: DateTime<Utc>,
+    /// When it was written to the device.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When it was acknowledged, failed or expired.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// What the device answered, when it said more than "done".
+    pub reply: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
 }

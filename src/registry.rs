@@ -36,6 +36,8 @@ pub enum RegistryError {
 #[derive(Default)]
 pub struct Registry {
     devices: RwLock<HashMap<String, PersonId>>,
+    /// Device models, for the devices that have one.
+    models: RwLock<HashMap<String, String>>,
     levels: RwLock<HashMap<PersonId, SupervisionLevel>>,
     catalog: RwLock<Arc<ZoneCatalog>>,
     /// Serialises reloads so the last one to finish reflects the latest store state.
@@ -64,6 +66,7 @@ impl Registry {
         }
         for device in store.devices().await? {
             registry.device_bound(&device.imei, device.person_id);
+            registry.device_model_set(&device.imei, device.model.as_deref());
         }
         registry.reload_zones(store).await?;
         Ok(registry)
@@ -92,6 +95,20 @@ impl Registry {
     /// Forgets a device binding.
     pub fn device_unbound(&self, imei: &str) {
         write(&self.devices).remove(imei);
+        write(&self.models).remove(imei);
+    }
+
+    /// A device's model, when it has one.
+    pub fn model_of(&self, imei: &str) -> Option<String> {
+        read(&self.models).get(imei).cloned()
+    }
+
+    /// Records a device's model (`None` clears it); its next connection decodes by it.
+    pub fn device_model_set(&self, imei: &str, model: Option<&str>) {
+        match model {
+            Some(model) => write(&self.models).insert(imei.to_owned(), model.to_owned()),
+            None => write(&self.models).remove(imei),
+        };
     }
 
     /// Records a new or changed person.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use ewall_protocol::Protocol;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,10 +21,12 @@ use tracing::{error, info, warn};
 
 use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
+use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
 use crate::config::Config;
 use crate::descriptors::DescriptorBudget;
 use crate::http::limits::BodyLimit;
 use crate::http::serve::{load_tls, HttpServer, ServeOptions, TlsError};
+use crate::ingest::links::Links;
 use crate::ingest::mqtt::commands::MqttCommands;
 use crate::ingest::mqtt::{self, MqttError};
 use crate::ingest::tcp::TcpIngest;
@@ -137,12 +140,25 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics.clone(),
         &resume,
     );
-    let context = Arc::new(IngestContext::new(
-        registry.clone(),
-        metrics.clone(),
-        pipeline.submissions.clone(),
-    ));
     let token = CancellationToken::new();
+    let links = Arc::new(Links::default());
+    let commands = CommandDispatcher::new(store.clone(), links.clone());
+    let (link_events, link_events_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    // The dispatcher stops once every connection has dropped its event sender, after the
+    // listeners have drained.
+    let commands_task = tokio::spawn(
+        commands
+            .clone()
+            .run(link_events_rx, CancellationToken::new()),
+    );
+    let context = Arc::new(
+        IngestContext::new(
+            registry.clone(),
+            metrics.clone(),
+            pipeline.submissions.clone(),
+        )
+        .with_commands(links, link_events),
+    );
     let tracker = TaskTracker::new();
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(load_tls(cert, key)?),
@@ -223,6 +239,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         registry,
         metrics: metrics.clone(),
         token_uses: Arc::new(TokenUses::default()),
+        commands,
     };
     let api_stop = CancellationToken::new();
     let api_server = HttpServer::new(
@@ -281,6 +298,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         // upload can delay this no further, because closing refuses late submissions.
         pipeline.join().await;
         info!("Pipeline drained; last batch committed.");
+        // Every connection is gone, so nothing reports to the dispatcher any more.
+        commands_task.abort();
         api_stop.cancel();
         // API requests in progress get what is left of the timeout. A client that never
         // finishes its request would otherwise keep the process alive for as long as it likes.

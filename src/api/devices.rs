@@ -23,6 +23,34 @@ const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 pub struct DeviceBody {
     imei: String,
     person_id: String,
+    /// The device model, when frames depend on it (see the protocol READMEs).
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// Body of `PATCH /devices/{imei}`: the fields to change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePatchBody {
+    /// The new model; `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    model: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (clear it) from one left out (keep it).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A model name: printable, 1 to 64 characters, surrounding blanks dropped.
+fn check_model(model: &str) -> Result<String, Problem> {
+    let model = model.trim();
+    if model.is_empty() || model.chars().count() > 64 || model.chars().any(char::is_control) {
+        return Err(Problem::unprocessable(format!(
+            "model {model:?} must be 1 to 64 printable characters"
+        )));
+    }
+    Ok(model.to_owned())
 }
 
 /// Device ids are what trackers send: IMEIs, terminal numbers, app ids.
@@ -52,9 +80,42 @@ pub async fn create(
     let person_id = body.person_id.parse().map_err(|_| {
         Problem::unprocessable(format!("person_id {:?} is not a person id", body.person_id))
     })?;
-    let device = state.store.create_device(&imei, person_id).await?;
+    let model = body.model.as_deref().map(check_model).transpose()?;
+    let mut device = state.store.create_device(&imei, person_id).await?;
+    if let Some(model) = model.as_deref() {
+        device = state
+            .store
+            .set_device_model(&device.imei, Some(model))
+            .await?;
+    }
     state.registry.device_bound(&device.imei, device.person_id);
+    state
+        .registry
+        .device_model_set(&device.imei, device.model.as_deref());
     Ok((StatusCode::CREATED, Json(device)))
+}
+
+/// Changes a device's model; its next connection decodes by it.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(imei): Path<String>,
+    body: Result<Json<DevicePatchBody>, JsonRejection>,
+) -> Result<Json<Device>, Problem> {
+    caller.require(MANAGERS, "change devices")?;
+    let Json(body) = body?;
+    let mut device = state.store.device(&imei).await?;
+    if let Some(model) = body.model {
+        let model = model.as_deref().map(check_model).transpose()?;
+        device = state
+            .store
+            .set_device_model(&device.imei, model.as_deref())
+            .await?;
+        state
+            .registry
+            .device_model_set(&device.imei, device.model.as_deref());
+    }
+    Ok(Json(device))
 }
 
 /// Lists devices.

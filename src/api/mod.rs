@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod commands;
 pub mod devices;
 pub mod persons;
 pub mod problem;
@@ -122,6 +123,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// When each token's use was last written (throttles last-use writes).
     pub token_uses: Arc<auth::TokenUses>,
+    /// Downlink commands: stores them and sends them to connected devices.
+    pub commands: Arc<crate::commands::CommandDispatcher>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -152,7 +155,17 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         )
         .route("/persons/{id}/track", get(persons::track))
         .route("/devices", post(devices::create).get(devices::list))
-        .route("/devices/{imei}", get(devices::get).delete(devices::delete))
+        .route(
+            "/devices/{imei}",
+            get(devices::get)
+                .patch(devices::update)
+                .delete(devices::delete),
+        )
+        .route(
+            "/devices/{imei}/commands",
+            post(commands::create).get(commands::list),
+        )
+        .route("/devices/{imei}/commands/{id}", get(commands::get))
         .route("/zones/{id}", get(zones::get).delete(zones::delete))
         .route("/alerts", get(alerts::list))
         .route("/alerts/{id}", get(alerts::get))

@@ -4,7 +4,7 @@
 //! Framing and decoding stay in the protocol crate; this file only moves bytes and errors across.
 
 use bytes::{BufMut, BytesMut};
-use ewall_protocol::{FrameError, Item, Session};
+use ewall_protocol::{Command, CommandError, Downlink, FrameError, Item, Session};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Errors that end a connection.
@@ -35,6 +35,24 @@ impl SessionCodec {
     /// The device the session has identified, if any.
     pub fn device_id(&self) -> Option<&str> {
         self.session.device_id()
+    }
+
+    /// Tells the session the device's model.
+    pub fn set_model(&mut self, model: Option<&str>) {
+        self.session.set_model(model);
+    }
+
+    /// Encodes a downlink command with the session (which knows what the frame must echo).
+    ///
+    /// # Errors
+    /// The protocol's [`CommandError`].
+    pub fn encode_command(
+        &self,
+        command: &Command,
+        tag: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Downlink, CommandError> {
+        self.session.encode_command(command, tag, now)
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod http;
+pub mod links;
 pub mod mqtt;
 pub mod tcp;
 
@@ -189,6 +190,11 @@ pub struct IngestContext {
     pub metrics: Arc<Metrics>,
     /// The pipeline's entrance.
     pub submissions: mpsc::Sender<Submission>,
+    /// Devices reachable for downlink commands.
+    pub links: Arc<links::Links>,
+    /// Where connections and command answers are reported; `None` when nothing listens
+    /// (connections then take no commands).
+    pub link_events: Option<mpsc::Sender<links::LinkEvent>>,
     unknown_logged: Mutex<HashSet<String>>,
 }
 
@@ -214,7 +220,32 @@ impl IngestContext {
             registry,
             metrics,
             submissions,
+            links: Arc::new(links::Links::default()),
+            link_events: None,
             unknown_logged: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Makes connections take downlink commands: they register in `links` and report to
+    /// `events`.
+    #[must_use]
+    pub fn with_commands(
+        mut self,
+        links: Arc<links::Links>,
+        events: mpsc::Sender<links::LinkEvent>,
+    ) -> Self {
+        self.links = links;
+        self.link_events = Some(events);
+        self
+    }
+
+    /// Reports `event` to the command dispatcher, if there is one. Waits when its queue is
+    /// full rather than lose a device's answer.
+    pub async fn report(&self, event: links::LinkEvent) {
+        if let Some(events) = &self.link_events {
+            if events.send(event).await.is_err() {
+                debug!("Command dispatcher stopped; link event dropped.");
+            }
         }
     }
 

@@ -15,7 +15,7 @@ use chrono::Utc;
 use ewall_protocol::{Item, Protocol};
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -23,12 +23,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, trace, warn, Instrument};
 
 use super::codec::{CodecError, SessionCodec};
+use super::links::{ConnectionSink, LinkEvent, LinkGuard, Outbound, SinkError};
 use super::{IngestContext, ListenerConfig, SubmitError};
 use crate::descriptors::ACCEPT_BACKOFF;
 use crate::log_limit;
 
 /// Longest a reply write may take; a peer that does not read is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commands waiting for one connection to write them; more wait in the dispatcher.
+const OUTBOUND_QUEUE: usize = 16;
 
 /// A bound TCP listener for one stream protocol.
 pub struct TcpIngest {
@@ -228,9 +232,19 @@ impl Connection {
         // Idle means no usable frame: a peer trickling garbage does not keep its slot.
         let mut idle_deadline = Instant::now() + self.idle_timeout;
         let mut identified = false;
+        // Downlink commands for this device arrive here once it is registered in the links;
+        // the guard unregisters it when the connection ends.
+        let (outbound_tx, mut outbound_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+        let mut link: Option<LinkGuard> = None;
         loop {
             let next = tokio::select! {
                 _ = self.token.cancelled() => return CloseReason::Shutdown,
+                Some(outbound) = outbound_rx.recv(), if link.is_some() => {
+                    if let Err(closed) = self.write_command(framed, outbound).await {
+                        return closed;
+                    }
+                    continue;
+                }
                 next = tokio::time::timeout_at(idle_deadline, framed.next()) => next,
             };
             let item = match next {
@@ -271,9 +285,13 @@ impl Connection {
             else {
                 return CloseReason::UnknownDevice(device_id);
             };
+            let announce = !identified;
             if !identified {
                 identified = true;
                 tracing::Span::current().record("device", device_id.as_str());
+                framed
+                    .codec_mut()
+                    .set_model(self.context.registry.model_of(&device_id).as_deref());
                 debug!("Device identified.");
             }
             match self
@@ -294,12 +312,74 @@ impl Connection {
                     continue;
                 }
             }
+            for answer in decoded
+                .messages
+                .iter()
+                .filter_map(|m| m.command_reply.clone())
+            {
+                self.context
+                    .report(LinkEvent::Reply {
+                        device_id: device_id.clone(),
+                        reply: answer,
+                        received_at,
+                    })
+                    .await;
+            }
             if let Some(reply) = decoded.reply {
                 match tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return e.into(),
                     Err(_) => return CloseReason::WriteTimeout(WRITE_TIMEOUT),
                 }
+            }
+            // Queued commands go out only after the login (or first frame) is answered: a
+            // device that has not been acknowledged is not listening for commands yet.
+            if announce && self.context.link_events.is_some() {
+                let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
+                link = Some(self.context.links.register(&device_id, Arc::new(sink)));
+                self.context
+                    .report(LinkEvent::Connected {
+                        device_id: device_id.clone(),
+                        protocol: self.protocol,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Encodes a downlink command with the connection's session and writes it; tells the
+    /// dispatcher how it went. A write error ends the connection.
+    async fn write_command(
+        &self,
+        framed: &mut Framed<TcpStream, SessionCodec>,
+        outbound: Outbound,
+    ) -> Result<(), CloseReason> {
+        let downlink =
+            match framed
+                .codec()
+                .encode_command(&outbound.command, outbound.tag, Utc::now())
+            {
+                Ok(downlink) => downlink,
+                Err(e) => {
+                    let _ = outbound.written.send(Err(SinkError::Encode(e)));
+                    return Ok(());
+                }
+            };
+        match tokio::time::timeout(WRITE_TIMEOUT, framed.send(downlink.bytes)).await {
+            Ok(Ok(())) => {
+                debug!(tag = outbound.tag, "Command written.");
+                let _ = outbound.written.send(Ok(downlink.reference));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                let _ = outbound.written.send(Err(SinkError::Write(e.to_string())));
+                Err(e.into())
+            }
+            Err(_) => {
+                let _ = outbound
+                    .written
+                    .send(Err(SinkError::Write("write timed out".into())));
+                Err(CloseReason::WriteTimeout(WRITE_TIMEOUT))
             }
         }
     }

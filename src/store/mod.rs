@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{
-    Alert, AlertId, AlertState, Crs, Device, Fix, Person, PersonId, SupervisionLevel, ZoneId,
-    ZoneKind, ZoneWifi,
+    Alert, AlertId, AlertState, CommandId, CommandStatus, Crs, Device, DeviceCommand, Fix, Person,
+    PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// Errors of the store layer.
@@ -262,6 +262,60 @@ pub trait Store: Send + Sync + 'static {
     async fn devices(&self) -> Result<Vec<Device>, StoreError>;
     /// Unbinds a device.
     async fn delete_device(&self, imei: &str) -> Result<(), StoreError>;
+    /// Sets (or, with `None`, clears) a device's model; returns the device.
+    async fn set_device_model(&self, imei: &str, model: Option<&str>)
+        -> Result<Device, StoreError>;
+    /// Records the protocol a device connected with (a no-op for a device not registered).
+    async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError>;
+
+    /// Stores a new command as given (status `pending`); returns it with its `seq`.
+    async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError>;
+    /// One command.
+    async fn command(&self, id: CommandId) -> Result<DeviceCommand, StoreError>;
+    /// A device's commands, newest first, at most `limit`.
+    async fn device_commands(
+        &self,
+        imei: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceCommand>, StoreError>;
+    /// A device's `pending` commands not yet expired at `now`, oldest first: what to send when
+    /// it connects.
+    async fn pending_commands(
+        &self,
+        imei: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCommand>, StoreError>;
+    /// Moves a `pending` command to `sent` with the protocol and reply reference it went out
+    /// with. False when it was no longer pending (expired or cancelled meanwhile).
+    async fn mark_command_sent(
+        &self,
+        id: CommandId,
+        protocol: &str,
+        reference: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Moves a `sent` command back to `pending` (its write did not reach the device).
+    async fn unmark_command_sent(&self, id: CommandId) -> Result<bool, StoreError>;
+    /// Ends an open (pending or sent) command as `acknowledged`, `failed` or `expired`, with
+    /// the device's answer or the reason. False when it had already ended.
+    async fn complete_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// The oldest `sent` command of a device whose reply reference is `reference`: the one a
+    /// device's answer carrying it is for.
+    async fn command_by_reference(
+        &self,
+        imei: &str,
+        reference: &str,
+    ) -> Result<Option<DeviceCommand>, StoreError>;
+    /// Ends every open command whose expiry is at or before `now` as `expired`; returns them.
+    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<DeviceCommand>, StoreError>;
+    /// The earliest expiry among open commands.
+    async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Stores a zone.
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError>;

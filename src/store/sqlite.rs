@@ -18,8 +18,8 @@ use super::{
     TokenRecord, ZoneRecord,
 };
 use crate::model::{
-    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
-    PositionSource, ZoneId, ZoneKind, ZoneWifi,
+    new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
+    DeviceCommand, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
@@ -123,6 +123,43 @@ fn device_from_row(row: &SqliteRow) -> Result<Device, StoreError> {
         imei: row.try_get("imei")?,
         person_id: parse("device", row.try_get::<&str, _>("person_id")?)?,
         created_at: from_micros("device", row.try_get("created_at")?)?,
+        model: row.try_get("model")?,
+        protocol: row.try_get("protocol")?,
+    })
+}
+
+fn optional_micros(
+    what: &'static str,
+    v: Option<i64>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    v.map(|v| from_micros(what, v)).transpose()
+}
+
+fn command_from_row(row: &SqliteRow) -> Result<DeviceCommand, StoreError> {
+    let interval: Option<i64> = row.try_get("interval_s")?;
+    Ok(DeviceCommand {
+        id: parse("command", row.try_get::<&str, _>("id")?)?,
+        seq: row.try_get("seq")?,
+        device_id: row.try_get("device_id")?,
+        kind: row.try_get("kind")?,
+        text: row.try_get("text")?,
+        interval_s: interval
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                    what: "command",
+                    reason: format!("interval {v} out of range"),
+                })
+            })
+            .transpose()?,
+        status: parse("command", row.try_get::<&str, _>("status")?)?,
+        protocol: row.try_get("protocol")?,
+        reference: row.try_get("reference")?,
+        created_at: from_micros("command", row.try_get("created_at")?)?,
+        expires_at: from_micros("command", row.try_get("expires_at")?)?,
+        sent_at: optional_micros("command", row.try_get("sent_at")?)?,
+        completed_at: optional_micros("command", row.try_get("completed_at")?)?,
+        reply: row.try_get("reply")?,
+        error: row.try_get("error")?,
     })
 }
 
@@ -345,6 +382,8 @@ impl Store for SqliteStore {
             imei: imei.to_owned(),
             person_id,
             created_at: now(),
+            model: None,
+            protocol: None,
         };
         sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES (?, ?, ?)")
             .bind(&device.imei)
@@ -385,6 +424,200 @@ impl Store for SqliteStore {
             return Err(not_found("device", imei));
         }
         Ok(())
+    }
+
+    async fn set_device_model(
+        &self,
+        imei: &str,
+        model: Option<&str>,
+    ) -> Result<Device, StoreError> {
+        let done = sqlx::query("UPDATE devices SET model = ? WHERE imei = ?")
+            .bind(model)
+            .bind(imei)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("device", imei));
+        }
+        self.device(imei).await
+    }
+
+    async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET protocol = ? WHERE imei = ? AND protocol IS NOT ?")
+            .bind(protocol)
+            .bind(imei)
+            .bind(protocol)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError> {
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO commands (id, device_id, kind, text, interval_s, status, protocol, \
+             reference, created_at, expires_at, sent_at, completed_at, reply, error) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(command.id.to_string())
+        .bind(&command.device_id)
+        .bind(&command.kind)
+        .bind(&command.text)
+        .bind(command.interval_s.map(i64::from))
+        .bind(command.status.as_str())
+        .bind(&command.protocol)
+        .bind(&command.reference)
+        .bind(micros(command.created_at))
+        .bind(micros(command.expires_at))
+        .bind(command.sent_at.map(micros))
+        .bind(command.completed_at.map(micros))
+        .bind(&command.reply)
+        .bind(&command.error)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(DeviceCommand {
+            seq,
+            ..command.clone()
+        })
+    }
+
+    async fn command(&self, id: CommandId) -> Result<DeviceCommand, StoreError> {
+        let row = sqlx::query("SELECT * FROM commands WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("command", id))?;
+        command_from_row(&row)
+    }
+
+    async fn device_commands(
+        &self,
+        imei: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query("SELECT * FROM commands WHERE device_id = ? ORDER BY seq DESC LIMIT ?")
+            .bind(imei)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    async fn pending_commands(
+        &self,
+        imei: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = ? AND status = 'pending' \
+             AND expires_at > ? ORDER BY seq",
+        )
+        .bind(imei)
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn mark_command_sent(
+        &self,
+        id: CommandId,
+        protocol: &str,
+        reference: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'sent', protocol = ?, reference = ?, sent_at = ? \
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(protocol)
+        .bind(reference)
+        .bind(micros(truncate_micros(at)))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unmark_command_sent(&self, id: CommandId) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'pending', sent_at = NULL, reference = NULL \
+             WHERE id = ? AND status = 'sent'",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (reply, error) = match status {
+            CommandStatus::Acknowledged => (detail, None),
+            _ => (None, detail),
+        };
+        let done = sqlx::query(
+            "UPDATE commands SET status = ?, completed_at = ?, reply = ?, error = ? \
+             WHERE id = ? AND status IN ('pending', 'sent')",
+        )
+        .bind(status.as_str())
+        .bind(micros(truncate_micros(at)))
+        .bind(reply)
+        .bind(error)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn command_by_reference(
+        &self,
+        imei: &str,
+        reference: &str,
+    ) -> Result<Option<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = ? AND status = 'sent' AND reference = ? \
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(imei)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(command_from_row)
+        .transpose()
+    }
+
+    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "UPDATE commands SET status = 'expired', completed_at = ?, \
+             error = 'expired before the device answered' \
+             WHERE status IN ('pending', 'sent') AND expires_at <= ? RETURNING *",
+        )
+        .bind(micros(truncate_micros(now)))
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(expires_at) FROM commands WHERE status IN ('pending', 'sent')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        optional_micros("command", next)
     }
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {

@@ -1,0 +1,230 @@
+//! `/api/v1/devices/{imei}/commands`: downlink commands to a device (message, vibrate,
+//! set_interval, locate_now) and their status (pending → sent → acknowledged | failed |
+//! expired). A command the device's protocol cannot carry is refused with 422 saying so; for a
+//! device never seen (protocol unknown) it is queued and fails when the device connects.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{SubsecRound, TimeDelta, Utc};
+use ewall_protocol::{command::supports, CommandKind, Protocol};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::problem::Problem;
+use super::{parse_id, AppState};
+use crate::model::{new_id, CommandStatus, DeviceCommand};
+use crate::store::Role;
+
+const SENDERS: &[Role] = &[Role::Admin, Role::Operator];
+const READERS: &[Role] = &[Role::Admin, Role::Operator];
+
+/// Expiry when the request names none: an hour.
+const DEFAULT_EXPIRES_IN_S: u64 = 3600;
+/// Longest expiry accepted: seven days.
+const MAX_EXPIRES_IN_S: u64 = 7 * 24 * 3600;
+/// Longest message text, in characters.
+const MAX_TEXT_CHARS: usize = 500;
+/// Most commands listed per device.
+const LIST_LIMIT: u32 = 200;
+
+/// Body of `POST /devices/{imei}/commands`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandBody {
+    /// `message`, `vibrate`, `set_interval` or `locate_now`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// The text of a message.
+    text: Option<String>,
+    /// Seconds between reports, for set_interval.
+    interval_s: Option<u32>,
+    /// Seconds until the command expires unless answered (default 3600, at most 7 days).
+    expires_in: Option<u64>,
+}
+
+/// Checks a body and turns it into a new pending command for `imei`.
+fn validate(imei: &str, body: CommandBody) -> Result<(CommandKind, DeviceCommand), Problem> {
+    let kind = CommandKind::from_name(&body.kind).ok_or_else(|| {
+        Problem::unprocessable(format!(
+            "type {:?} is not a command; expected message, vibrate, set_interval or locate_now",
+            body.kind
+        ))
+    })?;
+    let text = match (kind, body.text) {
+        (CommandKind::Message, Some(text)) => {
+            let text = text.trim().to_owned();
+            if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS {
+                return Err(Problem::unprocessable(format!(
+                    "text must be 1 to {MAX_TEXT_CHARS} characters"
+                )));
+            }
+            Some(text)
+        }
+        (CommandKind::Message, None) => {
+            return Err(Problem::unprocessable("a message needs text"));
+        }
+        (_, Some(_)) => {
+            return Err(Problem::unprocessable(format!(
+                "text is only for message commands, not {}",
+                kind.name()
+            )))
+        }
+        (_, None) => None,
+    };
+    let interval_s = match (kind, body.interval_s) {
+        (CommandKind::SetInterval, Some(s)) if (1..=86_400).contains(&s) => Some(s),
+        (CommandKind::SetInterval, Some(s)) => {
+            return Err(Problem::unprocessable(format!(
+                "interval_s {s} must be 1 to 86400 seconds"
+            )))
+        }
+        (CommandKind::SetInterval, None) => {
+            return Err(Problem::unprocessable("set_interval needs interval_s"));
+        }
+        (_, Some(_)) => {
+            return Err(Problem::unprocessable(format!(
+                "interval_s is only for set_interval commands, not {}",
+                kind.name()
+            )))
+        }
+        (_, None) => None,
+    };
+    let expires_in = body.expires_in.unwrap_or(DEFAULT_EXPIRES_IN_S);
+    if expires_in == 0 || expires_in > MAX_EXPIRES_IN_S {
+        return Err(Problem::unprocessable(format!(
+            "expires_in {expires_in} must be 1 to {MAX_EXPIRES_IN_S} seconds"
+        )));
+    }
+    // Microsecond precision, what the store keeps, so the response equals a later read.
+    let now = Utc::now().trunc_subsecs(6);
+    let command = DeviceCommand {
+        id: new_id(),
+        seq: 0,
+        device_id: imei.to_owned(),
+        kind: kind.name().to_owned(),
+        text,
+        interval_s,
+        status: CommandStatus::Pending,
+        protocol: None,
+        reference: None,
+        created_at: now,
+        // In range: at most seven days ahead.
+        expires_at: now + TimeDelta::seconds(expires_in as i64),
+        sent_at: None,
+        completed_at: None,
+        reply: None,
+        error: None,
+    };
+    Ok((kind, command))
+}
+
+/// Queues a command for a device and sends it at once if the device is connected.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(imei): Path<String>,
+    body: Result<Json<CommandBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<DeviceCommand>), Problem> {
+    caller.require(SENDERS, "send commands to devices")?;
+    let device = state.store.device(&imei).await?;
+    let Json(body) = body?;
+    let (kind, command) = validate(&device.imei, body)?;
+    // The protocol it is connected with now, else the one it last connected with.
+    let protocol = state.commands.live_protocol(&device.imei).or_else(|| {
+        device
+            .protocol
+            .as_deref()
+            .and_then(|p| p.parse::<Protocol>().ok())
+    });
+    if let Some(protocol) = protocol {
+        supports(protocol, kind).map_err(|e| Problem::unprocessable(e.to_string()))?;
+    }
+    let stored = state.commands.submit(command).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// A device's commands, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(imei): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    caller.require(READERS, "read device commands")?;
+    let device = state.store.device(&imei).await?;
+    let commands = state
+        .store
+        .device_commands(&device.imei, LIST_LIMIT)
+        .await?;
+    Ok(Json(json!({ "commands": commands })))
+}
+
+/// One command of a device.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((imei, id)): Path<(String, String)>,
+) -> Result<Json<DeviceCommand>, Problem> {
+    caller.require(READERS, "read device commands")?;
+    let id = parse_id("command", &id)?;
+    let command = state.store.command(id).await?;
+    if command.device_id != imei {
+        return Err(Problem::not_found(format!("command {id} not found")));
+    }
+    Ok(Json(command))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(kind: &str) -> CommandBody {
+        CommandBody {
+            kind: kind.into(),
+            text: None,
+            interval_s: None,
+            expires_in: None,
+        }
+    }
+
+    #[test]
+    fn bodies_are_checked_per_type() {
+        assert!(validate("1", body("locate_now")).is_ok());
+        assert!(validate("1", body("reboot")).is_err());
+        assert!(
+            validate("1", body("message")).is_err(),
+            "message needs text"
+        );
+        assert!(
+            validate("1", body("set_interval")).is_err(),
+            "needs interval_s"
+        );
+        let with_text = CommandBody {
+            text: Some("hi".into()),
+            ..body("vibrate")
+        };
+        assert!(validate("1", with_text).is_err(), "text only for message");
+        let interval = CommandBody {
+            interval_s: Some(0),
+            ..body("set_interval")
+        };
+        assert!(validate("1", interval).is_err());
+        let forever = CommandBody {
+            expires_in: Some(MAX_EXPIRES_IN_S + 1),
+            ..body("vibrate")
+        };
+        assert!(validate("1", forever).is_err());
+        let (_, ok) = validate(
+            "1",
+            CommandBody {
+                text: Some("  回家  ".into()),
+                ..body("message")
+            },
+        )
+        .unwrap();
+        assert_eq!(ok.text.as_deref(), Some("回家"));
+        assert_eq!(ok.expires_at - ok.created_at, TimeDelta::seconds(3600));
+    }
+}

@@ -1,0 +1,316 @@
+//! Downlink commands: from the API's request to the device's answer.
+//!
+//! The [`CommandDispatcher`] stores each command (`pending`), and whenever the device is
+//! reachable (a live connection registered in ingest's [`Links`]) marks it `sent` and hands it
+//! to the device's [`CommandSink`], which encodes it for the device's protocol and writes it. A
+//! device that connects gets its queued commands after its login is answered. The device's
+//! answer, matched by the reference the protocol echoes (GT06 server flag, JT/T 808 serial, the
+//! watch's keyword), moves it to `acknowledged` (or `failed` when the device refused it). A
+//! timer moves every command whose expiry passes unanswered to `expired`.
+//!
+//! Marking `sent` happens before the write, so an answer can never arrive for a command the
+//! store does not yet know was sent; a write that does not happen puts it back to `pending`.
+//! New transports (MQTT gateways) plug in by registering a [`CommandSink`] per device.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ewall_protocol::command::reply_ref;
+use ewall_protocol::{Command, CommandKind, CommandReply, Protocol};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::ingest::links::{CommandSink, LinkEvent, Links, SinkError};
+use crate::model::{CommandStatus, DeviceCommand};
+use crate::store::{Store, StoreError};
+
+/// Longest the expiry timer sleeps before looking again, whatever the next expiry.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+/// Capacity of the queue of link events from ingest.
+pub const LINK_EVENT_QUEUE: usize = 1024;
+
+/// The protocol-neutral command a stored row asks for.
+///
+/// # Errors
+/// A message when the row's kind or arguments are not a command (a corrupt row).
+pub fn command_of(row: &DeviceCommand) -> Result<Command, String> {
+    let kind = CommandKind::from_name(&row.kind)
+        .ok_or_else(|| format!("unknown command type {:?}", row.kind))?;
+    Ok(match kind {
+        CommandKind::Message => Command::Message {
+            text: row.text.clone().ok_or("a message without text")?,
+        },
+        CommandKind::Vibrate => Command::Vibrate,
+        CommandKind::SetInterval => Command::SetInterval {
+            seconds: row.interval_s.ok_or("a set_interval without interval_s")?,
+        },
+        CommandKind::LocateNow => Command::LocateNow,
+    })
+}
+
+/// The tag a command goes out with: its store sequence number, as the protocols' correlation
+/// fields take it (GT06 uses all 32 bits, JT/T 808 the low 16).
+fn tag_of(row: &DeviceCommand) -> u32 {
+    row.seq as u32
+}
+
+/// Stores commands, sends them when their device is reachable, matches answers and expires
+/// what goes unanswered.
+pub struct CommandDispatcher {
+    store: Arc<dyn Store>,
+    links: Arc<Links>,
+    /// Wakes the expiry timer when a command with an earlier expiry may have been added.
+    added: Notify,
+}
+
+impl CommandDispatcher {
+    /// A dispatcher over `store`, reaching devices through `links`.
+    pub fn new(store: Arc<dyn Store>, links: Arc<Links>) -> Arc<Self> {
+        Arc::new(CommandDispatcher {
+            store,
+            links,
+            added: Notify::new(),
+        })
+    }
+
+    /// The protocol a device is reachable with now, if it is.
+    pub fn live_protocol(&self, imei: &str) -> Option<Protocol> {
+        self.links.get(imei).map(|sink| sink.protocol())
+    }
+
+    /// Stores a new command and, if its device is connected, sends it at once (in the
+    /// background: the caller gets the stored command without waiting for the write).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn submit(
+        self: &Arc<Self>,
+        command: DeviceCommand,
+    ) -> Result<DeviceCommand, StoreError> {
+        let stored = self.store.create_command(&command).await?;
+        self.added.notify_one();
+        if self.links.get(&stored.device_id).is_some() {
+            let this = self.clone();
+            let device = stored.device_id.clone();
+            tokio::spawn(async move { this.send_pending(&device).await });
+        }
+        Ok(stored)
+    }
+
+    /// Sends every pending command of `imei` over its live link, oldest first.
+    async fn send_pending(&self, imei: &str) {
+        let Some(sink) = self.links.get(imei) else {
+            return;
+        };
+        let pending = match self.store.pending_commands(imei, Utc::now()).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                warn!(device = imei, error = %e, "Cannot read queued commands; they stay queued.");
+                return;
+            }
+        };
+        for row in pending {
+            if let Err(e) = self.send_one(sink.as_ref(), &row).await {
+                warn!(device = imei, command = %row.id, error = %e, "Command state not saved.");
+            }
+        }
+    }
+
+    /// Sends one pending command: fails it when the protocol cannot carry it, marks it sent,
+    /// writes it, and puts it back to pending when the write did not happen.
+    async fn send_one(
+        &self,
+        sink: &dyn CommandSink,
+        row: &DeviceCommand,
+    ) -> Result<(), StoreError> {
+        let protocol = sink.protocol();
+        let now = Utc::now();
+        let command = match command_of(row) {
+            Ok(command) => command,
+            Err(e) => {
+                self.store
+                    .complete_command(row.id, CommandStatus::Failed, Some(&e), now)
+                    .await?;
+                return Ok(());
+            }
+        };
+        let reference = match reply_ref(protocol, &command, tag_of(row)) {
+            Ok(reference) => reference.to_string(),
+            Err(e) => {
+                info!(device = row.device_id, command = %row.id, error = %e, "Command not supported by the device's protocol; failed.");
+                self.store
+                    .complete_command(row.id, CommandStatus::Failed, Some(&e.to_string()), now)
+                    .await?;
+                return Ok(());
+            }
+        };
+        if !self
+            .store
+            .mark_command_sent(row.id, protocol.name(), &reference, now)
+            .await?
+        {
+            // Another dispatch got there first, or it expired meanwhile.
+            return Ok(());
+        }
+        match sink.deliver(&command, tag_of(row)).await {
+            Ok(written) => {
+                if written.to_string() != reference {
+                    // Cannot happen while the sessions derive the reference as `reply_ref`
+                    // does; logged rather than trusted, because the answer would not match.
+                    warn!(device = row.device_id, expected = reference, written = %written, "Command written with an unexpected reference.");
+                }
+                debug!(device = row.device_id, command = %row.id, "Command sent.");
+            }
+            Err(SinkError::Encode(e)) => {
+                self.store
+                    .complete_command(
+                        row.id,
+                        CommandStatus::Failed,
+                        Some(&e.to_string()),
+                        Utc::now(),
+                    )
+                    .await?;
+            }
+            Err(e @ (SinkError::Gone | SinkError::Write(_))) => {
+                debug!(device = row.device_id, command = %row.id, error = %e, "Command not written; queued again.");
+                self.store.unmark_command_sent(row.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Matches a device's answer to the command it names.
+    async fn answered(
+        &self,
+        imei: &str,
+        reply: &CommandReply,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let reference = reply.reference.to_string();
+        let Some(row) = self.store.command_by_reference(imei, &reference).await? else {
+            debug!(
+                device = imei,
+                reference, "Answer to no command we are waiting on."
+            );
+            return Ok(());
+        };
+        let status = if reply.accepted {
+            CommandStatus::Acknowledged
+        } else {
+            CommandStatus::Failed
+        };
+        let detail = reply
+            .text
+            .clone()
+            .or_else(|| (!reply.accepted).then(|| "the device refused the command".to_owned()));
+        self.store
+            .complete_command(row.id, status, detail.as_deref(), at)
+            .await?;
+        info!(device = imei, command = %row.id, status = status.as_str(), "Device answered a command.");
+        Ok(())
+    }
+
+    /// Expires what is due and returns when to look next.
+    async fn expire_due(&self) -> Duration {
+        match self.store.expire_commands(Utc::now()).await {
+            Ok(expired) => {
+                for row in &expired {
+                    info!(device = row.device_id, command = %row.id, "Command expired unanswered.");
+                }
+            }
+            Err(e) => warn!(error = %e, "Cannot expire commands; trying again."),
+        }
+        match self.store.next_command_expiry().await {
+            Ok(Some(next)) => (next - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(EXPIRY_RECHECK),
+            Ok(None) => EXPIRY_RECHECK,
+            Err(_) => Duration::from_secs(1),
+        }
+    }
+
+    /// Handles link events from ingest and runs the expiry timer until `token` is cancelled
+    /// or ingest has gone (its event senders dropped).
+    pub async fn run(
+        self: Arc<Self>,
+        mut events: mpsc::Receiver<LinkEvent>,
+        token: CancellationToken,
+    ) {
+        let mut wait = self.expire_due().await;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                event = events.recv() => match event {
+                    None => break,
+                    Some(LinkEvent::Connected { device_id, protocol }) => {
+                        if let Err(e) = self.store.set_device_protocol(&device_id, protocol.name()).await {
+                            warn!(device = device_id, error = %e, "Cannot record the device's protocol.");
+                        }
+                        // In the background: writing waits on the connection, and other
+                        // devices' events must not wait behind it.
+                        let this = self.clone();
+                        tokio::spawn(async move { this.send_pending(&device_id).await });
+                    }
+                    Some(LinkEvent::Reply { device_id, reply, received_at }) => {
+                        if let Err(e) = self.answered(&device_id, &reply, received_at).await {
+                            warn!(device = device_id, error = %e, "Cannot record a command answer.");
+                        }
+                    }
+                },
+                _ = self.added.notified() => wait = self.expire_due().await,
+                _ = tokio::time::sleep(wait) => wait = self.expire_due().await,
+            }
+        }
+        debug!("Command dispatcher stopped.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(kind: &str) -> DeviceCommand {
+        let now = Utc::now();
+        DeviceCommand {
+            id: crate::model::new_id(),
+            seq: 70_000,
+            device_id: "1".into(),
+            kind: kind.into(),
+            text: Some("go home".into()),
+            interval_s: Some(30),
+            status: CommandStatus::Pending,
+            protocol: None,
+            reference: None,
+            created_at: now,
+            expires_at: now,
+            sent_at: None,
+            completed_at: None,
+            reply: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn rows_become_commands() {
+        assert_eq!(
+            command_of(&row("message")).unwrap(),
+            Command::Message {
+                text: "go home".into()
+            }
+        );
+        assert_eq!(
+            command_of(&row("set_interval")).unwrap(),
+            Command::SetInterval { seconds: 30 }
+        );
+        assert!(command_of(&row("reboot")).is_err());
+        let mut no_text = row("message");
+        no_text.text = None;
+        assert!(command_of(&no_text).is_err());
+        // JT/T 808 takes the low 16 bits of the tag as serial.
+        assert_eq!(tag_of(&row("vibrate")), 70_000);
+    }
+}

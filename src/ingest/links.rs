@@ -1,0 +1,223 @@
+//! The devices that can be told something right now: one [`CommandSink`] per device with a
+//! live connection (or, for MQTT gateways, a topic), registered by the transport that serves
+//! it, and the [`LinkEvent`]s ingest reports about them (connected, answered a command).
+//!
+//! The command dispatcher above ingest looks a device up here to send it a command, and
+//! learns from the events when a device connects (so queued commands go out) and when it
+//! answers. Ingest knows nothing of stored commands; it only moves them onto the wire.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ewall_protocol::{Command, CommandError, CommandReply, Protocol, ReplyRef};
+use tokio::sync::{mpsc, oneshot};
+
+/// Longest a command may wait for its connection to take and write it.
+pub const DELIVER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a command did not reach the device.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The connection closed (or is closing); the command should wait for the next one.
+    #[error("the device's connection closed")]
+    Gone,
+    /// The protocol cannot carry this command, or not with these arguments.
+    #[error(transparent)]
+    Encode(#[from] CommandError),
+    /// The write failed or timed out; the connection is being dropped.
+    #[error("write failed: {0}")]
+    Write(String),
+}
+
+/// Somewhere a device's commands can be written: its TCP connection, an MQTT topic.
+#[async_trait]
+pub trait CommandSink: Send + Sync {
+    /// The protocol the device speaks on this sink (decides the encoding and what is
+    /// supported).
+    fn protocol(&self) -> Protocol;
+
+    /// Encodes `command` numbered `tag` for the device and writes it; returns what the device's
+    /// answer will carry, once the bytes are handed to the transport.
+    ///
+    /// # Errors
+    /// [`SinkError`] when it was not written.
+    async fn deliver(&self, command: &Command, tag: u32) -> Result<ReplyRef, SinkError>;
+}
+
+/// A command for a connection task to encode with its session and write.
+#[derive(Debug)]
+pub struct Outbound {
+    /// What to send.
+    pub command: Command,
+    /// Its number, for the protocol's correlation field.
+    pub tag: u32,
+    /// Told the outcome once written (or not).
+    pub written: oneshot::Sender<Result<ReplyRef, SinkError>>,
+}
+
+/// The [`CommandSink`] of one TCP connection: a channel into its task.
+pub struct ConnectionSink {
+    protocol: Protocol,
+    outbound: mpsc::Sender<Outbound>,
+}
+
+impl ConnectionSink {
+    /// A sink feeding `outbound`, read by the connection task.
+    pub fn new(protocol: Protocol, outbound: mpsc::Sender<Outbound>) -> Self {
+        ConnectionSink { protocol, outbound }
+    }
+}
+
+#[async_trait]
+impl CommandSink for ConnectionSink {
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    async fn deliver(&self, command: &Command, tag: u32) -> Result<ReplyRef, SinkError> {
+        let (written, outcome) = oneshot::channel();
+        let outbound = Outbound {
+            command: command.clone(),
+            tag,
+            written,
+        };
+        let send_and_wait = async {
+            self.outbound
+                .send(outbound)
+                .await
+                .map_err(|_| SinkError::Gone)?;
+            outcome.await.map_err(|_| SinkError::Gone)?
+        };
+        tokio::time::timeout(DELIVER_TIMEOUT, send_and_wait)
+            .await
+            .map_err(|_| SinkError::Write(format!("not written within {DELIVER_TIMEOUT:?}")))?
+    }
+}
+
+/// What ingest tells the command dispatcher.
+#[derive(Debug, Clone)]
+pub enum LinkEvent {
+    /// A device identified itself (and was answered) on a connection that takes commands.
+    Connected {
+        /// The device.
+        device_id: String,
+        /// The protocol it spoke.
+        protocol: Protocol,
+    },
+    /// A device answered a command.
+    Reply {
+        /// The device.
+        device_id: String,
+        /// Its answer.
+        reply: CommandReply,
+        /// When it arrived.
+        received_at: DateTime<Utc>,
+    },
+}
+
+/// Device id → (registration number, sink).
+type SinkMap = HashMap<String, (u64, Arc<dyn CommandSink>)>;
+
+/// Live sinks by device id. A device that reconnects replaces its old entry; the old
+/// connection's [`LinkGuard`] then leaves the new one alone.
+#[derive(Default)]
+pub struct Links {
+    sinks: Mutex<SinkMap>,
+    next_id: AtomicU64,
+}
+
+impl Links {
+    fn lock(&self) -> MutexGuard<'_, SinkMap> {
+        // Every change is one insert or remove, so a poisoned map is still whole.
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `sink` the way to reach `device_id` until the returned guard is dropped.
+    pub fn register(self: &Arc<Self>, device_id: &str, sink: Arc<dyn CommandSink>) -> LinkGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(device_id.to_owned(), (id, sink));
+        LinkGuard {
+            links: self.clone(),
+            device_id: device_id.to_owned(),
+            id,
+        }
+    }
+
+    /// The way to reach `device_id` now, if it is connected.
+    pub fn get(&self, device_id: &str) -> Option<Arc<dyn CommandSink>> {
+        self.lock().get(device_id).map(|(_, sink)| sink.clone())
+    }
+
+    /// How many devices are reachable.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no device is reachable.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes a registration when its connection ends.
+pub struct LinkGuard {
+    links: Arc<Links>,
+    device_id: String,
+    id: u64,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let mut sinks = self.links.lock();
+        if sinks
+            .get(&self.device_id)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            sinks.remove(&self.device_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Protocol);
+
+    #[async_trait]
+    impl CommandSink for Fixed {
+        fn protocol(&self) -> Protocol {
+            self.0
+        }
+        async fn deliver(&self, _: &Command, tag: u32) -> Result<ReplyRef, SinkError> {
+            Ok(ReplyRef::ServerFlag(tag))
+        }
+    }
+
+    #[test]
+    fn a_reconnect_replaces_the_link_and_the_old_guard_leaves_it() {
+        let links = Arc::new(Links::default());
+        let old = links.register("1", Arc::new(Fixed(Protocol::Gt06)));
+        let new = links.register("1", Arc::new(Fixed(Protocol::Jt808)));
+        drop(old);
+        assert_eq!(links.get("1").map(|s| s.protocol()), Some(Protocol::Jt808));
+        drop(new);
+        assert!(links.get("1").is_none());
+        assert!(links.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_connection_sink_reports_a_closed_connection_as_gone() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let sink = ConnectionSink::new(Protocol::Gt06, tx);
+        assert!(matches!(
+            sink.deliver(&Command::LocateNow, 1).await,
+            Err(SinkError::Gone)
+        ));
+    }
+}
