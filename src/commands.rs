@@ -12,7 +12,8 @@
 //! store does not yet know was sent; a write that does not happen puts it back to `pending`.
 //! New transports (MQTT gateways) plug in by registering a [`CommandSink`] per device.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -28,6 +29,9 @@ use crate::store::{Store, StoreError};
 
 /// Longest the expiry timer sleeps before looking again, whatever the next expiry.
 const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+/// Most devices whose recorded protocol is remembered.
+const RECORDED_PROTOCOLS: usize = 100_000;
 
 /// Capacity of the queue of link events from ingest.
 pub const LINK_EVENT_QUEUE: usize = 1024;
@@ -64,6 +68,9 @@ pub struct CommandDispatcher {
     links: Arc<Links>,
     /// Wakes the expiry timer when a command with an earlier expiry may have been added.
     added: Notify,
+    /// The protocol last recorded per device, so a device heard on every request (OsmAnd)
+    /// costs a write only when its protocol changes.
+    recorded: Mutex<HashMap<String, Protocol>>,
 }
 
 impl CommandDispatcher {
@@ -73,7 +80,41 @@ impl CommandDispatcher {
             store,
             links,
             added: Notify::new(),
+            recorded: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Stores the protocol a device was heard with, unless already recorded.
+    async fn record_protocol(&self, imei: &str, protocol: Protocol) {
+        let known = self
+            .recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(imei)
+            .copied();
+        if known == Some(protocol) {
+            return;
+        }
+        match self.store.set_device_protocol(imei, protocol.name()).await {
+            Ok(()) => {
+                let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+                // Bounded like the other per-device memories: forget all rather than grow.
+                if recorded.len() >= RECORDED_PROTOCOLS {
+                    recorded.clear();
+                }
+                recorded.insert(imei.to_owned(), protocol);
+            }
+            Err(e) => warn!(device = imei, error = %e, "Cannot record the device's protocol."),
+        }
+    }
+
+    /// Forgets what was recorded about a device that was unbound, so that if it is registered
+    /// again its protocol is recorded anew.
+    pub fn forget(&self, imei: &str) {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(imei);
     }
 
     /// The protocol a device is reachable with now, if it is.
@@ -246,10 +287,11 @@ impl CommandDispatcher {
                 _ = token.cancelled() => break,
                 event = events.recv() => match event {
                     None => break,
+                    Some(LinkEvent::Seen { device_id, protocol }) => {
+                        self.record_protocol(&device_id, protocol).await;
+                    }
                     Some(LinkEvent::Connected { device_id, protocol }) => {
-                        if let Err(e) = self.store.set_device_protocol(&device_id, protocol.name()).await {
-                            warn!(device = device_id, error = %e, "Cannot record the device's protocol.");
-                        }
+                        self.record_protocol(&device_id, protocol).await;
                         // In the background: writing waits on the connection, and other
                         // devices' events must not wait behind it.
                         let this = self.clone();

@@ -310,3 +310,79 @@ async fn jt808_terminal_command_round_trips_and_expiry() {
     .await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn an_osmand_phone_is_refused_commands_once_heard() {
+    let mut service = Service::start().await;
+    let id = "phone-7";
+    service.person_with_device(id, &[]).await;
+    let (status, _) = command(&service, id, json!({"type": "vibrate"})).await;
+    assert_eq!(status, 201, "never heard: queued");
+
+    let time = Utc.with_ymd_and_hms(2026, 7, 1, 10, 0, 0).unwrap();
+    let target = ewall_protocol::osmand::encode::request_target(
+        id, time, 25.583_21, 112.361_09, 5.0, 45.0, None, None,
+    );
+    let url = format!("http://{}{target}", service.listener("osmand"));
+    let response = service.client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    let problem = eventually(|| async {
+        let (status, body) = command(&service, id, json!({"type": "locate_now"})).await;
+        (status == 422).then_some(body)
+    })
+    .await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("osmand"),
+        "{problem}"
+    );
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_takes_a_message_and_a_locate_and_answers_by_keyword() {
+    let mut service = Service::start().await;
+    let id = "8800000015";
+    service.person_with_device(id, &[]).await;
+    let mut watch = Device::connect(service.listener("watch")).await;
+    watch.send(format!("[3G*{id}*0002*LK]").as_bytes()).await;
+    assert_eq!(
+        watch.read_until(b"]").await,
+        format!("[3G*{id}*0002*LK]").as_bytes()
+    );
+
+    let (status, message) = command(&service, id, json!({"type": "message", "text": "回家"})).await;
+    assert_eq!(status, 201, "{message}");
+    assert_eq!(
+        watch.read_until(b"]").await,
+        format!("[3G*{id}*0010*MESSAGE,56DE5BB6]").as_bytes()
+    );
+    let (_, locate) = command(&service, id, json!({"type": "locate_now"})).await;
+    assert_eq!(
+        watch.read_until(b"]").await,
+        format!("[3G*{id}*0002*CR]").as_bytes()
+    );
+    watch.send(format!("[3G*{id}*0002*CR]").as_bytes()).await;
+    wait_for(&service, id, locate["id"].as_str().unwrap(), "acknowledged").await;
+    let message = service
+        .get(&format!(
+            "/api/v1/devices/{id}/commands/{}",
+            message["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        message["status"], "sent",
+        "the CR answer is not the message's"
+    );
+    watch
+        .send(format!("[3G*{id}*0007*MESSAGE]").as_bytes())
+        .await;
+    wait_for(
+        &service,
+        id,
+        message["id"].as_str().unwrap(),
+        "acknowledged",
+    )
+    .await;
+    service.stop().await;
+}

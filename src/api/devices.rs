@@ -143,5 +143,6 @@ pub async fn delete(
     caller.require(MANAGERS, "remove devices")?;
     state.store.delete_device(&imei).await?;
     state.registry.device_unbound(&imei);
+    state.commands.forget(&imei);
     Ok(StatusCode::NO_CONTENT)
 }

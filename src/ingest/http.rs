@@ -17,6 +17,7 @@ use chrono::Utc;
 use ewall_protocol::{osmand, Protocol};
 use tracing::debug;
 
+use super::links::LinkEvent;
 use super::{IngestContext, SubmitError};
 use crate::http::limits::{with_body_limit, BodyLimit};
 use crate::http::problem::Problem;
@@ -90,7 +91,16 @@ async fn report(
         .submit(protocol, &device_id, person, &decoded, Utc::now())
         .await
     {
-        Ok(()) => StatusCode::OK.into_response(),
+        Ok(()) => {
+            // OsmAnd takes no commands; recording its protocol lets the API say so at once.
+            context
+                .report(LinkEvent::Seen {
+                    device_id,
+                    protocol,
+                })
+                .await;
+            StatusCode::OK.into_response()
+        }
         Err(e @ SubmitError::Closed) | Err(e @ SubmitError::NotCommitted(_)) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")).into_response()
         }

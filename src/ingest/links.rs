@@ -108,6 +108,13 @@ pub enum LinkEvent {
         /// The protocol it spoke.
         protocol: Protocol,
     },
+    /// A device was heard on a transport that takes no commands (OsmAnd over HTTP).
+    Seen {
+        /// The device.
+        device_id: String,
+        /// The protocol it spoke.
+        protocol: Protocol,
+    },
     /// A device answered a command.
     Reply {
         /// The device.
