@@ -4,7 +4,8 @@
 //! The decoder records are stored un-escaped, so they go to `Jt808Session::decode_frame`, one
 //! session per test group in file order. Line 232 is the one record still escaped on the wire;
 //! it goes through the stream path (`Session::decode`). The `frame` records are fed to the
-//! framer as a byte stream and the first frame it cuts must equal the expected bytes.
+//! framer as a byte stream and the first frame it cuts must equal the expected bytes. A record
+//! the reference decodes under a model override is decoded with that model set on the session.
 
 mod common;
 
