@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ewall_protocol::command::reply_ref;
-use ewall_protocol::{Command, CommandKind, CommandReply, Protocol};
+use ewall_protocol::{Command, CommandError, CommandKind, CommandReply, Protocol};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -26,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::ingest::links::{CommandSink, LinkEvent, Links, SinkError};
 use crate::model::{CommandStatus, DeviceCommand};
 use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
 
 /// Longest the expiry timer sleeps before looking again, whatever the next expiry.
 const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
@@ -66,6 +66,7 @@ fn tag_of(row: &DeviceCommand) -> u32 {
 pub struct CommandDispatcher {
     store: Arc<dyn Store>,
     links: Arc<Links>,
+    metrics: Arc<Metrics>,
     /// Wakes the expiry timer when a command with an earlier expiry may have been added.
     added: Notify,
     /// The protocol last recorded per device, so a device heard on every request (OsmAnd)
@@ -75,10 +76,11 @@ pub struct CommandDispatcher {
 
 impl CommandDispatcher {
     /// A dispatcher over `store`, reaching devices through `links`.
-    pub fn new(store: Arc<dyn Store>, links: Arc<Links>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, links: Arc<Links>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(CommandDispatcher {
             store,
             links,
+            metrics,
             added: Notify::new(),
             recorded: Mutex::new(HashMap::new()),
         })
@@ -117,9 +119,12 @@ impl CommandDispatcher {
             .remove(imei);
     }
 
-    /// The protocol a device is reachable with now, if it is.
-    pub fn live_protocol(&self, imei: &str) -> Option<Protocol> {
-        self.links.get(imei).map(|sink| sink.protocol())
+    /// Whether a device reachable now can be told `command`: `None` when it is not reachable
+    /// (the caller then judges by the device's recorded protocol).
+    pub fn check_live(&self, imei: &str, command: &Command) -> Option<Result<(), CommandError>> {
+        self.links
+            .get(imei)
+            .map(|sink| sink.reference(command, 0).map(|_| ()))
     }
 
     /// Stores a new command and, if its device is connected, sends it at once (in the
@@ -132,6 +137,7 @@ impl CommandDispatcher {
         command: DeviceCommand,
     ) -> Result<DeviceCommand, StoreError> {
         let stored = self.store.create_command(&command).await?;
+        self.count(CommandStatus::Pending);
         self.added.notify_one();
         if self.links.get(&stored.device_id).is_some() {
             let this = self.clone();
@@ -167,30 +173,28 @@ impl CommandDispatcher {
         sink: &dyn CommandSink,
         row: &DeviceCommand,
     ) -> Result<(), StoreError> {
-        let protocol = sink.protocol();
+        let transport = sink.transport();
         let now = Utc::now();
         let command = match command_of(row) {
             Ok(command) => command,
             Err(e) => {
-                self.store
-                    .complete_command(row.id, CommandStatus::Failed, Some(&e), now)
+                self.finish(row, CommandStatus::Failed, Some(&e), now)
                     .await?;
                 return Ok(());
             }
         };
-        let reference = match reply_ref(protocol, &command, tag_of(row)) {
+        let reference = match sink.reference(&command, tag_of(row)) {
             Ok(reference) => reference.to_string(),
             Err(e) => {
                 info!(device = row.device_id, command = %row.id, error = %e, "Command not supported by the device's protocol; failed.");
-                self.store
-                    .complete_command(row.id, CommandStatus::Failed, Some(&e.to_string()), now)
+                self.finish(row, CommandStatus::Failed, Some(&e.to_string()), now)
                     .await?;
                 return Ok(());
             }
         };
         if !self
             .store
-            .mark_command_sent(row.id, protocol.name(), &reference, now)
+            .mark_command_sent(row.id, transport, &reference, now)
             .await?
         {
             // Another dispatch got there first, or it expired meanwhile.
@@ -203,16 +207,11 @@ impl CommandDispatcher {
                     // does; logged rather than trusted, because the answer would not match.
                     warn!(device = row.device_id, expected = reference, written = %written, "Command written with an unexpected reference.");
                 }
+                self.count(CommandStatus::Sent);
                 debug!(device = row.device_id, command = %row.id, "Command sent.");
             }
             Err(SinkError::Encode(e)) => {
-                self.store
-                    .complete_command(
-                        row.id,
-                        CommandStatus::Failed,
-                        Some(&e.to_string()),
-                        Utc::now(),
-                    )
+                self.finish(row, CommandStatus::Failed, Some(&e.to_string()), Utc::now())
                     .await?;
             }
             Err(e @ (SinkError::Gone | SinkError::Write(_))) => {
@@ -247,11 +246,35 @@ impl CommandDispatcher {
             .text
             .clone()
             .or_else(|| (!reply.accepted).then(|| "the device refused the command".to_owned()));
-        self.store
-            .complete_command(row.id, status, detail.as_deref(), at)
-            .await?;
-        info!(device = imei, command = %row.id, status = status.as_str(), "Device answered a command.");
+        if self.finish(&row, status, detail.as_deref(), at).await? {
+            info!(device = imei, command = %row.id, status = status.as_str(), "Device answered a command.");
+        }
         Ok(())
+    }
+
+    /// Ends an open command and counts it; false when it had already ended.
+    async fn finish(
+        &self,
+        row: &DeviceCommand,
+        status: CommandStatus,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let ended = self
+            .store
+            .complete_command(row.id, status, detail, at)
+            .await?;
+        if ended {
+            self.count(status);
+        }
+        Ok(ended)
+    }
+
+    fn count(&self, status: CommandStatus) {
+        self.metrics
+            .commands
+            .with_label_values(&[status.as_str()])
+            .inc();
     }
 
     /// Expires what is due and returns when to look next.
@@ -259,6 +282,7 @@ impl CommandDispatcher {
         match self.store.expire_commands(Utc::now()).await {
             Ok(expired) => {
                 for row in &expired {
+                    self.count(CommandStatus::Expired);
                     info!(device = row.device_id, command = %row.id, "Command expired unanswered.");
                 }
             }

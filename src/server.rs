@@ -142,7 +142,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     );
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
-    let commands = CommandDispatcher::new(store.clone(), links.clone());
+    let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
     let (link_events, link_events_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     // The dispatcher stops once every connection has dropped its event sender, after the
     // listeners have drained.

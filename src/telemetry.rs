@@ -40,6 +40,8 @@ pub struct Metrics {
     pub commit_failures: IntCounter,
     /// Time the fence engine spends on one fix.
     pub fence_check_seconds: Histogram,
+    /// Downlink commands entering each status (pending when created).
+    pub commands: IntCounterVec,
 }
 
 impl Metrics {
@@ -129,6 +131,11 @@ impl Metrics {
                     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
                 ],
             ),
+            commands: counters(
+                "ewall_commands_total",
+                "Downlink commands entering each status: pending, sent, acknowledged, failed, expired.",
+                &["status"],
+            ),
             registry,
         };
         // Series for every protocol and alert kind exist from the start, at zero, so a
@@ -142,6 +149,9 @@ impl Metrics {
         }
         for kind in AlertKind::ALL {
             metrics.alerts_raised.with_label_values(&[kind.as_str()]);
+        }
+        for status in ["pending", "sent", "acknowledged", "failed", "expired"] {
+            metrics.commands.with_label_values(&[status]);
         }
         metrics
     }

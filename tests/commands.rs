@@ -153,6 +153,20 @@ async fn gt06_wristband_command_round_trips_and_expiry() {
         ["expired", "acknowledged", "failed"],
         "newest first"
     );
+    for (status, count) in [
+        ("pending", 3),
+        ("sent", 2),
+        ("acknowledged", 1),
+        ("failed", 1),
+        ("expired", 1),
+    ] {
+        service
+            .expect_metric(
+                &format!("ewall_commands_total{{status=\"{status}\"}}"),
+                count,
+            )
+            .await;
+    }
 
     // Bad requests are problems, not commands.
     for bad in [

@@ -112,6 +112,8 @@ pub enum ReplyRef {
     /// Text protocols: the command word the device echoes (`CR`, `UPLOAD`, `S71`, ...). The
     /// oldest unanswered command with that word is the one answered.
     Keyword(String),
+    /// Transports that carry the caller's tag itself and echo it (JSON to MQTT gateways).
+    Tag(u32),
 }
 
 impl fmt::Display for ReplyRef {
@@ -120,6 +122,7 @@ impl fmt::Display for ReplyRef {
             ReplyRef::ServerFlag(flag) => write!(f, "flag:{flag:08x}"),
             ReplyRef::Serial { msg_id, serial } => write!(f, "serial:{msg_id:04x}:{serial}"),
             ReplyRef::Keyword(word) => write!(f, "keyword:{word}"),
+            ReplyRef::Tag(tag) => write!(f, "tag:{tag}"),
         }
     }
 }

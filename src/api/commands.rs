@@ -132,15 +132,17 @@ pub async fn create(
     let device = state.store.device(&imei).await?;
     let Json(body) = body?;
     let (kind, command) = validate(&device.imei, body)?;
-    // The protocol it is connected with now, else the one it last connected with.
-    let protocol = state.commands.live_protocol(&device.imei).or_else(|| {
-        device
-            .protocol
-            .as_deref()
-            .and_then(|p| p.parse::<Protocol>().ok())
-    });
-    if let Some(protocol) = protocol {
-        supports(protocol, kind).map_err(|e| Problem::unprocessable(e.to_string()))?;
+    // Judged by the way the device is reachable now, else by the protocol it last used.
+    let wanted = crate::commands::command_of(&command).map_err(Problem::unprocessable)?;
+    let verdict = state
+        .commands
+        .check_live(&device.imei, &wanted)
+        .or_else(|| {
+            let protocol = device.protocol.as_deref()?.parse::<Protocol>().ok()?;
+            Some(supports(protocol, kind))
+        });
+    if let Some(Err(e)) = verdict {
+        return Err(Problem::unprocessable(e.to_string()));
     }
     let stored = state.commands.submit(command).await?;
     Ok((StatusCode::CREATED, Json(stored)))

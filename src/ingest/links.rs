@@ -33,12 +33,21 @@ pub enum SinkError {
     Write(String),
 }
 
-/// Somewhere a device's commands can be written: its TCP connection, an MQTT topic.
+/// Somewhere a device's commands can be written: its TCP connection, an MQTT topic. A
+/// transport plugs into command dispatch by registering one per reachable device in
+/// [`Links`] and reporting answers as [`LinkEvent::Reply`].
 #[async_trait]
 pub trait CommandSink: Send + Sync {
-    /// The protocol the device speaks on this sink (decides the encoding and what is
-    /// supported).
-    fn protocol(&self) -> Protocol;
+    /// The name recorded as the command's `protocol` (`gt06`, `jt808`, ..., `mqtt`).
+    fn transport(&self) -> &'static str;
+
+    /// What the answer to `command` numbered `tag` will carry, or why this device cannot be
+    /// told it. Called before [`CommandSink::deliver`], so the command is known to be sent
+    /// before any answer can arrive.
+    ///
+    /// # Errors
+    /// [`CommandError::Unsupported`] (a 422 for the API) or [`CommandError::Invalid`].
+    fn reference(&self, command: &Command, tag: u32) -> Result<ReplyRef, CommandError>;
 
     /// Encodes `command` numbered `tag` for the device and writes it; returns what the device's
     /// answer will carry, once the bytes are handed to the transport.
@@ -74,8 +83,12 @@ impl ConnectionSink {
 
 #[async_trait]
 impl CommandSink for ConnectionSink {
-    fn protocol(&self) -> Protocol {
-        self.protocol
+    fn transport(&self) -> &'static str {
+        self.protocol.name()
+    }
+
+    fn reference(&self, command: &Command, tag: u32) -> Result<ReplyRef, CommandError> {
+        ewall_protocol::command::reply_ref(self.protocol, command, tag)
     }
 
     async fn deliver(&self, command: &Command, tag: u32) -> Result<ReplyRef, SinkError> {
@@ -197,8 +210,11 @@ mod tests {
 
     #[async_trait]
     impl CommandSink for Fixed {
-        fn protocol(&self) -> Protocol {
-            self.0
+        fn transport(&self) -> &'static str {
+            self.0.name()
+        }
+        fn reference(&self, _: &Command, tag: u32) -> Result<ReplyRef, CommandError> {
+            Ok(ReplyRef::ServerFlag(tag))
         }
         async fn deliver(&self, _: &Command, tag: u32) -> Result<ReplyRef, SinkError> {
             Ok(ReplyRef::ServerFlag(tag))
@@ -211,7 +227,7 @@ mod tests {
         let old = links.register("1", Arc::new(Fixed(Protocol::Gt06)));
         let new = links.register("1", Arc::new(Fixed(Protocol::Jt808)));
         drop(old);
-        assert_eq!(links.get("1").map(|s| s.protocol()), Some(Protocol::Jt808));
+        assert_eq!(links.get("1").map(|s| s.transport()), Some("jt808"));
         drop(new);
         assert!(links.get("1").is_none());
         assert!(links.is_empty());
