@@ -4,7 +4,9 @@
 //! WGS-84, as the service stores them, with what was sent under `sent`.
 
 use bytes::BytesMut;
-use ewall_protocol::{json, osmand, DecodeError, Decoded, FrameError, Integrity, Item, Protocol};
+use ewall_protocol::{
+    json, osmand, DecodeError, Decoded, FrameError, Integrity, Item, Protocol, SessionOptions,
+};
 
 use crate::fence::crs;
 use serde_json::{Map, Value};
@@ -81,6 +83,18 @@ pub fn decode_frame(
     protocol: Protocol,
     input: FrameInput<'_>,
 ) -> Result<DecodeOutput, DecodeCommandError> {
+    decode_frame_as(protocol, input, None)
+}
+
+/// [`decode_frame`] for a device of `model` (some models give some codes another meaning).
+///
+/// # Errors
+/// As [`decode_frame`].
+pub fn decode_frame_as(
+    protocol: Protocol,
+    input: FrameInput<'_>,
+    model: Option<&str>,
+) -> Result<DecodeOutput, DecodeCommandError> {
     let bytes = match input {
         FrameInput::Hex(text) => parse_hex(text)?,
         FrameInput::Native(text) if protocol.is_text() => text.as_bytes().to_vec(),
@@ -112,7 +126,11 @@ pub fn decode_frame(
         }
         return Ok(output);
     }
-    let Some(mut session) = protocol.session(&Default::default()) else {
+    let options = SessionOptions {
+        model: model.map(str::to_owned),
+        ..SessionOptions::default()
+    };
+    let Some(mut session) = protocol.session(&options) else {
         let text = String::from_utf8_lossy(&bytes);
         let text = text.trim();
         let decoded = if text.starts_with('{') {
@@ -228,6 +246,7 @@ fn push_lines(output: &mut DecodeOutput, protocol: Protocol, decoded: &Decoded) 
         if !message.wifi.is_empty() {
             put(&mut map, "wifi", Some(&message.wifi));
         }
+        put(&mut map, "command_reply", message.command_reply.as_ref());
         common(&mut map);
         output.lines.push(Value::Object(map));
     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use ewall::config::Config;
-use ewall::decode::{decode_frame, FrameInput};
+use ewall::decode::{decode_frame_as, FrameInput};
 use ewall::store::Role;
 use ewall_protocol::Protocol;
 use tracing_subscriber::EnvFilter;
@@ -33,6 +33,9 @@ enum Command {
         /// The frame is hex (binary protocols always take hex).
         #[arg(long)]
         hex: bool,
+        /// The device model, for the codes some models read otherwise (e.g. LW4G-4B, AL300).
+        #[arg(long)]
+        model: Option<String>,
         /// The frame: hex bytes, protocol text, an OsmAnd request target or JSON body.
         frame: String,
     },
@@ -140,8 +143,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decode {
             protocol,
             hex,
+            model,
             frame,
-        } => decode(protocol, hex, &frame),
+        } => decode(protocol, hex, model.as_deref(), &frame),
         Command::Fence {
             zones,
             points,
@@ -294,13 +298,13 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     }
 }
 
-fn decode(protocol: Protocol, hex: bool, frame: &str) -> anyhow::Result<()> {
+fn decode(protocol: Protocol, hex: bool, model: Option<&str>, frame: &str) -> anyhow::Result<()> {
     let input = if hex {
         FrameInput::Hex(frame)
     } else {
         FrameInput::Native(frame)
     };
-    let output = decode_frame(protocol, input)?;
+    let output = decode_frame_as(protocol, input, model)?;
     for warning in &output.warnings {
         eprintln!("warning: {warning}");
     }

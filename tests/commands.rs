@@ -400,3 +400,44 @@ async fn a_watch_takes_a_message_and_a_locate_and_answers_by_keyword() {
     .await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_command_queued_before_a_restart_goes_out_after_it() {
+    let mut service = Service::start().await;
+    let imei = "864717003283590";
+    service.person_with_device(imei, &[]).await;
+    let (status, queued) = command(&service, imei, json!({"type": "locate_now"})).await;
+    assert_eq!(status, 201);
+
+    // Only the monitoring centre sends and reads commands.
+    let integration = service.token("integration").await;
+    let path = format!("/api/v1/devices/{imei}/commands");
+    let (status, _) = service
+        .call_as(
+            &integration,
+            Method::POST,
+            &path,
+            Some(json!({"type": "locate_now"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = service
+        .call_as(&integration, Method::GET, &path, None)
+        .await;
+    assert_eq!(status, 403);
+
+    service.restart().await;
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&gt06::login(imei, 1, None), 10).await;
+    let (flag, text) = online_command(&read_gt06(&mut device).await);
+    assert_eq!(text, "WHERE#");
+    device.exchange(&gt06_answer(flag, "OK", 2), 10).await;
+    wait_for(
+        &service,
+        imei,
+        queued["id"].as_str().unwrap(),
+        "acknowledged",
+    )
+    .await;
+    service.stop().await;
+}

@@ -214,3 +214,19 @@ fn gt06_login_position_alarm_and_a_wrong_crc() {
     assert_eq!(flagged["integrity"], "mismatch");
     assert_eq!(flagged["mismatch"]["check"], "checksum");
 }
+
+#[test]
+fn a_model_changes_what_an_alarm_code_means_and_command_replies_show_their_reference() {
+    // Gt06ProtocolDecoderTest.java line 579: alarm byte 0x19.
+    let frame =
+        "78782516180516150812c804b50ee80880e40805dcf909012e000000986633460604190106c393490d0a";
+    let plain = decode("gt06", &[], frame);
+    assert_eq!(plain[0]["alarm"], "low_battery");
+    let lw = decode("gt06", &["--model", "LW4G-4B"], frame);
+    assert_eq!(lw[0]["alarm"], "harsh_acceleration");
+
+    let reply = decode("gt06", &[], &fixture("gt06/command_reply.hex"));
+    assert_eq!(reply[0]["type"], "command_reply");
+    assert_eq!(reply[0]["command_reply"]["reference"]["by"], "server_flag");
+    assert_eq!(reply[0]["command_reply"]["accepted"], true);
+}

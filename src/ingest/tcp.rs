@@ -285,7 +285,6 @@ impl Connection {
             else {
                 return CloseReason::UnknownDevice(device_id);
             };
-            let announce = !identified;
             if !identified {
                 identified = true;
                 tracing::Span::current().record("device", device_id.as_str());
@@ -334,7 +333,7 @@ impl Connection {
             }
             // Queued commands go out only after the login (or first frame) is answered: a
             // device that has not been acknowledged is not listening for commands yet.
-            if announce && self.context.link_events.is_some() {
+            if link.is_none() && self.context.link_events.is_some() {
                 let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
                 link = Some(self.context.links.register(&device_id, Arc::new(sink)));
                 self.context
