@@ -19,6 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ewall_protocol::{Command, CommandError, CommandKind, CommandReply, Protocol};
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -72,6 +73,9 @@ pub struct CommandDispatcher {
     /// The protocol last recorded per device, so a device heard on every request (OsmAnd)
     /// costs a write only when its protocol changes.
     recorded: Mutex<HashMap<String, Protocol>>,
+    /// One sender at a time per device, so its commands go out in the order they were made
+    /// even when a connect and a new command both start sending.
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl CommandDispatcher {
@@ -83,6 +87,7 @@ impl CommandDispatcher {
             metrics,
             added: Notify::new(),
             recorded: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -149,6 +154,25 @@ impl CommandDispatcher {
 
     /// Sends every pending command of `imei` over its live link, oldest first.
     async fn send_pending(&self, imei: &str) {
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(imei.to_owned())
+            .or_default()
+            .clone();
+        let turn = lane.lock().await;
+        self.send_pending_in_turn(imei).await;
+        drop(turn);
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and ours: nobody else is waiting for this device's lane.
+        if Arc::strong_count(&lane) == 2 {
+            lanes.remove(imei);
+        }
+    }
+
+    /// [`CommandDispatcher::send_pending`] once it holds the device's lane.
+    async fn send_pending_in_turn(&self, imei: &str) {
         let Some(sink) = self.links.get(imei) else {
             return;
         };
@@ -305,7 +329,9 @@ impl CommandDispatcher {
         mut events: mpsc::Receiver<LinkEvent>,
         token: CancellationToken,
     ) {
-        let mut wait = self.expire_due().await;
+        // A deadline, not a sleep per turn: events arriving more often than the expiry is due
+        // (an OsmAnd phone reporting every second) must not keep pushing it back.
+        let mut deadline = Instant::now() + self.expire_due().await;
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
@@ -327,8 +353,10 @@ impl CommandDispatcher {
                         }
                     }
                 },
-                _ = self.added.notified() => wait = self.expire_due().await,
-                _ = tokio::time::sleep(wait) => wait = self.expire_due().await,
+                _ = self.added.notified() => deadline = Instant::now() + self.expire_due().await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    deadline = Instant::now() + self.expire_due().await;
+                }
             }
         }
         debug!("Command dispatcher stopped.");
@@ -358,6 +386,43 @@ mod tests {
             reply: None,
             error: None,
         }
+    }
+
+    #[tokio::test]
+    async fn expiry_runs_on_time_while_events_keep_arriving() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&url).await.unwrap());
+        store.migrate().await.unwrap();
+        let dispatcher = CommandDispatcher::new(
+            store.clone(),
+            Arc::new(Links::default()),
+            Arc::new(Metrics::new()),
+        );
+        let (events, rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.clone().run(rx, token.clone()));
+        let mut command = row("locate_now");
+        command.expires_at = command.created_at + chrono::TimeDelta::milliseconds(500);
+        let stored = dispatcher.submit(command).await.unwrap();
+        // An OsmAnd phone reporting every 50 ms for 2 s.
+        for _ in 0..40 {
+            events
+                .send(LinkEvent::Seen {
+                    device_id: "phone".into(),
+                    protocol: Protocol::Osmand,
+                })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            store.command(stored.id).await.unwrap().status,
+            CommandStatus::Expired
+        );
+        token.cancel();
+        task.await.unwrap();
     }
 
     #[test]
