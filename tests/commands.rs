@@ -212,6 +212,9 @@ fn general_response(serial: u16, msg_id: u16, result: u8, own_serial: u16) -> Ve
 async fn jt808_terminal_command_round_trips_and_expiry() {
     let mut service = Service::start().await;
     let person = service.person_with_device(TERMINAL, &[]).await;
+    // Queued before the terminal is ever seen.
+    let (status, early) = command(&service, TERMINAL, json!({"type": "locate_now"})).await;
+    assert_eq!(status, 201, "{early}");
     let mut device = Device::connect(service.listener("jt808")).await;
     let edition = Edition::V2013;
     device
@@ -225,7 +228,19 @@ async fn jt808_terminal_command_round_trips_and_expiry() {
     device
         .send(&jt808::authentication(TERMINAL, edition, 2, &auth))
         .await;
+    // Nothing is sent between registration and authentication: the next frame is the
+    // authentication's answer, and only then the queued query.
     assert_eq!(read_jt808(&mut device).await.0, 0x8001);
+    let (id, serial, _) = read_jt808(&mut device).await;
+    assert_eq!(id, 0x8201);
+    device.send(&general_response(serial, 0x8201, 0, 9)).await;
+    wait_for(
+        &service,
+        TERMINAL,
+        early["id"].as_str().unwrap(),
+        "acknowledged",
+    )
+    .await;
 
     // A text message, in GBK, answered with success.
     let (status, message) = command(

@@ -85,6 +85,13 @@ pub trait Session: Send {
     /// The device identifier learnt from a login or frame header, once known.
     fn device_id(&self) -> Option<&str>;
 
+    /// Whether the device is ready to be sent commands: it has identified itself and, where
+    /// the protocol has such a step, finished it (a JT/T 808 terminal that has registered but
+    /// not yet authenticated is not).
+    fn ready_for_commands(&self) -> bool {
+        self.device_id().is_some()
+    }
+
     /// Tells the session the device's model, once the service knows which device this is, so
     /// that codes whose meaning depends on the model decode right (see each protocol's README).
     /// Protocols without model-specific codes ignore it.

@@ -37,6 +37,11 @@ impl SessionCodec {
         self.session.device_id()
     }
 
+    /// Whether the session's device takes commands yet.
+    pub fn ready_for_commands(&self) -> bool {
+        self.session.ready_for_commands()
+    }
+
     /// Tells the session the device's model.
     pub fn set_model(&mut self, model: Option<&str>) {
         self.session.set_model(model);

@@ -331,9 +331,12 @@ impl Connection {
                     Err(_) => return CloseReason::WriteTimeout(WRITE_TIMEOUT),
                 }
             }
-            // Queued commands go out only after the login (or first frame) is answered: a
-            // device that has not been acknowledged is not listening for commands yet.
-            if link.is_none() && self.context.link_events.is_some() {
+            // Queued commands go out only after the login (or first frame) is answered, and
+            // after a JT/T 808 terminal's authentication: before that it is not listening.
+            if link.is_none()
+                && self.context.link_events.is_some()
+                && framed.codec().ready_for_commands()
+            {
                 let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
                 link = Some(self.context.links.register(&device_id, Arc::new(sink)));
                 self.context

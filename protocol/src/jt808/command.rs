@@ -334,8 +334,23 @@ mod tests {
             session.encode_command(&Command::LocateNow, 1, now),
             Err(CommandError::NoIdentity)
         );
+        let registration = terminal_frames::registration(
+            "12076463279",
+            Edition::V2013,
+            1,
+            "EWALL",
+            "W1",
+            "T1",
+            "",
+        );
+        session.decode(&mut registration[..].into()).unwrap();
+        assert!(
+            !session.ready_for_commands(),
+            "registered, not yet authenticated"
+        );
         let hb = terminal_frames::frame(0x0002, "12076463279", Edition::V2013, 1, &[]);
         session.decode(&mut hb[..].into()).unwrap();
+        assert!(session.ready_for_commands());
         let d = session.encode_command(&Command::LocateNow, 1, now).unwrap();
         assert_eq!(
             &inner(&d.bytes)[4..10],

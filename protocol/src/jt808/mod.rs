@@ -157,6 +157,9 @@ pub struct Jt808Session {
     device_id: Option<String>,
     /// The edition and terminal number of the last header, echoed by commands we send.
     terminal: Option<(header::Edition, header::Terminal)>,
+    /// A message other than registration has arrived: the terminal has authenticated (or
+    /// skipped it) and takes platform messages.
+    past_registration: bool,
     stated_offset: Option<i32>,
     model: model::Model,
     next_serial: u16,
@@ -172,6 +175,7 @@ impl Jt808Session {
             framer: Framer::new(options.max_frame_len.unwrap_or(DEFAULT_MAX_FRAME_LEN)),
             device_id: None,
             terminal: None,
+            past_registration: false,
             stated_offset: None,
             model: model::Model::of(options.model.as_deref()),
             next_serial: 0,
@@ -329,6 +333,9 @@ impl Jt808Session {
             stated_offset: &mut self.stated_offset,
             model: self.model,
         };
+        if header.msg_id != msg::REGISTRATION {
+            self.past_registration = true;
+        }
         let ok = Answer::General(reply::RESULT_OK);
         let (messages, answer) = match header.msg_id {
             msg::REGISTRATION => (
@@ -475,6 +482,10 @@ impl Session for Jt808Session {
 
     fn set_model(&mut self, model: Option<&str>) {
         self.model = model::Model::of(model);
+    }
+
+    fn ready_for_commands(&self) -> bool {
+        self.terminal.is_some() && self.past_registration
     }
 
     fn encode_command(
