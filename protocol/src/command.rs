@@ -219,17 +219,10 @@ pub fn reply_ref(
             serial: tag as u16,
         },
         Protocol::Watch => ReplyRef::Keyword(crate::watch::command::keyword(command).to_owned()),
+        // H02 carries set_interval only (`supports` refused the others).
         Protocol::H02 => ReplyRef::Keyword(crate::h02::command::KEYWORD_INTERVAL.to_owned()),
-        Protocol::Osmand => unreachable_osmand(protocol, command)?,
-    })
-}
-
-/// `supports` already refused OsmAnd; this keeps the match total without a panic.
-fn unreachable_osmand(protocol: Protocol, command: &Command) -> Result<ReplyRef, CommandError> {
-    Err(CommandError::Unsupported {
-        protocol,
-        kind: command.kind(),
-        reason: "OsmAnd takes no commands",
+        // `supports` refuses every OsmAnd command; the arm keeps the match total.
+        Protocol::Osmand => ReplyRef::Tag(tag),
     })
 }
 
