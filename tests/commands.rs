@@ -174,6 +174,8 @@ async fn gt06_wristband_command_round_trips_and_expiry() {
         json!({"type": "message"}),
         json!({"type": "set_interval", "interval_s": 0}),
         json!({"type": "locate_now", "expires_in": 0}),
+        // Valid for the API, but shorter than GT06 firmware takes.
+        json!({"type": "set_interval", "interval_s": 2}),
     ] {
         let (status, _) = command(&service, imei, bad).await;
         assert_eq!(status, 422);

@@ -202,16 +202,29 @@ pub fn supports(protocol: Protocol, kind: CommandKind) -> Result<(), CommandErro
     })
 }
 
-/// The [`ReplyRef`] the downlink for `command` numbered `tag` will carry on `protocol`.
+/// The [`ReplyRef`] the downlink for `command` numbered `tag` will carry on `protocol`, once
+/// the command is known to be one the protocol can carry with these arguments.
 ///
 /// # Errors
-/// [`CommandError::Unsupported`] as [`supports`].
+/// [`CommandError::Unsupported`] as [`supports`]; [`CommandError::Invalid`] for arguments the
+/// protocol cannot carry (an interval out of range, a text the wire cannot hold).
 pub fn reply_ref(
     protocol: Protocol,
     command: &Command,
     tag: u32,
 ) -> Result<ReplyRef, CommandError> {
     supports(protocol, command.kind())?;
+    // The encoders' own argument checks, so a command refused here is never sent and one
+    // accepted here encodes.
+    match protocol {
+        Protocol::Gt06 => crate::gt06::command::text(command).map(drop)?,
+        Protocol::Jt808 => {
+            crate::jt808::command::body(command, crate::jt808::header::Edition::V2013).map(drop)?
+        }
+        Protocol::Watch => crate::watch::command::content(command).map(drop)?,
+        Protocol::H02 => crate::h02::command::interval(command).map(drop)?,
+        Protocol::Osmand => {}
+    }
     Ok(match protocol {
         Protocol::Gt06 => ReplyRef::ServerFlag(tag),
         Protocol::Jt808 => ReplyRef::Serial {
@@ -243,6 +256,24 @@ mod tests {
         }
         assert!(supports(Protocol::Osmand, CommandKind::LocateNow).is_err());
         assert!(supports(Protocol::Jt808, CommandKind::Message).is_ok());
+    }
+
+    #[test]
+    fn arguments_a_protocol_cannot_carry_are_refused_before_sending() {
+        let short = Command::SetInterval { seconds: 2 };
+        assert!(matches!(
+            reply_ref(Protocol::Gt06, &short, 1),
+            Err(CommandError::Invalid(_))
+        ));
+        assert!(reply_ref(Protocol::Jt808, &short, 1).is_ok());
+        let emoji = Command::Message {
+            text: "🙂".into()
+        };
+        assert!(matches!(
+            reply_ref(Protocol::Jt808, &emoji, 1),
+            Err(CommandError::Invalid(_))
+        ));
+        assert!(reply_ref(Protocol::Watch, &emoji, 1).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{SubsecRound, TimeDelta, Utc};
-use ewall_protocol::{command::supports, CommandKind, Protocol};
+use ewall_protocol::{command::reply_ref, CommandKind, Protocol};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ pub struct CommandBody {
 }
 
 /// Checks a body and turns it into a new pending command for `imei`.
-fn validate(imei: &str, body: CommandBody) -> Result<(CommandKind, DeviceCommand), Problem> {
+fn validate(imei: &str, body: CommandBody) -> Result<DeviceCommand, Problem> {
     let kind = CommandKind::from_name(&body.kind).ok_or_else(|| {
         Problem::unprocessable(format!(
             "type {:?} is not a command; expected message, vibrate, set_interval or locate_now",
@@ -118,7 +118,7 @@ fn validate(imei: &str, body: CommandBody) -> Result<(CommandKind, DeviceCommand
         reply: None,
         error: None,
     };
-    Ok((kind, command))
+    Ok(command)
 }
 
 /// Queues a command for a device and sends it at once if the device is connected.
@@ -131,7 +131,7 @@ pub async fn create(
     caller.require(SENDERS, "send commands to devices")?;
     let device = state.store.device(&imei).await?;
     let Json(body) = body?;
-    let (kind, command) = validate(&device.imei, body)?;
+    let command = validate(&device.imei, body)?;
     // Judged by the way the device is reachable now, else by the protocol it last used.
     let wanted = crate::commands::command_of(&command).map_err(Problem::unprocessable)?;
     let verdict = state
@@ -139,7 +139,7 @@ pub async fn create(
         .check_live(&device.imei, &wanted)
         .or_else(|| {
             let protocol = device.protocol.as_deref()?.parse::<Protocol>().ok()?;
-            Some(supports(protocol, kind))
+            Some(reply_ref(protocol, &wanted, 0).map(drop))
         });
     if let Some(Err(e)) = verdict {
         return Err(Problem::unprocessable(e.to_string()));
@@ -218,7 +218,7 @@ mod tests {
             ..body("vibrate")
         };
         assert!(validate("1", forever).is_err());
-        let (_, ok) = validate(
+        let ok = validate(
             "1",
             CommandBody {
                 text: Some("  回家  ".into()),

@@ -22,8 +22,20 @@ const INTERVAL_RANGE: std::ops::RangeInclusive<u32> = 5..=18_000;
 /// [`CommandError::Unsupported`] for message and vibrate; [`CommandError::Invalid`] for an
 /// interval outside 5 s to 5 h.
 pub fn encode(command: &Command, tag: u32) -> Result<Downlink, CommandError> {
+    let text = text(command)?;
+    Ok(Downlink {
+        bytes: online_command(tag, &text),
+        reference: ReplyRef::ServerFlag(tag),
+    })
+}
+
+/// The command text the 0x80 frame carries for `command`.
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn text(command: &Command) -> Result<String, CommandError> {
     crate::command::supports(Protocol::Gt06, command.kind())?;
-    let text = match command {
+    Ok(match command {
         Command::LocateNow => "WHERE#".to_owned(),
         Command::SetInterval { seconds } if INTERVAL_RANGE.contains(seconds) => {
             format!("TIMER,{seconds}#")
@@ -37,10 +49,6 @@ pub fn encode(command: &Command, tag: u32) -> Result<Downlink, CommandError> {
         Command::Message { .. } | Command::Vibrate => {
             return Err(CommandError::Invalid("not a GT06 command".into()))
         }
-    };
-    Ok(Downlink {
-        bytes: online_command(tag, &text),
-        reference: ReplyRef::ServerFlag(tag),
     })
 }
 

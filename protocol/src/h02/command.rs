@@ -16,20 +16,27 @@ pub const KEYWORD_INTERVAL: &str = "S71";
 /// [`CommandError::Unsupported`] for everything but set_interval; [`CommandError::Invalid`] for
 /// a zero interval.
 pub fn encode(command: &Command, id: &str, now: DateTime<Utc>) -> Result<Downlink, CommandError> {
-    crate::command::supports(Protocol::H02, command.kind())?;
-    let Command::SetInterval { seconds } = command else {
-        return Err(CommandError::Invalid("not an H02 command".into()));
-    };
-    if *seconds == 0 {
-        return Err(CommandError::Invalid(
-            "interval must be at least 1 s".into(),
-        ));
-    }
+    let seconds = interval(command)?;
     let time = now.format("%H%M%S");
     Ok(Downlink {
         bytes: format!("*HQ,{id},{KEYWORD_INTERVAL},{time},22,{seconds}#").into_bytes(),
         reference: ReplyRef::Keyword(KEYWORD_INTERVAL.to_owned()),
     })
+}
+
+/// The interval of the one command H02 carries.
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn interval(command: &Command) -> Result<u32, CommandError> {
+    crate::command::supports(Protocol::H02, command.kind())?;
+    match command {
+        Command::SetInterval { seconds } if *seconds > 0 => Ok(*seconds),
+        Command::SetInterval { .. } => Err(CommandError::Invalid(
+            "interval must be at least 1 s".into(),
+        )),
+        _ => Err(CommandError::Invalid("not an H02 command".into())),
+    }
 }
 
 /// The answer a `V4` sentence carries: the command word it echoes, and whether the device

@@ -41,18 +41,11 @@ pub fn message_id(command: &Command) -> u16 {
     }
 }
 
-/// The frame for `command` to the terminal `terminal` (as last heard, edition included), with
-/// serial `tag as u16`.
+/// The body of the platform message for `command` in `edition`.
 ///
 /// # Errors
-/// [`CommandError::Unsupported`] for vibrate; [`CommandError::Invalid`] for a text GBK cannot
-/// carry, a text longer than a body allows, or a zero interval.
-pub fn encode(
-    command: &Command,
-    tag: u32,
-    edition: Edition,
-    terminal: &Terminal,
-) -> Result<Downlink, CommandError> {
+/// As [`encode`].
+pub(crate) fn body(command: &Command, edition: Edition) -> Result<Vec<u8>, CommandError> {
     crate::command::supports(Protocol::Jt808, command.kind())?;
     let mut body = Vec::new();
     match command {
@@ -92,6 +85,22 @@ pub fn encode(
             return Err(CommandError::Invalid("not a JT/T 808 command".into()));
         }
     }
+    Ok(body)
+}
+
+/// The frame for `command` to the terminal `terminal` (as last heard, edition included), with
+/// serial `tag as u16`.
+///
+/// # Errors
+/// [`CommandError::Unsupported`] for vibrate; [`CommandError::Invalid`] for a text GBK cannot
+/// carry, a text longer than a body allows, or a zero interval.
+pub fn encode(
+    command: &Command,
+    tag: u32,
+    edition: Edition,
+    terminal: &Terminal,
+) -> Result<Downlink, CommandError> {
+    let body = body(command, edition)?;
     let msg_id = message_id(command);
     let serial = tag as u16;
     let mut content = Vec::with_capacity(body.len() + 17);

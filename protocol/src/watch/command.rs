@@ -51,8 +51,20 @@ pub fn encode(
     id: &str,
     index: Option<&str>,
 ) -> Result<Downlink, CommandError> {
+    let content = content(command)?;
+    Ok(Downlink {
+        bytes: encode::frame(maker, id, index, content.as_bytes()),
+        reference: ReplyRef::Keyword(keyword(command).to_owned()),
+    })
+}
+
+/// The frame content for `command`.
+///
+/// # Errors
+/// As [`encode`].
+pub(crate) fn content(command: &Command) -> Result<String, CommandError> {
     let word = keyword(command);
-    let content = match command {
+    Ok(match command {
         Command::Message { text } => {
             let units: Vec<u16> = text.encode_utf16().collect();
             if units.is_empty() || units.len() > MAX_TEXT_UNITS {
@@ -74,10 +86,6 @@ pub fn encode(
             ))
         }
         Command::Vibrate | Command::LocateNow => word.to_owned(),
-    };
-    Ok(Downlink {
-        bytes: encode::frame(maker, id, index, content.as_bytes()),
-        reference: ReplyRef::Keyword(word.to_owned()),
     })
 }
 
