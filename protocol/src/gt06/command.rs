@@ -107,6 +107,16 @@ mod tests {
     }
 
     #[test]
+    fn the_online_command_matches_the_reference_encoder_byte_for_byte() {
+        // Traccar's Gt06ProtocolEncoderTest: "Relay,1#" under server flag 0, serial 0.
+        let reference = [
+            0x78, 0x78, 0x12, 0x80, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x52, 0x65, 0x6c, 0x61, 0x79,
+            0x2c, 0x31, 0x23, 0x00, 0x00, 0x9d, 0xee, 0x0d, 0x0a,
+        ];
+        assert_eq!(online_command(0, "Relay,1#"), reference);
+    }
+
+    #[test]
     fn set_interval_carries_the_seconds_and_checks_the_range() {
         let d = encode(&Command::SetInterval { seconds: 60 }, 7).unwrap();
         assert_eq!(&d.bytes[9..18], b"TIMER,60#");
