@@ -111,6 +111,42 @@ impl CommandSink for ConnectionSink {
     }
 }
 
+/// The JSON a gateway transport (MQTT, `ewall/v1/devices/{imei}/commands`) publishes for
+/// `command` numbered `tag`: `{"tag", "type", "text"?, "interval_s"?}`. The gateway answers
+/// with [`gateway_answer`]'s shape, naming the same `tag`; its sink's
+/// [`CommandSink::reference`] is then [`ReplyRef::Tag`].
+pub fn gateway_payload(command: &Command, tag: u32) -> serde_json::Value {
+    let mut payload = serde_json::json!({ "tag": tag, "type": command.kind().name() });
+    match command {
+        Command::Message { text } => payload["text"] = text.as_str().into(),
+        Command::SetInterval { seconds } => payload["interval_s"] = (*seconds).into(),
+        Command::Vibrate | Command::LocateNow => {}
+    }
+    payload
+}
+
+/// A gateway's answer to a command: `{"tag": N, "accepted": true|false, "text"?: "..."}`.
+///
+/// # Errors
+/// A message saying what is wrong with the payload (for the gateway's errors topic).
+pub fn gateway_answer(payload: &[u8]) -> Result<CommandReply, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Answer {
+        tag: u32,
+        accepted: bool,
+        #[serde(default)]
+        text: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(payload)
+        .map_err(|e| format!("not a command answer {{\"tag\", \"accepted\", \"text\"?}}: {e}"))?;
+    Ok(CommandReply {
+        reference: ReplyRef::Tag(answer.tag),
+        accepted: answer.accepted,
+        text: answer.text,
+    })
+}
+
 /// What ingest tells the command dispatcher.
 #[derive(Debug, Clone)]
 pub enum LinkEvent {
@@ -231,6 +267,28 @@ mod tests {
         drop(new);
         assert!(links.get("1").is_none());
         assert!(links.is_empty());
+    }
+
+    #[test]
+    fn gateway_payloads_and_answers() {
+        assert_eq!(
+            gateway_payload(
+                &Command::Message {
+                    text: "回家".into()
+                },
+                7
+            ),
+            serde_json::json!({"tag": 7, "type": "message", "text": "回家"})
+        );
+        assert_eq!(
+            gateway_payload(&Command::SetInterval { seconds: 30 }, 8),
+            serde_json::json!({"tag": 8, "type": "set_interval", "interval_s": 30})
+        );
+        let answer = gateway_answer(br#"{"tag": 7, "accepted": false, "text": "busy"}"#).unwrap();
+        assert_eq!(answer.reference, ReplyRef::Tag(7));
+        assert!(!answer.accepted);
+        assert!(gateway_answer(br#"{"tag": -1, "accepted": true}"#).is_err());
+        assert!(gateway_answer(b"ok").is_err());
     }
 
     #[tokio::test]
