@@ -388,6 +388,90 @@ mod tests {
         }
     }
 
+    /// A gateway transport that records what it publishes.
+    struct Published(std::sync::Mutex<Vec<Vec<u8>>>);
+
+    #[async_trait::async_trait]
+    impl crate::ingest::links::GatewayPublish for Published {
+        async fn publish(&self, _device_id: &str, payload: Vec<u8>) -> Result<(), String> {
+            self.0.lock().unwrap().push(payload);
+            Ok(())
+        }
+    }
+
+    async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = crate::store::sqlite::SqliteStore::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        Arc::new(store)
+    }
+
+    #[tokio::test]
+    async fn a_gateway_device_gets_its_queued_command_as_json_and_its_answer_acknowledges_it() {
+        use crate::ingest::links::{gateway_answer, GatewaySink};
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let links = Arc::new(Links::default());
+        let dispatcher =
+            CommandDispatcher::new(store.clone(), links.clone(), Arc::new(Metrics::new()));
+        let (events, rx) = mpsc::channel(16);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.clone().run(rx, token.clone()));
+
+        let mut queued = row("message");
+        queued.expires_at = queued.created_at + chrono::TimeDelta::hours(1);
+        let queued = dispatcher.submit(queued).await.unwrap();
+        // The gateway's transport hears the device and registers it.
+        let published = Arc::new(Published(std::sync::Mutex::new(Vec::new())));
+        let _link = links.register(
+            "1",
+            Arc::new(GatewaySink::new("mqtt", "1", published.clone())),
+        );
+        events
+            .send(LinkEvent::Connected {
+                device_id: "1".into(),
+                protocol: Protocol::Jt808,
+            })
+            .await
+            .unwrap();
+        let sent = loop {
+            let c = store.command(queued.id).await.unwrap();
+            if c.status == CommandStatus::Sent {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(sent.protocol.as_deref(), Some("mqtt"));
+        let payload: serde_json::Value =
+            serde_json::from_slice(&published.0.lock().unwrap()[0]).unwrap();
+        assert_eq!(payload["type"], "message");
+        assert_eq!(payload["text"], "go home");
+
+        let answer = format!(
+            r#"{{"tag": {}, "accepted": true, "text": "shown"}}"#,
+            payload["tag"]
+        );
+        events
+            .send(LinkEvent::Reply {
+                device_id: "1".into(),
+                reply: gateway_answer(answer.as_bytes()).unwrap(),
+                received_at: Utc::now(),
+            })
+            .await
+            .unwrap();
+        let done = loop {
+            let c = store.command(queued.id).await.unwrap();
+            if c.status != CommandStatus::Sent {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(done.status, CommandStatus::Acknowledged);
+        assert_eq!(done.reply.as_deref(), Some("shown"));
+        token.cancel();
+        task.await.unwrap();
+    }
+
     #[tokio::test]
     async fn expiry_runs_on_time_while_events_keep_arriving() {
         let dir = tempfile::tempdir().unwrap();

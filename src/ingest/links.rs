@@ -111,6 +111,63 @@ impl CommandSink for ConnectionSink {
     }
 }
 
+/// Publishes a payload to a device behind a gateway transport (the MQTT commands topic).
+#[async_trait]
+pub trait GatewayPublish: Send + Sync {
+    /// Hands `payload` for `device_id` to the transport.
+    ///
+    /// # Errors
+    /// Why it was not handed over (the client has stopped).
+    async fn publish(&self, device_id: &str, payload: Vec<u8>) -> Result<(), String>;
+}
+
+/// The [`CommandSink`] of a device reached through a gateway: every command goes out as
+/// [`gateway_payload`] JSON, and the gateway, which speaks the device's own protocol, decides
+/// how to carry it and answers with [`gateway_answer`].
+pub struct GatewaySink {
+    transport: &'static str,
+    device_id: String,
+    publisher: Arc<dyn GatewayPublish>,
+}
+
+impl GatewaySink {
+    /// A sink for `device_id` over `publisher`, recorded as `transport` (`mqtt`).
+    pub fn new(
+        transport: &'static str,
+        device_id: &str,
+        publisher: Arc<dyn GatewayPublish>,
+    ) -> Self {
+        GatewaySink {
+            transport,
+            device_id: device_id.to_owned(),
+            publisher,
+        }
+    }
+}
+
+#[async_trait]
+impl CommandSink for GatewaySink {
+    fn transport(&self) -> &'static str {
+        self.transport
+    }
+
+    fn reference(&self, _command: &Command, tag: u32) -> Result<ReplyRef, CommandError> {
+        Ok(ReplyRef::Tag(tag))
+    }
+
+    async fn deliver(&self, command: &Command, tag: u32) -> Result<ReplyRef, SinkError> {
+        let payload = gateway_payload(command, tag).to_string().into_bytes();
+        tokio::time::timeout(
+            DELIVER_TIMEOUT,
+            self.publisher.publish(&self.device_id, payload),
+        )
+        .await
+        .map_err(|_| SinkError::Write(format!("not published within {DELIVER_TIMEOUT:?}")))?
+        .map_err(SinkError::Write)?;
+        Ok(ReplyRef::Tag(tag))
+    }
+}
+
 /// The JSON a gateway transport (MQTT, `ewall/v1/devices/{imei}/commands`) publishes for
 /// `command` numbered `tag`: `{"tag", "type", "text"?, "interval_s"?}`. The gateway answers
 /// with [`gateway_answer`]'s shape, naming the same `tag`; its sink's
@@ -267,6 +324,35 @@ mod tests {
         drop(new);
         assert!(links.get("1").is_none());
         assert!(links.is_empty());
+    }
+
+    struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
+
+    #[async_trait]
+    impl GatewayPublish for Recorder {
+        async fn publish(&self, device_id: &str, payload: Vec<u8>) -> Result<(), String> {
+            self.0.lock().unwrap().push((device_id.to_owned(), payload));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gateway_sink_publishes_the_json_and_expects_the_tag_back() {
+        let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
+        let sink = GatewaySink::new("mqtt", "860000000000001", recorder.clone());
+        assert_eq!(
+            sink.reference(&Command::Vibrate, 4).unwrap(),
+            ReplyRef::Tag(4)
+        );
+        assert_eq!(
+            sink.deliver(&Command::LocateNow, 4).await.unwrap(),
+            ReplyRef::Tag(4)
+        );
+        let published = recorder.0.lock().unwrap().clone();
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].0, "860000000000001");
+        let json: serde_json::Value = serde_json::from_slice(&published[0].1).unwrap();
+        assert_eq!(json, serde_json::json!({"tag": 4, "type": "locate_now"}));
     }
 
     #[test]
