@@ -350,7 +350,8 @@ impl Connection {
     }
 
     /// Encodes a downlink command with the connection's session and writes it; tells the
-    /// dispatcher how it went. A write error ends the connection.
+    /// dispatcher how it went (a dispatcher that stopped waiting no longer listens, so those
+    /// sends may go nowhere). A write error ends the connection.
     async fn write_command(
         &self,
         framed: &mut Framed<TcpStream, SessionCodec>,
