@@ -458,3 +458,48 @@ async fn a_command_queued_before_a_restart_goes_out_after_it() {
     .await;
     service.stop().await;
 }
+
+#[tokio::test]
+async fn an_h02_tracker_takes_an_interval_and_echoes_it_in_a_v4() {
+    let mut service = Service::start().await;
+    let id = "4210051415";
+    let person = service.person_with_device(id, &[]).await;
+    let mut device = Device::connect(service.listener("h02")).await;
+    let time = Utc.with_ymd_and_hms(2026, 4, 1, 12, 0, 0).unwrap();
+    let report = ewall_protocol::h02::encode::Report::new(time, 25.583_333, 112.366_667);
+    device
+        .send(&ewall_protocol::h02::encode::text_v1(id, &report))
+        .await;
+    device.read_until(b"#").await;
+
+    let (status, problem) = command(&service, id, json!({"type": "locate_now"})).await;
+    assert_eq!(status, 422, "H02 has no single-position request: {problem}");
+    let (status, interval) = command(
+        &service,
+        id,
+        json!({"type": "set_interval", "interval_s": 30}),
+    )
+    .await;
+    assert_eq!(status, 201, "{interval}");
+    let sent = String::from_utf8(device.read_until(b"#").await).unwrap();
+    assert!(sent.starts_with(&format!("*HQ,{id},S71,")), "{sent}");
+    assert!(sent.ends_with(",22,30#"), "{sent}");
+    // The tracker's echo, as real ones send it: the command, its arguments, then a position.
+    device
+        .send(
+            format!(
+                "*HQ,{id},V4,S71,22,30,120005,A,2535.0000,N,11222.0000,E,0.00,000,010426,FFFFFBFF#"
+            )
+            .as_bytes(),
+        )
+        .await;
+    wait_for(
+        &service,
+        id,
+        interval["id"].as_str().unwrap(),
+        "acknowledged",
+    )
+    .await;
+    eventually(|| async { (service.track_of(&person).await.len() == 2).then_some(()) }).await;
+    service.stop().await;
+}
