@@ -15,6 +15,8 @@
 //! | `set_interval` | `TIMER,<s>#` | 0x8103 parameter 0x0029 | `UPLOAD,<s>` | `S71,22,<s>` |
 //! | `locate_now` | `WHERE#` | 0x8201 | `CR` | no |
 //!
+//! MQTT gateways (`json`) take every command as JSON and answer with its tag.
+//!
 //! Replies: GT06 0x15 / long-form 0x21 (server flag echoed), JT/T 808 0x0001 general response
 //! (serial and message ID echoed, with a result) and 0x0201 position answer (serial echoed),
 //! watch frames whose type is the command's keyword, H02 `V4` sentences naming the command.
@@ -179,7 +181,9 @@ pub fn supports(protocol: Protocol, kind: CommandKind) -> Result<(), CommandErro
         | (Protocol::Jt808, CommandKind::Message | CommandKind::SetInterval)
         | (Protocol::Jt808, CommandKind::LocateNow)
         | (Protocol::Watch, _)
-        | (Protocol::H02, CommandKind::SetInterval) => return Ok(()),
+        | (Protocol::H02, CommandKind::SetInterval)
+        // A gateway takes every command as JSON and carries it in the device's own protocol.
+        | (Protocol::Json, _) => return Ok(()),
         (Protocol::Gt06, CommandKind::Message) => "GT06 wristbands have no text display command",
         (Protocol::Gt06, CommandKind::Vibrate) => "GT06 has no vibration command",
         (Protocol::Jt808, CommandKind::Vibrate) => {
@@ -223,7 +227,7 @@ pub fn reply_ref(
         }
         Protocol::Watch => crate::watch::command::content(command).map(drop)?,
         Protocol::H02 => crate::h02::command::interval(command).map(drop)?,
-        Protocol::Osmand => {}
+        Protocol::Osmand | Protocol::Json => {}
     }
     Ok(match protocol {
         Protocol::Gt06 => ReplyRef::ServerFlag(tag),
@@ -234,8 +238,9 @@ pub fn reply_ref(
         Protocol::Watch => ReplyRef::Keyword(crate::watch::command::keyword(command).to_owned()),
         // H02 carries set_interval only (`supports` refused the others).
         Protocol::H02 => ReplyRef::Keyword(crate::h02::command::KEYWORD_INTERVAL.to_owned()),
-        // `supports` refuses every OsmAnd command; the arm keeps the match total.
-        Protocol::Osmand => ReplyRef::Tag(tag),
+        // A gateway echoes the tag itself; `supports` refuses every OsmAnd command, and the
+        // arm keeps the match total.
+        Protocol::Json | Protocol::Osmand => ReplyRef::Tag(tag),
     })
 }
 
