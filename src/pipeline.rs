@@ -620,6 +620,86 @@ mod tests {
         async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
             self.inner.delete_device(imei).await
         }
+        async fn set_device_model(
+            &self,
+            imei: &str,
+            model: Option<&str>,
+        ) -> Result<Device, StoreError> {
+            self.inner.set_device_model(imei, model).await
+        }
+        async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
+            self.inner.set_device_protocol(imei, protocol).await
+        }
+        async fn create_command(
+            &self,
+            command: &crate::model::DeviceCommand,
+        ) -> Result<crate::model::DeviceCommand, StoreError> {
+            self.inner.create_command(command).await
+        }
+        async fn command(
+            &self,
+            id: crate::model::CommandId,
+        ) -> Result<crate::model::DeviceCommand, StoreError> {
+            self.inner.command(id).await
+        }
+        async fn device_commands(
+            &self,
+            imei: &str,
+            limit: u32,
+        ) -> Result<Vec<crate::model::DeviceCommand>, StoreError> {
+            self.inner.device_commands(imei, limit).await
+        }
+        async fn pending_commands(
+            &self,
+            imei: &str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Vec<crate::model::DeviceCommand>, StoreError> {
+            self.inner.pending_commands(imei, now).await
+        }
+        async fn mark_command_sent(
+            &self,
+            id: crate::model::CommandId,
+            protocol: &str,
+            reference: &str,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner
+                .mark_command_sent(id, protocol, reference, at)
+                .await
+        }
+        async fn unmark_command_sent(
+            &self,
+            id: crate::model::CommandId,
+        ) -> Result<bool, StoreError> {
+            self.inner.unmark_command_sent(id).await
+        }
+        async fn complete_command(
+            &self,
+            id: crate::model::CommandId,
+            status: crate::model::CommandStatus,
+            detail: Option<&str>,
+            at: chrono::DateTime<chrono::Utc>,
+        ) -> Result<bool, StoreError> {
+            self.inner.complete_command(id, status, detail, at).await
+        }
+        async fn command_by_reference(
+            &self,
+            imei: &str,
+            reference: &str,
+        ) -> Result<Option<crate::model::DeviceCommand>, StoreError> {
+            self.inner.command_by_reference(imei, reference).await
+        }
+        async fn expire_commands(
+            &self,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> Result<Vec<crate::model::DeviceCommand>, StoreError> {
+            self.inner.expire_commands(now).await
+        }
+        async fn next_command_expiry(
+            &self,
+        ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+            self.inner.next_command_expiry().await
+        }
         async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
             self.inner.create_zone(zone).await
         }
