@@ -375,11 +375,18 @@ async fn alert_events(service: &Service) -> Vec<(i64, String, String)> {
         .collect()
 }
 
+/// The fence settings the walks rely on: the fix count alone confirms (30 s fixes; the dwell
+/// has tests of its own). The walks move 1.5 km in 30 s, a believable 180 km/h.
+fn scenario(config: &mut Config) {
+    config.levels.normal.confirm_seconds = 0;
+}
+
 fn with_delivery(
     webhook: WebhookConfig,
     mqtt: Option<(String, String)>,
 ) -> impl Fn(&mut Config) + Clone {
     move |config: &mut Config| {
+        scenario(config);
         config.webhooks = vec![webhook.clone()];
         if let Some((url, prefix)) = &mqtt {
             config.mqtt.url = url.clone();
@@ -413,7 +420,7 @@ async fn every_channel_gets_every_alert_in_order_across_an_outage_a_disconnect_a
         .await;
     let imei = "864717003283601";
     let person = service.person_with_device(imei, &[zone]).await;
-    let away = north_of(HOME.0, HOME.1, 3_000.0);
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
 
     let mut sse = SseClient::connect(&service, "?after=0", None).await;
     walk(&service, imei, &[HOME, away, away, HOME]).await;
@@ -540,7 +547,7 @@ async fn a_delivery_that_fails_every_attempt_is_dead_lettered_and_redelivered_on
         .await;
     let imei = "864717003283602";
     service.person_with_device(imei, &[zone]).await;
-    let away = north_of(HOME.0, HOME.1, 3_000.0);
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
     // Two exits and a return; the webhook takes only zone_exit.
     walk(&service, imei, &[HOME, away, away, HOME, away, away]).await;
 
@@ -701,6 +708,7 @@ async fn the_integration_feed_carries_filing_events_and_bad_cursors_are_refused(
 #[tokio::test]
 async fn alerts_are_published_on_the_embedded_broker() {
     let service = Service::start_with(|config| {
+        scenario(config);
         config.mqtt.publish_alerts = true;
     })
     .await;
@@ -711,7 +719,7 @@ async fn alerts_are_published_on_the_embedded_broker() {
         .await;
     let imei = "864717003283603";
     let person = service.person_with_device(imei, &[zone]).await;
-    let away = north_of(HOME.0, HOME.1, 3_000.0);
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
     walk(&service, imei, &[HOME, away, away]).await;
     let alert = service.alerts_of(&person).await.remove(0);
     let id = alert["id"].as_str().unwrap().to_owned();
