@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::alert::dispatch::webhook::WebhookConfig;
 use crate::api::HttpConfig;
 use crate::fence::{FenceConfig, LevelsConfig};
 pub use crate::ingest::mqtt::MqttConfig;
@@ -84,6 +85,8 @@ pub struct Config {
     pub levels: LevelsConfig,
     /// Device listeners, one per protocol.
     pub listeners: Listeners,
+    /// Webhook receivers of the alert events (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             fence: FenceConfig::default(),
             levels: LevelsConfig::default(),
             listeners: Listeners::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -198,6 +202,18 @@ impl Config {
         self.http
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("http.{key}"), problem))?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, webhook) in self.webhooks.iter().enumerate() {
+            webhook
+                .validate()
+                .map_err(|(k, problem)| ConfigError::key(format!("webhooks[{i}].{k}"), problem))?;
+            if !names.insert(webhook.name.as_str()) {
+                return Err(ConfigError::key(
+                    format!("webhooks[{i}].name"),
+                    format!("{:?} is used by another webhook", webhook.name),
+                ));
+            }
+        }
         self.fence
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("fence.{key}"), problem))?;

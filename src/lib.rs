@@ -7,9 +7,12 @@
 //! person to a shard of the [`fence`] engine; the engine's transitions become alerts, and the
 //! [`store`] writer commits positions and alerts together in batches, after which the device is
 //! acknowledged. The [`api`] reads and changes the store and tells the [`registry`], so changes
-//! reach the hot path at once.
+//! reach the hot path at once. Every alert, alert state change and filing event is also an
+//! entry of the store's event feed, which the [`alert`] dispatchers carry to the MQTT alert
+//! topic, webhooks and server-sent events, each from its own durable cursor.
 //!
 //! # Layout
+//! - [`alert`]: the outbox reader and the MQTT, webhook and SSE dispatchers.
 //! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
 //! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
 //! - [`fence`]: zone parsing, the zone index and the per-person breach state machine.
@@ -26,6 +29,7 @@
 //! - [`descriptors`]: the open-file budget shared out among the listeners.
 //! - [`log_limit`]: rate limiting for log lines a client can provoke.
 
+pub mod alert;
 pub mod api;
 pub mod commands;
 pub mod config;

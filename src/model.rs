@@ -657,3 +657,95 @@ pub struct DeviceCommand {
     /// Why it failed.
     pub error: Option<String>,
 }
+
+/// What an entry of the event feed records. Every alert raised, every change of an alert's
+/// state and every exit-entry filing event (报备) is one entry, in the order it was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum EventKind {
+    /// A new alert (`alert.raised`); the event's id is the alert's id and its seq the alert's.
+    AlertRaised,
+    /// An alert moved to this state (`alert.acknowledged`, `alert.resolved`, ...).
+    AlertChanged(AlertState),
+    /// A person was enrolled under supervision (`person.enrolled`).
+    PersonEnrolled,
+    /// A person was released from supervision and removed (`person.released`).
+    PersonReleased,
+    /// A monitoring order started (`order.started`).
+    OrderStarted,
+    /// A monitoring order ended (`order.ended`).
+    OrderEnded,
+}
+
+impl EventKind {
+    /// Whether the event concerns an alert (the MQTT, webhook and SSE channels carry only these).
+    pub fn is_alert(&self) -> bool {
+        matches!(self, EventKind::AlertRaised | EventKind::AlertChanged(_))
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::AlertRaised => f.write_str("alert.raised"),
+            EventKind::AlertChanged(state) => write!(f, "alert.{}", state.as_str()),
+            EventKind::PersonEnrolled => f.write_str("person.enrolled"),
+            EventKind::PersonReleased => f.write_str("person.released"),
+            EventKind::OrderStarted => f.write_str("order.started"),
+            EventKind::OrderEnded => f.write_str("order.ended"),
+        }
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "alert.raised" => Ok(EventKind::AlertRaised),
+            "person.enrolled" => Ok(EventKind::PersonEnrolled),
+            "person.released" => Ok(EventKind::PersonReleased),
+            "order.started" => Ok(EventKind::OrderStarted),
+            "order.ended" => Ok(EventKind::OrderEnded),
+            other => other
+                .strip_prefix("alert.")
+                .and_then(|state| state.parse().ok())
+                .map(EventKind::AlertChanged)
+                .ok_or_else(|| format!("unknown event kind {other:?}")),
+        }
+    }
+}
+
+impl From<EventKind> for String {
+    fn from(kind: EventKind) -> String {
+        kind.to_string()
+    }
+}
+
+impl TryFrom<String> for EventKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// One entry of the event feed, as stored and as served by `GET /integration/feed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the feed, strictly increasing, shared with alert `seq`s.
+    pub seq: i64,
+    /// The event's id (the alert id for `alert.raised`); consumers dedupe by it.
+    pub id: Uuid,
+    /// What happened.
+    pub kind: EventKind,
+    /// Whom it concerns.
+    pub person_id: PersonId,
+    /// The alert, for alert events.
+    pub alert_id: Option<AlertId>,
+    /// When the change was recorded, UTC.
+    pub time: DateTime<Utc>,
+    /// The record as it was at that moment: the alert's JSON for alert events, the person's
+    /// for filing events.
+    pub data: serde_json::Value,
+}

@@ -776,6 +776,62 @@ mod tests {
         ) -> Result<Alert, StoreError> {
             self.inner.set_alert_state(id, state, note, at).await
         }
+        async fn events(
+            &self,
+            query: crate::store::EventQuery,
+        ) -> Result<Vec<crate::model::Event>, StoreError> {
+            self.inner.events(query).await
+        }
+        async fn last_event_seq(&self) -> Result<i64, StoreError> {
+            self.inner.last_event_seq().await
+        }
+        fn event_notices(&self) -> tokio::sync::watch::Receiver<i64> {
+            self.inner.event_notices()
+        }
+        async fn dispatch_cursor(&self, consumer: &str) -> Result<i64, StoreError> {
+            self.inner.dispatch_cursor(consumer).await
+        }
+        async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
+            self.inner.set_dispatch_cursor(consumer, seq).await
+        }
+        async fn dead_letter(
+            &self,
+            webhook: &str,
+            consumer: &str,
+            seq: i64,
+            attempts: u32,
+            error: &str,
+        ) -> Result<(), StoreError> {
+            self.inner
+                .dead_letter(webhook, consumer, seq, attempts, error)
+                .await
+        }
+        async fn webhook_deliveries(
+            &self,
+            webhook: &str,
+            state: Option<crate::store::DeliveryState>,
+            after: i64,
+            limit: u32,
+        ) -> Result<Vec<crate::store::WebhookDelivery>, StoreError> {
+            self.inner
+                .webhook_deliveries(webhook, state, after, limit)
+                .await
+        }
+        async fn request_redelivery(
+            &self,
+            webhook: &str,
+            event_id: Option<uuid::Uuid>,
+        ) -> Result<u64, StoreError> {
+            self.inner.request_redelivery(webhook, event_id).await
+        }
+        async fn redelivery_done(
+            &self,
+            webhook: &str,
+            seq: i64,
+            outcome: Result<(), String>,
+        ) -> Result<(), StoreError> {
+            self.inner.redelivery_done(webhook, seq, outcome).await
+        }
         async fn create_token(
             &self,
             record: &TokenRecord,

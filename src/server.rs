@@ -3,8 +3,10 @@
 //!
 //! Shutdown order: stop accepting; let each connection finish the frame in hand (its fixes go
 //! through the pipeline and are committed, then acknowledged); close the pipeline's entrance so
-//! its stages drain one after another; the store writer commits the last batch; then the API
-//! stops. The whole sequence is capped by `shutdown_timeout`.
+//! its stages drain one after another; the store writer commits the last batch; the alert
+//! dispatchers finish the delivery in hand (what is left goes out after the next start, from
+//! their stored cursors); then the API stops, ending the SSE streams. The whole sequence is
+//! capped by `shutdown_timeout`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::alert::dispatch::mqtt::MqttAlertSettings;
+use crate::alert::dispatch::webhook::WebhookError;
+use crate::alert::dispatch::{DispatchSettings, Dispatchers};
 use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
 use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
@@ -59,6 +64,12 @@ pub enum ServeError {
     /// MQTT ingest could not start.
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The alert dispatchers could not be set up.
+    #[error("cannot start alert delivery: {0}")]
+    Dispatch(#[from] WebhookError),
+    /// The MQTT alert publisher's broker address is unusable.
+    #[error("config key `mqtt.url`: {0}")]
+    MqttUrl(String),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -120,6 +131,7 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// # Errors
 /// [`ServeError`] when the store, the registry or a listener cannot be set up.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
+    crate::alert::dispatch::webhook::install_tls_provider();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -128,6 +140,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let registry = Arc::new(Registry::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
     let resume = Resume::load(store.as_ref()).await?;
+    let dispatch = DispatchSettings {
+        mqtt: if config.mqtt.enabled && config.mqtt.publish_alerts {
+            Some(
+                MqttAlertSettings::from_config(&config.mqtt, config.mqtt.embedded_listen)
+                    .map_err(ServeError::MqttUrl)?,
+            )
+        } else {
+            None
+        },
+        webhooks: config.webhooks.clone(),
+    };
+    dispatch.claim_cursors(store.as_ref()).await?;
+    let mut dispatchers = Dispatchers::prepare(dispatch, store.clone(), metrics.clone())?;
     let pipeline = Pipeline::spawn(
         PipelineSettings {
             fence: config.fence.clone(),
@@ -227,6 +252,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         let ingest = mqtt::start(&mqtt_config, context.clone(), token.clone()).await?;
         if let Some(addr) = ingest.listen {
             listeners.insert("mqtt", addr);
+            // The alert publisher is one more client of the embedded broker, where it is bound.
+            dispatchers.use_embedded_broker(addr);
         }
         mqtt_commands = Some(ingest.commands);
         mqtt_task = Some(ingest.task);
@@ -234,14 +261,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     drop(context);
     let api_socket = bind("the HTTP API", config.http.listen).await?;
     let http_addr = local_addr(&api_socket, config.http.listen);
+    let api_stop = CancellationToken::new();
     let state = AppState {
         store: store.clone(),
         registry,
         metrics: metrics.clone(),
         token_uses: Arc::new(TokenUses::default()),
         commands,
+        shutdown: api_stop.clone(),
+        webhooks: config.webhooks.iter().map(|w| w.name.clone()).collect(),
     };
-    let api_stop = CancellationToken::new();
     let api_server = HttpServer::new(
         api_socket,
         api::router(state, &config.http),
@@ -258,6 +287,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         metrics.clone(),
     );
     let api_task = tokio::spawn(api_server.run(api_stop.clone()));
+    // Started once everything is bound, so a failed start leaves no delivery running.
+    let dispatchers = dispatchers.spawn();
     if store.token_count().await? == 0 {
         warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin`, giving it the same --config as this server.");
     }
@@ -298,6 +329,12 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         // upload can delay this no further, because closing refuses late submissions.
         pipeline.join().await;
         info!("Pipeline drained; last batch committed.");
+        if tokio::time::timeout_at(deadline, dispatchers.stop())
+            .await
+            .is_err()
+        {
+            warn!("Alert deliveries still in progress at the shutdown timeout; they resume from the stored cursors at the next start.");
+        }
         // Every connection is gone, so nothing reports to the dispatcher any more.
         commands_task.abort();
         api_stop.cancel();

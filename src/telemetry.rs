@@ -42,7 +42,19 @@ pub struct Metrics {
     pub fence_check_seconds: Histogram,
     /// Downlink commands entering each status (pending when created).
     pub commands: IntCounterVec,
+    /// Events handed to a consumer and acknowledged, by channel (mqtt, webhook, sse).
+    pub events_delivered: IntCounterVec,
+    /// Failed delivery attempts, by channel.
+    pub delivery_failures: IntCounterVec,
+    /// Webhook deliveries given up on after every attempt.
+    pub webhook_dead_letters: IntCounter,
+    /// How far each dispatcher is behind the newest event, in feed positions, by consumer
+    /// (`mqtt`, `webhook:<name>`: the configured ones, a small fixed set).
+    pub dispatch_lag: IntGaugeVec,
 }
+
+/// The channels alert events are delivered on, as metric labels.
+pub const DELIVERY_CHANNELS: [&str; 3] = ["mqtt", "webhook", "sse"];
 
 impl Metrics {
     /// A fresh registry with every metric registered.
@@ -136,6 +148,33 @@ impl Metrics {
                 "Downlink commands entering each status: pending, sent, acknowledged, failed, expired.",
                 &["status"],
             ),
+            events_delivered: counters(
+                "ewall_events_delivered_total",
+                "Feed events delivered and acknowledged, by channel.",
+                &["channel"],
+            ),
+            delivery_failures: counters(
+                "ewall_delivery_failures_total",
+                "Failed attempts to deliver feed events, by channel.",
+                &["channel"],
+            ),
+            webhook_dead_letters: register(
+                &registry,
+                IntCounter::new(
+                    "ewall_webhook_dead_letters_total",
+                    "Webhook deliveries dead-lettered after every attempt failed.",
+                ),
+            ),
+            dispatch_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_dispatch_lag_seq",
+                        "Feed positions between the newest event and each dispatcher's cursor.",
+                    ),
+                    &["consumer"],
+                ),
+            ),
             registry,
         };
         // Series for every protocol and alert kind exist from the start, at zero, so a
@@ -153,12 +192,33 @@ impl Metrics {
         for status in ["pending", "sent", "acknowledged", "failed", "expired"] {
             metrics.commands.with_label_values(&[status]);
         }
+        for channel in DELIVERY_CHANNELS {
+            metrics.events_delivered.with_label_values(&[channel]);
+            metrics.delivery_failures.with_label_values(&[channel]);
+        }
         metrics
     }
 
     /// Counts a committed alert.
     pub fn alert_raised(&self, kind: AlertKind) {
         self.alerts_raised.with_label_values(&[kind.as_str()]).inc();
+    }
+
+    /// Counts `n` events delivered on `channel` (one of [`DELIVERY_CHANNELS`]).
+    pub fn delivered(&self, channel: &str, n: usize) {
+        self.events_delivered
+            .with_label_values(&[channel])
+            .inc_by(n as u64);
+    }
+
+    /// Counts a failed delivery attempt on `channel`.
+    pub fn delivery_failed(&self, channel: &str) {
+        self.delivery_failures.with_label_values(&[channel]).inc();
+    }
+
+    /// Counts a dead-lettered webhook delivery.
+    pub fn dead_lettered(&self) {
+        self.webhook_dead_letters.inc();
     }
 
     /// The metrics in Prometheus text format.

@@ -109,6 +109,9 @@ async fn idle_connections_on_the_osmand_port_do_not_starve_the_api_or_gt06() {
     let log = dir.path().join("ewall.log");
     let (mut child, addresses) = serve_limited(&config, &log).await;
     let api = format!("http://{}", addr(&addresses, "http"));
+    // The service runs in a child process; this one needs its own TLS crypto provider before
+    // an HTTP client can be built (reqwest is built without one).
+    ewall::alert::dispatch::webhook::install_tls_provider();
     let client = reqwest::Client::new();
 
     let person: Value = client

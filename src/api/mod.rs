@@ -9,10 +9,13 @@ pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod devices;
+pub mod feed;
 pub mod persons;
 pub mod problem;
+pub mod stream;
 pub mod text;
 pub mod tokens;
+pub mod webhooks;
 pub mod zones;
 
 use std::net::SocketAddr;
@@ -125,6 +128,10 @@ pub struct AppState {
     pub token_uses: Arc<auth::TokenUses>,
     /// Downlink commands: stores them and sends them to connected devices.
     pub commands: Arc<crate::commands::CommandDispatcher>,
+    /// Cancelled when the service stops, which ends the endless responses (SSE streams).
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Names of the configured webhooks.
+    pub webhooks: Arc<[String]>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -168,9 +175,20 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/devices/{imei}/commands/{id}", get(commands::get))
         .route("/zones/{id}", get(zones::get).delete(zones::delete))
         .route("/alerts", get(alerts::list))
+        .route("/alerts/stream", get(stream::stream))
         .route("/alerts/{id}", get(alerts::get))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/integration/feed", get(feed::feed))
+        .route("/webhooks/{name}/deliveries", get(webhooks::list))
+        .route(
+            "/webhooks/{name}/deliveries/redeliver",
+            post(webhooks::redeliver_all),
+        )
+        .route(
+            "/webhooks/{name}/deliveries/{id}/redeliver",
+            post(webhooks::redeliver_one),
+        )
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke));
     let v1 = with_body_limit(v1, general).merge(zones);

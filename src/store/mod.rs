@@ -5,6 +5,12 @@
 //! raised are written together by [`writer::StoreWriter`] in one transaction per batch (group
 //! commit); only after that commit are devices acknowledged.
 //!
+//! Every change that consumers are told of (an alert raised, an alert's state changed, a person
+//! enrolled or released) appends an [`Event`] to the event feed *in the same transaction* as the
+//! change (a transactional outbox). Events carry one strictly increasing `seq`; an alert's `seq`
+//! is the `seq` of its `alert.raised` event. The dispatchers in `alert/` read the feed by cursor
+//! and keep their cursors here, so a restart repeats only what a consumer had not acknowledged.
+//!
 //! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
 //! turned into shapes by the fence module above it.
 
@@ -19,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{
-    Alert, AlertId, AlertState, CommandId, CommandStatus, Crs, Device, DeviceCommand, Fix, Person,
-    PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
+    Alert, AlertId, AlertState, CommandId, CommandStatus, Crs, Device, DeviceCommand, Event, Fix,
+    Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// Errors of the store layer.
@@ -235,9 +241,85 @@ pub struct AlertQuery {
     pub limit: u32,
 }
 
+/// Which events to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EventQuery {
+    /// Only events with `seq` greater than this.
+    pub after: i64,
+    /// At most this many.
+    pub limit: u32,
+    /// Only alert events (`alert.raised` and `alert.<state>`), not filing events.
+    pub alerts_only: bool,
+}
+
+/// Where a webhook delivery that failed every attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Given up on; waits for someone to ask for a redelivery.
+    Dead,
+    /// A redelivery was asked for and has not been tried yet.
+    Pending,
+    /// Redelivered and acknowledged by the receiver.
+    Delivered,
+}
+
+impl DeliveryState {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryState::Dead => "dead",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dead" => Ok(DeliveryState::Dead),
+            "pending" => Ok(DeliveryState::Pending),
+            "delivered" => Ok(DeliveryState::Delivered),
+            other => Err(format!("unknown delivery state {other:?}")),
+        }
+    }
+}
+
+/// A webhook delivery that failed every attempt (a dead letter), with its event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookDelivery {
+    /// The webhook's configured name.
+    pub webhook: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Attempts made so far, redeliveries included.
+    pub attempts: u32,
+    /// What the last failed attempt saw (a status code, a connection error).
+    pub last_error: String,
+    /// When it was given up on (the last time, after a failed redelivery).
+    pub dead_at: DateTime<Utc>,
+    /// When a redelivery succeeded.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The event it carries; its id is the delivery's id and the `webhook-id` sent.
+    pub event: Event,
+}
+
 /// The service's durable state.
 ///
 /// Every method is one short transaction; implementations are cheap to clone and share.
+///
+/// # The event feed
+/// Methods that raise an alert ([`Store::commit`]), change an alert's state
+/// ([`Store::set_alert_state`]) or enrol or release a person append their event inside their own
+/// transaction, so an event exists exactly when its change does. Implementations must make events
+/// visible in `seq` order: a reader that has seen `seq` N must never later see a new event below
+/// N (SQLite gives this because write transactions are serialised; a server database must
+/// take a lock around the append, as a sequence alone hands out numbers in start order, not in
+/// commit order). After each commit that appended events they announce the newest `seq` on
+/// [`Store::event_notices`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Brings the schema up to date.
@@ -372,6 +454,56 @@ pub trait Store: Send + Sync + 'static {
         note: Option<String>,
         at: DateTime<Utc>,
     ) -> Result<Alert, StoreError>;
+
+    /// Events in ascending `seq`.
+    async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError>;
+    /// The newest `seq` in the feed; 0 while it is empty.
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
+    /// Carries the newest `seq` after each commit that appended events: a wake-up for readers
+    /// of the feed, which then read the store by cursor (the value is a hint, never the data).
+    fn event_notices(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// The cursor of a dispatcher: every event up to it has been acknowledged by its consumer.
+    /// A consumer seen for the first time starts at the current end of the feed, and that
+    /// start is stored at once, so what is appended after it is never skipped.
+    async fn dispatch_cursor(&self, consumer: &str) -> Result<i64, StoreError>;
+    /// Moves a dispatcher's cursor forward (never back).
+    async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError>;
+
+    /// Records that webhook `webhook` gave up on event `seq` after `attempts`, and moves the
+    /// dispatcher's cursor (`consumer`) past it, in one transaction.
+    async fn dead_letter(
+        &self,
+        webhook: &str,
+        consumer: &str,
+        seq: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// A webhook's dead letters and redeliveries (only those in `state`, when given),
+    /// ascending by event `seq`, after `after`.
+    async fn webhook_deliveries(
+        &self,
+        webhook: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+    /// Asks for a redelivery of the dead letter of event `event_id`, or of every dead letter of
+    /// the webhook with `None`; returns how many were marked. Already pending or delivered
+    /// ones are left alone.
+    async fn request_redelivery(
+        &self,
+        webhook: &str,
+        event_id: Option<uuid::Uuid>,
+    ) -> Result<u64, StoreError>;
+    /// Records the outcome of one redelivery attempt: delivered, or dead again with the error.
+    async fn redelivery_done(
+        &self,
+        webhook: &str,
+        seq: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError>;
 
     /// Stores a token's hash.
     async fn create_token(

@@ -9,17 +9,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::sync::Arc;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, DeviceNewest, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError,
-    TokenRecord, ZoneRecord,
+    AlertQuery, DeliveryState, DeviceNewest, EventQuery, NewPerson, OpenBreach, PersonPatch, Role,
+    Store, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
-    DeviceCommand, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind, ZoneWifi,
+    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
+    ZoneWifi,
 };
 
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
@@ -30,6 +35,8 @@ const POSITIONS_PER_INSERT: usize = 200;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The newest event `seq` committed through this store, for [`Store::event_notices`].
+    event_notices: Arc<watch::Sender<i64>>,
 }
 
 impl SqliteStore {
@@ -58,7 +65,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            event_notices: Arc::new(watch::Sender::new(0)),
+        })
     }
 
     /// A transaction that takes the write lock at its start (`BEGIN IMMEDIATE`). A deferred
@@ -68,6 +78,221 @@ impl SqliteStore {
     async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
     }
+
+    /// Tells feed readers that events up to `seq` are committed.
+    fn announce(&self, seq: i64) {
+        self.event_notices.send_if_modified(|newest| {
+            let newer = seq > *newest;
+            if newer {
+                *newest = seq;
+            }
+            newer
+        });
+    }
+
+    /// Fills in the JSON of the `alert.raised` events that migration 0004 created for alerts
+    /// committed before the event feed existed.
+    async fn backfill_raised_events(&self) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let rows = sqlx::query(
+            "SELECT a.* FROM events e JOIN alerts a ON a.seq = e.seq \
+             WHERE e.kind = 'alert.raised' AND e.data = ''",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let alert = alert_from_row(row)?;
+            sqlx::query("UPDATE events SET data = ? WHERE seq = ?")
+                .bind(to_json(&alert)?)
+                .bind(alert.seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// An event about to be appended to the feed.
+struct NewEvent<'a> {
+    id: Uuid,
+    kind: EventKind,
+    person_id: PersonId,
+    alert_id: Option<AlertId>,
+    data: &'a str,
+}
+
+/// Appends one event inside the caller's transaction and returns its `seq`. Every change that
+/// consumers are told of calls this inside its own transaction (the transactional outbox), and
+/// announces the `seq` once that transaction has committed.
+async fn append_event(conn: &mut SqliteConnection, event: NewEvent<'_>) -> Result<i64, StoreError> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO events (id, kind, person_id, alert_id, time, data) \
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(event.id.to_string())
+    .bind(event.kind.to_string())
+    .bind(event.person_id.to_string())
+    .bind(event.alert_id.map(|a| a.to_string()))
+    .bind(micros(now()))
+    .bind(event.data)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+/// Appends the event of an alert's new state (`alert.<state>`), with the alert as it now is.
+/// The one place an alert state change enters the feed; whatever method changes an alert's
+/// state calls it inside its transaction.
+async fn append_alert_changed(
+    conn: &mut SqliteConnection,
+    alert: &Alert,
+) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind: EventKind::AlertChanged(alert.state),
+            person_id: alert.person_id,
+            alert_id: Some(alert.id),
+            data: &to_json(alert)?,
+        },
+    )
+    .await
+}
+
+/// Inserts a new alert with its `alert.raised` event: the event takes the next `seq` and the
+/// alert is stored under the same one. Every alert insert goes through here, so alert `seq`s and
+/// event `seq`s never collide.
+async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<Alert, StoreError> {
+    let seq = append_event(
+        conn,
+        NewEvent {
+            id: alert.id,
+            kind: EventKind::AlertRaised,
+            person_id: alert.person_id,
+            alert_id: Some(alert.id),
+            // Written below, once the alert knows its seq.
+            data: "",
+        },
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
+         raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(seq)
+    .bind(alert.id.to_string())
+    .bind(alert.kind.as_str())
+    .bind(alert.person_id.to_string())
+    .bind(&alert.device_id)
+    .bind(alert.zone_id.map(|z| z.to_string()))
+    .bind(alert.severity.as_str())
+    .bind(micros(alert.time))
+    .bind(micros(alert.raised_at))
+    .bind(alert.position.map(|p| p.lat))
+    .bind(alert.position.map(|p| p.lon))
+    .bind(alert.position.and_then(|p| p.accuracy_m))
+    .bind(alert.state.as_str())
+    .bind(alert.late)
+    .bind(&alert.note)
+    .bind(alert.acknowledged_at.map(micros))
+    .bind(alert.resolved_at.map(micros))
+    .execute(&mut *conn)
+    .await?;
+    alert.seq = seq;
+    // Hand back exactly what a later read returns: times at microsecond precision.
+    alert.time = truncate_micros(alert.time);
+    alert.raised_at = truncate_micros(alert.raised_at);
+    sqlx::query("UPDATE events SET data = ? WHERE seq = ?")
+        .bind(to_json(&alert)?)
+        .bind(seq)
+        .execute(&mut *conn)
+        .await?;
+    Ok(alert)
+}
+
+/// Appends a filing event (a person enrolled or released) with the person's record.
+async fn append_person_event(
+    conn: &mut SqliteConnection,
+    kind: EventKind,
+    person: &Person,
+) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind,
+            person_id: person.id,
+            alert_id: None,
+            data: &to_json(person)?,
+        },
+    )
+    .await
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        what: "event",
+        reason: format!("cannot serialise the event's record: {e}"),
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
+    let data: &str = row.try_get("data")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        id: parse("event", row.try_get::<&str, _>("id")?)?,
+        kind: parse("event", row.try_get::<&str, _>("kind")?)?,
+        person_id: parse("event", row.try_get::<&str, _>("person_id")?)?,
+        alert_id: row
+            .try_get::<Option<&str>, _>("alert_id")?
+            .map(|a| parse("event", a))
+            .transpose()?,
+        time: from_micros("event", row.try_get("time")?)?,
+        data: serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+            what: "event",
+            reason: format!("data is not JSON: {e}"),
+        })?,
+    })
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, StoreError> {
+    Ok(WebhookDelivery {
+        webhook: row.try_get("webhook")?,
+        state: parse("webhook_delivery", row.try_get::<&str, _>("state")?)?,
+        attempts: row
+            .try_get::<i64, _>("attempts")?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        dead_at: from_micros("webhook_delivery", row.try_get("dead_at")?)?,
+        delivered_at: row
+            .try_get::<Option<i64>, _>("delivered_at")?
+            .map(|t| from_micros("webhook_delivery", t))
+            .transpose()?,
+        event: event_from_row(row)?,
+    })
+}
+
+/// Moves a dispatcher's cursor forward inside the caller's transaction.
+async fn advance_cursor(
+    conn: &mut SqliteConnection,
+    consumer: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO dispatch_cursors (consumer, seq, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (consumer) DO UPDATE SET seq = MAX(seq, excluded.seq), \
+         updated_at = excluded.updated_at",
+    )
+    .bind(consumer)
+    .bind(seq)
+    .bind(micros(now()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -286,6 +511,9 @@ impl Store for SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.pool)
             .await?;
+        self.backfill_raised_events().await?;
+        let newest = self.last_event_seq().await?;
+        self.announce(newest);
         Ok(())
     }
 
@@ -297,6 +525,7 @@ impl Store for SqliteStore {
             timezone: new.timezone,
             created_at: now(),
         };
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO persons (id, name, level, timezone, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -305,8 +534,11 @@ impl Store for SqliteStore {
         .bind(person.level.as_str())
         .bind(&person.timezone)
         .bind(micros(person.created_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
+        tx.commit().await?;
+        self.announce(seq);
         Ok(person)
     }
 
@@ -360,14 +592,19 @@ impl Store for SqliteStore {
                 "person {id} still has {devices} device(s) bound; delete the devices first"
             )));
         }
-        let done = sqlx::query("DELETE FROM persons WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM persons WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("person", id))?;
+        let person = person_from_row(&row)?;
+        sqlx::query("DELETE FROM persons WHERE id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("person", id));
-        }
+        let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await?;
+        self.announce(seq);
         Ok(())
     }
 
@@ -801,38 +1038,13 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         let mut stored = Vec::with_capacity(alerts.len());
-        for mut alert in alerts {
-            let seq: i64 = sqlx::query_scalar(
-                "INSERT INTO alerts (id, kind, person_id, device_id, zone_id, severity, time, \
-                 raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
-                 resolved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 RETURNING seq",
-            )
-            .bind(alert.id.to_string())
-            .bind(alert.kind.as_str())
-            .bind(alert.person_id.to_string())
-            .bind(&alert.device_id)
-            .bind(alert.zone_id.map(|z| z.to_string()))
-            .bind(alert.severity.as_str())
-            .bind(micros(alert.time))
-            .bind(micros(alert.raised_at))
-            .bind(alert.position.map(|p| p.lat))
-            .bind(alert.position.map(|p| p.lon))
-            .bind(alert.position.and_then(|p| p.accuracy_m))
-            .bind(alert.state.as_str())
-            .bind(alert.late)
-            .bind(&alert.note)
-            .bind(alert.acknowledged_at.map(micros))
-            .bind(alert.resolved_at.map(micros))
-            .fetch_one(&mut *tx)
-            .await?;
-            alert.seq = seq;
-            // Hand back exactly what a later read returns: times at microsecond precision.
-            alert.time = truncate_micros(alert.time);
-            alert.raised_at = truncate_micros(alert.raised_at);
-            stored.push(alert);
+        for alert in alerts {
+            stored.push(insert_alert(&mut tx, alert).await?);
         }
         tx.commit().await?;
+        if let Some(last) = stored.last() {
+            self.announce(last.seq);
+        }
         Ok(stored)
     }
 
@@ -981,8 +1193,185 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let alert = alert_from_row(&row)?;
+        let seq = append_alert_changed(&mut tx, &alert).await?;
         tx.commit().await?;
-        self.alert(id).await
+        self.announce(seq);
+        Ok(alert)
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
+        let sql = if query.alerts_only {
+            "SELECT * FROM events WHERE seq > ? AND kind LIKE 'alert.%' ORDER BY seq LIMIT ?"
+        } else {
+            "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+        };
+        sqlx::query(sql)
+            .bind(query.after)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn event_notices(&self) -> watch::Receiver<i64> {
+        self.event_notices.subscribe()
+    }
+
+    async fn dispatch_cursor(&self, consumer: &str) -> Result<i64, StoreError> {
+        // A new consumer starts at the end of the feed as it is now; writing that start in the
+        // same statement that reads the end means no event can slip between the two.
+        sqlx::query(
+            "INSERT INTO dispatch_cursors (consumer, seq, updated_at) \
+             SELECT ?, COALESCE(MAX(seq), 0), ? FROM events WHERE true \
+             ON CONFLICT (consumer) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(micros(now()))
+        .execute(&self.pool)
+        .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM dispatch_cursors WHERE consumer = ?")
+            .bind(consumer)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        advance_cursor(&mut conn, consumer, seq).await
+    }
+
+    async fn dead_letter(
+        &self,
+        webhook: &str,
+        consumer: &str,
+        seq: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries \
+             (webhook, event_seq, state, attempts, last_error, dead_at) VALUES (?, ?, 'dead', ?, ?, ?) \
+             ON CONFLICT (webhook, event_seq) DO UPDATE SET state = 'dead', \
+             attempts = attempts + excluded.attempts, last_error = excluded.last_error, \
+             dead_at = excluded.dead_at",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(micros(now()))
+        .execute(&mut *tx)
+        .await?;
+        advance_cursor(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        webhook: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        sqlx::query(
+            "SELECT d.*, e.* FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.webhook = ? AND d.event_seq > ? AND (? IS NULL OR d.state = ?) \
+             ORDER BY d.event_seq LIMIT ?",
+        )
+        .bind(webhook)
+        .bind(after)
+        .bind(state.map(|s| s.as_str()))
+        .bind(state.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+    }
+
+    async fn request_redelivery(
+        &self,
+        webhook: &str,
+        event_id: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        let Some(event_id) = event_id else {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending' \
+                 WHERE webhook = ? AND state = 'dead'",
+            )
+            .bind(webhook)
+            .execute(&self.pool)
+            .await?;
+            return Ok(done.rows_affected());
+        };
+        let mut tx = self.write_transaction().await?;
+        let found: Option<(i64, String)> = sqlx::query_as(
+            "SELECT d.event_seq, d.state FROM webhook_deliveries d \
+             JOIN events e ON e.seq = d.event_seq WHERE d.webhook = ? AND e.id = ?",
+        )
+        .bind(webhook)
+        .bind(event_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (seq, state) = found.ok_or_else(|| not_found("webhook delivery", event_id))?;
+        let state: DeliveryState = parse("webhook_delivery", &state)?;
+        if state != DeliveryState::Dead {
+            return Err(StoreError::Conflict(format!(
+                "delivery {event_id} is {}, not dead",
+                state.as_str()
+            )));
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending' WHERE webhook = ? AND event_seq = ?",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(1)
+    }
+
+    async fn redelivery_done(
+        &self,
+        webhook: &str,
+        seq: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let at = micros(now());
+        let query = match &outcome {
+            Ok(()) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, \
+                 delivered_at = ? WHERE webhook = ? AND event_seq = ?",
+            )
+            .bind(at),
+            Err(error) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'dead', attempts = attempts + 1, \
+                 last_error = ?, dead_at = ? WHERE webhook = ? AND event_seq = ?",
+            )
+            .bind(error)
+            .bind(at),
+        };
+        query.bind(webhook).bind(seq).execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn create_token(
@@ -1345,6 +1734,253 @@ mod tests {
             store.person(p.id).await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    fn feed(after: i64) -> EventQuery {
+        EventQuery {
+            after,
+            limit: 1000,
+            alerts_only: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_change_is_one_event_in_the_same_seq_space_as_alerts() {
+        let (_dir, store) = store().await;
+        let mut notices = store.event_notices();
+        let p = person(&store).await;
+        let stored = store
+            .commit(
+                &[fix(p.id, 0)],
+                vec![
+                    alert(p.id, AlertKind::ZoneExit),
+                    alert(p.id, AlertKind::Sos),
+                ],
+            )
+            .await
+            .unwrap();
+        let acked = store
+            .set_alert_state(
+                stored[0].id,
+                AlertState::Acknowledged,
+                Some("called".into()),
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let later = store
+            .commit(&[], vec![alert(p.id, AlertKind::Returned)])
+            .await
+            .unwrap();
+
+        let events = store.events(feed(0)).await.unwrap();
+        let kinds: Vec<String> = events.iter().map(|e| e.kind.to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "person.enrolled",
+                "alert.raised",
+                "alert.raised",
+                "alert.acknowledged",
+                "alert.raised"
+            ]
+        );
+        assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(events[0].data["name"], "Li Wei");
+        // An alert's seq is its raised event's seq, and the event carries the alert as stored.
+        for (event, alert) in [
+            (&events[1], &stored[0]),
+            (&events[2], &stored[1]),
+            (&events[4], &later[0]),
+        ] {
+            assert_eq!(event.seq, alert.seq);
+            assert_eq!(event.id, alert.id);
+            assert_eq!(event.alert_id, Some(alert.id));
+            assert_eq!(event.data, serde_json::to_value(alert).unwrap());
+        }
+        // A state change is its own event, with the alert as it became.
+        assert_ne!(events[3].id, acked.id);
+        assert_eq!(events[3].alert_id, Some(acked.id));
+        assert_eq!(events[3].data, serde_json::to_value(&acked).unwrap());
+        assert_eq!(
+            events[3].data["seq"], stored[0].seq,
+            "the alert keeps its seq"
+        );
+        assert_eq!(*notices.borrow_and_update(), events[4].seq);
+        assert_eq!(store.last_event_seq().await.unwrap(), events[4].seq);
+
+        // The alert feed stays the reference: from 0, each alert once, in order, gaps allowed.
+        let alerts = store
+            .alerts(AlertQuery {
+                after: 0,
+                person_id: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        let ids: Vec<_> = alerts.iter().map(|a| a.id).collect();
+        assert_eq!(ids, [stored[0].id, stored[1].id, later[0].id]);
+
+        let alert_events = store
+            .events(EventQuery {
+                alerts_only: true,
+                ..feed(events[1].seq)
+            })
+            .await
+            .unwrap();
+        assert_eq!(alert_events.len(), 3);
+        assert!(alert_events.iter().all(|e| e.kind.is_alert()));
+
+        store.delete_person(p.id).await.unwrap();
+        let last = store.events(feed(events[4].seq)).await.unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].kind, EventKind::PersonReleased);
+        assert_eq!(last[0].person_id, p.id);
+    }
+
+    #[tokio::test]
+    async fn a_failed_state_change_appends_nothing() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let a = store
+            .commit(&[], vec![alert(p.id, AlertKind::ZoneExit)])
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+            .await
+            .unwrap();
+        let before = store.last_event_seq().await.unwrap();
+        assert!(store
+            .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+            .await
+            .is_err());
+        assert_eq!(store.last_event_seq().await.unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_new_cursor_starts_at_the_end_and_cursors_only_move_forward() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let end = store.last_event_seq().await.unwrap();
+        assert!(end > 0);
+        assert_eq!(store.dispatch_cursor("mqtt").await.unwrap(), end);
+        store
+            .commit(&[], vec![alert(p.id, AlertKind::Sos)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.dispatch_cursor("mqtt").await.unwrap(),
+            end,
+            "the start was stored when first read"
+        );
+        store.set_dispatch_cursor("mqtt", end + 5).await.unwrap();
+        store.set_dispatch_cursor("mqtt", end + 1).await.unwrap();
+        assert_eq!(store.dispatch_cursor("mqtt").await.unwrap(), end + 5);
+        assert_eq!(
+            store.dispatch_cursor("webhook:other").await.unwrap(),
+            end + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_move_the_cursor_and_are_redelivered_on_request() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let stored = store
+            .commit(
+                &[],
+                vec![alert(p.id, AlertKind::Sos), alert(p.id, AlertKind::Tamper)],
+            )
+            .await
+            .unwrap();
+        let consumer = "webhook:police";
+        store.dispatch_cursor(consumer).await.unwrap();
+        for a in &stored {
+            store
+                .dead_letter("police", consumer, a.seq, 8, "HTTP 503 Service Unavailable")
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            store.dispatch_cursor(consumer).await.unwrap(),
+            stored[1].seq
+        );
+        let dead = store
+            .webhook_deliveries("police", Some(DeliveryState::Dead), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].event.id, stored[0].id);
+        assert_eq!(dead[0].attempts, 8);
+        assert_eq!(dead[0].last_error, "HTTP 503 Service Unavailable");
+        assert!(store
+            .webhook_deliveries("other", None, 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert_eq!(
+            store
+                .request_redelivery("police", Some(stored[0].id))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(matches!(
+            store.request_redelivery("police", Some(stored[0].id)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.request_redelivery("police", Some(new_id())).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(store.request_redelivery("police", None).await.unwrap(), 1);
+        let pending = store
+            .webhook_deliveries("police", Some(DeliveryState::Pending), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+
+        store
+            .redelivery_done("police", stored[0].seq, Ok(()))
+            .await
+            .unwrap();
+        store
+            .redelivery_done("police", stored[1].seq, Err("HTTP 500".into()))
+            .await
+            .unwrap();
+        let all = store
+            .webhook_deliveries("police", None, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(all[0].state, DeliveryState::Delivered);
+        assert!(all[0].delivered_at.is_some());
+        assert_eq!(all[0].attempts, 9);
+        assert_eq!(all[1].state, DeliveryState::Dead);
+        assert_eq!(all[1].last_error, "HTTP 500");
+    }
+
+    #[tokio::test]
+    async fn alerts_from_before_the_feed_get_their_raised_event() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        let a = store
+            .commit(&[], vec![alert(p.id, AlertKind::Sos)])
+            .await
+            .unwrap()
+            .remove(0);
+        // What migration 0004 leaves for an alert committed before it ran.
+        sqlx::query("UPDATE events SET data = '' WHERE seq = ?")
+            .bind(a.seq)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let events = store.events(feed(0)).await.unwrap();
+        let raised = events.iter().find(|e| e.seq == a.seq).unwrap();
+        assert_eq!(raised.data, serde_json::to_value(&a).unwrap());
     }
 
     #[tokio::test]

@@ -31,6 +31,9 @@ pub fn admin_token(config: &Path) -> String {
 /// `ewall serve`, its stderr appended to `log`; returns the child and the `addresses` it
 /// announced.
 pub async fn serve(config: &Path, log: &Path) -> (Child, Value) {
+    // The service runs in the child; this process builds its own HTTP clients, which need a
+    // TLS crypto provider installed first (reqwest is built without one).
+    ewall::alert::dispatch::webhook::install_tls_provider();
     let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -44,6 +44,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     }
     // The embedded MQTT broker's default port is taken by the machine's own broker in CI.
     config.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
+    // Tests that check the alert topic turn it on with a broker and a topic of their own.
+    config.mqtt.publish_alerts = false;
     config
 }
 
@@ -79,8 +81,15 @@ impl Service {
 
     /// Stops the service and starts it again on the same data directory (new ports).
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}).await;
+    }
+
+    /// Stops the service and starts it again on the same data directory (new ports), after
+    /// `adjust` has changed the test configuration.
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
         self.stop().await;
-        let config = test_config(self.dir.path());
+        let mut config = test_config(self.dir.path());
+        adjust(&mut config);
         let running = ewall::server::start(config).await.unwrap();
         self.http = running.http_addr;
         self.running = Some(running);

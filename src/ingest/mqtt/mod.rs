@@ -61,6 +61,8 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Most gateway connections open at once on the embedded broker.
     pub max_connections: usize,
+    /// Publish every alert event on `{topic_prefix}/alerts/{person_id}` (QoS 1, CloudEvents).
+    pub publish_alerts: bool,
 }
 
 impl Default for MqttConfig {
@@ -72,6 +74,7 @@ impl Default for MqttConfig {
             topic_prefix: "ewall/v1".into(),
             client_id: "ewall".into(),
             max_connections: 10_000,
+            publish_alerts: true,
         }
     }
 }

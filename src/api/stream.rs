@@ -1,0 +1,64 @@
+//! `GET /api/v1/alerts/stream`: the alert events as server-sent events (`id:` = `seq`),
+//! resumable with `Last-Event-ID` or `?after=`, with keep-alive comments.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::problem::Problem;
+use super::AppState;
+use crate::alert::dispatch::sse::{alert_stream, KEEP_ALIVE};
+use crate::store::Role;
+
+const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+
+/// Query of `GET /alerts/stream`.
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    #[serde(default)]
+    after: Option<i64>,
+}
+
+/// The stream. `Last-Event-ID` wins over `after`; with neither it starts at the end of the
+/// feed (only events from now on); `after=0` replays everything.
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    caller.require(READERS, "read alerts")?;
+    let Query(query) = query?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|seq| *seq >= 0)
+                .ok_or_else(|| {
+                    Problem::bad_request("Last-Event-ID must be the seq (an integer) of an event")
+                })
+        })
+        .transpose()?;
+    if query.after.is_some_and(|a| a < 0) {
+        return Err(Problem::bad_request("`after` must be a seq of 0 or more"));
+    }
+    let after = match last_event_id.or(query.after) {
+        Some(after) => after,
+        None => state.store.last_event_seq().await?,
+    };
+    let events = alert_stream(
+        state.store.clone(),
+        after,
+        state.shutdown.clone(),
+        state.metrics.clone(),
+    );
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
