@@ -119,7 +119,7 @@ pub struct ZoneWifi {
 }
 
 /// Whether a zone must be stayed in or kept out of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ZoneKind {
     /// The person must stay inside (home, town, county).
@@ -167,7 +167,9 @@ pub enum ZoneShape {
 }
 
 /// The datum a zone was drawn in. Zones are stored converted to WGS-84; this records the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Crs {
     /// WGS-84, what GPS reports.
@@ -206,7 +208,9 @@ impl FromStr for Crs {
 }
 
 /// How closely a person is supervised; sets reporting expectations and alert severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SupervisionLevel {
     /// Closest supervision.
@@ -245,9 +249,10 @@ impl FromStr for SupervisionLevel {
 }
 
 /// A supervised person.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Person {
     /// Person id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: PersonId,
     /// Name as the supervising authority records it.
     pub name: String,
@@ -260,11 +265,12 @@ pub struct Person {
 }
 
 /// A tracker bound to a person.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Device {
     /// IMEI or other device identifier, exactly as the device sends it.
     pub imei: String,
     /// The person wearing it.
+    #[schema(value_type = uuid::Uuid)]
     pub person_id: PersonId,
     /// When the binding was created.
     pub created_at: DateTime<Utc>,
@@ -279,7 +285,7 @@ pub struct Device {
 }
 
 /// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// Left an inclusion zone.
@@ -368,7 +374,19 @@ impl fmt::Display for AlertKind {
 }
 
 /// How urgently an operator must look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// For the record (a return to compliance).
@@ -428,7 +446,7 @@ impl FromStr for Severity {
 }
 
 /// Where an alert stands in the operator's workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Nobody has looked yet.
@@ -464,7 +482,7 @@ impl FromStr for AlertState {
 }
 
 /// Where the person was when an alert was raised.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AlertPosition {
     /// WGS-84 latitude.
     pub lat: f64,
@@ -475,19 +493,22 @@ pub struct AlertPosition {
 }
 
 /// An alert for the monitoring centre, as stored and as sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     /// Alert id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: AlertId,
     /// Position in the alert feed, strictly increasing; 0 until the store assigns it.
     pub seq: i64,
     /// What happened.
     pub kind: AlertKind,
     /// Who it concerns.
+    #[schema(value_type = uuid::Uuid)]
     pub person_id: PersonId,
     /// Which device reported it.
     pub device_id: Option<String>,
     /// The zone involved, for zone alerts.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub zone_id: Option<ZoneId>,
     /// How urgent.
     pub severity: Severity,

@@ -6,10 +6,11 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
 use crate::model::{Alert, AlertState};
@@ -21,22 +22,44 @@ const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 const PAGE_MAX: u32 = 1000;
 
 /// Query of `GET /alerts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// Alerts with a `seq` after this one (0, the default, starts at the beginning).
     #[serde(default)]
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Only this person's alerts.
     #[serde(default)]
+    #[param(value_type = Option<uuid::Uuid>)]
     person_id: Option<String>,
+    /// Most alerts in the page (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// A page of the alert feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlertPage {
+    /// In ascending `seq`.
+    pub alerts: Vec<Alert>,
+    /// The `seq` to pass as `after` for the next page (the last one here, or `after` itself).
+    pub next: i64,
+}
+
 /// A page of the feed: `{"alerts": [...], "next": SEQ}`; pass `next` as `after` to resume.
+#[utoipa::path(
+    get, path = "/api/v1/alerts", tag = "alerts",
+    security(("bearer" = [])),
+    params(FeedQuery),
+    responses((status = 200, description = "A page of alerts.", body = AlertPage)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<FeedQuery>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<AlertPage>, Problem> {
     caller.require(READERS, "read alerts")?;
     let Query(query) = query?;
     let after = query.after.unwrap_or(0);
@@ -66,10 +89,16 @@ pub async fn list(
         })
         .await?;
     let next = alerts.last().map_or(after, |a| a.seq);
-    Ok(Json(json!({ "alerts": alerts, "next": next })))
+    Ok(Json(AlertPage { alerts, next }))
 }
 
 /// One alert.
+#[utoipa::path(
+    get, path = "/api/v1/alerts/{id}", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    responses((status = 200, description = "The alert.", body = Alert)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -80,11 +109,13 @@ pub async fn get(
     Ok(Json(state.store.alert(id).await?))
 }
 
-/// Body of ack and resolve: an optional operator note.
-#[derive(Debug, Default, Deserialize)]
+/// Body of ack and resolve: an optional operator note. The body itself may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
+    /// What the operator did or saw, at most 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000, nullable = true)]
     note: Option<String>,
 }
 
@@ -122,6 +153,16 @@ async fn transition(
 }
 
 /// Acknowledges an alert: an operator has seen it.
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    request_body(content = Option<NoteBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alert, acknowledged.", body = Alert),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
 pub async fn acknowledge(
     State(state): State<AppState>,
     caller: Caller,
@@ -140,6 +181,16 @@ pub async fn acknowledge(
 }
 
 /// Resolves an alert: it has been dealt with.
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    request_body(content = Option<NoteBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alert, resolved.", body = Alert),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
 pub async fn resolve(
     State(state): State<AppState>,
     caller: Caller,

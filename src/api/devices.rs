@@ -5,10 +5,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::openapi as doc;
 use super::problem::Problem;
 use super::AppState;
 use crate::model::Device;
@@ -18,10 +19,18 @@ const MANAGERS: &[Role] = &[Role::Admin, Role::Operator];
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 
 /// Body of `POST /devices`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
+    /// The id the tracker sends: IMEI, terminal number or app id.
+    #[schema(
+        min_length = 1,
+        pattern = r"^\s*[A-Za-z0-9_-]{1,32}\s*$",
+        example = "864768011234562"
+    )]
     imei: String,
+    /// The person wearing it.
+    #[schema(value_type = uuid::Uuid)]
     person_id: String,
     /// The device model, when frames depend on it (see the protocol READMEs).
     #[serde(default)]
@@ -53,6 +62,13 @@ fn check_model(model: &str) -> Result<String, Problem> {
     Ok(model.to_owned())
 }
 
+/// `GET /devices`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    /// Every device binding.
+    pub devices: Vec<Device>,
+}
+
 /// Device ids are what trackers send: IMEIs, terminal numbers, app ids.
 fn check_imei(imei: &str) -> Result<String, Problem> {
     let ok = !imei.is_empty()
@@ -69,6 +85,16 @@ fn check_imei(imei: &str) -> Result<String, Problem> {
 }
 
 /// Binds a device to a person.
+#[utoipa::path(
+    post, path = "/api/v1/devices", tag = "devices",
+    security(("bearer" = [])),
+    request_body = DeviceBody,
+    responses(
+        (status = 201, description = "The binding, created.", body = Device),
+        (status = 409, response = doc::Conflict),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -119,12 +145,28 @@ pub async fn update(
 }
 
 /// Lists devices.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, Problem> {
+#[utoipa::path(
+    get, path = "/api/v1/devices", tag = "devices",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every binding.", body = DeviceList)),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<DeviceList>, Problem> {
     caller.require(READERS, "list devices")?;
-    Ok(Json(json!({ "devices": state.store.devices().await? })))
+    Ok(Json(DeviceList {
+        devices: state.store.devices().await?,
+    }))
 }
 
 /// One device.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{imei}", tag = "devices",
+    security(("bearer" = [])),
+    params(("imei" = String, Path, description = "The device id as registered.")),
+    responses((status = 200, description = "The binding.", body = Device)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,6 +177,12 @@ pub async fn get(
 }
 
 /// Unbinds a device; it is refused from its next connection on.
+#[utoipa::path(
+    delete, path = "/api/v1/devices/{imei}", tag = "devices",
+    security(("bearer" = [])),
+    params(("imei" = String, Path, description = "The device id as registered.")),
+    responses((status = 204, description = "Unbound.")),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

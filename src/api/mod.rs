@@ -4,12 +4,16 @@
 //! Handlers live one file per resource. They read and write through the [`Store`] trait, and
 //! after each committed change tell the [`Registry`] so the change reaches the fence engine and
 //! ingest on the next fix. Every error is a problem-details response ([`problem::Problem`]).
+//! The API describes itself at `/api/v1/openapi.json` ([`openapi`]); every route added here
+//! needs a `#[utoipa::path]` on its handler and a line in [`openapi::ApiDoc`] (a unit test
+//! fails otherwise).
 
 pub mod alerts;
 pub mod auth;
 pub mod commands;
 pub mod devices;
 pub mod feed;
+pub mod openapi;
 pub mod persons;
 pub mod problem;
 pub mod stream;
@@ -190,7 +194,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             post(webhooks::redeliver_one),
         )
         .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{id}", delete(tokens::revoke));
+        .route("/tokens/{id}", delete(tokens::revoke))
+        .route("/openapi.json", get(openapi::serve));
     let v1 = with_body_limit(v1, general).merge(zones);
     let open = with_body_limit(
         Router::new()
@@ -225,9 +230,20 @@ impl AppState {
     }
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+/// The service's health: whether the database answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "service",
+    responses(
+        (status = 200, description = "The database answers.", body = Health),
+        (status = 503, response = openapi::ServiceUnavailable),
+    ),
+)]
+pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.token_count().await {
-        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(_) => Json(Health {
+            status: HealthStatus::Ok,
+        })
+        .into_response(),
         Err(e) => problem::Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the database does not answer: {e}"),
@@ -236,7 +252,29 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// What `/healthz` answers when the database does.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: HealthStatus,
+}
+
+/// The healthy status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Serving.
+    Ok,
+}
+
+/// Prometheus metrics, text exposition format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses(
+        (status = 200, description = "Every ewall metric.", content_type = "text/plain; version=0.0.4", body = String),
+    ),
+)]
+pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

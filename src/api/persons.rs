@@ -4,11 +4,13 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 use super::auth::Caller;
+use super::openapi::{self as doc, FeatureCollectionType, FeatureType, PointGeometry};
 use super::problem::Problem;
 use super::{parse_id, AppState};
 use crate::model::{Person, SupervisionLevel, ZoneId};
@@ -22,26 +24,55 @@ const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 const TRACK_LIMIT_MAX: u32 = 100_000;
 
 /// Body of `POST /persons`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonBody {
+    /// Name as the supervising authority records it.
+    #[schema(schema_with = doc::name_schema)]
     name: String,
+    /// Supervision level; `normal` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<SupervisionLevel>)]
     level: Option<String>,
+    /// IANA time zone the person's schedules are read in; `Asia/Shanghai` when absent.
     #[serde(default)]
+    #[schema(schema_with = doc::optional_timezone_schema)]
     timezone: Option<String>,
 }
 
-/// Body of `PATCH /persons/{id}`.
-#[derive(Debug, Deserialize)]
+/// Body of `PATCH /persons/{id}`: the fields to change.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonPatchBody {
+    /// New name.
     #[serde(default)]
+    #[schema(schema_with = doc::optional_name_schema)]
     name: Option<String>,
+    /// New supervision level.
     #[serde(default)]
+    #[schema(value_type = Option<SupervisionLevel>)]
     level: Option<String>,
+    /// New IANA time zone.
     #[serde(default)]
+    #[schema(schema_with = doc::optional_timezone_schema)]
     timezone: Option<String>,
+}
+
+/// `GET /persons`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PersonList {
+    /// Every person, oldest first.
+    pub persons: Vec<Person>,
+}
+
+/// A person's zone assignment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZoneAssignment {
+    /// The person.
+    pub person_id: Uuid,
+    /// The zones assigned, each once.
+    #[schema(value_type = Vec<Uuid>)]
+    pub zone_ids: Vec<ZoneId>,
 }
 
 fn check_name(name: &str) -> Result<String, Problem> {
@@ -63,6 +94,15 @@ fn check_timezone(tz: &str) -> Result<String, Problem> {
 }
 
 /// Creates a person.
+#[utoipa::path(
+    post, path = "/api/v1/persons", tag = "persons",
+    security(("bearer" = [])),
+    request_body = PersonBody,
+    responses(
+        (status = 201, description = "The person, created.", body = Person),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -86,13 +126,27 @@ pub async fn create(
 }
 
 /// Lists persons.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, Problem> {
+#[utoipa::path(
+    get, path = "/api/v1/persons", tag = "persons",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every person.", body = PersonList)),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PersonList>, Problem> {
     caller.require(READERS, "list persons")?;
     let persons = state.store.persons().await?;
-    Ok(Json(json!({ "persons": persons })))
+    Ok(Json(PersonList { persons }))
 }
 
 /// One person.
+#[utoipa::path(
+    get, path = "/api/v1/persons/{id}", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id.")),
+    responses((status = 200, description = "The person.", body = Person)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,6 +158,16 @@ pub async fn get(
 }
 
 /// Changes a person.
+#[utoipa::path(
+    patch, path = "/api/v1/persons/{id}", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id.")),
+    request_body = PersonPatchBody,
+    responses(
+        (status = 200, description = "The person, changed.", body = Person),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +188,15 @@ pub async fn update(
 }
 
 /// Deletes a person who has no devices; their positions and alerts remain.
+#[utoipa::path(
+    delete, path = "/api/v1/persons/{id}", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -138,19 +211,31 @@ pub async fn delete(
 }
 
 /// Body of `PUT /persons/{id}/zones`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZonesBody {
+    /// The zones the person is to have, replacing any others; repeats count once.
+    #[schema(value_type = Vec<Uuid>)]
     zone_ids: Vec<String>,
 }
 
 /// Replaces a person's zones.
+#[utoipa::path(
+    put, path = "/api/v1/persons/{id}/zones", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id.")),
+    request_body = ZonesBody,
+    responses(
+        (status = 200, description = "The assignment now in force.", body = ZoneAssignment),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn set_zones(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<ZonesBody>, JsonRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ZoneAssignment>, Problem> {
     caller.require(MANAGERS, "assign zones")?;
     let id = parse_id("person", &id)?;
     let Json(body) = body?;
@@ -165,30 +250,102 @@ pub async fn set_zones(
     }
     state.store.set_person_zones(id, &zone_ids).await?;
     state.reload_zones().await?;
-    Ok(Json(json!({ "person_id": id, "zone_ids": zone_ids })))
+    Ok(Json(ZoneAssignment {
+        person_id: id,
+        zone_ids,
+    }))
 }
 
 /// A person's zones.
+#[utoipa::path(
+    get, path = "/api/v1/persons/{id}/zones", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id.")),
+    responses((status = 200, description = "The person's zones.", body = ZoneAssignment)),
+)]
 pub async fn zones(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<ZoneAssignment>, Problem> {
     caller.require(READERS, "read assignments")?;
     let id = parse_id("person", &id)?;
     let zone_ids = state.store.person_zones(id).await?;
-    Ok(Json(json!({ "person_id": id, "zone_ids": zone_ids })))
+    Ok(Json(ZoneAssignment {
+        person_id: id,
+        zone_ids,
+    }))
 }
 
 /// Query of `GET /persons/{id}/track`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TrackQuery {
+    /// Start of the window, RFC 3339; 24 hours before `to` when absent. Not after `to`.
     #[serde(default)]
+    #[param(value_type = Option<DateTime<Utc>>)]
     from: Option<String>,
+    /// End of the window, RFC 3339; now when absent.
     #[serde(default)]
+    #[param(value_type = Option<DateTime<Utc>>)]
     to: Option<String>,
+    /// Most positions returned, oldest first (default 10,000).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 100_000)]
     limit: Option<u32>,
+}
+
+/// A person's track: GeoJSON Points, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Track {
+    /// Always `FeatureCollection`.
+    #[serde(rename = "type")]
+    pub kind: FeatureCollectionType,
+    /// One Point per stored position.
+    pub features: Vec<TrackPoint>,
+}
+
+/// One stored position as a GeoJSON Point Feature.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackPoint {
+    /// Always `Feature`.
+    #[serde(rename = "type")]
+    pub kind: FeatureType,
+    /// The position, `[lon, lat]` in WGS-84.
+    pub geometry: PointGeometry,
+    /// What the device reported with it.
+    pub properties: TrackProperties,
+}
+
+/// The stored fields of a position besides its coordinates.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrackProperties {
+    /// Fix time, UTC.
+    pub time: DateTime<Utc>,
+    /// When the server received it, UTC.
+    pub received_at: DateTime<Utc>,
+    /// The device that sent it.
+    pub device_id: String,
+    /// Speed, km/h.
+    pub speed_kmh: Option<f64>,
+    /// Course, degrees.
+    pub course: Option<f64>,
+    /// Accuracy radius the device stated, metres.
+    pub accuracy_m: Option<f64>,
+    /// Whether the device marked the fix valid.
+    pub valid: bool,
+    /// Where the position came from.
+    pub source: doc::Source,
+    /// Satellites used.
+    pub satellites: Option<u8>,
+    /// Battery charge, percent.
+    pub battery_pct: Option<u8>,
+    /// Re-sent from the device's backlog.
+    pub archived: bool,
+    /// The frame's checksum or length did not match (accepted leniently).
+    pub integrity_mismatch: bool,
+    /// Protocol it arrived on.
+    pub protocol: String,
 }
 
 fn parse_time(key: &str, raw: &str) -> Result<DateTime<Utc>, Problem> {
@@ -203,12 +360,18 @@ fn parse_time(key: &str, raw: &str) -> Result<DateTime<Utc>, Problem> {
 
 /// A person's positions as a GeoJSON FeatureCollection of Points, oldest first. Without
 /// `from`/`to` it covers the last 24 hours.
+#[utoipa::path(
+    get, path = "/api/v1/persons/{id}/track", tag = "persons",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Person id."), TrackQuery),
+    responses((status = 200, description = "The positions in the window.", body = Track)),
+)]
 pub async fn track(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<TrackQuery>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Track>, Problem> {
     caller.require(READERS, "read tracks")?;
     let id = parse_id("person", &id)?;
     let Query(query) = query?;
@@ -235,31 +398,30 @@ pub async fn track(
     }
     state.store.person(id).await?;
     let fixes = state.store.track(id, from, to, limit).await?;
-    let features: Vec<Value> = fixes
-        .iter()
-        .map(|f| {
-            json!({
-                "type": "Feature",
-                "geometry": { "type": "Point", "coordinates": [f.lon, f.lat] },
-                "properties": {
-                    "time": f.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    "received_at": f.received_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                    "device_id": f.device_id,
-                    "speed_kmh": f.speed_kmh,
-                    "course": f.course,
-                    "accuracy_m": f.accuracy_m,
-                    "valid": f.valid,
-                    "source": f.source,
-                    "satellites": f.satellites,
-                    "battery_pct": f.battery_pct,
-                    "archived": f.archived,
-                    "integrity_mismatch": f.integrity_mismatch,
-                    "protocol": f.protocol,
-                }
-            })
+    let features = fixes
+        .into_iter()
+        .map(|f| TrackPoint {
+            kind: FeatureType::Feature,
+            geometry: PointGeometry::new(f.lon, f.lat),
+            properties: TrackProperties {
+                time: f.time,
+                received_at: f.received_at,
+                device_id: f.device_id,
+                speed_kmh: f.speed_kmh,
+                course: f.course,
+                accuracy_m: f.accuracy_m,
+                valid: f.valid,
+                source: f.source.into(),
+                satellites: f.satellites,
+                battery_pct: f.battery_pct,
+                archived: f.archived,
+                integrity_mismatch: f.integrity_mismatch,
+                protocol: f.protocol,
+            },
         })
         .collect();
-    Ok(Json(
-        json!({ "type": "FeatureCollection", "features": features }),
-    ))
+    Ok(Json(Track {
+        kind: FeatureCollectionType::FeatureCollection,
+        features,
+    }))
 }

@@ -17,9 +17,10 @@ pub const NAME_MAX_CHARS: usize = 200;
 /// # Errors
 /// 422 with the reason.
 pub fn check_name(field: &str, name: &str) -> Result<String, Problem> {
-    let name = name.trim();
+    // Counted before trimming, so the bound is the one the API description states.
     let chars = name.chars().count();
-    if chars == 0 || chars > NAME_MAX_CHARS {
+    let name = name.trim();
+    if name.is_empty() || chars > NAME_MAX_CHARS {
         return Err(Problem::unprocessable(format!(
             "{field} must be between 1 and {NAME_MAX_CHARS} characters; it has {chars}"
         )));

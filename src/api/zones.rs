@@ -12,19 +12,126 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{SubsecRound, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::auth::Caller;
+use super::openapi::{self as doc, FeatureCollectionType, FeatureType};
 use super::problem::Problem;
 use super::text::check_name;
 use super::{parse_id, AppState};
 use crate::fence::{zone_to_feature, ZoneSpec};
-use crate::model::{new_id, ZoneShape};
+use crate::model::{new_id, Crs, ZoneKind, ZoneShape};
 use crate::registry::zone_from_record;
 use crate::store::{Role, ZoneRecord};
 
 const CREATORS: &[Role] = &[Role::Admin, Role::Operator];
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+
+/// A zone's geometry: a Point (with `properties.radius_m`, a circle), a Polygon or a
+/// MultiPolygon. Rings close (last position equals the first) and enclose some area; at most
+/// a million positions in all; no edge may cross the antimeridian.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "type")]
+pub enum ZoneGeometry {
+    /// The centre of a circle.
+    Point {
+        /// `[lon, lat]`.
+        #[schema(schema_with = doc::position_schema)]
+        coordinates: Vec<f64>,
+    },
+    /// One area with optional holes.
+    Polygon {
+        /// Exterior ring, then holes.
+        #[schema(schema_with = doc::polygon_schema)]
+        coordinates: Vec<Vec<Vec<f64>>>,
+    },
+    /// Several areas.
+    MultiPolygon {
+        /// Polygons.
+        #[schema(schema_with = doc::multi_polygon_schema)]
+        coordinates: Vec<Vec<Vec<Vec<f64>>>>,
+    },
+}
+
+/// Body of `POST /zones`: a GeoJSON Feature.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "Feature",
+    "properties": {"name": "home", "kind": "inclusion", "crs": "gcj02"},
+    "geometry": {"type": "Polygon", "coordinates": [[
+        [112.36, 25.51], [112.38, 25.51], [112.38, 25.53], [112.36, 25.53], [112.36, 25.51]
+    ]]}
+}))]
+pub struct NewZone {
+    /// Always `Feature`.
+    #[serde(rename = "type")]
+    pub kind: FeatureType,
+    /// The zone's shape, in the datum `properties.crs` names.
+    pub geometry: ZoneGeometry,
+    /// What the zone is.
+    pub properties: NewZoneProperties,
+}
+
+/// The properties of a new zone; other members are ignored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewZoneProperties {
+    /// Shown to operators.
+    #[schema(schema_with = doc::name_schema)]
+    pub name: String,
+    /// Whether the person must stay inside or keep out.
+    pub kind: ZoneKind,
+    /// The datum the geometry is drawn in; `wgs84` when absent.
+    #[schema(nullable = true)]
+    pub crs: Option<Crs>,
+    /// Radius of a circle (Point geometry only), metres.
+    #[schema(exclusive_minimum = 0.0, maximum = 1_000_000.0, nullable = true)]
+    pub radius_m: Option<f64>,
+}
+
+/// A stored zone as a GeoJSON Feature, in WGS-84.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZoneFeature {
+    /// Always `Feature`.
+    #[serde(rename = "type")]
+    pub kind: FeatureType,
+    /// Zone id.
+    pub id: Uuid,
+    /// The shape, converted to WGS-84.
+    pub geometry: ZoneGeometry,
+    /// What the zone is.
+    pub properties: ZoneProperties,
+}
+
+/// The properties of a stored zone.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZoneProperties {
+    /// Shown to operators.
+    pub name: String,
+    /// Whether the person must stay inside or keep out.
+    pub kind: ZoneKind,
+    /// Always `wgs84`: the geometry was converted.
+    pub crs: Crs,
+    /// The datum the zone was drawn in.
+    pub source_crs: Crs,
+    /// Radius of a circle, metres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub radius_m: Option<f64>,
+    /// When the zone was created.
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+/// `GET /zones`: every zone as a FeatureCollection.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ZoneCollection {
+    /// Always `FeatureCollection`.
+    #[serde(rename = "type")]
+    pub kind: FeatureCollectionType,
+    /// One Feature per zone.
+    pub features: Vec<ZoneFeature>,
+}
 
 /// The stored zone as a Feature, or a 500 for a row that no longer reads.
 fn feature(record: &ZoneRecord) -> Result<Value, Problem> {
@@ -39,6 +146,12 @@ fn feature(record: &ZoneRecord) -> Result<Value, Problem> {
 }
 
 /// Creates a zone from a GeoJSON Feature.
+#[utoipa::path(
+    post, path = "/api/v1/zones", tag = "zones",
+    security(("bearer" = [])),
+    request_body(content = NewZone, content_type = "application/json"),
+    responses((status = 201, description = "The zone as stored, in WGS-84.", body = ZoneFeature)),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +241,11 @@ fn antimeridian_crossing(shape: &ZoneShape) -> Option<String> {
 }
 
 /// Every zone, as a FeatureCollection.
+#[utoipa::path(
+    get, path = "/api/v1/zones", tag = "zones",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every zone.", body = ZoneCollection)),
+)]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, Problem> {
     caller.require(READERS, "list zones")?;
     let features = state
@@ -143,6 +261,12 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
 }
 
 /// One zone, as a Feature.
+#[utoipa::path(
+    get, path = "/api/v1/zones/{id}", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Zone id.")),
+    responses((status = 200, description = "The zone.", body = ZoneFeature)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +278,15 @@ pub async fn get(
 }
 
 /// Deletes a zone no person is assigned.
+#[utoipa::path(
+    delete, path = "/api/v1/zones/{id}", tag = "zones",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Zone id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -24,14 +24,22 @@ pub const BEARER_CHALLENGE: &str = "Bearer realm=\"ewall\"";
 const DETAIL_MAX: usize = 4096;
 
 /// A problem-details response.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "about:blank",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "timezone \"Mars/Olympus\" is not an IANA time zone name such as \"Asia/Shanghai\""
+}))]
 pub struct Problem {
     /// A URI naming the problem type; `about:blank` means the status says it all.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// Short summary (the status's reason phrase).
     pub title: String,
     /// HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What went wrong in this case and what to do about it.
     pub detail: String,

@@ -137,7 +137,7 @@ pub struct ZoneRecord {
 }
 
 /// API roles, from most to least powerful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, including tokens and deleting zones.
