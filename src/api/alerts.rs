@@ -7,9 +7,11 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::body::from_object;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
@@ -129,15 +131,22 @@ async fn transition(
 ) -> Result<Json<Alert>, Problem> {
     caller.require(HANDLERS, action)?;
     let id = parse_id("alert", &id)?;
-    // The body is optional: an empty one means no note.
+    // The body is optional: an empty one, or JSON null, means no note.
     let note = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<NoteBody>(&body)
-            .map_err(|e| {
-                Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}"))
-            })?
-            .note
+        let refused =
+            |e: String| Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}"));
+        match serde_json::from_slice::<Value>(&body) {
+            Err(e) => return Err(Problem::bad_request(format!("the body is not JSON: {e}"))),
+            Ok(Value::Null) => None,
+            Ok(Value::Object(object)) => {
+                from_object::<NoteBody>(object)
+                    .map_err(|p| refused(p.detail))?
+                    .note
+            }
+            Ok(other) => return Err(refused(format!("found {other}"))),
+        }
     };
     if note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
         return Err(Problem::unprocessable(

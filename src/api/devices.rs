@@ -1,7 +1,6 @@
 //! `/api/v1/devices`: binding trackers (by IMEI or the id they send) to persons. A device that
 //! is not bound here is refused when it connects.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -9,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::body::JsonObject;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::AppState;
@@ -98,10 +98,9 @@ fn check_imei(imei: &str) -> Result<String, Problem> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<DeviceBody>, JsonRejection>,
+    JsonObject(body): JsonObject<DeviceBody>,
 ) -> Result<(StatusCode, Json<Device>), Problem> {
     caller.require(MANAGERS, "register devices")?;
-    let Json(body) = body?;
     let imei = check_imei(body.imei.trim())?;
     let person_id = body.person_id.parse().map_err(|_| {
         Problem::unprocessable(format!("person_id {:?} is not a person id", body.person_id))

@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod commands;
+pub mod body;
 pub mod devices;
 pub mod feed;
 pub mod openapi;

@@ -1,6 +1,6 @@
 //! `/api/v1/persons`: the supervised persons, their zone assignments and their tracks.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
+use super::body::JsonObject;
 use super::openapi::{self as doc, FeatureCollectionType, FeatureType, PointGeometry};
 use super::problem::Problem;
 use super::{parse_id, AppState};
@@ -106,10 +107,9 @@ fn check_timezone(tz: &str) -> Result<String, Problem> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<PersonBody>, JsonRejection>,
+    JsonObject(body): JsonObject<PersonBody>,
 ) -> Result<(StatusCode, Json<Person>), Problem> {
     caller.require(MANAGERS, "create persons")?;
-    let Json(body) = body?;
     let new = NewPerson {
         name: check_name(&body.name)?,
         level: body
@@ -172,11 +172,10 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Result<Json<PersonPatchBody>, JsonRejection>,
+    JsonObject(body): JsonObject<PersonPatchBody>,
 ) -> Result<Json<Person>, Problem> {
     caller.require(MANAGERS, "change persons")?;
     let id = parse_id("person", &id)?;
-    let Json(body) = body?;
     let patch = PersonPatch {
         name: body.name.as_deref().map(check_name).transpose()?,
         level: body.level.as_deref().map(check_level).transpose()?,
@@ -234,11 +233,10 @@ pub async fn set_zones(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    body: Result<Json<ZonesBody>, JsonRejection>,
+    JsonObject(body): JsonObject<ZonesBody>,
 ) -> Result<Json<ZoneAssignment>, Problem> {
     caller.require(MANAGERS, "assign zones")?;
     let id = parse_id("person", &id)?;
-    let Json(body) = body?;
     let mut zone_ids: Vec<ZoneId> = Vec::with_capacity(body.zone_ids.len());
     for raw in &body.zone_ids {
         let zone = raw

@@ -2,7 +2,6 @@
 //! only), list every token with its expiry, revocation and last use, and revoke one. A revoked
 //! token is refused at once; its row stays, so the listing still shows who could act when.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -12,6 +11,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{create_token_until, Caller};
+use super::body::JsonObject;
 use super::problem::Problem;
 use super::text::check_name;
 use super::{parse_id, AppState};
@@ -103,10 +103,9 @@ pub struct TokenList {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<NewToken>, JsonRejection>,
+    JsonObject(body): JsonObject<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), Problem> {
     caller.require(&[Role::Admin], "create tokens")?;
-    let Json(body) = body?;
     let role: Role = body.role.parse().map_err(Problem::unprocessable)?;
     let label = body
         .label
