@@ -89,6 +89,14 @@ pub struct NewZoneProperties {
     /// Radius of a circle (Point geometry only), metres.
     #[schema(exclusive_minimum = 0.0, maximum = 1_000_000.0, nullable = true)]
     pub radius_m: Option<f64>,
+    /// BSSIDs of Wi-Fi access points inside the zone (`aa:bb:cc:dd:ee:ff`, `AA-BB-…` or 12
+    /// hex digits); a device that sees one is inside.
+    #[schema(nullable = true, max_items = 64)]
+    pub wifi: Option<Vec<String>>,
+    /// End of the enrolment period in which access points seen while definitely inside are
+    /// learned into `wifi`.
+    #[schema(nullable = true)]
+    pub wifi_learn_until: Option<chrono::DateTime<Utc>>,
 }
 
 /// A stored zone as a GeoJSON Feature, in WGS-84.
@@ -119,6 +127,12 @@ pub struct ZoneProperties {
     /// Radius of a circle, metres.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub radius_m: Option<f64>,
+    /// Wi-Fi access points inside the zone, lower-case with colons (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<Vec<String>>,
+    /// End of the Wi-Fi enrolment period, if one was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wifi_learn_until: Option<chrono::DateTime<Utc>>,
     /// When the zone was created.
     pub created_at: chrono::DateTime<Utc>,
 }
