@@ -752,17 +752,21 @@ impl TryFrom<String> for EventKind {
 }
 
 /// One entry of the event feed, as stored and as served by `GET /integration/feed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Position in the feed, strictly increasing, shared with alert `seq`s.
     pub seq: i64,
     /// The event's id (the alert id for `alert.raised`); consumers dedupe by it.
     pub id: Uuid,
-    /// What happened.
+    /// What happened: `alert.raised`, `alert.acknowledged`, `alert.resolved`,
+    /// `person.enrolled`, `person.released`, `order.started`, `order.ended`.
+    #[schema(value_type = String, example = "alert.raised")]
     pub kind: EventKind,
     /// Whom it concerns.
+    #[schema(value_type = uuid::Uuid)]
     pub person_id: PersonId,
     /// The alert, for alert events.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub alert_id: Option<AlertId>,
     /// When the change was recorded, UTC.
     pub time: DateTime<Utc>,

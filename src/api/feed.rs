@@ -4,12 +4,13 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::problem::Problem;
 use super::AppState;
+use crate::model::Event;
 use crate::store::{EventQuery, Role};
 
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
@@ -17,20 +18,40 @@ const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 const PAGE_MAX: u32 = 1000;
 
 /// Query of `GET /integration/feed`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// Events with a `seq` after this one (default 0, the beginning).
     #[serde(default)]
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Most events in the page (default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// A page of the event feed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// In ascending `seq`.
+    pub events: Vec<Event>,
+    /// The `seq` to pass as `after` for the next page.
+    pub next: i64,
+}
+
 /// A page: `{"events": [...], "next": SEQ}`; pass `next` as `after` to resume.
+#[utoipa::path(
+    get, path = "/api/v1/integration/feed", tag = "alerts",
+    security(("bearer" = [])),
+    params(FeedQuery),
+    responses((status = 200, description = "A page of events.", body = EventPage)),
+)]
 pub async fn feed(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<FeedQuery>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<EventPage>, Problem> {
     caller.require(READERS, "read the integration feed")?;
     let Query(query) = query?;
     let after = query.after.unwrap_or(0);
@@ -52,5 +73,5 @@ pub async fn feed(
         })
         .await?;
     let next = events.last().map_or(after, |e| e.seq);
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(EventPage { events, next }))
 }

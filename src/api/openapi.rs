@@ -27,7 +27,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
-use super::{alerts, devices, persons, tokens, zones};
+use super::{alerts, devices, feed, persons, stream, tokens, webhooks, zones};
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
 
@@ -70,6 +70,11 @@ pub const BEARER: &str = "bearer";
         alerts::get,
         alerts::acknowledge,
         alerts::resolve,
+        stream::stream,
+        feed::feed,
+        webhooks::list,
+        webhooks::redeliver_all,
+        webhooks::redeliver_one,
         tokens::create,
         tokens::list,
         tokens::revoke,

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::auth::Caller;
 use super::problem::Problem;
@@ -17,14 +18,30 @@ use crate::store::Role;
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 
 /// Query of `GET /alerts/stream`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Start after this `seq` (0 replays everything); `Last-Event-ID` wins over it.
     #[serde(default)]
+    #[param(minimum = 0)]
     after: Option<i64>,
 }
 
 /// The stream. `Last-Event-ID` wins over `after`; with neither it starts at the end of the
 /// feed (only events from now on); `after=0` replays everything.
+#[utoipa::path(
+    get, path = "/api/v1/alerts/stream", tag = "alerts",
+    security(("bearer" = [])),
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this `seq`.", minimum = 0),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events, `id:` = `seq`, `data:` = the event \
+            as in the integration feed; keep-alive comments between them. The stream does not end.",
+         content_type = "text/event-stream", body = String),
+    ),
+)]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,

@@ -253,7 +253,7 @@ pub struct EventQuery {
 }
 
 /// Where a webhook delivery that failed every attempt stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Given up on; waits for someone to ask for a redelivery.

@@ -25,6 +25,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         registry,
         metrics: Arc::new(Metrics::new()),
         token_uses: Arc::default(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        webhooks: Arc::from(Vec::<String>::new()),
     };
     (router(state, &HttpConfig::default()), dir)
 }
