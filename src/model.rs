@@ -591,7 +591,7 @@ pub type CommandId = Uuid;
 
 /// Where a downlink command is in its life: `pending` → `sent` → `acknowledged` | `failed` |
 /// `expired` (a pending command can also fail or expire without being sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandStatus {
     /// Stored, not yet written to the device (it is offline, or its protocol is unknown).
@@ -640,9 +640,10 @@ impl FromStr for CommandStatus {
 }
 
 /// A downlink command as stored and as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceCommand {
     /// Command id.
+    #[schema(value_type = uuid::Uuid)]
     pub id: CommandId,
     /// Store order; also the tag the protocol encodes (server flag, serial) to match the answer.
     #[serde(skip)]
@@ -651,6 +652,7 @@ pub struct DeviceCommand {
     pub device_id: String,
     /// `message`, `vibrate`, `set_interval` or `locate_now`.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::api::commands::CommandType)]
     pub kind: String,
     /// The text of a message.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,16 +3,17 @@
 //! expired). A command the device's protocol cannot carry is refused with 422 saying so; for a
 //! device never seen (protocol unknown) it is queued and fails when the device connects.
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use ewall_protocol::{command::reply_ref, CommandKind, Protocol};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::body::JsonObject;
+use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
 use crate::model::{new_id, CommandStatus, DeviceCommand};
@@ -31,18 +32,55 @@ const MAX_TEXT_CHARS: usize = 500;
 const LIST_LIMIT: u32 = 200;
 
 /// Body of `POST /devices/{imei}/commands`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandBody {
-    /// `message`, `vibrate`, `set_interval` or `locate_now`.
+    /// What the device is to do.
     #[serde(rename = "type")]
+    #[schema(value_type = CommandType)]
     kind: String,
-    /// The text of a message.
+    /// The text of a message (1 to 500 characters; only for `message`).
+    #[schema(nullable = true)]
     text: Option<String>,
-    /// Seconds between reports, for set_interval.
+    /// Seconds between reports (only for `set_interval`).
+    #[schema(nullable = true, minimum = 1, maximum = 86_400)]
     interval_s: Option<u32>,
     /// Seconds until the command expires unless answered (default 3600, at most 7 days).
+    #[schema(nullable = true, minimum = 1, maximum = 604_800)]
     expires_in: Option<u64>,
+}
+
+/// A downlink command's type.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandType {
+    /// Show or read out a text.
+    Message,
+    /// Ring and vibrate so the wearer looks.
+    Vibrate,
+    /// Report every `interval_s` seconds.
+    SetInterval,
+    /// Send a position now.
+    LocateNow,
+}
+
+impl From<CommandKind> for CommandType {
+    fn from(kind: CommandKind) -> Self {
+        // Exhaustive on purpose: a new command kind fails to compile here until it is described.
+        match kind {
+            CommandKind::Message => CommandType::Message,
+            CommandKind::Vibrate => CommandType::Vibrate,
+            CommandKind::SetInterval => CommandType::SetInterval,
+            CommandKind::LocateNow => CommandType::LocateNow,
+        }
+    }
+}
+
+/// `GET /devices/{imei}/commands`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandList {
+    /// The device's commands, newest first (at most 200).
+    pub commands: Vec<DeviceCommand>,
 }
 
 /// Checks a body and turns it into a new pending command for `imei`.
@@ -122,15 +160,24 @@ fn validate(imei: &str, body: CommandBody) -> Result<DeviceCommand, Problem> {
 }
 
 /// Queues a command for a device and sends it at once if the device is connected.
+#[utoipa::path(
+    post, path = "/api/v1/devices/{imei}/commands", tag = "devices",
+    security(("bearer" = [])),
+    params(("imei" = String, Path, description = "The device id as registered.")),
+    request_body = CommandBody,
+    responses(
+        (status = 201, description = "The command, pending or already sent.", body = DeviceCommand),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(imei): Path<String>,
-    body: Result<Json<CommandBody>, JsonRejection>,
+    JsonObject(body): JsonObject<CommandBody>,
 ) -> Result<(StatusCode, Json<DeviceCommand>), Problem> {
     caller.require(SENDERS, "send commands to devices")?;
     let device = state.store.device(&imei).await?;
-    let Json(body) = body?;
     let command = validate(&device.imei, body)?;
     // Judged by the way the device is reachable now, else by the protocol it last used.
     let wanted = crate::commands::command_of(&command).map_err(Problem::unprocessable)?;
@@ -149,21 +196,36 @@ pub async fn create(
 }
 
 /// A device's commands, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{imei}/commands", tag = "devices",
+    security(("bearer" = [])),
+    params(("imei" = String, Path, description = "The device id as registered.")),
+    responses((status = 200, description = "The device's commands.", body = CommandList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(imei): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<CommandList>, Problem> {
     caller.require(READERS, "read device commands")?;
     let device = state.store.device(&imei).await?;
     let commands = state
         .store
         .device_commands(&device.imei, LIST_LIMIT)
         .await?;
-    Ok(Json(json!({ "commands": commands })))
+    Ok(Json(CommandList { commands }))
 }
 
 /// One command of a device.
+#[utoipa::path(
+    get, path = "/api/v1/devices/{imei}/commands/{id}", tag = "devices",
+    security(("bearer" = [])),
+    params(
+        ("imei" = String, Path, description = "The device id as registered."),
+        ("id" = uuid::Uuid, Path, description = "Command id."),
+    ),
+    responses((status = 200, description = "The command.", body = DeviceCommand)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

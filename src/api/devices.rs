@@ -32,17 +32,23 @@ pub struct DeviceBody {
     /// The person wearing it.
     #[schema(value_type = uuid::Uuid)]
     person_id: String,
-    /// The device model, when frames depend on it (see the protocol READMEs).
+    /// The device model, when frames depend on it (see the protocol READMEs): 1 to 64
+    /// printable characters, surrounding blanks dropped.
     #[serde(default)]
+    #[schema(
+        nullable = true,
+        pattern = r"^\s*(?:[^\s\u0000-\u001f\u007f-\u009f]|[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]{0,62}[^\s\u0000-\u001f\u007f-\u009f])\s*$"
+    )]
     model: Option<String>,
 }
 
 /// Body of `PATCH /devices/{imei}`: the fields to change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePatchBody {
     /// The new model; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable = true, pattern = r"^\s*(?:[^\s\u0000-\u001f\u007f-\u009f]|[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]{0,62}[^\s\u0000-\u001f\u007f-\u009f])\s*$")]
     model: Option<Option<String>>,
 }
 
@@ -121,14 +127,23 @@ pub async fn create(
 }
 
 /// Changes a device's model; its next connection decodes by it.
+#[utoipa::path(
+    patch, path = "/api/v1/devices/{imei}", tag = "devices",
+    security(("bearer" = [])),
+    params(("imei" = String, Path, description = "The device id as registered.")),
+    request_body = DevicePatchBody,
+    responses(
+        (status = 200, description = "The device, changed.", body = Device),
+        (status = 415, response = doc::UnsupportedMediaType),
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(imei): Path<String>,
-    body: Result<Json<DevicePatchBody>, JsonRejection>,
+    JsonObject(body): JsonObject<DevicePatchBody>,
 ) -> Result<Json<Device>, Problem> {
     caller.require(MANAGERS, "change devices")?;
-    let Json(body) = body?;
     let mut device = state.store.device(&imei).await?;
     if let Some(model) = body.model {
         let model = model.as_deref().map(check_model).transpose()?;

@@ -10,8 +10,8 @@
 
 pub mod alerts;
 pub mod auth;
-pub mod commands;
 pub mod body;
+pub mod commands;
 pub mod devices;
 pub mod feed;
 pub mod openapi;

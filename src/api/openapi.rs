@@ -27,7 +27,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
-use super::{alerts, devices, feed, persons, stream, tokens, webhooks, zones};
+use super::{alerts, commands, devices, feed, persons, stream, tokens, webhooks, zones};
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
 
@@ -61,7 +61,11 @@ pub const BEARER: &str = "bearer";
         devices::create,
         devices::list,
         devices::get,
+        devices::update,
         devices::delete,
+        commands::create,
+        commands::list,
+        commands::get,
         zones::create,
         zones::list,
         zones::get,

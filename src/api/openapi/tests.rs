@@ -20,13 +20,20 @@ async fn app() -> (Router, tempfile::TempDir) {
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let store = crate::store::open(&url).await.unwrap();
     let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let commands = crate::commands::CommandDispatcher::new(
+        store.clone(),
+        Arc::new(crate::ingest::links::Links::default()),
+        metrics.clone(),
+    );
     let state = AppState {
         store,
         registry,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         token_uses: Arc::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::from(Vec::<String>::new()),
+        commands,
     };
     (router(state, &HttpConfig::default()), dir)
 }
