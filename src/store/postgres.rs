@@ -1,0 +1,969 @@
+//! The production store: PostgreSQL through a sqlx connection pool, with native types
+//! (`timestamptz`, `uuid`, `double precision`) and the schema of `migrations/postgres/`.
+//!
+//! Positions go in with one `INSERT ... SELECT FROM UNNEST(...)` per batch (one round trip and
+//! one statement whatever the batch size) into a table partitioned by fix time, one partition per
+//! UTC day; partitions are created ahead of the days being written (see
+//! [`PgStore::ensure_partitions`]). A resent fix hits the natural key
+//! `(device_id, time, lat, lon)` and is skipped, so a device that resends after a lost
+//! acknowledgement is acknowledged again without a second row.
+//!
+//! Alert `seq` comes from a one-row counter per feed, taken with `UPDATE ... RETURNING` inside the
+//! writing transaction: the row lock is held to commit, so seq order is commit order and a
+//! consumer paging `after=` never skips an alert that becomes visible later.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    AlertQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig, StoreError,
+    TokenRecord, ZoneRecord,
+};
+use crate::model::{
+    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
+    PositionSource, ZoneId, ZoneKind,
+};
+
+/// The feed counter row alerts take their `seq` from.
+const ALERT_FEED: &str = "alerts";
+
+/// How far back from today a fix's day still gets its own partition when a batch brings it (a
+/// device's blind-area backlog). Older fixes, and fixes dated in the future beyond tomorrow (a
+/// wrong device clock), go to `positions_default`, where they stay queryable.
+const PARTITION_BACKLOG_DAYS: u64 = 62;
+
+/// A store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// Days known to have their own positions partition, so a batch asks the database only
+    /// about days it has not seen yet.
+    partitioned_days: Mutex<BTreeSet<NaiveDate>>,
+}
+
+impl PgStore {
+    /// Connects to the database named by a `postgres://` URL with the pool size and timeouts
+    /// of `config`. Nothing is created or migrated.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] for a malformed URL or when no connection can be made.
+    pub async fn open(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        let statement_timeout = config.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("ewall")
+            // Every session works in UTC and no statement runs away with a connection.
+            .options([
+                ("statement_timeout", statement_timeout.as_str()),
+                ("TimeZone", "UTC"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_max)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(PgStore {
+            pool,
+            partitioned_days: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Makes sure every day in `days` has its own positions partition, creating what is missing
+    /// (one call to `ewall_ensure_position_partitions` per run of consecutive days).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the partitions cannot be created.
+    pub async fn ensure_partitions(&self, days: &BTreeSet<NaiveDate>) -> Result<(), StoreError> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.lock_days();
+            days.iter()
+                .filter(|d| !known.contains(d))
+                .copied()
+                .collect()
+        };
+        for (first, last) in consecutive_runs(&missing) {
+            sqlx::query("SELECT ewall_ensure_position_partitions($1, $2)")
+                .bind(first)
+                .bind(last)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.lock_days().extend(missing);
+        Ok(())
+    }
+
+    fn lock_days(&self) -> std::sync::MutexGuard<'_, BTreeSet<NaiveDate>> {
+        // The set is only ever extended, so a panic while it was held cannot leave it wrong.
+        self.partitioned_days
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The days a batch needs partitions for: today and tomorrow always (so a day's partition
+    /// exists before its first fix), and each fix's day within the backlog window.
+    fn days_for(fixes: &[Fix], today: NaiveDate) -> BTreeSet<NaiveDate> {
+        let tomorrow = today + Days::new(1);
+        let oldest = today - Days::new(PARTITION_BACKLOG_DAYS);
+        let mut days: BTreeSet<NaiveDate> = [today, tomorrow].into();
+        days.extend(
+            fixes
+                .iter()
+                .map(|f| f.time.date_naive())
+                .filter(|d| (oldest..=tomorrow).contains(d)),
+        );
+        days
+    }
+}
+
+/// Splits sorted days into runs of consecutive days, as (first, last) pairs.
+fn consecutive_runs(days: &[NaiveDate]) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for &day in days {
+        match runs.last_mut() {
+            Some((_, last)) if *last + Days::new(1) == day => *last = day,
+            _ => runs.push((day, day)),
+        }
+    }
+    runs
+}
+
+/// The current time at the precision the store keeps (microseconds), so what a create returns
+/// equals what a later read gives.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn parse<T: FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what,
+        reason: format!("{s:?}: {e}"),
+    })
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn small(what: &'static str, column: &str, v: Option<i16>) -> Result<Option<u8>, StoreError> {
+    v.map(|v| {
+        u8::try_from(v).map_err(|_| StoreError::Corrupt {
+            what,
+            reason: format!("{column} {v} out of range"),
+        })
+    })
+    .transpose()
+}
+
+fn person_from_row(row: &PgRow) -> Result<Person, StoreError> {
+    Ok(Person {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        level: parse("person", row.try_get::<&str, _>("level")?)?,
+        timezone: row.try_get("timezone")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn device_from_row(row: &PgRow) -> Result<Device, StoreError> {
+    Ok(Device {
+        imei: row.try_get("imei")?,
+        person_id: row.try_get("person_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn zone_from_row(row: &PgRow) -> Result<ZoneRecord, StoreError> {
+    Ok(ZoneRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: parse("zone", row.try_get::<&str, _>("kind")?)?,
+        source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
+        radius_m: row.try_get("radius_m")?,
+        geometry: row.try_get("geometry")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn source_name(source: PositionSource) -> &'static str {
+    match source {
+        PositionSource::Gps => "gps",
+        PositionSource::Lbs => "lbs",
+        PositionSource::Wifi => "wifi",
+    }
+}
+
+fn fix_from_row(row: &PgRow) -> Result<Fix, StoreError> {
+    let source = match row.try_get::<&str, _>("source")? {
+        "gps" => PositionSource::Gps,
+        "lbs" => PositionSource::Lbs,
+        "wifi" => PositionSource::Wifi,
+        other => {
+            return Err(StoreError::Corrupt {
+                what: "position",
+                reason: format!("source {other:?}"),
+            })
+        }
+    };
+    Ok(Fix {
+        device_id: row.try_get("device_id")?,
+        person_id: row.try_get("person_id")?,
+        time: row.try_get("time")?,
+        received_at: row.try_get("received_at")?,
+        lat: row.try_get("lat")?,
+        lon: row.try_get("lon")?,
+        valid: row.try_get("valid")?,
+        accuracy_m: row.try_get("accuracy_m")?,
+        speed_kmh: row.try_get("speed_kmh")?,
+        course: row.try_get("course")?,
+        altitude_m: row.try_get("altitude_m")?,
+        satellites: small("position", "satellites", row.try_get("satellites")?)?,
+        hdop: row.try_get("hdop")?,
+        source,
+        battery_pct: small("position", "battery_pct", row.try_get("battery_pct")?)?,
+        archived: row.try_get("archived")?,
+        integrity_mismatch: row.try_get("integrity_mismatch")?,
+        protocol: row.try_get("protocol")?,
+    })
+}
+
+fn alert_from_row(row: &PgRow) -> Result<Alert, StoreError> {
+    let lat: Option<f64> = row.try_get("lat")?;
+    let lon: Option<f64> = row.try_get("lon")?;
+    Ok(Alert {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        kind: parse("alert", row.try_get::<&str, _>("kind")?)?,
+        person_id: row.try_get("person_id")?,
+        device_id: row.try_get("device_id")?,
+        zone_id: row.try_get("zone_id")?,
+        severity: parse("alert", row.try_get::<&str, _>("severity")?)?,
+        time: row.try_get("time")?,
+        raised_at: row.try_get("raised_at")?,
+        position: match (lat, lon) {
+            (Some(lat), Some(lon)) => Some(AlertPosition {
+                lat,
+                lon,
+                accuracy_m: row.try_get("accuracy_m")?,
+            }),
+            _ => None,
+        },
+        state: parse("alert", row.try_get::<&str, _>("state")?)?,
+        late: row.try_get("late")?,
+        note: row.try_get("note")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+/// Maps a unique-constraint violation to a conflict with `message`.
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Maps a foreign-key violation (a concurrent change removed or added a reference between our
+/// check and our write) to `mapped`.
+fn on_foreign_key(err: sqlx::Error, mapped: impl FnOnce() -> StoreError) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => mapped(),
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Positions as column arrays, the shape `UNNEST` takes them in.
+#[derive(Default)]
+struct PositionColumns {
+    device_id: Vec<String>,
+    person_id: Vec<Uuid>,
+    time: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    valid: Vec<bool>,
+    accuracy_m: Vec<Option<f64>>,
+    speed_kmh: Vec<Option<f64>>,
+    course: Vec<Option<f64>>,
+    altitude_m: Vec<Option<f64>>,
+    satellites: Vec<Option<i16>>,
+    hdop: Vec<Option<f64>>,
+    source: Vec<&'static str>,
+    battery_pct: Vec<Option<i16>>,
+    archived: Vec<bool>,
+    integrity_mismatch: Vec<bool>,
+    protocol: Vec<String>,
+}
+
+impl PositionColumns {
+    fn of(fixes: &[Fix]) -> Self {
+        let mut c = PositionColumns::default();
+        for f in fixes {
+            c.device_id.push(f.device_id.clone());
+            c.person_id.push(f.person_id);
+            c.time.push(f.time);
+            c.received_at.push(f.received_at);
+            c.lat.push(f.lat);
+            c.lon.push(f.lon);
+            c.valid.push(f.valid);
+            c.accuracy_m.push(f.accuracy_m);
+            c.speed_kmh.push(f.speed_kmh);
+            c.course.push(f.course);
+            c.altitude_m.push(f.altitude_m);
+            c.satellites.push(f.satellites.map(i16::from));
+            c.hdop.push(f.hdop);
+            c.source.push(source_name(f.source));
+            c.battery_pct.push(f.battery_pct.map(i16::from));
+            c.archived.push(f.archived);
+            c.integrity_mismatch.push(f.integrity_mismatch);
+            c.protocol.push(f.protocol.clone());
+        }
+        c
+    }
+}
+
+/// Alerts as column arrays, with the `seq` each was given.
+#[derive(Default)]
+struct AlertColumns {
+    seq: Vec<i64>,
+    id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    person_id: Vec<Uuid>,
+    device_id: Vec<Option<String>>,
+    zone_id: Vec<Option<Uuid>>,
+    severity: Vec<&'static str>,
+    time: Vec<DateTime<Utc>>,
+    raised_at: Vec<DateTime<Utc>>,
+    lat: Vec<Option<f64>>,
+    lon: Vec<Option<f64>>,
+    accuracy_m: Vec<Option<f64>>,
+    state: Vec<&'static str>,
+    late: Vec<bool>,
+    note: Vec<Option<String>>,
+    acknowledged_at: Vec<Option<DateTime<Utc>>>,
+    resolved_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl AlertColumns {
+    fn of(alerts: &[Alert]) -> Self {
+        let mut c = AlertColumns::default();
+        for a in alerts {
+            c.seq.push(a.seq);
+            c.id.push(a.id);
+            c.kind.push(a.kind.as_str());
+            c.person_id.push(a.person_id);
+            c.device_id.push(a.device_id.clone());
+            c.zone_id.push(a.zone_id);
+            c.severity.push(a.severity.as_str());
+            c.time.push(a.time);
+            c.raised_at.push(a.raised_at);
+            c.lat.push(a.position.map(|p| p.lat));
+            c.lon.push(a.position.map(|p| p.lon));
+            c.accuracy_m.push(a.position.and_then(|p| p.accuracy_m));
+            c.state.push(a.state.as_str());
+            c.late.push(a.late);
+            c.note.push(a.note.clone());
+            c.acknowledged_at.push(a.acknowledged_at);
+            c.resolved_at.push(a.resolved_at);
+        }
+        c
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        let today = Utc::now().date_naive();
+        self.ensure_partitions(&Self::days_for(&[], today)).await
+    }
+
+    async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
+        let person = Person {
+            id: new_id(),
+            name: new.name,
+            level: new.level,
+            timezone: new.timezone,
+            created_at: now(),
+        };
+        sqlx::query(
+            "INSERT INTO persons (id, name, level, timezone, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(person.id)
+        .bind(&person.name)
+        .bind(person.level.as_str())
+        .bind(&person.timezone)
+        .bind(person.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(person)
+    }
+
+    async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
+        let row = sqlx::query("SELECT * FROM persons WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("person", id))?;
+        person_from_row(&row)
+    }
+
+    async fn persons(&self) -> Result<Vec<Person>, StoreError> {
+        sqlx::query("SELECT * FROM persons ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(person_from_row)
+            .collect()
+    }
+
+    async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError> {
+        // One statement: fields left out keep their stored value, even under a concurrent patch.
+        let row = sqlx::query(
+            "UPDATE persons SET name = COALESCE($1, name), level = COALESCE($2, level), \
+             timezone = COALESCE($3, timezone) WHERE id = $4 RETURNING *",
+        )
+        .bind(patch.name)
+        .bind(patch.level.map(|l| l.as_str()))
+        .bind(patch.timezone)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("person", id))?;
+        person_from_row(&row)
+    }
+
+    async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE person_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let in_use = || {
+            StoreError::Conflict(format!(
+                "person {id} still has device(s) bound; delete the devices first"
+            ))
+        };
+        if devices > 0 {
+            return Err(in_use());
+        }
+        let done = sqlx::query("DELETE FROM persons WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| on_foreign_key(e, in_use))?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("person", id));
+        }
+        tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
+        Ok(())
+    }
+
+    async fn create_device(&self, imei: &str, person_id: PersonId) -> Result<Device, StoreError> {
+        let device = Device {
+            imei: imei.to_owned(),
+            person_id,
+            created_at: now(),
+        };
+        sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES ($1, $2, $3)")
+            .bind(&device.imei)
+            .bind(person_id)
+            .bind(device.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::UnknownReference(format!("person_id {person_id} does not exist"))
+                }
+                _ => conflict_on_unique(e, || format!("device {imei} is already registered")),
+            })?;
+        Ok(device)
+    }
+
+    async fn device(&self, imei: &str) -> Result<Device, StoreError> {
+        let row = sqlx::query("SELECT * FROM devices WHERE imei = $1")
+            .bind(imei)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        device_from_row(&row)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        sqlx::query("SELECT * FROM devices ORDER BY created_at, imei")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE imei = $1")
+            .bind(imei)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("device", imei));
+        }
+        Ok(())
+    }
+
+    async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(zone.id)
+        .bind(&zone.name)
+        .bind(zone.kind.as_str())
+        .bind(zone.source_crs.as_str())
+        .bind(zone.radius_m)
+        .bind(&zone.geometry)
+        .bind(zone.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM zones WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        zone_from_row(&row)
+    }
+
+    async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        sqlx::query("SELECT * FROM zones ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(zone_from_row)
+            .collect()
+    }
+
+    async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let assigned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM person_zones WHERE zone_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let in_use = || {
+            StoreError::Conflict(format!(
+                "zone {id} is assigned to a person; remove it from their zones first"
+            ))
+        };
+        if assigned > 0 {
+            return Err(in_use());
+        }
+        let done = sqlx::query("DELETE FROM zones WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| on_foreign_key(e, in_use))?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("zone", id));
+        }
+        tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
+        Ok(())
+    }
+
+    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the person row, so two replacements of one person's zones run one after the
+        // other and the last one wins whole.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM persons WHERE id = $1 FOR UPDATE")
+                .bind(person)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(not_found("person", person));
+        }
+        let unknown: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT z FROM UNNEST($1::uuid[]) AS z \
+             WHERE NOT EXISTS (SELECT 1 FROM zones WHERE id = z)",
+        )
+        .bind(zones)
+        .fetch_all(&mut *tx)
+        .await?;
+        let unknown_zones = |unknown: &[Uuid]| {
+            StoreError::UnknownReference(format!(
+                "unknown zone id(s): {}",
+                unknown
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        if !unknown.is_empty() {
+            return Err(unknown_zones(&unknown));
+        }
+        sqlx::query("DELETE FROM person_zones WHERE person_id = $1")
+            .bind(person)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO person_zones (person_id, zone_id) \
+             SELECT $1, z FROM UNNEST($2::uuid[]) AS z ON CONFLICT DO NOTHING",
+        )
+        .bind(person)
+        .bind(zones)
+        .execute(&mut *tx)
+        .await
+        // A zone deleted since the check above.
+        .map_err(|e| on_foreign_key(e, || unknown_zones(zones)))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError> {
+        self.person(person).await?;
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT zone_id FROM person_zones WHERE person_id = $1 ORDER BY zone_id",
+        )
+        .bind(person)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT person_id, zone_id FROM person_zones")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+        self.ensure_partitions(&Self::days_for(fixes, Utc::now().date_naive()))
+            .await?;
+        let mut tx = self.pool.begin().await?;
+        if !fixes.is_empty() {
+            let c = PositionColumns::of(fixes);
+            sqlx::query(
+                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
+                 accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
+                 battery_pct, archived, integrity_mismatch, protocol) \
+                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], \
+                 $4::timestamptz[], $5::float8[], $6::float8[], $7::bool[], $8::float8[], \
+                 $9::float8[], $10::float8[], $11::float8[], $12::int2[], $13::float8[], \
+                 $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[]) \
+                 ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
+            )
+            .bind(c.device_id)
+            .bind(c.person_id)
+            .bind(c.time)
+            .bind(c.received_at)
+            .bind(c.lat)
+            .bind(c.lon)
+            .bind(c.valid)
+            .bind(c.accuracy_m)
+            .bind(c.speed_kmh)
+            .bind(c.course)
+            .bind(c.altitude_m)
+            .bind(c.satellites)
+            .bind(c.hdop)
+            .bind(c.source)
+            .bind(c.battery_pct)
+            .bind(c.archived)
+            .bind(c.integrity_mismatch)
+            .bind(c.protocol)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut stored = alerts;
+        if !stored.is_empty() {
+            // Taken last, just before the commit: the counter row stays locked until then, and
+            // every other transaction writing alerts waits on it, so seq order is commit order.
+            let count = i64::try_from(stored.len()).map_err(|_| {
+                StoreError::Conflict(format!("{} alerts in one batch", stored.len()))
+            })?;
+            let last: i64 = sqlx::query_scalar(
+                "UPDATE feed_counters SET last = last + $1 WHERE feed = $2 RETURNING last",
+            )
+            .bind(count)
+            .bind(ALERT_FEED)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (seq, alert) in (last - count + 1..).zip(stored.iter_mut()) {
+                alert.seq = seq;
+                // Hand back exactly what a later read returns: times at microsecond precision.
+                alert.time = alert.time.trunc_subsecs(6);
+                alert.raised_at = alert.raised_at.trunc_subsecs(6);
+                alert.acknowledged_at = alert.acknowledged_at.map(|t| t.trunc_subsecs(6));
+                alert.resolved_at = alert.resolved_at.map(|t| t.trunc_subsecs(6));
+            }
+            let c = AlertColumns::of(&stored);
+            sqlx::query(
+                "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, \
+                 time, raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
+                 resolved_at) \
+                 SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::uuid[], \
+                 $5::text[], $6::uuid[], $7::text[], $8::timestamptz[], $9::timestamptz[], \
+                 $10::float8[], $11::float8[], $12::float8[], $13::text[], $14::bool[], \
+                 $15::text[], $16::timestamptz[], $17::timestamptz[])",
+            )
+            .bind(c.seq)
+            .bind(c.id)
+            .bind(c.kind)
+            .bind(c.person_id)
+            .bind(c.device_id)
+            .bind(c.zone_id)
+            .bind(c.severity)
+            .bind(c.time)
+            .bind(c.raised_at)
+            .bind(c.lat)
+            .bind(c.lon)
+            .bind(c.accuracy_m)
+            .bind(c.state)
+            .bind(c.late)
+            .bind(c.note)
+            .bind(c.acknowledged_at)
+            .bind(c.resolved_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn track(
+        &self,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM positions WHERE person_id = $1 AND time >= $2 AND time <= $3 \
+             ORDER BY time, id LIMIT $4",
+        )
+        .bind(person)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(fix_from_row)
+        .collect()
+    }
+
+    async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
+        let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT person_id, zone_id, kind, time FROM ( \
+                 SELECT DISTINCT ON (person_id, zone_id) person_id, zone_id, kind, time \
+                 FROM alerts WHERE zone_id IS NOT NULL AND NOT late \
+                 ORDER BY person_id, zone_id, seq DESC) newest \
+             WHERE kind IN ('zone_exit', 'zone_enter')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(person_id, zone_id, kind, since)| OpenBreach {
+                person_id,
+                zone_id,
+                kind: if kind == "zone_exit" {
+                    ZoneKind::Inclusion
+                } else {
+                    ZoneKind::Exclusion
+                },
+                since,
+            })
+            .collect())
+    }
+
+    async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM alerts WHERE seq > $1 AND ($2::uuid IS NULL OR person_id = $2) \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(query.after)
+        .bind(query.person_id)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(alert_from_row)
+        .collect()
+    }
+
+    async fn alert(&self, id: AlertId) -> Result<Alert, StoreError> {
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("alert", id))?;
+        alert_from_row(&row)
+    }
+
+    async fn set_alert_state(
+        &self,
+        id: AlertId,
+        state: AlertState,
+        note: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Alert, StoreError> {
+        // Resolving an open alert acknowledges it at the same moment.
+        let times = match state {
+            AlertState::Acknowledged => "acknowledged_at = $3",
+            AlertState::Resolved => {
+                "resolved_at = $3, acknowledged_at = COALESCE(acknowledged_at, $3)"
+            }
+            AlertState::Open => {
+                return Err(StoreError::Conflict("an alert cannot be reopened".into()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: two operators acting on one alert at once are applied one after the other.
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let current: AlertState = match current {
+            Some(s) => parse("alert", &s)?,
+            None => return Err(not_found("alert", id)),
+        };
+        if current == AlertState::Resolved {
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already resolved"
+            )));
+        }
+        if current == state {
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already {}",
+                state.as_str()
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE alerts SET state = $1, note = COALESCE($2, note), {times} \
+             WHERE id = $4 RETURNING *"
+        ))
+        .bind(state.as_str())
+        .bind(note)
+        .bind(at)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let alert = alert_from_row(&row)?;
+        tx.commit().await?;
+        Ok(alert)
+    }
+
+    async fn create_token(
+        &self,
+        record: &TokenRecord,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(record.id)
+        .bind(record.role.as_str())
+        .bind(&record.label)
+        .bind(secret_sha256)
+        .bind(record.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_sha256 = $1")
+            .bind(secret_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(TokenRecord {
+                id: row.try_get("id")?,
+                role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
+                label: row.try_get("label")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    #[test]
+    fn consecutive_days_are_grouped_into_runs() {
+        assert_eq!(consecutive_runs(&[]), vec![]);
+        assert_eq!(
+            consecutive_runs(&[day(1), day(2), day(3), day(5), day(7), day(8)]),
+            vec![(day(1), day(3)), (day(5), day(5)), (day(7), day(8))]
+        );
+    }
+
+    #[test]
+    fn a_batch_wants_today_tomorrow_and_its_backlog_days_only() {
+        let fix = |y, m, d| Fix {
+            device_id: "864717003283581".into(),
+            person_id: new_id(),
+            time: chrono::TimeZone::with_ymd_and_hms(&Utc, y, m, d, 12, 0, 0).unwrap(),
+            received_at: Utc::now(),
+            lat: 25.5,
+            lon: 112.3,
+            valid: true,
+            accuracy_m: None,
+            speed_kmh: None,
+            course: None,
+            altitude_m: None,
+            satellites: None,
+            hdop: None,
+            source: PositionSource::Gps,
+            battery_pct: None,
+            archived: false,
+            integrity_mismatch: false,
+            protocol: "gt06".into(),
+        };
+        let today = day(20);
+        let days = PgStore::days_for(
+            &[
+                fix(2026, 3, 18),
+                fix(2026, 3, 18),
+                fix(2026, 3, 25),
+                fix(2001, 1, 1),
+            ],
+            today,
+        );
+        assert_eq!(days, [day(18), day(20), day(21)].into());
+    }
+}
