@@ -385,9 +385,19 @@ impl AlertColumns {
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
+        // A migration may rewrite a big table: no statement timeout for it, on a connection of
+        // its own, back to the session default afterwards.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut *conn)
             .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run_direct(&mut *conn)
+            .await?;
+        sqlx::query("RESET statement_timeout")
+            .execute(&mut *conn)
+            .await?;
+        drop(conn);
         let today = Utc::now().date_naive();
         self.ensure_partitions(&Self::days_for(&[], today)).await
     }
