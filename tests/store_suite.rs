@@ -630,3 +630,49 @@ async fn a_pager_misses_no_alert_while_writers_commit_concurrently(store: Arc<dy
         "the pager saw every alert once, in seq order"
     );
 }
+
+/// PostgreSQL only: each fix lands in its day's partition, a fix with no partition for its day
+/// in the default one, and creating that day's partition later moves it over without losing it.
+#[tokio::test]
+async fn postgres_fixes_land_in_their_days_partition() {
+    use sqlx::Connection;
+    let Some(database) = TestDatabase::create("postgres partitions").await else {
+        return;
+    };
+    let store = ewall::store::open(&database.url).await.unwrap();
+    let p = person(store.as_ref()).await;
+    let now = Utc::now();
+    let odd = Utc.with_ymd_and_hms(2000, 1, 6, 12, 0, 0).unwrap();
+    store
+        .commit(&[fix(p.id, now), fix(p.id, odd)], Vec::new())
+        .await
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let placement = "SELECT tableoid::regclass::text, time FROM positions ORDER BY time";
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(placement)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let today = format!("positions_{}", now.format("%Y%m%d"));
+    assert_eq!(rows[0].0, "positions_default");
+    assert_eq!(rows[1].0, today);
+
+    let created: i32 =
+        sqlx::query_scalar("SELECT ewall_ensure_position_partitions('2000-01-05', '2000-01-06')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(created, 2);
+    let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as(placement)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].0, "positions_20000106",
+        "moved out of the default partition"
+    );
+    let (from, to) = all_time();
+    assert_eq!(store.track(p.id, from, to, 10).await.unwrap().len(), 2);
+    conn.close().await.unwrap();
+    drop(store);
+}
