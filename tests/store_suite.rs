@@ -76,6 +76,8 @@ suite!(
     open_breaches_are_the_unreturned_live_ones,
     the_alert_workflow_moves_forward_only,
     tokens_are_found_by_hash_only,
+    tokens_are_revoked_once_and_their_last_use_only_moves_forward,
+    read_then_write_changes_survive_concurrent_writes,
     a_pager_misses_no_alert_while_writers_commit_concurrently,
 );
 
@@ -544,11 +546,73 @@ async fn tokens_are_found_by_hash_only(store: Arc<dyn Store>) {
         role: Role::Operator,
         label: Some("night shift".into()),
         created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+        expires_at: Some(Utc.timestamp_micros(1_800_000_000_000_000).unwrap()),
+        revoked_at: None,
+        last_used_at: None,
     };
     store.create_token(&record, "abc123").await.unwrap();
-    assert_eq!(store.token_by_hash("abc123").await.unwrap(), Some(record));
+    assert_eq!(
+        store.token_by_hash("abc123").await.unwrap(),
+        Some(record.clone())
+    );
     assert_eq!(store.token_by_hash("abc124").await.unwrap(), None);
     assert_eq!(store.token_count().await.unwrap(), 1);
+    assert_eq!(store.tokens().await.unwrap(), vec![record]);
+}
+
+async fn tokens_are_revoked_once_and_their_last_use_only_moves_forward(store: Arc<dyn Store>) {
+    let at = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+    let record = TokenRecord {
+        id: new_id(),
+        role: Role::Integration,
+        label: None,
+        created_at: at(0),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.create_token(&record, "h").await.unwrap();
+    store.record_token_use(record.id, at(120)).await.unwrap();
+    store.record_token_use(record.id, at(60)).await.unwrap();
+    let revoked = store.revoke_token(record.id, at(200)).await.unwrap();
+    assert_eq!(revoked.last_used_at, Some(at(120)));
+    assert_eq!(revoked.revoked_at, Some(at(200)));
+    let again = store.revoke_token(record.id, at(300)).await.unwrap();
+    assert_eq!(again.revoked_at, Some(at(200)));
+    assert!(again.refusal(at(301)).unwrap().contains("revoked"));
+    assert!(matches!(
+        store.revoke_token(new_id(), at(300)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Read-then-write changes (an assignment checks the person, then writes) while other
+/// connections write at the same time, as the batch writer and last-use updates do.
+async fn read_then_write_changes_survive_concurrent_writes(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let token = TokenRecord {
+        id: new_id(),
+        role: Role::Operator,
+        label: None,
+        created_at: Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.create_token(&token, "h").await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let at = Utc.timestamp_opt(1_700_000_000 + i, 0).unwrap();
+                store.record_token_use(token.id, at).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..100 {
+        store.set_person_zones(p.id, &[]).await.unwrap();
+    }
+    writer.await.unwrap();
 }
 
 /// Writers commit batches of positions and alerts at once while a consumer pages the feed by

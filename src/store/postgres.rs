@@ -267,6 +267,18 @@ fn alert_from_row(row: &PgRow) -> Result<Alert, StoreError> {
     })
 }
 
+fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
 /// Maps a unique-constraint violation to a conflict with `message`.
 fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -888,14 +900,17 @@ impl Store for PgStore {
         secret_sha256: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at, expires_at, \
+             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(record.id)
         .bind(record.role.as_str())
         .bind(&record.label)
         .bind(secret_sha256)
         .bind(record.created_at)
+        .bind(record.expires_at)
+        .bind(record.revoked_at)
+        .bind(record.last_used_at)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -906,15 +921,41 @@ impl Store for PgStore {
             .bind(secret_sha256)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(TokenRecord {
-                id: row.try_get("id")?,
-                role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
-                label: row.try_get("label")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .transpose()
+        row.map(|row| token_from_row(&row)).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING *",
+        )
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("token", id))?;
+        token_from_row(&row)
+    }
+
+    async fn record_token_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        // GREATEST ignores NULL: the first use sets it, later ones only move it forward.
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = GREATEST(last_used_at, $1) WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn token_count(&self) -> Result<u64, StoreError> {
