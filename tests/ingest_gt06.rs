@@ -100,7 +100,8 @@ async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return_on_postgres() 
 
 async fn leaving_an_inclusion_zone(backend: Backend) {
     // The fix count alone confirms here (30 s fixes; the dwell has tests of its own).
-    let mut service = Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
+    let mut service =
+        Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
     // A square of about 1 km around home.
     let d = 0.005;
     let zone = service
@@ -175,7 +176,8 @@ async fn entering_an_exclusion_zone_raises_one_enter_and_one_return_on_postgres(
 }
 
 async fn entering_an_exclusion_zone(backend: Backend) {
-    let mut service = Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
+    let mut service =
+        Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
     // A school 2 km north of home, 300 m around.
     let school = north_of(HOME_LON, HOME_LAT, 2_000.0);
     let zone_id = service

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
 use ewall::model::{
     new_id, Alert, AlertKind, AlertPosition, AlertState, Crs, Fix, Person, PersonId,
-    PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind,
+    PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 use ewall::store::{
     AlertQuery, NewPerson, PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord,
@@ -79,6 +79,8 @@ suite!(
     tokens_are_revoked_once_and_their_last_use_only_moves_forward,
     read_then_write_changes_survive_concurrent_writes,
     a_pager_misses_no_alert_while_writers_commit_concurrently,
+    learned_access_points_are_added_once_and_bounded,
+    the_newest_valid_fix_per_device_and_person_survives_the_store,
 );
 
 const IMEI: &str = "864717003283581";
@@ -119,6 +121,7 @@ fn fix(person: PersonId, time: DateTime<Utc>) -> Fix {
         archived: false,
         integrity_mismatch: false,
         protocol: "gt06".into(),
+        wifi_bssids: Vec::new(),
     }
 }
 
@@ -199,6 +202,10 @@ async fn persons_devices_and_zones_keep_their_references(store: Arc<dyn Store>) 
         source_crs: Crs::Gcj02,
         radius_m: Some(200.0),
         geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi {
+            bssids: vec!["aa:bb:cc:dd:ee:ff".into()],
+            learn_until: Some(Utc.timestamp_micros(1_780_000_000_000_003).unwrap()),
+        },
         created_at: Utc.timestamp_micros(1_700_000_000_000_001).unwrap(),
     };
     store.create_zone(&zone).await.unwrap();
@@ -693,6 +700,73 @@ async fn a_pager_misses_no_alert_while_writers_commit_concurrently(store: Arc<dy
         seen == written,
         "the pager saw every alert once, in seq order"
     );
+}
+
+async fn learned_access_points_are_added_once_and_bounded(store: Arc<dyn Store>) {
+    let zone = ZoneRecord {
+        id: new_id(),
+        name: "home".into(),
+        kind: ZoneKind::Inclusion,
+        source_crs: Crs::Wgs84,
+        radius_m: Some(200.0),
+        geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi::default(),
+        created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+    };
+    store.create_zone(&zone).await.unwrap();
+    let a = "aa:bb:cc:dd:ee:01".to_owned();
+    let b = "aa:bb:cc:dd:ee:02".to_owned();
+    let added = store
+        .add_zone_wifi(zone.id, &[a.clone(), b.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert_eq!(added.wifi.bssids, [a.clone(), b.clone()]);
+    let many: Vec<String> = (0..2 * ewall::fence::MAX_WIFI)
+        .map(|i| format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256))
+        .collect();
+    let full = store.add_zone_wifi(zone.id, &many).await.unwrap();
+    assert_eq!(full.wifi.bssids.len(), ewall::fence::MAX_WIFI);
+    assert_eq!(store.zone(zone.id).await.unwrap(), full);
+    assert!(matches!(
+        store.add_zone_wifi(new_id(), &[a]).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn the_newest_valid_fix_per_device_and_person_survives_the_store(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let q = person(store.as_ref()).await;
+    let invalid_later = Fix {
+        valid: false,
+        ..fix(p.id, at(500))
+    };
+    store
+        .commit(
+            &[fix(p.id, at(10)), fix(p.id, at(30)), invalid_later],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    // An older batch (a backlog) does not move it back; the device rebound to another person
+    // has a newest of its own there.
+    store
+        .commit(&[fix(p.id, at(20)), fix(q.id, at(5))], Vec::new())
+        .await
+        .unwrap();
+    let mut newest: Vec<(String, PersonId, DateTime<Utc>)> = store
+        .newest_fix_times()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.device_id, n.person_id, n.time))
+        .collect();
+    newest.sort();
+    let mut expected = vec![
+        (IMEI.to_owned(), p.id, at(30)),
+        (IMEI.to_owned(), q.id, at(5)),
+    ];
+    expected.sort();
+    assert_eq!(newest, expected);
 }
 
 /// PostgreSQL only: each fix lands in its day's partition, a fix with no partition for its day

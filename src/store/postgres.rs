@@ -23,12 +23,12 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig, StoreError,
-    TokenRecord, ZoneRecord,
+    AlertQuery, DeviceNewest, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig,
+    StoreError, TokenRecord, ZoneRecord,
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
-    PositionSource, ZoneId, ZoneKind,
+    PositionSource, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// The feed counter row alerts take their `seq` from.
@@ -192,6 +192,10 @@ fn zone_from_row(row: &PgRow) -> Result<ZoneRecord, StoreError> {
         source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
         radius_m: row.try_get("radius_m")?,
         geometry: row.try_get("geometry")?,
+        wifi: ZoneWifi {
+            bssids: row.try_get("wifi")?,
+            learn_until: row.try_get("wifi_learn_until")?,
+        },
         created_at: row.try_get("created_at")?,
     })
 }
@@ -235,6 +239,8 @@ fn fix_from_row(row: &PgRow) -> Result<Fix, StoreError> {
         archived: row.try_get("archived")?,
         integrity_mismatch: row.try_get("integrity_mismatch")?,
         protocol: row.try_get("protocol")?,
+        // The access points seen are evidence for the fence engine only; they are not kept.
+        wifi_bssids: Vec::new(),
     })
 }
 
@@ -548,8 +554,8 @@ impl Store for PgStore {
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, wifi, \
+             wifi_learn_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(zone.id)
         .bind(&zone.name)
@@ -557,10 +563,38 @@ impl Store for PgStore {
         .bind(zone.source_crs.as_str())
         .bind(zone.radius_m)
         .bind(&zone.geometry)
+        .bind(&zone.wifi.bssids)
+        .bind(zone.wifi.learn_until)
         .bind(zone.created_at)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn add_zone_wifi(&self, id: ZoneId, bssids: &[String]) -> Result<ZoneRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: two learners adding to one zone at once both keep their access points.
+        let row = sqlx::query("SELECT * FROM zones WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        let mut zone = zone_from_row(&row)?;
+        for bssid in bssids {
+            if zone.wifi.bssids.len() >= crate::fence::MAX_WIFI {
+                break;
+            }
+            if !zone.wifi.bssids.contains(bssid) {
+                zone.wifi.bssids.push(bssid.clone());
+            }
+        }
+        sqlx::query("UPDATE zones SET wifi = $1 WHERE id = $2")
+            .bind(&zone.wifi.bssids)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(zone)
     }
 
     async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
@@ -692,13 +726,13 @@ impl Store for PgStore {
                  $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[]) \
                  ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
             )
-            .bind(c.device_id)
-            .bind(c.person_id)
-            .bind(c.time)
+            .bind(&c.device_id)
+            .bind(&c.person_id)
+            .bind(&c.time)
             .bind(c.received_at)
             .bind(c.lat)
             .bind(c.lon)
-            .bind(c.valid)
+            .bind(&c.valid)
             .bind(c.accuracy_m)
             .bind(c.speed_kmh)
             .bind(c.course)
@@ -710,6 +744,23 @@ impl Store for PgStore {
             .bind(c.archived)
             .bind(c.integrity_mismatch)
             .bind(c.protocol)
+            .execute(&mut *tx)
+            .await?;
+            // Each (device, person)'s newest valid fix time, for Store::newest_fix_times; in
+            // key order, so concurrent writers lock the rows in one order.
+            sqlx::query(
+                "INSERT INTO device_newest (device_id, person_id, time) \
+                 SELECT device_id, person_id, MAX(time) \
+                 FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], $4::bool[]) \
+                 AS t(device_id, person_id, time, valid) \
+                 WHERE valid GROUP BY device_id, person_id ORDER BY device_id, person_id \
+                 ON CONFLICT (device_id, person_id) \
+                 DO UPDATE SET time = GREATEST(device_newest.time, EXCLUDED.time)",
+            )
+            .bind(&c.device_id)
+            .bind(&c.person_id)
+            .bind(&c.time)
+            .bind(&c.valid)
             .execute(&mut *tx)
             .await?;
         }
@@ -789,6 +840,21 @@ impl Store for PgStore {
         .iter()
         .map(fix_from_row)
         .collect()
+    }
+
+    async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
+        let rows: Vec<(String, Uuid, DateTime<Utc>)> =
+            sqlx::query_as("SELECT device_id, person_id, time FROM device_newest")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(device_id, person_id, time)| DeviceNewest {
+                device_id,
+                person_id,
+                time,
+            })
+            .collect())
     }
 
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
@@ -1004,6 +1070,7 @@ mod tests {
             archived: false,
             integrity_mismatch: false,
             protocol: "gt06".into(),
+            wifi_bssids: Vec::new(),
         };
         let today = day(20);
         let days = PgStore::days_for(
