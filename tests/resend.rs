@@ -24,7 +24,9 @@ async fn a_resent_gt06_fix_is_acknowledged_and_stored_once_on_postgres() {
 }
 
 async fn resend_after_a_lost_ack(backend: Backend) {
-    let mut service = Service::start_on(backend).await;
+    // The fix count alone confirms (the dwell has tests of its own).
+    let mut service =
+        Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
     let home = (112.3625, 25.515);
     let zone = service
         .circle_zone("home", "inclusion", home.0, home.1, 500.0)
@@ -33,7 +35,8 @@ async fn resend_after_a_lost_ack(backend: Backend) {
     let away = north_of(home.0, home.1, 3_000.0);
     let start = Utc.with_ymd_and_hms(2026, 6, 2, 21, 0, 0).unwrap();
     let frame = |serial: u16, (lon, lat): (f64, f64)| {
-        let fix = encode::Fix::new(start + Duration::seconds(i64::from(serial) * 30), lat, lon);
+        // Ten minutes apart: 3 km between two fixes is a walk, not an implausible jump.
+        let fix = encode::Fix::new(start + Duration::minutes(i64::from(serial) * 10), lat, lon);
         encode::location(serial, &fix)
     };
     let frames = [frame(2, home), frame(3, away), frame(4, away)];
