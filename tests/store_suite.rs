@@ -11,13 +11,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
+use ewall::model::EventKind;
 use ewall::model::{
     new_id, Alert, AlertKind, AlertPosition, AlertState, Crs, Fix, Person, PersonId,
     PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 use ewall::store::{
-    AlertQuery, NewPerson, PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord,
-    ZoneRecord,
+    AlertQuery, DeliveryState, EventQuery, NewPerson, PersonPatch, Role, Store, StoreConfig,
+    StoreError, TokenRecord, ZoneRecord,
 };
 
 type Case = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -78,6 +79,10 @@ suite!(
     tokens_are_found_by_hash_only,
     tokens_are_revoked_once_and_their_last_use_only_moves_forward,
     read_then_write_changes_survive_concurrent_writes,
+    every_change_is_one_event_in_the_same_seq_space_as_alerts,
+    a_failed_state_change_appends_nothing,
+    a_new_cursor_starts_at_the_end_and_cursors_only_move_forward,
+    dead_letters_move_the_cursor_and_are_redelivered_on_request,
     a_pager_misses_no_alert_while_writers_commit_concurrently,
     learned_access_points_are_added_once_and_bounded,
     the_newest_valid_fix_per_device_and_person_survives_the_store,
@@ -767,6 +772,224 @@ async fn the_newest_valid_fix_per_device_and_person_survives_the_store(store: Ar
     ];
     expected.sort();
     assert_eq!(newest, expected);
+}
+
+fn feed(after: i64) -> EventQuery {
+    EventQuery {
+        after,
+        limit: 1000,
+        alerts_only: false,
+    }
+}
+
+async fn every_change_is_one_event_in_the_same_seq_space_as_alerts(store: Arc<dyn Store>) {
+    let mut notices = store.event_notices();
+    let p = person(store.as_ref()).await;
+    let stored = store
+        .commit(
+            &[fix(p.id, at(0))],
+            vec![
+                alert(p.id, AlertKind::ZoneExit),
+                alert(p.id, AlertKind::Sos),
+            ],
+        )
+        .await
+        .unwrap();
+    let acked = store
+        .set_alert_state(
+            stored[0].id,
+            AlertState::Acknowledged,
+            Some("called".into()),
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let later = store
+        .commit(&[], vec![alert(p.id, AlertKind::Returned)])
+        .await
+        .unwrap();
+
+    let events = store.events(feed(0)).await.unwrap();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind.to_string()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "person.enrolled",
+            "alert.raised",
+            "alert.raised",
+            "alert.acknowledged",
+            "alert.raised"
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(events[0].data["name"], "Li Wei");
+    // An alert's seq is its raised event's seq, and the event carries the alert as stored.
+    for (event, alert) in [
+        (&events[1], &stored[0]),
+        (&events[2], &stored[1]),
+        (&events[4], &later[0]),
+    ] {
+        assert_eq!(event.seq, alert.seq);
+        assert_eq!(event.id, alert.id);
+        assert_eq!(event.alert_id, Some(alert.id));
+        assert_eq!(event.data, serde_json::to_value(alert).unwrap());
+    }
+    // A state change is its own event, with the alert as it became.
+    assert_ne!(events[3].id, acked.id);
+    assert_eq!(events[3].alert_id, Some(acked.id));
+    assert_eq!(events[3].data, serde_json::to_value(&acked).unwrap());
+    assert_eq!(
+        events[3].data["seq"], stored[0].seq,
+        "the alert keeps its seq"
+    );
+    assert_eq!(*notices.borrow_and_update(), events[4].seq);
+    assert_eq!(store.last_event_seq().await.unwrap(), events[4].seq);
+
+    // The alert feed stays the reference: from 0, each alert once, in order, gaps allowed.
+    let alerts = store
+        .alerts(AlertQuery {
+            after: 0,
+            person_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = alerts.iter().map(|a| a.id).collect();
+    assert_eq!(ids, [stored[0].id, stored[1].id, later[0].id]);
+
+    let alert_events = store
+        .events(EventQuery {
+            alerts_only: true,
+            ..feed(events[1].seq)
+        })
+        .await
+        .unwrap();
+    assert_eq!(alert_events.len(), 3);
+    assert!(alert_events.iter().all(|e| e.kind.is_alert()));
+
+    store.delete_person(p.id).await.unwrap();
+    let last = store.events(feed(events[4].seq)).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].kind, EventKind::PersonReleased);
+    assert_eq!(last[0].person_id, p.id);
+}
+
+async fn a_failed_state_change_appends_nothing(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let a = store
+        .commit(&[], vec![alert(p.id, AlertKind::ZoneExit)])
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+        .await
+        .unwrap();
+    let before = store.last_event_seq().await.unwrap();
+    assert!(store
+        .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+        .await
+        .is_err());
+    assert_eq!(store.last_event_seq().await.unwrap(), before);
+}
+
+async fn a_new_cursor_starts_at_the_end_and_cursors_only_move_forward(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let end = store.last_event_seq().await.unwrap();
+    assert!(end > 0);
+    assert_eq!(store.dispatch_cursor("mqtt").await.unwrap(), end);
+    store
+        .commit(&[], vec![alert(p.id, AlertKind::Sos)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.dispatch_cursor("mqtt").await.unwrap(),
+        end,
+        "the start was stored when first read"
+    );
+    store.set_dispatch_cursor("mqtt", end + 5).await.unwrap();
+    store.set_dispatch_cursor("mqtt", end + 1).await.unwrap();
+    assert_eq!(store.dispatch_cursor("mqtt").await.unwrap(), end + 5);
+    assert_eq!(
+        store.dispatch_cursor("webhook:other").await.unwrap(),
+        end + 1
+    );
+}
+
+async fn dead_letters_move_the_cursor_and_are_redelivered_on_request(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let stored = store
+        .commit(
+            &[],
+            vec![alert(p.id, AlertKind::Sos), alert(p.id, AlertKind::Tamper)],
+        )
+        .await
+        .unwrap();
+    let consumer = "webhook:police";
+    store.dispatch_cursor(consumer).await.unwrap();
+    for a in &stored {
+        store
+            .dead_letter("police", consumer, a.seq, 8, "HTTP 503 Service Unavailable")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.dispatch_cursor(consumer).await.unwrap(),
+        stored[1].seq
+    );
+    let dead = store
+        .webhook_deliveries("police", Some(DeliveryState::Dead), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].event.id, stored[0].id);
+    assert_eq!(dead[0].attempts, 8);
+    assert_eq!(dead[0].last_error, "HTTP 503 Service Unavailable");
+    assert!(store
+        .webhook_deliveries("other", None, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert_eq!(
+        store
+            .request_redelivery("police", Some(stored[0].id))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        store.request_redelivery("police", Some(stored[0].id)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.request_redelivery("police", Some(new_id())).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.request_redelivery("police", None).await.unwrap(), 1);
+    let pending = store
+        .webhook_deliveries("police", Some(DeliveryState::Pending), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+
+    store
+        .redelivery_done("police", stored[0].seq, Ok(()))
+        .await
+        .unwrap();
+    store
+        .redelivery_done("police", stored[1].seq, Err("HTTP 500".into()))
+        .await
+        .unwrap();
+    let all = store
+        .webhook_deliveries("police", None, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(all[0].state, DeliveryState::Delivered);
+    assert!(all[0].delivered_at.is_some());
+    assert_eq!(all[0].attempts, 9);
+    assert_eq!(all[1].state, DeliveryState::Dead);
+    assert_eq!(all[1].last_error, "HTTP 500");
 }
 
 /// PostgreSQL only: each fix lands in its day's partition, a fix with no partition for its day

@@ -19,20 +19,22 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, DeviceNewest, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig,
-    StoreError, TokenRecord, ZoneRecord,
+    AlertQuery, DeliveryState, DeviceNewest, EventQuery, NewPerson, OpenBreach, PersonPatch, Role,
+    Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
-    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Fix, Person, PersonId,
-    PositionSource, ZoneId, ZoneKind, ZoneWifi,
+    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Event, EventKind, Fix, Person,
+    PersonId, PositionSource, ZoneId, ZoneKind, ZoneWifi,
 };
 
-/// The feed counter row alerts take their `seq` from.
-const ALERT_FEED: &str = "alerts";
+/// The feed counter row events (and so alerts, whose `seq` is their raised event's) take their
+/// `seq` from.
+const EVENT_FEED: &str = "events";
 
 /// How far back from today a fix's day still gets its own partition when a batch brings it (a
 /// device's blind-area backlog). Older fixes, and fixes dated in the future beyond tomorrow (a
@@ -46,6 +48,8 @@ pub struct PgStore {
     /// Days known to have their own positions partition, so a batch asks the database only
     /// about days it has not seen yet.
     partitioned_days: Mutex<BTreeSet<NaiveDate>>,
+    /// The newest event `seq` committed through this store, for [`Store::event_notices`].
+    event_notices: watch::Sender<i64>,
 }
 
 impl PgStore {
@@ -71,6 +75,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             partitioned_days: Mutex::new(BTreeSet::new()),
+            event_notices: watch::Sender::new(0),
         })
     }
 
@@ -95,6 +100,39 @@ impl PgStore {
                 .await?;
         }
         self.lock_days().extend(missing);
+        Ok(())
+    }
+
+    /// Tells feed readers in this process that events up to `seq` are committed.
+    fn announce(&self, seq: i64) {
+        self.event_notices.send_if_modified(|newest| {
+            let newer = seq > *newest;
+            if newer {
+                *newest = seq;
+            }
+            newer
+        });
+    }
+
+    /// Fills in the JSON of the `alert.raised` events that migration 0004 created for alerts
+    /// committed before the event feed existed.
+    async fn backfill_raised_events(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT a.* FROM events e JOIN alerts a ON a.seq = e.seq \
+             WHERE e.kind = 'alert.raised' AND e.data = ''",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let alert = alert_from_row(row)?;
+            sqlx::query("UPDATE events SET data = $1 WHERE seq = $2")
+                .bind(to_json(&alert)?)
+                .bind(alert.seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -285,6 +323,131 @@ fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+/// An event about to be appended to the feed.
+struct NewEvent<'a> {
+    id: Uuid,
+    kind: EventKind,
+    person_id: PersonId,
+    alert_id: Option<AlertId>,
+    data: &'a str,
+}
+
+/// Takes the next position in the feed inside the caller's transaction. The counter row stays
+/// locked until that transaction ends, so every other writer of the feed waits, and seq order
+/// is commit order (see the module docs).
+async fn next_feed_seq(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE feed_counters SET last = last + 1 WHERE feed = $1 RETURNING last",
+    )
+    .bind(EVENT_FEED)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Appends one event inside the caller's transaction and returns its `seq`.
+async fn append_event(conn: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, StoreError> {
+    let seq = next_feed_seq(conn).await?;
+    sqlx::query(
+        "INSERT INTO events (seq, id, kind, person_id, alert_id, time, data) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(seq)
+    .bind(event.id)
+    .bind(event.kind.to_string())
+    .bind(event.person_id)
+    .bind(event.alert_id)
+    .bind(now())
+    .bind(event.data)
+    .execute(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+async fn append_alert_changed(conn: &mut PgConnection, alert: &Alert) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind: EventKind::AlertChanged(alert.state),
+            person_id: alert.person_id,
+            alert_id: Some(alert.id),
+            data: &to_json(alert)?,
+        },
+    )
+    .await
+}
+
+async fn append_person_event(
+    conn: &mut PgConnection,
+    kind: EventKind,
+    person: &Person,
+) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind,
+            person_id: person.id,
+            alert_id: None,
+            data: &to_json(person)?,
+        },
+    )
+    .await
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        what: "event",
+        reason: format!("cannot serialise the event's record: {e}"),
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let data: &str = row.try_get("data")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        kind: parse("event", row.try_get::<&str, _>("kind")?)?,
+        person_id: row.try_get("person_id")?,
+        alert_id: row.try_get("alert_id")?,
+        time: row.try_get("time")?,
+        data: serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+            what: "event",
+            reason: format!("data is not JSON: {e}"),
+        })?,
+    })
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, StoreError> {
+    Ok(WebhookDelivery {
+        webhook: row.try_get("webhook")?,
+        state: parse("webhook_delivery", row.try_get::<&str, _>("state")?)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        dead_at: row.try_get("dead_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        event: event_from_row(row)?,
+    })
+}
+
+async fn advance_cursor(
+    conn: &mut PgConnection,
+    consumer: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO dispatch_cursors (consumer, seq, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer) DO UPDATE SET seq = GREATEST(dispatch_cursors.seq, EXCLUDED.seq), \
+         updated_at = EXCLUDED.updated_at",
+    )
+    .bind(consumer)
+    .bind(seq)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Maps a unique-constraint violation to a conflict with `message`.
 fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -417,7 +580,11 @@ impl Store for PgStore {
             .await?;
         drop(conn);
         let today = Utc::now().date_naive();
-        self.ensure_partitions(&Self::days_for(&[], today)).await
+        self.ensure_partitions(&Self::days_for(&[], today)).await?;
+        self.backfill_raised_events().await?;
+        let newest = self.last_event_seq().await?;
+        self.announce(newest);
+        Ok(())
     }
 
     async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
@@ -428,6 +595,7 @@ impl Store for PgStore {
             timezone: new.timezone,
             created_at: now(),
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO persons (id, name, level, timezone, created_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -437,8 +605,11 @@ impl Store for PgStore {
         .bind(person.level.as_str())
         .bind(&person.timezone)
         .bind(person.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
+        tx.commit().await?;
+        self.announce(seq);
         Ok(person)
     }
 
@@ -490,15 +661,16 @@ impl Store for PgStore {
         if devices > 0 {
             return Err(in_use());
         }
-        let done = sqlx::query("DELETE FROM persons WHERE id = $1")
+        let row = sqlx::query("DELETE FROM persons WHERE id = $1 RETURNING *")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| on_foreign_key(e, in_use))?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("person", id));
-        }
+            .map_err(|e| on_foreign_key(e, in_use))?
+            .ok_or_else(|| not_found("person", id))?;
+        let person = person_from_row(&row)?;
+        let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
+        self.announce(seq);
         Ok(())
     }
 
@@ -775,7 +947,7 @@ impl Store for PgStore {
                 "UPDATE feed_counters SET last = last + $1 WHERE feed = $2 RETURNING last",
             )
             .bind(count)
-            .bind(ALERT_FEED)
+            .bind(EVENT_FEED)
             .fetch_one(&mut *tx)
             .await?;
             for (seq, alert) in (last - count + 1..).zip(stored.iter_mut()) {
@@ -796,10 +968,10 @@ impl Store for PgStore {
                  $10::float8[], $11::float8[], $12::float8[], $13::text[], $14::bool[], \
                  $15::text[], $16::timestamptz[], $17::timestamptz[])",
             )
-            .bind(c.seq)
-            .bind(c.id)
+            .bind(&c.seq)
+            .bind(&c.id)
             .bind(c.kind)
-            .bind(c.person_id)
+            .bind(&c.person_id)
             .bind(c.device_id)
             .bind(c.zone_id)
             .bind(c.severity)
@@ -815,8 +987,27 @@ impl Store for PgStore {
             .bind(c.resolved_at)
             .execute(&mut *tx)
             .await?;
+            // Each alert's `alert.raised` event, at the alert's own seq, carrying the alert.
+            let data = stored.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+            sqlx::query(
+                "INSERT INTO events (seq, id, kind, person_id, alert_id, time, data) \
+                 SELECT seq, id, $3, person_id, id, $4, data \
+                 FROM UNNEST($1::int8[], $2::uuid[], $5::uuid[], $6::text[]) \
+                 AS t(seq, id, person_id, data)",
+            )
+            .bind(&c.seq)
+            .bind(&c.id)
+            .bind(EventKind::AlertRaised.to_string())
+            .bind(now())
+            .bind(&c.person_id)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
+        if let Some(last) = stored.last() {
+            self.announce(last.seq);
+        }
         Ok(stored)
     }
 
@@ -956,8 +1147,181 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let alert = alert_from_row(&row)?;
+        let seq = append_alert_changed(&mut tx, &alert).await?;
         tx.commit().await?;
+        self.announce(seq);
         Ok(alert)
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM events WHERE seq > $1 AND (NOT $2 OR kind LIKE 'alert.%') \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(query.after)
+        .bind(query.alerts_only)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn event_notices(&self) -> watch::Receiver<i64> {
+        self.event_notices.subscribe()
+    }
+
+    async fn dispatch_cursor(&self, consumer: &str) -> Result<i64, StoreError> {
+        // A new consumer starts at the newest committed event. An event still being written has
+        // a larger seq than every committed one (seq order is commit order), so it is after the
+        // start and not skipped.
+        sqlx::query(
+            "INSERT INTO dispatch_cursors (consumer, seq, updated_at) \
+             SELECT $1, COALESCE(MAX(seq), 0), $2 FROM events \
+             ON CONFLICT (consumer) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM dispatch_cursors WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        advance_cursor(&mut conn, consumer, seq).await
+    }
+
+    async fn dead_letter(
+        &self,
+        webhook: &str,
+        consumer: &str,
+        seq: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries \
+             (webhook, event_seq, state, attempts, last_error, dead_at) \
+             VALUES ($1, $2, 'dead', $3, $4, $5) \
+             ON CONFLICT (webhook, event_seq) DO UPDATE SET state = 'dead', \
+             attempts = webhook_deliveries.attempts + EXCLUDED.attempts, \
+             last_error = EXCLUDED.last_error, dead_at = EXCLUDED.dead_at",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        advance_cursor(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        webhook: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        sqlx::query(
+            "SELECT d.*, e.* FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.webhook = $1 AND d.event_seq > $2 AND ($3::text IS NULL OR d.state = $3) \
+             ORDER BY d.event_seq LIMIT $4",
+        )
+        .bind(webhook)
+        .bind(after)
+        .bind(state.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+    }
+
+    async fn request_redelivery(
+        &self,
+        webhook: &str,
+        event_id: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        let Some(event_id) = event_id else {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending' \
+                 WHERE webhook = $1 AND state = 'dead'",
+            )
+            .bind(webhook)
+            .execute(&self.pool)
+            .await?;
+            return Ok(done.rows_affected());
+        };
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(i64, String)> = sqlx::query_as(
+            "SELECT d.event_seq, d.state FROM webhook_deliveries d \
+             JOIN events e ON e.seq = d.event_seq WHERE d.webhook = $1 AND e.id = $2 \
+             FOR UPDATE OF d",
+        )
+        .bind(webhook)
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (seq, state) = found.ok_or_else(|| not_found("webhook delivery", event_id))?;
+        let state: DeliveryState = parse("webhook_delivery", &state)?;
+        if state != DeliveryState::Dead {
+            return Err(StoreError::Conflict(format!(
+                "delivery {event_id} is {}, not dead",
+                state.as_str()
+            )));
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending' WHERE webhook = $1 AND event_seq = $2",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(1)
+    }
+
+    async fn redelivery_done(
+        &self,
+        webhook: &str,
+        seq: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let query = match &outcome {
+            Ok(()) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, \
+                 delivered_at = $1 WHERE webhook = $2 AND event_seq = $3",
+            )
+            .bind(at),
+            Err(error) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'dead', attempts = attempts + 1, \
+                 last_error = $1, dead_at = $2 WHERE webhook = $3 AND event_seq = $4",
+            )
+            .bind(error)
+            .bind(at),
+        };
+        query.bind(webhook).bind(seq).execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn create_token(
