@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
 use ewall::model::EventKind;
 use ewall::model::{
-    new_id, Alert, AlertKind, AlertPosition, AlertState, Crs, Fix, Person, PersonId,
-    PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
+    new_id, Alert, AlertKind, AlertPosition, AlertState, CommandStatus, Crs, DeviceCommand, Fix,
+    Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 use ewall::store::{
     AlertQuery, DeliveryState, EventQuery, NewPerson, PersonPatch, Role, Store, StoreConfig,
@@ -83,6 +83,9 @@ suite!(
     a_failed_state_change_appends_nothing,
     a_new_cursor_starts_at_the_end_and_cursors_only_move_forward,
     dead_letters_move_the_cursor_and_are_redelivered_on_request,
+    commands_move_pending_sent_acknowledged_and_answers_match_by_reference,
+    open_commands_expire_at_their_time_and_not_before,
+    a_device_keeps_its_model_and_learnt_protocol,
     a_pager_misses_no_alert_while_writers_commit_concurrently,
     learned_access_points_are_added_once_and_bounded,
     the_newest_valid_fix_per_device_and_person_survives_the_store,
@@ -990,6 +993,169 @@ async fn dead_letters_move_the_cursor_and_are_redelivered_on_request(store: Arc<
     assert_eq!(all[0].attempts, 9);
     assert_eq!(all[1].state, DeliveryState::Dead);
     assert_eq!(all[1].last_error, "HTTP 500");
+}
+
+fn pending(device: &str, created: DateTime<Utc>, expires_in_s: i64) -> DeviceCommand {
+    DeviceCommand {
+        id: new_id(),
+        seq: 0,
+        device_id: device.into(),
+        kind: "locate_now".into(),
+        text: None,
+        interval_s: None,
+        status: CommandStatus::Pending,
+        protocol: None,
+        reference: None,
+        created_at: created,
+        expires_at: created + chrono::TimeDelta::seconds(expires_in_s),
+        sent_at: None,
+        completed_at: None,
+        reply: None,
+        error: None,
+    }
+}
+
+async fn commands_move_pending_sent_acknowledged_and_answers_match_by_reference(
+    store: Arc<dyn Store>,
+) {
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 14, 9, 0, 0).unwrap();
+    let a = store.create_command(&pending("1", t0, 60)).await.unwrap();
+    let b = store.create_command(&pending("1", t0, 60)).await.unwrap();
+    assert!(b.seq > a.seq);
+    assert_eq!(store.command(a.id).await.unwrap(), a);
+    let queued = store.pending_commands("1", t0).await.unwrap();
+    assert_eq!(
+        queued.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [a.id, b.id]
+    );
+
+    assert!(store
+        .mark_command_sent(a.id, "gt06", "flag:1", t0)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .mark_command_sent(a.id, "gt06", "flag:1", t0)
+            .await
+            .unwrap(),
+        "once"
+    );
+    assert!(store
+        .mark_command_sent(b.id, "gt06", "flag:1", t0)
+        .await
+        .unwrap());
+    // Two commands await the same reference (a text protocol's keyword): the oldest first.
+    let answered = store
+        .command_by_reference("1", "flag:1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(answered.id, a.id);
+    assert!(store
+        .complete_command(a.id, CommandStatus::Acknowledged, Some("ok"), t0)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .complete_command(a.id, CommandStatus::Failed, None, t0)
+            .await
+            .unwrap(),
+        "an ended command stays ended"
+    );
+    let a = store.command(a.id).await.unwrap();
+    assert_eq!(
+        (a.status, a.reply.as_deref()),
+        (CommandStatus::Acknowledged, Some("ok"))
+    );
+    assert_eq!(
+        store
+            .command_by_reference("1", "flag:1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        b.id
+    );
+    assert!(store
+        .command_by_reference("2", "flag:1")
+        .await
+        .unwrap()
+        .is_none());
+
+    // A write that did not happen puts it back.
+    assert!(store.unmark_command_sent(b.id).await.unwrap());
+    let b = store.command(b.id).await.unwrap();
+    assert_eq!(
+        (b.status, b.sent_at, b.reference),
+        (CommandStatus::Pending, None, None)
+    );
+    let listed = store.device_commands("1", 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [b.id, a.id]
+    );
+}
+
+async fn open_commands_expire_at_their_time_and_not_before(store: Arc<dyn Store>) {
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 14, 9, 0, 0).unwrap();
+    assert_eq!(store.next_command_expiry().await.unwrap(), None);
+    let soon = store.create_command(&pending("1", t0, 10)).await.unwrap();
+    let later = store.create_command(&pending("1", t0, 100)).await.unwrap();
+    let sent = store.create_command(&pending("1", t0, 10)).await.unwrap();
+    store
+        .mark_command_sent(sent.id, "jt808", "serial:8201:3", t0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_command_expiry().await.unwrap(),
+        Some(soon.expires_at)
+    );
+    let t9 = t0 + chrono::TimeDelta::seconds(9);
+    assert!(store.expire_commands(t9).await.unwrap().is_empty());
+    let t10 = t0 + chrono::TimeDelta::seconds(10);
+    let mut expired: Vec<_> = store
+        .expire_commands(t10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            assert_eq!(c.status, CommandStatus::Expired);
+            c.id
+        })
+        .collect();
+    expired.sort();
+    let mut want = vec![soon.id, sent.id];
+    want.sort();
+    assert_eq!(expired, want, "pending and sent both expire");
+    assert_eq!(
+        store.next_command_expiry().await.unwrap(),
+        Some(later.expires_at)
+    );
+    assert_eq!(store.pending_commands("1", t10).await.unwrap().len(), 1);
+}
+
+async fn a_device_keeps_its_model_and_learnt_protocol(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    store.create_device("123", p.id).await.unwrap();
+    let d = store.set_device_model("123", Some("AL300")).await.unwrap();
+    assert_eq!(d.model.as_deref(), Some("AL300"));
+    store.set_device_protocol("123", "jt808").await.unwrap();
+    store.set_device_protocol("unknown", "jt808").await.unwrap();
+    let d = store.device("123").await.unwrap();
+    assert_eq!(
+        (d.model.as_deref(), d.protocol.as_deref()),
+        (Some("AL300"), Some("jt808"))
+    );
+    assert!(store
+        .set_device_model("123", None)
+        .await
+        .unwrap()
+        .model
+        .is_none());
+    assert!(matches!(
+        store.set_device_model("nope", Some("x")).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 /// PostgreSQL only: each fix lands in its day's partition, a fix with no partition for its day

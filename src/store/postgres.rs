@@ -28,8 +28,9 @@ use super::{
     Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
-    new_id, Alert, AlertId, AlertPosition, AlertState, Device, Event, EventKind, Fix, Person,
-    PersonId, PositionSource, ZoneId, ZoneKind, ZoneWifi,
+    new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
+    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
+    ZoneWifi,
 };
 
 /// The feed counter row events (and so alerts, whose `seq` is their raised event's) take their
@@ -219,6 +220,8 @@ fn device_from_row(row: &PgRow) -> Result<Device, StoreError> {
         imei: row.try_get("imei")?,
         person_id: row.try_get("person_id")?,
         created_at: row.try_get("created_at")?,
+        model: row.try_get("model")?,
+        protocol: row.try_get("protocol")?,
     })
 }
 
@@ -446,6 +449,34 @@ async fn advance_cursor(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+fn command_from_row(row: &PgRow) -> Result<DeviceCommand, StoreError> {
+    let interval: Option<i64> = row.try_get("interval_s")?;
+    Ok(DeviceCommand {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        device_id: row.try_get("device_id")?,
+        kind: row.try_get("kind")?,
+        text: row.try_get("text")?,
+        interval_s: interval
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                    what: "command",
+                    reason: format!("interval {v} out of range"),
+                })
+            })
+            .transpose()?,
+        status: parse("command", row.try_get::<&str, _>("status")?)?,
+        protocol: row.try_get("protocol")?,
+        reference: row.try_get("reference")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        sent_at: row.try_get("sent_at")?,
+        completed_at: row.try_get("completed_at")?,
+        reply: row.try_get("reply")?,
+        error: row.try_get("error")?,
+    })
 }
 
 /// Maps a unique-constraint violation to a conflict with `message`.
@@ -679,6 +710,8 @@ impl Store for PgStore {
             imei: imei.to_owned(),
             person_id,
             created_at: now(),
+            model: None,
+            protocol: None,
         };
         sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES ($1, $2, $3)")
             .bind(&device.imei)
@@ -1322,6 +1355,196 @@ impl Store for PgStore {
         };
         query.bind(webhook).bind(seq).execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn set_device_model(
+        &self,
+        imei: &str,
+        model: Option<&str>,
+    ) -> Result<Device, StoreError> {
+        let row = sqlx::query("UPDATE devices SET model = $1 WHERE imei = $2 RETURNING *")
+            .bind(model)
+            .bind(imei)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        device_from_row(&row)
+    }
+
+    async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET protocol = $1 WHERE imei = $2 AND protocol IS DISTINCT FROM $1",
+        )
+        .bind(protocol)
+        .bind(imei)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO commands (id, device_id, kind, text, interval_s, status, protocol, \
+             reference, created_at, expires_at, sent_at, completed_at, reply, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *",
+        )
+        .bind(command.id)
+        .bind(&command.device_id)
+        .bind(&command.kind)
+        .bind(&command.text)
+        .bind(command.interval_s.map(i64::from))
+        .bind(command.status.as_str())
+        .bind(&command.protocol)
+        .bind(&command.reference)
+        .bind(command.created_at)
+        .bind(command.expires_at)
+        .bind(command.sent_at)
+        .bind(command.completed_at)
+        .bind(&command.reply)
+        .bind(&command.error)
+        .fetch_one(&self.pool)
+        .await?;
+        command_from_row(&row)
+    }
+
+    async fn command(&self, id: CommandId) -> Result<DeviceCommand, StoreError> {
+        let row = sqlx::query("SELECT * FROM commands WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("command", id))?;
+        command_from_row(&row)
+    }
+
+    async fn device_commands(
+        &self,
+        imei: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query("SELECT * FROM commands WHERE device_id = $1 ORDER BY seq DESC LIMIT $2")
+            .bind(imei)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    async fn pending_commands(
+        &self,
+        imei: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = $1 AND status = 'pending' \
+             AND expires_at > $2 ORDER BY seq",
+        )
+        .bind(imei)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn mark_command_sent(
+        &self,
+        id: CommandId,
+        protocol: &str,
+        reference: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'sent', protocol = $1, reference = $2, sent_at = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(protocol)
+        .bind(reference)
+        .bind(at.trunc_subsecs(6))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unmark_command_sent(&self, id: CommandId) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'pending', sent_at = NULL, reference = NULL \
+             WHERE id = $1 AND status = 'sent'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (reply, error) = match status {
+            CommandStatus::Acknowledged => (detail, None),
+            _ => (None, detail),
+        };
+        let done = sqlx::query(
+            "UPDATE commands SET status = $1, completed_at = $2, reply = $3, error = $4 \
+             WHERE id = $5 AND status IN ('pending', 'sent')",
+        )
+        .bind(status.as_str())
+        .bind(at.trunc_subsecs(6))
+        .bind(reply)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn command_by_reference(
+        &self,
+        imei: &str,
+        reference: &str,
+    ) -> Result<Option<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = $1 AND status = 'sent' AND reference = $2 \
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(imei)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(command_from_row)
+        .transpose()
+    }
+
+    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "UPDATE commands SET status = 'expired', completed_at = $1, \
+             error = 'expired before the device answered' \
+             WHERE status IN ('pending', 'sent') AND expires_at <= $2 RETURNING *",
+        )
+        .bind(now.trunc_subsecs(6))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT MIN(expires_at) FROM commands WHERE status IN ('pending', 'sent')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
     }
 
     async fn create_token(
