@@ -280,7 +280,17 @@ async fn county_store(
 ) -> (tempfile::TempDir, Arc<dyn Store>, Vec<(String, PersonId)>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let url = format!("sqlite://{}", dir.path().join("ewall.db").display());
-    let store = ewall::store::open(&url).await.expect("store opens");
+    let (store, devices) = county_store_at(&url, zones, bands).await;
+    (dir, store, devices)
+}
+
+/// The same as [`county_store`] in the (empty) database at `url`.
+async fn county_store_at(
+    url: &str,
+    zones: &[Zone],
+    bands: &[Wristband],
+) -> (Arc<dyn Store>, Vec<(String, PersonId)>) {
+    let store = ewall::store::open(url).await.expect("store opens");
     for zone in zones {
         let geometry = zone_to_feature(zone, Crs::Gcj02)
             .geometry
@@ -323,7 +333,21 @@ async fn county_store(
             .expect("zones assigned");
         devices.push((band.imei.clone(), person.id));
     }
-    (dir, store, devices)
+    (store, devices)
+}
+
+/// `fixes` moved `round` × `span` later in device time. Benches that commit the same walk again
+/// and again use it so that each round stores new rows: an unchanged fix is a resend, which the
+/// store's natural key skips.
+fn later(fixes: &[Fix], round: u64, span: chrono::Duration) -> Vec<Fix> {
+    let shift = span * i32::try_from(round).expect("fewer than 2^31 rounds");
+    fixes
+        .iter()
+        .map(|f| Fix {
+            time: f.time + shift,
+            ..f.clone()
+        })
+        .collect()
 }
 
 /// Each wristband's fixes, decoded once (untimed) and attributed to the stored person.
@@ -435,10 +459,15 @@ fn running_pipeline(c: &mut Criterion) {
             let name = format!(
                 "{devices} wristbands submit {FIXES} fixes each, one in flight per device, linger {linger_ms} ms"
             );
+            let span = chrono::Duration::seconds(FIXES as i64 * REPORT_INTERVAL_SECS);
+            let mut round = 0;
             g.bench_function(name, |b| {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
+                        round += 1;
+                        let fixes: Vec<Vec<Fix>> =
+                            fixes.iter().map(|f| later(f, round, span)).collect();
                         let settings = PipelineSettings {
                             fence: FenceConfig {
                                 shards: 2,
@@ -482,31 +511,129 @@ fn store_commit(c: &mut Criterion) {
         // A fresh database per batch size: the table grows during a case, and no case should
         // start where the previous one left it.
         let (_dir, store, bound) = rt.block_on(county_store(&zones, &bands));
-        let fixes: Vec<Fix> = fixes_per_device(&bands, &bound)
-            .into_iter()
-            .flatten()
-            .take(batch)
-            .collect();
-        g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(
-            format!("commit a batch of {batch} positions from {batch} wristbands"),
-            |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let started = Instant::now();
-                        for _ in 0..iters {
-                            store
-                                .commit(black_box(&fixes), Vec::new())
-                                .await
-                                .expect("committed");
-                        }
-                        started.elapsed()
-                    })
-                })
-            },
-        );
+        bench_commits(&mut g, &rt, &store, &bands, &bound, batch, "");
     }
     g.finish();
+}
+
+/// The store commit alone on PostgreSQL and SQLite, batches of 1 and 1,000, in one run so the
+/// two compare. PostgreSQL is the server at `EWALL_BENCH_PG_URL` (each case in a database of
+/// its own, dropped afterwards); without the variable the PostgreSQL cases are skipped.
+fn store_commit_backends(c: &mut Criterion) {
+    let Ok(server) = std::env::var("EWALL_BENCH_PG_URL") else {
+        println!("skipped the PostgreSQL store benches: EWALL_BENCH_PG_URL is not set");
+        return;
+    };
+    let rt = Runtime::new().expect("a tokio runtime");
+    let zones = county_zones();
+    let bands = wristbands(&zones[0], 1_000, 1);
+    let mut g = c.benchmark_group("store commit alone, PostgreSQL and SQLite");
+    g.sampling_mode(SamplingMode::Flat);
+    g.sample_size(20);
+    for batch in [1usize, 1_000] {
+        let (_dir, store, bound) = rt.block_on(county_store(&zones, &bands));
+        bench_commits(&mut g, &rt, &store, &bands, &bound, batch, "SQLite: ");
+        drop(store);
+
+        let database = rt.block_on(BenchDatabase::create(&server));
+        let (store, bound) = rt.block_on(county_store_at(&database.url, &zones, &bands));
+        bench_commits(&mut g, &rt, &store, &bands, &bound, batch, "PostgreSQL: ");
+        drop(store);
+        rt.block_on(database.drop_now());
+    }
+    g.finish();
+}
+
+/// One case: commits of `batch` positions from as many wristbands, back to back, each commit
+/// new rows dated today (so PostgreSQL writes them into today's partition, as in service).
+fn bench_commits(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    store: &Arc<dyn Store>,
+    bands: &[Wristband],
+    bound: &[(String, PersonId)],
+    batch: usize,
+    label: &str,
+) {
+    let today = Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    let fixes: Vec<Fix> = fixes_per_device(bands, bound)
+        .into_iter()
+        .flatten()
+        .take(batch)
+        .map(|f| Fix {
+            time: today + (f.time - start_time()),
+            ..f
+        })
+        .collect();
+    let mut round = 0;
+    g.throughput(Throughput::Elements(batch as u64));
+    g.bench_function(
+        format!("{label}commit a batch of {batch} positions from {batch} wristbands"),
+        |b| {
+            b.iter_custom(|iters| {
+                // Prepared before the clock starts: every commit stores rows of its own.
+                let batches: Vec<Vec<Fix>> = (0..iters)
+                    .map(|_| {
+                        round += 1;
+                        later(&fixes, round, chrono::Duration::milliseconds(10))
+                    })
+                    .collect();
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for batch in &batches {
+                        store
+                            .commit(black_box(batch), Vec::new())
+                            .await
+                            .expect("committed");
+                    }
+                    started.elapsed()
+                })
+            })
+        },
+    );
+}
+
+/// A database created for one bench case on a PostgreSQL server.
+struct BenchDatabase {
+    url: String,
+    name: String,
+    server: String,
+}
+
+impl BenchDatabase {
+    async fn create(server: &str) -> BenchDatabase {
+        use sqlx::Connection;
+        let name = format!("ewall_bench_{}", Uuid::now_v7().simple());
+        let mut admin = sqlx::PgConnection::connect(server)
+            .await
+            .expect("EWALL_BENCH_PG_URL accepts connections");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("bench database created");
+        let base = server.split('?').next().unwrap_or(server);
+        let authority = base.rsplit_once('/').map_or(base, |(a, _)| a);
+        BenchDatabase {
+            url: format!("{authority}/{name}"),
+            name,
+            server: server.to_owned(),
+        }
+    }
+
+    async fn drop_now(self) {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.server)
+            .await
+            .expect("EWALL_BENCH_PG_URL accepts connections");
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await
+            .expect("bench database dropped");
+    }
 }
 
 fn config() -> Criterion {
@@ -519,6 +646,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = decode_and_check, running_pipeline, store_commit
+    targets = decode_and_check, running_pipeline, store_commit, store_commit_backends
 }
 criterion_main!(benches);

@@ -190,11 +190,18 @@ impl Config {
             ));
         }
         let url = self.store_url();
-        if !url.starts_with("sqlite:") {
+        if crate::store::Backend::of(&url).is_none() {
             return Err(ConfigError::key(
                 "store.url",
-                format!("unsupported database {url:?}; this build supports sqlite://PATH"),
+                format!(
+                    "unsupported database {:?}; this build supports sqlite://PATH and \
+                     postgres://USER@HOST/DB",
+                    crate::store::redact_url(&url)
+                ),
             ));
+        }
+        if self.store.pool_max == 0 {
+            return Err(ConfigError::key("store.pool_max", "must be at least 1"));
         }
         self.mqtt
             .validate()

@@ -155,10 +155,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(config) => {
             let config = config.load()?;
             runtime()?.block_on(async {
-                ewall::store::open(&config.store_url())
+                let url = config.store_url();
+                let shown = ewall::store::redact_url(&url);
+                ewall::store::open_with(&url, &config.store)
                     .await
-                    .with_context(|| format!("migrating the store at {}", config.store_url()))?;
-                println!("Schema of {} is up to date.", config.store_url());
+                    .with_context(|| format!("migrating the store at {shown}"))?;
+                println!("Schema of {shown} is up to date.");
                 Ok(())
             })
         }
@@ -172,9 +174,10 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
         | TokenCommand::Revoke { config, .. } => config.load()?,
     };
     runtime()?.block_on(async {
-        let store = ewall::store::open(&config.store_url())
+        let url = config.store_url();
+        let store = ewall::store::open_with(&url, &config.store)
             .await
-            .with_context(|| format!("opening the store at {}", config.store_url()))?;
+            .with_context(|| format!("opening the store at {}", ewall::store::redact_url(&url)))?;
         match command {
             TokenCommand::Create {
                 role,

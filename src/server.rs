@@ -136,7 +136,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = store::open(&config.store_url()).await?;
+    let store = store::open_with(&config.store_url(), &config.store).await?;
     let registry = Arc::new(Registry::load(store.as_ref()).await?);
     let metrics = Arc::new(Metrics::new());
     let resume = Resume::load(store.as_ref()).await?;

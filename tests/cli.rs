@@ -1,7 +1,12 @@
 //! The command line outside `decode` and `fence`: a bad configuration stops `serve` with the key
-//! at fault, `token create` prints the secret as the last word, `migrate` creates the schema.
+//! at fault, `token create` prints the secret as the last word, `migrate` creates the schema
+//! (on SQLite, and on PostgreSQL when `EWALL_TEST_PG_URL` is set).
+
+mod common;
 
 use std::process::Command;
+
+use common::pg::TestDatabase;
 
 fn ewall(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ewall"));
@@ -145,4 +150,47 @@ fn tokens_are_listed_and_revoked_from_the_command_line() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+}
+
+#[tokio::test]
+async fn migrate_on_postgres_creates_the_schema_once_and_hides_the_password() {
+    let Some(database) = TestDatabase::create("migrate on PostgreSQL").await else {
+        return;
+    };
+    let env = [("EWALL_STORE__URL", database.url.as_str())];
+    for _ in 0..2 {
+        let out = ewall(&["migrate"], &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = ewall(&["token", "create", "--role", "admin"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = ewall::store::open(&database.url).await.unwrap();
+    assert_eq!(store.token_count().await.unwrap(), 1);
+
+    // A server that refuses: the message names the store without its password, exit non-zero.
+    let out = ewall(
+        &["migrate"],
+        &[
+            (
+                "EWALL_STORE__URL",
+                "postgres://ewall:hunter2@127.0.0.1:9/ewall",
+            ),
+            ("EWALL_STORE__ACQUIRE_TIMEOUT", "1s"),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("postgres://ewall:***@127.0.0.1:9/ewall"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }

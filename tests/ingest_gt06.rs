@@ -1,11 +1,12 @@
 //! A GT06 wristband over TCP from login to alerts: replies byte for byte, every fix stored with
 //! the coordinates sent, exactly one breach per episode and one `returned`, for an inclusion
-//! and an exclusion zone; an unregistered wristband is refused.
+//! and an exclusion zone; an unregistered wristband is refused. The zone scenarios run on SQLite
+//! and, when `EWALL_TEST_PG_URL` is set, on PostgreSQL.
 
 mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::{hex, north_of, Device, Service};
+use common::{hex, north_of, Backend, Device, Service};
 use ewall_protocol::gt06::{crc_itu, encode};
 use serde_json::json;
 
@@ -87,8 +88,20 @@ async fn three_in_three_out_one_back(
 
 #[tokio::test]
 async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return() {
+    leaving_an_inclusion_zone(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return_on_postgres() {
+    if let Some(backend) = Backend::postgres("gt06 inclusion zone").await {
+        leaving_an_inclusion_zone(backend).await;
+    }
+}
+
+async fn leaving_an_inclusion_zone(backend: Backend) {
     // The fix count alone confirms here (30 s fixes; the dwell has tests of its own).
-    let mut service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
+    let mut service =
+        Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
     // A square of about 1 km around home.
     let d = 0.005;
     let zone = service
@@ -152,7 +165,19 @@ async fn leaving_an_inclusion_zone_raises_one_exit_and_one_return() {
 
 #[tokio::test]
 async fn entering_an_exclusion_zone_raises_one_enter_and_one_return() {
-    let mut service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
+    entering_an_exclusion_zone(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn entering_an_exclusion_zone_raises_one_enter_and_one_return_on_postgres() {
+    if let Some(backend) = Backend::postgres("gt06 exclusion zone").await {
+        entering_an_exclusion_zone(backend).await;
+    }
+}
+
+async fn entering_an_exclusion_zone(backend: Backend) {
+    let mut service =
+        Service::start_on_with(backend, |c| c.levels.normal.confirm_seconds = 0).await;
     // A school 2 km north of home, 300 m around.
     let school = north_of(HOME_LON, HOME_LAT, 2_000.0);
     let zone_id = service

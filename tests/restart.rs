@@ -1,10 +1,11 @@
 //! A restart in the middle of a breach: the episode stays open, so fixes still outside raise
-//! no second breach and the first fix back raises the `returned` that ends it.
+//! no second breach and the first fix back raises the `returned` that ends it. On SQLite and,
+//! when `EWALL_TEST_PG_URL` is set, on PostgreSQL.
 
 mod common;
 
 use chrono::{Duration, TimeZone, Utc};
-use common::{north_of, Device, Service};
+use common::{north_of, Backend, Device, Service};
 use ewall_protocol::gt06::encode;
 
 const IMEI: &str = "864717003283590";
@@ -26,7 +27,18 @@ async fn send_fixes(service: &Service, first_serial: u16, points: &[(f64, f64)])
 
 #[tokio::test]
 async fn an_open_breach_survives_a_restart() {
-    let mut service = Service::start().await;
+    open_breach_across_a_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_open_breach_survives_a_restart_on_postgres() {
+    if let Some(backend) = Backend::postgres("restart").await {
+        open_breach_across_a_restart(backend).await;
+    }
+}
+
+async fn open_breach_across_a_restart(backend: Backend) {
+    let mut service = Service::start_on(backend).await;
     let home = (112.3625, 25.515);
     let zone = service
         .circle_zone("home", "inclusion", home.0, home.1, 500.0)

@@ -1,7 +1,8 @@
 //! Durable state: persons, devices, zones, assignments, positions, alerts and API tokens.
 //!
 //! [`Store`] is the one interface the rest of the service uses; [`sqlite::SqliteStore`] is the
-//! embedded default and other databases implement the same trait. Positions and the alerts they
+//! embedded default and [`postgres::PgStore`] the production database, chosen by the scheme of
+//! `store.url` in [`open`]. Both pass the same store test suite (`tests/store_suite.rs`). Positions and the alerts they
 //! raised are written together by [`writer::StoreWriter`] in one transaction per batch (group
 //! commit); only after that commit are devices acknowledged.
 //!
@@ -14,6 +15,7 @@
 //! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
 //! turned into shapes by the fence module above it.
 
+pub mod postgres;
 pub mod sqlite;
 pub mod writer;
 
@@ -55,7 +57,7 @@ pub enum StoreError {
         reason: String,
     },
     /// The store URL is not one this build supports.
-    #[error("unsupported store url {0:?}; expected sqlite://PATH")]
+    #[error("unsupported store url {0:?}; expected sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     /// The database failed.
     #[error("database error: {0}")]
@@ -69,7 +71,9 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Database URL; `sqlite://PATH`. Empty means `ewall.db` in the data directory.
+    /// Database URL: `sqlite://PATH`, or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (any
+    /// libpq-style parameter, such as `?sslmode=require`, may follow). Empty means `ewall.db`
+    /// in the data directory.
     pub url: String,
     /// Most positions committed in one transaction.
     pub batch_max: usize,
@@ -80,6 +84,16 @@ pub struct StoreConfig {
     pub batch_linger: Duration,
     /// Attempts at one batch before its devices are told it failed (and so resend).
     pub commit_attempts: u32,
+    /// PostgreSQL: most connections the pool opens (the store writer uses one at a time, the
+    /// API the rest). SQLite keeps its own small pool.
+    pub pool_max: u32,
+    /// PostgreSQL: how long a request waits for a free connection before it fails.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// PostgreSQL: `statement_timeout` of every session; a statement running longer is
+    /// cancelled (a failed commit is retried, then its devices resend).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for StoreConfig {
@@ -89,6 +103,9 @@ impl Default for StoreConfig {
             batch_max: 1000,
             batch_linger: Duration::ZERO,
             commit_attempts: 5,
+            pool_max: 10,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -421,6 +438,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes positions and the alerts they raised in one transaction, assigning each alert its
     /// `seq`. Returns the alerts as stored.
+    ///
+    /// **Idempotent resends.** A position whose natural key (`device_id`, `time`, `lat`, `lon`)
+    /// is already stored, or appears earlier in the same batch, is skipped without error: a
+    /// device that resends after a lost acknowledgement gets its acknowledgement again and the
+    /// record holds the fix once.
+    ///
+    /// **The alert cursor is exact.** `seq` is strictly increasing in commit order: once a
+    /// reader sees an alert with `seq` = n, every alert with a smaller `seq` is already visible,
+    /// so a consumer paging `after=` while alerts are written never skips one. SQLite gets this
+    /// from its single writer; PostgreSQL takes the numbers from a counter row locked until
+    /// the transaction commits, so transactions writing alerts commit one after another.
     async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError>;
     /// A person's positions with fix time in `[from, to]`, oldest first, at most `limit`.
     async fn track(
@@ -442,7 +470,7 @@ pub trait Store: Send + Sync + 'static {
     /// start; implementations should answer from an index on (device, time).
     async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError>;
 
-    /// Alerts in ascending `seq`.
+    /// Alerts in ascending `seq` (see [`Store::commit`] for why paging by `seq` skips none).
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError>;
     /// One alert.
     async fn alert(&self, id: AlertId) -> Result<Alert, StoreError>;
@@ -529,16 +557,99 @@ pub trait Store: Send + Sync + 'static {
     async fn token_count(&self) -> Result<u64, StoreError>;
 }
 
-/// Opens the store named by `url` (`sqlite://PATH`, created if missing) and migrates it.
+/// Opens the store named by `url` with the default [`StoreConfig`] and migrates it.
+///
+/// # Errors
+/// As [`open_with`].
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(url, &StoreConfig::default()).await
+}
+
+/// Opens the store named by `url` and migrates it: `sqlite://PATH` (the file is created if
+/// missing) or `postgres://...` / `postgresql://...` (the database must exist), with the pool
+/// size and timeouts of `config`.
 ///
 /// # Errors
 /// [`StoreError::UnsupportedUrl`] for other schemes; database and migration errors.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open(url).await?;
-        store.migrate().await?;
-        Ok(std::sync::Arc::new(store))
-    } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
+pub async fn open_with(
+    url: &str,
+    config: &StoreConfig,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    let store: std::sync::Arc<dyn Store> = match Backend::of(url) {
+        Some(Backend::Sqlite) => std::sync::Arc::new(sqlite::SqliteStore::open(url).await?),
+        Some(Backend::Postgres) => std::sync::Arc::new(postgres::PgStore::open(url, config).await?),
+        None => return Err(StoreError::UnsupportedUrl(redact_url(url))),
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The databases a store URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:`
+    Sqlite,
+    /// `postgres:` or `postgresql:`
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names by its scheme, if this build has it.
+    pub fn of(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(Backend::of("sqlite://x/ewall.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of("postgres://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of("postgresql://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of("mysql://u@h/db"), None);
+        assert_eq!(Backend::of("postgres:db"), None);
+    }
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact_url("postgres://ewall:s3cret@db.example:5432/ewall?sslmode=require"),
+            "postgres://ewall:***@db.example:5432/ewall?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://ewall@db/ewall"),
+            "postgres://ewall@db/ewall"
+        );
+        assert_eq!(
+            redact_url("sqlite://./ewall-data/ewall.db"),
+            "sqlite://./ewall-data/ewall.db"
+        );
+        let err = StoreError::UnsupportedUrl(redact_url("mysql://u:pw@h/db"));
+        assert!(!err.to_string().contains("pw"), "{err}");
     }
 }

@@ -1035,6 +1035,8 @@ impl Store for SqliteStore {
                     .push_bind(fix.integrity_mismatch)
                     .push_bind(&fix.protocol);
             });
+            // A resent fix (same natural key) is skipped: see `Store::commit`.
+            insert.push(" ON CONFLICT (device_id, time, lat, lon) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
         }
         let mut stored = Vec::with_capacity(alerts.len());

@@ -5,6 +5,7 @@
 
 pub mod binary;
 pub mod gateway;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use pg::TestDatabase;
+
 /// A running service and a client for its API.
 pub struct Service {
     pub running: Option<Running>,
@@ -23,6 +26,33 @@ pub struct Service {
     pub http: SocketAddr,
     pub admin_token: String,
     pub client: reqwest::Client,
+    /// The PostgreSQL database the service runs on, if not the SQLite file under `dir`;
+    /// dropped with the service.
+    pub database: Option<TestDatabase>,
+}
+
+/// The database a test service runs on.
+pub enum Backend {
+    /// The embedded default, a file in the test's data directory.
+    Sqlite,
+    /// A fresh database on the `EWALL_TEST_PG_URL` server.
+    Postgres(TestDatabase),
+}
+
+impl Backend {
+    /// A fresh PostgreSQL database for `test`, or None (after one line saying why) when
+    /// `EWALL_TEST_PG_URL` is not set.
+    pub async fn postgres(test: &str) -> Option<Backend> {
+        TestDatabase::create(test).await.map(Backend::Postgres)
+    }
+}
+
+/// Points `config` at `database` with a pool small enough for many tests at once.
+fn use_database(config: &mut Config, database: &Option<TestDatabase>) {
+    if let Some(database) = database {
+        config.store.url = database.url.clone();
+        config.store.pool_max = 4;
+    }
 }
 
 /// A configuration with every listener on `127.0.0.1:0` and the data under `dir`.
@@ -57,10 +87,27 @@ impl Service {
 
     /// Starts a service after `adjust` has changed the test configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Service {
+        Service::start_on_with(Backend::Sqlite, adjust).await
+    }
+
+    /// Starts a service with the default test configuration on `backend`.
+    pub async fn start_on(backend: Backend) -> Service {
+        Service::start_on_with(backend, |_| {}).await
+    }
+
+    /// Starts a service on `backend` after `adjust` has changed the test configuration.
+    pub async fn start_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Service {
         let dir = tempfile::tempdir().unwrap();
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(database) => Some(database),
+        };
         let mut config = test_config(dir.path());
+        use_database(&mut config, &database);
         adjust(&mut config);
-        let store = ewall::store::open(&config.store_url()).await.unwrap();
+        let store = ewall::store::open_with(&config.store_url(), &config.store)
+            .await
+            .unwrap();
         let (_, admin_token) = ewall::api::auth::create_token(
             store.as_ref(),
             ewall::store::Role::Admin,
@@ -76,10 +123,12 @@ impl Service {
             dir,
             admin_token,
             client: reqwest::Client::new(),
+            database,
         }
     }
 
-    /// Stops the service and starts it again on the same data directory (new ports).
+    /// Stops the service and starts it again on the same data directory and database (new
+    /// ports).
     pub async fn restart(&mut self) {
         self.restart_with(|_| {}).await;
     }
@@ -89,6 +138,7 @@ impl Service {
     pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Config)) {
         self.stop().await;
         let mut config = test_config(self.dir.path());
+        use_database(&mut config, &self.database);
         adjust(&mut config);
         let running = ewall::server::start(config).await.unwrap();
         self.http = running.http_addr;

@@ -1,0 +1,1674 @@
+//! The production store: PostgreSQL through a sqlx connection pool, with native types
+//! (`timestamptz`, `uuid`, `double precision`) and the schema of `migrations/postgres/`.
+//!
+//! Positions go in with one `INSERT ... SELECT FROM UNNEST(...)` per batch (one round trip and
+//! one statement whatever the batch size) into a table partitioned by fix time, one partition per
+//! UTC day; partitions are created ahead of the days being written (see
+//! [`PgStore::ensure_partitions`]). A resent fix hits the natural key
+//! `(device_id, time, lat, lon)` and is skipped, so a device that resends after a lost
+//! acknowledgement is acknowledged again without a second row.
+//!
+//! Alert `seq` comes from a one-row counter per feed, taken with `UPDATE ... RETURNING` inside the
+//! writing transaction: the row lock is held to commit, so seq order is commit order and a
+//! consumer paging `after=` never skips an alert that becomes visible later.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{
+    AlertQuery, DeliveryState, DeviceNewest, EventQuery, NewPerson, OpenBreach, PersonPatch, Role,
+    Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+};
+use crate::model::{
+    new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
+    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
+    ZoneWifi,
+};
+
+/// The feed counter row events (and so alerts, whose `seq` is their raised event's) take their
+/// `seq` from.
+const EVENT_FEED: &str = "events";
+
+/// How far back from today a fix's day still gets its own partition when a batch brings it (a
+/// device's blind-area backlog). Older fixes, and fixes dated in the future beyond tomorrow (a
+/// wrong device clock), go to `positions_default`, where they stay queryable.
+const PARTITION_BACKLOG_DAYS: u64 = 62;
+
+/// A store in a PostgreSQL database.
+#[derive(Debug)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// Days known to have their own positions partition, so a batch asks the database only
+    /// about days it has not seen yet.
+    partitioned_days: Mutex<BTreeSet<NaiveDate>>,
+    /// The newest event `seq` committed through this store, for [`Store::event_notices`].
+    event_notices: watch::Sender<i64>,
+}
+
+impl PgStore {
+    /// Connects to the database named by a `postgres://` URL with the pool size and timeouts
+    /// of `config`. Nothing is created or migrated.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] for a malformed URL or when no connection can be made.
+    pub async fn open(url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        let statement_timeout = config.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?
+            .application_name("ewall")
+            // Every session works in UTC and no statement runs away with a connection.
+            .options([
+                ("statement_timeout", statement_timeout.as_str()),
+                ("TimeZone", "UTC"),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_max)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(PgStore {
+            pool,
+            partitioned_days: Mutex::new(BTreeSet::new()),
+            event_notices: watch::Sender::new(0),
+        })
+    }
+
+    /// Makes sure every day in `days` has its own positions partition, creating what is missing
+    /// (one call to `ewall_ensure_position_partitions` per run of consecutive days).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the partitions cannot be created.
+    pub async fn ensure_partitions(&self, days: &BTreeSet<NaiveDate>) -> Result<(), StoreError> {
+        let missing: Vec<NaiveDate> = {
+            let known = self.lock_days();
+            days.iter()
+                .filter(|d| !known.contains(d))
+                .copied()
+                .collect()
+        };
+        for (first, last) in consecutive_runs(&missing) {
+            sqlx::query("SELECT ewall_ensure_position_partitions($1, $2)")
+                .bind(first)
+                .bind(last)
+                .execute(&self.pool)
+                .await?;
+        }
+        self.lock_days().extend(missing);
+        Ok(())
+    }
+
+    /// Tells feed readers in this process that events up to `seq` are committed.
+    fn announce(&self, seq: i64) {
+        self.event_notices.send_if_modified(|newest| {
+            let newer = seq > *newest;
+            if newer {
+                *newest = seq;
+            }
+            newer
+        });
+    }
+
+    /// Fills in the JSON of the `alert.raised` events that migration 0004 created for alerts
+    /// committed before the event feed existed.
+    async fn backfill_raised_events(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT a.* FROM events e JOIN alerts a ON a.seq = e.seq \
+             WHERE e.kind = 'alert.raised' AND e.data = ''",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let alert = alert_from_row(row)?;
+            sqlx::query("UPDATE events SET data = $1 WHERE seq = $2")
+                .bind(to_json(&alert)?)
+                .bind(alert.seq)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn lock_days(&self) -> std::sync::MutexGuard<'_, BTreeSet<NaiveDate>> {
+        // The set is only ever extended, so a panic while it was held cannot leave it wrong.
+        self.partitioned_days
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The days a batch needs partitions for: today and tomorrow always (so a day's partition
+    /// exists before its first fix), and each fix's day within the backlog window.
+    fn days_for(fixes: &[Fix], today: NaiveDate) -> BTreeSet<NaiveDate> {
+        let tomorrow = today + Days::new(1);
+        let oldest = today - Days::new(PARTITION_BACKLOG_DAYS);
+        let mut days: BTreeSet<NaiveDate> = [today, tomorrow].into();
+        days.extend(
+            fixes
+                .iter()
+                .map(|f| f.time.date_naive())
+                .filter(|d| (oldest..=tomorrow).contains(d)),
+        );
+        days
+    }
+}
+
+/// Splits sorted days into runs of consecutive days, as (first, last) pairs.
+fn consecutive_runs(days: &[NaiveDate]) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut runs: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+    for &day in days {
+        match runs.last_mut() {
+            Some((_, last)) if *last + Days::new(1) == day => *last = day,
+            _ => runs.push((day, day)),
+        }
+    }
+    runs
+}
+
+/// The current time at the precision the store keeps (microseconds), so what a create returns
+/// equals what a later read gives.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn parse<T: FromStr>(what: &'static str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        what,
+        reason: format!("{s:?}: {e}"),
+    })
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+fn small(what: &'static str, column: &str, v: Option<i16>) -> Result<Option<u8>, StoreError> {
+    v.map(|v| {
+        u8::try_from(v).map_err(|_| StoreError::Corrupt {
+            what,
+            reason: format!("{column} {v} out of range"),
+        })
+    })
+    .transpose()
+}
+
+fn person_from_row(row: &PgRow) -> Result<Person, StoreError> {
+    Ok(Person {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        level: parse("person", row.try_get::<&str, _>("level")?)?,
+        timezone: row.try_get("timezone")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn device_from_row(row: &PgRow) -> Result<Device, StoreError> {
+    Ok(Device {
+        imei: row.try_get("imei")?,
+        person_id: row.try_get("person_id")?,
+        created_at: row.try_get("created_at")?,
+        model: row.try_get("model")?,
+        protocol: row.try_get("protocol")?,
+    })
+}
+
+fn zone_from_row(row: &PgRow) -> Result<ZoneRecord, StoreError> {
+    Ok(ZoneRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        kind: parse("zone", row.try_get::<&str, _>("kind")?)?,
+        source_crs: parse("zone", row.try_get::<&str, _>("source_crs")?)?,
+        radius_m: row.try_get("radius_m")?,
+        geometry: row.try_get("geometry")?,
+        wifi: ZoneWifi {
+            bssids: row.try_get("wifi")?,
+            learn_until: row.try_get("wifi_learn_until")?,
+        },
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn source_name(source: PositionSource) -> &'static str {
+    match source {
+        PositionSource::Gps => "gps",
+        PositionSource::Lbs => "lbs",
+        PositionSource::Wifi => "wifi",
+    }
+}
+
+fn fix_from_row(row: &PgRow) -> Result<Fix, StoreError> {
+    let source = match row.try_get::<&str, _>("source")? {
+        "gps" => PositionSource::Gps,
+        "lbs" => PositionSource::Lbs,
+        "wifi" => PositionSource::Wifi,
+        other => {
+            return Err(StoreError::Corrupt {
+                what: "position",
+                reason: format!("source {other:?}"),
+            })
+        }
+    };
+    Ok(Fix {
+        device_id: row.try_get("device_id")?,
+        person_id: row.try_get("person_id")?,
+        time: row.try_get("time")?,
+        received_at: row.try_get("received_at")?,
+        lat: row.try_get("lat")?,
+        lon: row.try_get("lon")?,
+        valid: row.try_get("valid")?,
+        accuracy_m: row.try_get("accuracy_m")?,
+        speed_kmh: row.try_get("speed_kmh")?,
+        course: row.try_get("course")?,
+        altitude_m: row.try_get("altitude_m")?,
+        satellites: small("position", "satellites", row.try_get("satellites")?)?,
+        hdop: row.try_get("hdop")?,
+        source,
+        battery_pct: small("position", "battery_pct", row.try_get("battery_pct")?)?,
+        archived: row.try_get("archived")?,
+        integrity_mismatch: row.try_get("integrity_mismatch")?,
+        protocol: row.try_get("protocol")?,
+        // The access points seen are evidence for the fence engine only; they are not kept.
+        wifi_bssids: Vec::new(),
+    })
+}
+
+fn alert_from_row(row: &PgRow) -> Result<Alert, StoreError> {
+    let lat: Option<f64> = row.try_get("lat")?;
+    let lon: Option<f64> = row.try_get("lon")?;
+    Ok(Alert {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        kind: parse("alert", row.try_get::<&str, _>("kind")?)?,
+        person_id: row.try_get("person_id")?,
+        device_id: row.try_get("device_id")?,
+        zone_id: row.try_get("zone_id")?,
+        severity: parse("alert", row.try_get::<&str, _>("severity")?)?,
+        time: row.try_get("time")?,
+        raised_at: row.try_get("raised_at")?,
+        position: match (lat, lon) {
+            (Some(lat), Some(lon)) => Some(AlertPosition {
+                lat,
+                lon,
+                accuracy_m: row.try_get("accuracy_m")?,
+            }),
+            _ => None,
+        },
+        state: parse("alert", row.try_get::<&str, _>("state")?)?,
+        late: row.try_get("late")?,
+        note: row.try_get("note")?,
+        acknowledged_at: row.try_get("acknowledged_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.try_get("id")?,
+        role: parse::<Role>("api_token", row.try_get::<&str, _>("role")?)?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+/// An event about to be appended to the feed.
+struct NewEvent<'a> {
+    id: Uuid,
+    kind: EventKind,
+    person_id: PersonId,
+    alert_id: Option<AlertId>,
+    data: &'a str,
+}
+
+/// Takes the next position in the feed inside the caller's transaction. The counter row stays
+/// locked until that transaction ends, so every other writer of the feed waits, and seq order
+/// is commit order (see the module docs).
+async fn next_feed_seq(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "UPDATE feed_counters SET last = last + 1 WHERE feed = $1 RETURNING last",
+    )
+    .bind(EVENT_FEED)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Appends one event inside the caller's transaction and returns its `seq`.
+async fn append_event(conn: &mut PgConnection, event: NewEvent<'_>) -> Result<i64, StoreError> {
+    let seq = next_feed_seq(conn).await?;
+    sqlx::query(
+        "INSERT INTO events (seq, id, kind, person_id, alert_id, time, data) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(seq)
+    .bind(event.id)
+    .bind(event.kind.to_string())
+    .bind(event.person_id)
+    .bind(event.alert_id)
+    .bind(now())
+    .bind(event.data)
+    .execute(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+async fn append_alert_changed(conn: &mut PgConnection, alert: &Alert) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind: EventKind::AlertChanged(alert.state),
+            person_id: alert.person_id,
+            alert_id: Some(alert.id),
+            data: &to_json(alert)?,
+        },
+    )
+    .await
+}
+
+async fn append_person_event(
+    conn: &mut PgConnection,
+    kind: EventKind,
+    person: &Person,
+) -> Result<i64, StoreError> {
+    append_event(
+        conn,
+        NewEvent {
+            id: new_id(),
+            kind,
+            person_id: person.id,
+            alert_id: None,
+            data: &to_json(person)?,
+        },
+    )
+    .await
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        what: "event",
+        reason: format!("cannot serialise the event's record: {e}"),
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let data: &str = row.try_get("data")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        id: row.try_get("id")?,
+        kind: parse("event", row.try_get::<&str, _>("kind")?)?,
+        person_id: row.try_get("person_id")?,
+        alert_id: row.try_get("alert_id")?,
+        time: row.try_get("time")?,
+        data: serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+            what: "event",
+            reason: format!("data is not JSON: {e}"),
+        })?,
+    })
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, StoreError> {
+    Ok(WebhookDelivery {
+        webhook: row.try_get("webhook")?,
+        state: parse("webhook_delivery", row.try_get::<&str, _>("state")?)?,
+        attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+        last_error: row.try_get("last_error")?,
+        dead_at: row.try_get("dead_at")?,
+        delivered_at: row.try_get("delivered_at")?,
+        event: event_from_row(row)?,
+    })
+}
+
+async fn advance_cursor(
+    conn: &mut PgConnection,
+    consumer: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO dispatch_cursors (consumer, seq, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (consumer) DO UPDATE SET seq = GREATEST(dispatch_cursors.seq, EXCLUDED.seq), \
+         updated_at = EXCLUDED.updated_at",
+    )
+    .bind(consumer)
+    .bind(seq)
+    .bind(now())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn command_from_row(row: &PgRow) -> Result<DeviceCommand, StoreError> {
+    let interval: Option<i64> = row.try_get("interval_s")?;
+    Ok(DeviceCommand {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        device_id: row.try_get("device_id")?,
+        kind: row.try_get("kind")?,
+        text: row.try_get("text")?,
+        interval_s: interval
+            .map(|v| {
+                u32::try_from(v).map_err(|_| StoreError::Corrupt {
+                    what: "command",
+                    reason: format!("interval {v} out of range"),
+                })
+            })
+            .transpose()?,
+        status: parse("command", row.try_get::<&str, _>("status")?)?,
+        protocol: row.try_get("protocol")?,
+        reference: row.try_get("reference")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        sent_at: row.try_get("sent_at")?,
+        completed_at: row.try_get("completed_at")?,
+        reply: row.try_get("reply")?,
+        error: row.try_get("error")?,
+    })
+}
+
+/// Maps a unique-constraint violation to a conflict with `message`.
+fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Maps a foreign-key violation (a concurrent change removed or added a reference between our
+/// check and our write) to `mapped`.
+fn on_foreign_key(err: sqlx::Error, mapped: impl FnOnce() -> StoreError) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => mapped(),
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Positions as column arrays, the shape `UNNEST` takes them in.
+#[derive(Default)]
+struct PositionColumns {
+    device_id: Vec<String>,
+    person_id: Vec<Uuid>,
+    time: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    valid: Vec<bool>,
+    accuracy_m: Vec<Option<f64>>,
+    speed_kmh: Vec<Option<f64>>,
+    course: Vec<Option<f64>>,
+    altitude_m: Vec<Option<f64>>,
+    satellites: Vec<Option<i16>>,
+    hdop: Vec<Option<f64>>,
+    source: Vec<&'static str>,
+    battery_pct: Vec<Option<i16>>,
+    archived: Vec<bool>,
+    integrity_mismatch: Vec<bool>,
+    protocol: Vec<String>,
+}
+
+impl PositionColumns {
+    fn of(fixes: &[Fix]) -> Self {
+        let mut c = PositionColumns::default();
+        for f in fixes {
+            c.device_id.push(f.device_id.clone());
+            c.person_id.push(f.person_id);
+            c.time.push(f.time);
+            c.received_at.push(f.received_at);
+            c.lat.push(f.lat);
+            c.lon.push(f.lon);
+            c.valid.push(f.valid);
+            c.accuracy_m.push(f.accuracy_m);
+            c.speed_kmh.push(f.speed_kmh);
+            c.course.push(f.course);
+            c.altitude_m.push(f.altitude_m);
+            c.satellites.push(f.satellites.map(i16::from));
+            c.hdop.push(f.hdop);
+            c.source.push(source_name(f.source));
+            c.battery_pct.push(f.battery_pct.map(i16::from));
+            c.archived.push(f.archived);
+            c.integrity_mismatch.push(f.integrity_mismatch);
+            c.protocol.push(f.protocol.clone());
+        }
+        c
+    }
+}
+
+/// Alerts as column arrays, with the `seq` each was given.
+#[derive(Default)]
+struct AlertColumns {
+    seq: Vec<i64>,
+    id: Vec<Uuid>,
+    kind: Vec<&'static str>,
+    person_id: Vec<Uuid>,
+    device_id: Vec<Option<String>>,
+    zone_id: Vec<Option<Uuid>>,
+    severity: Vec<&'static str>,
+    time: Vec<DateTime<Utc>>,
+    raised_at: Vec<DateTime<Utc>>,
+    lat: Vec<Option<f64>>,
+    lon: Vec<Option<f64>>,
+    accuracy_m: Vec<Option<f64>>,
+    state: Vec<&'static str>,
+    late: Vec<bool>,
+    note: Vec<Option<String>>,
+    acknowledged_at: Vec<Option<DateTime<Utc>>>,
+    resolved_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl AlertColumns {
+    fn of(alerts: &[Alert]) -> Self {
+        let mut c = AlertColumns::default();
+        for a in alerts {
+            c.seq.push(a.seq);
+            c.id.push(a.id);
+            c.kind.push(a.kind.as_str());
+            c.person_id.push(a.person_id);
+            c.device_id.push(a.device_id.clone());
+            c.zone_id.push(a.zone_id);
+            c.severity.push(a.severity.as_str());
+            c.time.push(a.time);
+            c.raised_at.push(a.raised_at);
+            c.lat.push(a.position.map(|p| p.lat));
+            c.lon.push(a.position.map(|p| p.lon));
+            c.accuracy_m.push(a.position.and_then(|p| p.accuracy_m));
+            c.state.push(a.state.as_str());
+            c.late.push(a.late);
+            c.note.push(a.note.clone());
+            c.acknowledged_at.push(a.acknowledged_at);
+            c.resolved_at.push(a.resolved_at);
+        }
+        c
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // A migration may rewrite a big table: no statement timeout for it, on a connection of
+        // its own, back to the session default afterwards.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run_direct(&mut *conn)
+            .await?;
+        sqlx::query("RESET statement_timeout")
+            .execute(&mut *conn)
+            .await?;
+        drop(conn);
+        let today = Utc::now().date_naive();
+        self.ensure_partitions(&Self::days_for(&[], today)).await?;
+        self.backfill_raised_events().await?;
+        let newest = self.last_event_seq().await?;
+        self.announce(newest);
+        Ok(())
+    }
+
+    async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
+        let person = Person {
+            id: new_id(),
+            name: new.name,
+            level: new.level,
+            timezone: new.timezone,
+            created_at: now(),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO persons (id, name, level, timezone, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(person.id)
+        .bind(&person.name)
+        .bind(person.level.as_str())
+        .bind(&person.timezone)
+        .bind(person.created_at)
+        .execute(&mut *tx)
+        .await?;
+        let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
+        tx.commit().await?;
+        self.announce(seq);
+        Ok(person)
+    }
+
+    async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
+        let row = sqlx::query("SELECT * FROM persons WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("person", id))?;
+        person_from_row(&row)
+    }
+
+    async fn persons(&self) -> Result<Vec<Person>, StoreError> {
+        sqlx::query("SELECT * FROM persons ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(person_from_row)
+            .collect()
+    }
+
+    async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError> {
+        // One statement: fields left out keep their stored value, even under a concurrent patch.
+        let row = sqlx::query(
+            "UPDATE persons SET name = COALESCE($1, name), level = COALESCE($2, level), \
+             timezone = COALESCE($3, timezone) WHERE id = $4 RETURNING *",
+        )
+        .bind(patch.name)
+        .bind(patch.level.map(|l| l.as_str()))
+        .bind(patch.timezone)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("person", id))?;
+        person_from_row(&row)
+    }
+
+    async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let devices: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE person_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let in_use = || {
+            StoreError::Conflict(format!(
+                "person {id} still has device(s) bound; delete the devices first"
+            ))
+        };
+        if devices > 0 {
+            return Err(in_use());
+        }
+        let row = sqlx::query("DELETE FROM persons WHERE id = $1 RETURNING *")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| on_foreign_key(e, in_use))?
+            .ok_or_else(|| not_found("person", id))?;
+        let person = person_from_row(&row)?;
+        let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
+        tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
+        self.announce(seq);
+        Ok(())
+    }
+
+    async fn create_device(&self, imei: &str, person_id: PersonId) -> Result<Device, StoreError> {
+        let device = Device {
+            imei: imei.to_owned(),
+            person_id,
+            created_at: now(),
+            model: None,
+            protocol: None,
+        };
+        sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES ($1, $2, $3)")
+            .bind(&device.imei)
+            .bind(person_id)
+            .bind(device.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::UnknownReference(format!("person_id {person_id} does not exist"))
+                }
+                _ => conflict_on_unique(e, || format!("device {imei} is already registered")),
+            })?;
+        Ok(device)
+    }
+
+    async fn device(&self, imei: &str) -> Result<Device, StoreError> {
+        let row = sqlx::query("SELECT * FROM devices WHERE imei = $1")
+            .bind(imei)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        device_from_row(&row)
+    }
+
+    async fn devices(&self) -> Result<Vec<Device>, StoreError> {
+        sqlx::query("SELECT * FROM devices ORDER BY created_at, imei")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(device_from_row)
+            .collect()
+    }
+
+    async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
+        let done = sqlx::query("DELETE FROM devices WHERE imei = $1")
+            .bind(imei)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("device", imei));
+        }
+        Ok(())
+    }
+
+    async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, wifi, \
+             wifi_learn_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(zone.id)
+        .bind(&zone.name)
+        .bind(zone.kind.as_str())
+        .bind(zone.source_crs.as_str())
+        .bind(zone.radius_m)
+        .bind(&zone.geometry)
+        .bind(&zone.wifi.bssids)
+        .bind(zone.wifi.learn_until)
+        .bind(zone.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn add_zone_wifi(&self, id: ZoneId, bssids: &[String]) -> Result<ZoneRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: two learners adding to one zone at once both keep their access points.
+        let row = sqlx::query("SELECT * FROM zones WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        let mut zone = zone_from_row(&row)?;
+        for bssid in bssids {
+            if zone.wifi.bssids.len() >= crate::fence::MAX_WIFI {
+                break;
+            }
+            if !zone.wifi.bssids.contains(bssid) {
+                zone.wifi.bssids.push(bssid.clone());
+            }
+        }
+        sqlx::query("UPDATE zones SET wifi = $1 WHERE id = $2")
+            .bind(&zone.wifi.bssids)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(zone)
+    }
+
+    async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError> {
+        let row = sqlx::query("SELECT * FROM zones WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        zone_from_row(&row)
+    }
+
+    async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        sqlx::query("SELECT * FROM zones ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(zone_from_row)
+            .collect()
+    }
+
+    async fn delete_zone(&self, id: ZoneId) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let assigned: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM person_zones WHERE zone_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let in_use = || {
+            StoreError::Conflict(format!(
+                "zone {id} is assigned to a person; remove it from their zones first"
+            ))
+        };
+        if assigned > 0 {
+            return Err(in_use());
+        }
+        let done = sqlx::query("DELETE FROM zones WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| on_foreign_key(e, in_use))?;
+        if done.rows_affected() == 0 {
+            return Err(not_found("zone", id));
+        }
+        tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
+        Ok(())
+    }
+
+    async fn set_person_zones(&self, person: PersonId, zones: &[ZoneId]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the person row, so two replacements of one person's zones run one after the
+        // other and the last one wins whole.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM persons WHERE id = $1 FOR UPDATE")
+                .bind(person)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(not_found("person", person));
+        }
+        let unknown: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT z FROM UNNEST($1::uuid[]) AS z \
+             WHERE NOT EXISTS (SELECT 1 FROM zones WHERE id = z)",
+        )
+        .bind(zones)
+        .fetch_all(&mut *tx)
+        .await?;
+        let unknown_zones = |unknown: &[Uuid]| {
+            StoreError::UnknownReference(format!(
+                "unknown zone id(s): {}",
+                unknown
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        if !unknown.is_empty() {
+            return Err(unknown_zones(&unknown));
+        }
+        sqlx::query("DELETE FROM person_zones WHERE person_id = $1")
+            .bind(person)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO person_zones (person_id, zone_id) \
+             SELECT $1, z FROM UNNEST($2::uuid[]) AS z ON CONFLICT DO NOTHING",
+        )
+        .bind(person)
+        .bind(zones)
+        .execute(&mut *tx)
+        .await
+        // A zone deleted since the check above.
+        .map_err(|e| on_foreign_key(e, || unknown_zones(zones)))?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn person_zones(&self, person: PersonId) -> Result<Vec<ZoneId>, StoreError> {
+        self.person(person).await?;
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT zone_id FROM person_zones WHERE person_id = $1 ORDER BY zone_id",
+        )
+        .bind(person)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as("SELECT person_id, zone_id FROM person_zones")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
+    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+        self.ensure_partitions(&Self::days_for(fixes, Utc::now().date_naive()))
+            .await?;
+        let mut tx = self.pool.begin().await?;
+        if !fixes.is_empty() {
+            let c = PositionColumns::of(fixes);
+            sqlx::query(
+                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
+                 accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
+                 battery_pct, archived, integrity_mismatch, protocol) \
+                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], \
+                 $4::timestamptz[], $5::float8[], $6::float8[], $7::bool[], $8::float8[], \
+                 $9::float8[], $10::float8[], $11::float8[], $12::int2[], $13::float8[], \
+                 $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[]) \
+                 ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
+            )
+            .bind(&c.device_id)
+            .bind(&c.person_id)
+            .bind(&c.time)
+            .bind(c.received_at)
+            .bind(c.lat)
+            .bind(c.lon)
+            .bind(&c.valid)
+            .bind(c.accuracy_m)
+            .bind(c.speed_kmh)
+            .bind(c.course)
+            .bind(c.altitude_m)
+            .bind(c.satellites)
+            .bind(c.hdop)
+            .bind(c.source)
+            .bind(c.battery_pct)
+            .bind(c.archived)
+            .bind(c.integrity_mismatch)
+            .bind(c.protocol)
+            .execute(&mut *tx)
+            .await?;
+            // Each (device, person)'s newest valid fix time, for Store::newest_fix_times; in
+            // key order, so concurrent writers lock the rows in one order.
+            sqlx::query(
+                "INSERT INTO device_newest (device_id, person_id, time) \
+                 SELECT device_id, person_id, MAX(time) \
+                 FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], $4::bool[]) \
+                 AS t(device_id, person_id, time, valid) \
+                 WHERE valid GROUP BY device_id, person_id ORDER BY device_id, person_id \
+                 ON CONFLICT (device_id, person_id) \
+                 DO UPDATE SET time = GREATEST(device_newest.time, EXCLUDED.time)",
+            )
+            .bind(&c.device_id)
+            .bind(&c.person_id)
+            .bind(&c.time)
+            .bind(&c.valid)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut stored = alerts;
+        if !stored.is_empty() {
+            // Taken last, just before the commit: the counter row stays locked until then, and
+            // every other transaction writing alerts waits on it, so seq order is commit order.
+            let count = i64::try_from(stored.len()).map_err(|_| {
+                StoreError::Conflict(format!("{} alerts in one batch", stored.len()))
+            })?;
+            let last: i64 = sqlx::query_scalar(
+                "UPDATE feed_counters SET last = last + $1 WHERE feed = $2 RETURNING last",
+            )
+            .bind(count)
+            .bind(EVENT_FEED)
+            .fetch_one(&mut *tx)
+            .await?;
+            for (seq, alert) in (last - count + 1..).zip(stored.iter_mut()) {
+                alert.seq = seq;
+                // Hand back exactly what a later read returns: times at microsecond precision.
+                alert.time = alert.time.trunc_subsecs(6);
+                alert.raised_at = alert.raised_at.trunc_subsecs(6);
+                alert.acknowledged_at = alert.acknowledged_at.map(|t| t.trunc_subsecs(6));
+                alert.resolved_at = alert.resolved_at.map(|t| t.trunc_subsecs(6));
+            }
+            let c = AlertColumns::of(&stored);
+            sqlx::query(
+                "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, \
+                 time, raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
+                 resolved_at) \
+                 SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::uuid[], \
+                 $5::text[], $6::uuid[], $7::text[], $8::timestamptz[], $9::timestamptz[], \
+                 $10::float8[], $11::float8[], $12::float8[], $13::text[], $14::bool[], \
+                 $15::text[], $16::timestamptz[], $17::timestamptz[])",
+            )
+            .bind(&c.seq)
+            .bind(&c.id)
+            .bind(c.kind)
+            .bind(&c.person_id)
+            .bind(c.device_id)
+            .bind(c.zone_id)
+            .bind(c.severity)
+            .bind(c.time)
+            .bind(c.raised_at)
+            .bind(c.lat)
+            .bind(c.lon)
+            .bind(c.accuracy_m)
+            .bind(c.state)
+            .bind(c.late)
+            .bind(c.note)
+            .bind(c.acknowledged_at)
+            .bind(c.resolved_at)
+            .execute(&mut *tx)
+            .await?;
+            // Each alert's `alert.raised` event, at the alert's own seq, carrying the alert.
+            let data = stored.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+            sqlx::query(
+                "INSERT INTO events (seq, id, kind, person_id, alert_id, time, data) \
+                 SELECT seq, id, $3, person_id, id, $4, data \
+                 FROM UNNEST($1::int8[], $2::uuid[], $5::uuid[], $6::text[]) \
+                 AS t(seq, id, person_id, data)",
+            )
+            .bind(&c.seq)
+            .bind(&c.id)
+            .bind(EventKind::AlertRaised.to_string())
+            .bind(now())
+            .bind(&c.person_id)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        if let Some(last) = stored.last() {
+            self.announce(last.seq);
+        }
+        Ok(stored)
+    }
+
+    async fn track(
+        &self,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Fix>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM positions WHERE person_id = $1 AND time >= $2 AND time <= $3 \
+             ORDER BY time, id LIMIT $4",
+        )
+        .bind(person)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(fix_from_row)
+        .collect()
+    }
+
+    async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
+        let rows: Vec<(String, Uuid, DateTime<Utc>)> =
+            sqlx::query_as("SELECT device_id, person_id, time FROM device_newest")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(device_id, person_id, time)| DeviceNewest {
+                device_id,
+                person_id,
+                time,
+            })
+            .collect())
+    }
+
+    async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
+        let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT person_id, zone_id, kind, time FROM ( \
+                 SELECT DISTINCT ON (person_id, zone_id) person_id, zone_id, kind, time \
+                 FROM alerts WHERE zone_id IS NOT NULL AND NOT late \
+                 ORDER BY person_id, zone_id, seq DESC) newest \
+             WHERE kind IN ('zone_exit', 'zone_enter')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(person_id, zone_id, kind, since)| OpenBreach {
+                person_id,
+                zone_id,
+                kind: if kind == "zone_exit" {
+                    ZoneKind::Inclusion
+                } else {
+                    ZoneKind::Exclusion
+                },
+                since,
+            })
+            .collect())
+    }
+
+    async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM alerts WHERE seq > $1 AND ($2::uuid IS NULL OR person_id = $2) \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(query.after)
+        .bind(query.person_id)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(alert_from_row)
+        .collect()
+    }
+
+    async fn alert(&self, id: AlertId) -> Result<Alert, StoreError> {
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("alert", id))?;
+        alert_from_row(&row)
+    }
+
+    async fn set_alert_state(
+        &self,
+        id: AlertId,
+        state: AlertState,
+        note: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<Alert, StoreError> {
+        // Resolving an open alert acknowledges it at the same moment.
+        let times = match state {
+            AlertState::Acknowledged => "acknowledged_at = $3",
+            AlertState::Resolved => {
+                "resolved_at = $3, acknowledged_at = COALESCE(acknowledged_at, $3)"
+            }
+            AlertState::Open => {
+                return Err(StoreError::Conflict("an alert cannot be reopened".into()))
+            }
+        };
+        let mut tx = self.pool.begin().await?;
+        // FOR UPDATE: two operators acting on one alert at once are applied one after the other.
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let current: AlertState = match current {
+            Some(s) => parse("alert", &s)?,
+            None => return Err(not_found("alert", id)),
+        };
+        if current == AlertState::Resolved {
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already resolved"
+            )));
+        }
+        if current == state {
+            return Err(StoreError::Conflict(format!(
+                "alert {id} is already {}",
+                state.as_str()
+            )));
+        }
+        let row = sqlx::query(&format!(
+            "UPDATE alerts SET state = $1, note = COALESCE($2, note), {times} \
+             WHERE id = $4 RETURNING *"
+        ))
+        .bind(state.as_str())
+        .bind(note)
+        .bind(at)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let alert = alert_from_row(&row)?;
+        let seq = append_alert_changed(&mut tx, &alert).await?;
+        tx.commit().await?;
+        self.announce(seq);
+        Ok(alert)
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM events WHERE seq > $1 AND (NOT $2 OR kind LIKE 'alert.%') \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(query.after)
+        .bind(query.alerts_only)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    fn event_notices(&self) -> watch::Receiver<i64> {
+        self.event_notices.subscribe()
+    }
+
+    async fn dispatch_cursor(&self, consumer: &str) -> Result<i64, StoreError> {
+        // A new consumer starts at the newest committed event. An event still being written has
+        // a larger seq than every committed one (seq order is commit order), so it is after the
+        // start and not skipped.
+        sqlx::query(
+            "INSERT INTO dispatch_cursors (consumer, seq, updated_at) \
+             SELECT $1, COALESCE(MAX(seq), 0), $2 FROM events \
+             ON CONFLICT (consumer) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM dispatch_cursors WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(seq)
+    }
+
+    async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        advance_cursor(&mut conn, consumer, seq).await
+    }
+
+    async fn dead_letter(
+        &self,
+        webhook: &str,
+        consumer: &str,
+        seq: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_deliveries \
+             (webhook, event_seq, state, attempts, last_error, dead_at) \
+             VALUES ($1, $2, 'dead', $3, $4, $5) \
+             ON CONFLICT (webhook, event_seq) DO UPDATE SET state = 'dead', \
+             attempts = webhook_deliveries.attempts + EXCLUDED.attempts, \
+             last_error = EXCLUDED.last_error, dead_at = EXCLUDED.dead_at",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        advance_cursor(&mut tx, consumer, seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        webhook: &str,
+        state: Option<DeliveryState>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        sqlx::query(
+            "SELECT d.*, e.* FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.webhook = $1 AND d.event_seq > $2 AND ($3::text IS NULL OR d.state = $3) \
+             ORDER BY d.event_seq LIMIT $4",
+        )
+        .bind(webhook)
+        .bind(after)
+        .bind(state.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(delivery_from_row)
+        .collect()
+    }
+
+    async fn request_redelivery(
+        &self,
+        webhook: &str,
+        event_id: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        let Some(event_id) = event_id else {
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending' \
+                 WHERE webhook = $1 AND state = 'dead'",
+            )
+            .bind(webhook)
+            .execute(&self.pool)
+            .await?;
+            return Ok(done.rows_affected());
+        };
+        let mut tx = self.pool.begin().await?;
+        let found: Option<(i64, String)> = sqlx::query_as(
+            "SELECT d.event_seq, d.state FROM webhook_deliveries d \
+             JOIN events e ON e.seq = d.event_seq WHERE d.webhook = $1 AND e.id = $2 \
+             FOR UPDATE OF d",
+        )
+        .bind(webhook)
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (seq, state) = found.ok_or_else(|| not_found("webhook delivery", event_id))?;
+        let state: DeliveryState = parse("webhook_delivery", &state)?;
+        if state != DeliveryState::Dead {
+            return Err(StoreError::Conflict(format!(
+                "delivery {event_id} is {}, not dead",
+                state.as_str()
+            )));
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET state = 'pending' WHERE webhook = $1 AND event_seq = $2",
+        )
+        .bind(webhook)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(1)
+    }
+
+    async fn redelivery_done(
+        &self,
+        webhook: &str,
+        seq: i64,
+        outcome: Result<(), String>,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let query = match &outcome {
+            Ok(()) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, \
+                 delivered_at = $1 WHERE webhook = $2 AND event_seq = $3",
+            )
+            .bind(at),
+            Err(error) => sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'dead', attempts = attempts + 1, \
+                 last_error = $1, dead_at = $2 WHERE webhook = $3 AND event_seq = $4",
+            )
+            .bind(error)
+            .bind(at),
+        };
+        query.bind(webhook).bind(seq).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn set_device_model(
+        &self,
+        imei: &str,
+        model: Option<&str>,
+    ) -> Result<Device, StoreError> {
+        let row = sqlx::query("UPDATE devices SET model = $1 WHERE imei = $2 RETURNING *")
+            .bind(model)
+            .bind(imei)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        device_from_row(&row)
+    }
+
+    async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET protocol = $1 WHERE imei = $2 AND protocol IS DISTINCT FROM $1",
+        )
+        .bind(protocol)
+        .bind(imei)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO commands (id, device_id, kind, text, interval_s, status, protocol, \
+             reference, created_at, expires_at, sent_at, completed_at, reply, error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING *",
+        )
+        .bind(command.id)
+        .bind(&command.device_id)
+        .bind(&command.kind)
+        .bind(&command.text)
+        .bind(command.interval_s.map(i64::from))
+        .bind(command.status.as_str())
+        .bind(&command.protocol)
+        .bind(&command.reference)
+        .bind(command.created_at)
+        .bind(command.expires_at)
+        .bind(command.sent_at)
+        .bind(command.completed_at)
+        .bind(&command.reply)
+        .bind(&command.error)
+        .fetch_one(&self.pool)
+        .await?;
+        command_from_row(&row)
+    }
+
+    async fn command(&self, id: CommandId) -> Result<DeviceCommand, StoreError> {
+        let row = sqlx::query("SELECT * FROM commands WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| not_found("command", id))?;
+        command_from_row(&row)
+    }
+
+    async fn device_commands(
+        &self,
+        imei: &str,
+        limit: u32,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query("SELECT * FROM commands WHERE device_id = $1 ORDER BY seq DESC LIMIT $2")
+            .bind(imei)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    async fn pending_commands(
+        &self,
+        imei: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = $1 AND status = 'pending' \
+             AND expires_at > $2 ORDER BY seq",
+        )
+        .bind(imei)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn mark_command_sent(
+        &self,
+        id: CommandId,
+        protocol: &str,
+        reference: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'sent', protocol = $1, reference = $2, sent_at = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(protocol)
+        .bind(reference)
+        .bind(at.trunc_subsecs(6))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn unmark_command_sent(&self, id: CommandId) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE commands SET status = 'pending', sent_at = NULL, reference = NULL \
+             WHERE id = $1 AND status = 'sent'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_command(
+        &self,
+        id: CommandId,
+        status: CommandStatus,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let (reply, error) = match status {
+            CommandStatus::Acknowledged => (detail, None),
+            _ => (None, detail),
+        };
+        let done = sqlx::query(
+            "UPDATE commands SET status = $1, completed_at = $2, reply = $3, error = $4 \
+             WHERE id = $5 AND status IN ('pending', 'sent')",
+        )
+        .bind(status.as_str())
+        .bind(at.trunc_subsecs(6))
+        .bind(reply)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn command_by_reference(
+        &self,
+        imei: &str,
+        reference: &str,
+    ) -> Result<Option<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM commands WHERE device_id = $1 AND status = 'sent' AND reference = $2 \
+             ORDER BY seq LIMIT 1",
+        )
+        .bind(imei)
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(command_from_row)
+        .transpose()
+    }
+
+    async fn expire_commands(&self, now: DateTime<Utc>) -> Result<Vec<DeviceCommand>, StoreError> {
+        sqlx::query(
+            "UPDATE commands SET status = 'expired', completed_at = $1, \
+             error = 'expired before the device answered' \
+             WHERE status IN ('pending', 'sent') AND expires_at <= $2 RETURNING *",
+        )
+        .bind(now.trunc_subsecs(6))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT MIN(expires_at) FROM commands WHERE status IN ('pending', 'sent')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    async fn create_token(
+        &self,
+        record: &TokenRecord,
+        secret_sha256: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at, expires_at, \
+             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(record.id)
+        .bind(record.role.as_str())
+        .bind(&record.label)
+        .bind(secret_sha256)
+        .bind(record.created_at)
+        .bind(record.expires_at)
+        .bind(record.revoked_at)
+        .bind(record.last_used_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE secret_sha256 = $1")
+            .bind(secret_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| token_from_row(&row)).transpose()
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query("SELECT * FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let row = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING *",
+        )
+        .bind(at)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| not_found("token", id))?;
+        token_from_row(&row)
+    }
+
+    async fn record_token_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        // GREATEST ignores NULL: the first use sets it, later ones only move it forward.
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = GREATEST(last_used_at, $1) WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.unsigned_abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 3, d).unwrap()
+    }
+
+    #[test]
+    fn consecutive_days_are_grouped_into_runs() {
+        assert_eq!(consecutive_runs(&[]), vec![]);
+        assert_eq!(
+            consecutive_runs(&[day(1), day(2), day(3), day(5), day(7), day(8)]),
+            vec![(day(1), day(3)), (day(5), day(5)), (day(7), day(8))]
+        );
+    }
+
+    #[test]
+    fn a_batch_wants_today_tomorrow_and_its_backlog_days_only() {
+        let fix = |y, m, d| Fix {
+            device_id: "864717003283581".into(),
+            person_id: new_id(),
+            time: chrono::TimeZone::with_ymd_and_hms(&Utc, y, m, d, 12, 0, 0).unwrap(),
+            received_at: Utc::now(),
+            lat: 25.5,
+            lon: 112.3,
+            valid: true,
+            accuracy_m: None,
+            speed_kmh: None,
+            course: None,
+            altitude_m: None,
+            satellites: None,
+            hdop: None,
+            source: PositionSource::Gps,
+            battery_pct: None,
+            archived: false,
+            integrity_mismatch: false,
+            protocol: "gt06".into(),
+            wifi_bssids: Vec::new(),
+        };
+        let today = day(20);
+        let days = PgStore::days_for(
+            &[
+                fix(2026, 3, 18),
+                fix(2026, 3, 18),
+                fix(2026, 3, 25),
+                fix(2001, 1, 1),
+            ],
+            today,
+        );
+        assert_eq!(days, [day(18), day(20), day(21)].into());
+    }
+}
