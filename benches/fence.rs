@@ -368,6 +368,8 @@ fn engine(c: &mut Criterion) {
             integrity_mismatch: false,
             protocol: "json".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: false,
+            implausible: None,
         })
         .collect();
     let mut g = c.benchmark_group("fence engine");

@@ -35,7 +35,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingM
 use ewall::fence::{
     zone_to_feature, FenceConfig, FenceEngine, LevelsConfig, PreparedZone, ZoneCatalog,
 };
-use ewall::ingest::convert;
+use ewall::ingest::{convert, IngestConfig};
 use ewall::model::{Crs, Fix, PersonId, Submission, SupervisionLevel, Zone, ZoneKind, ZoneShape};
 use ewall::pipeline::{Pipeline, PipelineSettings, Resume};
 use ewall::registry::Registry;
@@ -191,14 +191,22 @@ fn decode_fixes(
     };
     let device = session.device_id().expect("logged in");
     let person = registry.person_of(device).expect("registered");
-    let (fixes, _alarms) = convert(
+    // Received as it was recorded, so the plausibility check sees a live fix.
+    let received_at = decoded
+        .messages
+        .iter()
+        .find_map(|m| m.position.as_ref().map(|p| p.time))
+        .unwrap_or_else(start_time);
+    let (fixes, _alarms, _faults) = convert(
         Protocol::Gt06,
         device,
         person,
         &decoded.messages,
         decoded.integrity.is_mismatch(),
-        start_time(),
-    );
+        received_at,
+        &IngestConfig::default(),
+    )
+    .expect("recorded coordinates are numbers");
     fixes
 }
 

@@ -3,8 +3,9 @@
 //! `./ewall-data` with the default listeners.
 //!
 //! Each stage's section is defined next to the stage (`ingest::ListenerConfig`,
-//! `store::StoreConfig`, `api::HttpConfig`, `fence::FenceConfig`); this file assembles them,
-//! applies the overrides and checks the whole. Every error names the key at fault.
+//! `store::StoreConfig`, `api::HttpConfig`, `fence::FenceConfig`, `ingest::IngestConfig`); this
+//! file assembles them, applies the overrides and checks the whole. Every error names the key
+//! at fault.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use crate::alert::dispatch::webhook::WebhookConfig;
 use crate::api::HttpConfig;
 use crate::fence::{FenceConfig, LevelsConfig};
 pub use crate::ingest::mqtt::MqttConfig;
-use crate::ingest::{ListenerConfig, Listeners};
+use crate::ingest::{IngestConfig, ListenerConfig, Listeners};
 use crate::store::StoreConfig;
 
 /// Prefix of environment overrides.
@@ -83,6 +84,8 @@ pub struct Config {
     pub fence: FenceConfig,
     /// Confirmation and severity per supervision level (`[levels.strict|normal|lenient]`).
     pub levels: LevelsConfig,
+    /// What every ingest path checks in a position (plausibility, time window).
+    pub ingest: IngestConfig,
     /// Device listeners, one per protocol.
     pub listeners: Listeners,
     /// Webhook receivers of the alert events (`[[webhooks]]`).
@@ -100,6 +103,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             fence: FenceConfig::default(),
             levels: LevelsConfig::default(),
+            ingest: IngestConfig::default(),
             listeners: Listeners::default(),
             webhooks: Vec::new(),
         }
@@ -227,6 +231,9 @@ impl Config {
         self.levels
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("levels.{key}"), problem))?;
+        self.ingest
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("ingest.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

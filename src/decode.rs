@@ -227,6 +227,8 @@ fn push_lines(output: &mut DecodeOutput, protocol: Protocol, decoded: &Decoded) 
             if p.archived {
                 map.insert("archived".into(), true.into());
             }
+            // The date fields as sent, when they are not a date (`time` is then the decoding's).
+            put(&mut map, "unreadable_time", p.unreadable_time.as_deref());
         }
         if let Some(first) = message.alarms.first() {
             put(&mut map, "alarm", Some(first.as_str()));

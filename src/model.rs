@@ -90,6 +90,15 @@ pub struct Fix {
     /// one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wifi_bssids: Vec<String>,
+    /// The fix time was further ahead of `received_at` than `ingest.max_fix_ahead`: a device
+    /// clock running ahead. The fix is evaluated as late and never becomes the newest.
+    #[serde(default)]
+    pub clock_skew: bool,
+    /// Why the fix cannot be believed (a latitude beyond the pole, an infinite speed, a time
+    /// centuries away), with the values as the device sent them; `None` for a plausible fix.
+    /// Such a fix is stored as evidence but never drives the fence (see `ingest::validate`).
+    #[serde(default)]
+    pub implausible: Option<String>,
 }
 
 /// A zone as the fence engine sees it: WGS-84 geometry plus what it means to be in it.

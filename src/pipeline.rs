@@ -501,6 +501,8 @@ mod tests {
             integrity_mismatch: false,
             protocol: "json".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: false,
+            implausible: None,
         };
         let mut sos = alarm(person, Alarm::Sos, 0);
         sos.position = Some(crate::model::AlertPosition {
@@ -942,6 +944,8 @@ mod tests {
             integrity_mismatch: false,
             protocol: "json".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: false,
+            implausible: None,
         }
     }
 

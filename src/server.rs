@@ -182,7 +182,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             metrics.clone(),
             pipeline.submissions.clone(),
         )
-        .with_commands(links, link_events),
+        .with_commands(links, link_events)
+        .with_rules(config.ingest.clone()),
     );
     let tracker = TaskTracker::new();
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {

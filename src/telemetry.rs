@@ -26,6 +26,8 @@ pub struct Metrics {
     pub fixes_received: IntCounterVec,
     /// Positions committed to the store.
     pub fixes_stored: IntCounter,
+    /// Positions flagged by the plausibility check, by protocol and reason.
+    pub fixes_implausible: IntCounterVec,
     /// Alerts raised, by kind.
     pub alerts_raised: IntCounterVec,
     /// Connections open now, by protocol.
@@ -89,6 +91,11 @@ impl Metrics {
                 "ewall_fixes_received_total",
                 "Positions received from devices, by protocol.",
                 &["protocol"],
+            ),
+            fixes_implausible: counters(
+                "ewall_fixes_implausible_total",
+                "Positions stored flagged as implausible or clock-skewed, by protocol and reason.",
+                &["protocol", "reason"],
             ),
             fixes_stored: register(
                 &registry,

@@ -48,8 +48,9 @@ const EXIT_SLACK: Duration = Duration::from_secs(5);
 
 /// A config with every listener and the API on `127.0.0.1:0` and the data under `dir`.
 fn write_config(dir: &Path) -> std::path::PathBuf {
+    // The fixes carry a fixed date; a century's window keeps them plausible whenever this runs.
     let mut text = format!(
-        "data_dir = {data:?}\nshutdown_timeout = \"{secs}s\"\nchannel_capacity = {CHANNEL_CAPACITY}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        "data_dir = {data:?}\nshutdown_timeout = \"{secs}s\"\nchannel_capacity = {CHANNEL_CAPACITY}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[ingest]\nmax_fix_age = \"36500days\"\n",
         data = dir.join("data").display().to_string(),
         secs = SHUTDOWN_TIMEOUT.as_secs(),
     );

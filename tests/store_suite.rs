@@ -130,6 +130,8 @@ fn fix(person: PersonId, time: DateTime<Utc>) -> Fix {
         integrity_mismatch: false,
         protocol: "gt06".into(),
         wifi_bssids: Vec::new(),
+        clock_skew: false,
+        implausible: None,
     }
 }
 
@@ -748,13 +750,28 @@ async fn the_newest_valid_fix_per_device_and_person_survives_the_store(store: Ar
         valid: false,
         ..fix(p.id, at(500))
     };
-    store
-        .commit(
-            &[fix(p.id, at(10)), fix(p.id, at(30)), invalid_later],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    // Neither a fix from a clock running ahead nor an implausible one becomes the newest.
+    let skewed_later = Fix {
+        clock_skew: true,
+        ..fix(p.id, at(600))
+    };
+    let implausible_later = Fix {
+        implausible: Some("speed_kmh inf beyond 0..=2000".into()),
+        speed_kmh: None,
+        ..fix(p.id, at(700))
+    };
+    let batch = [
+        fix(p.id, at(10)),
+        fix(p.id, at(30)),
+        invalid_later,
+        skewed_later,
+        implausible_later,
+    ];
+    store.commit(&batch, Vec::new()).await.unwrap();
+    // The flags are stored and read back with the positions.
+    let track = store.track(p.id, at(0), at(1000), 100).await.unwrap();
+    assert_eq!(track[3], batch[3]);
+    assert_eq!(track[4], batch[4]);
     // An older batch (a backlog) does not move it back; the device rebound to another person
     // has a newest of its own there.
     store

@@ -190,6 +190,10 @@ pub struct Position {
     pub source: PositionSource,
     /// The device marked this as stored and re-sent (blind-area backlog).
     pub archived: bool,
+    /// The date and time fields as the device sent them, when they do not form a real date
+    /// (month 13, day 32, hour 25). `time` is then the moment the frame was decoded, and the
+    /// service stores the position flagged as implausible instead of losing it.
+    pub unreadable_time: Option<String>,
 }
 
 impl Position {
@@ -208,6 +212,7 @@ impl Position {
             hdop: None,
             source: PositionSource::Gps,
             archived: false,
+            unreadable_time: None,
         }
     }
 }

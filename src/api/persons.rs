@@ -344,6 +344,12 @@ pub struct TrackProperties {
     pub integrity_mismatch: bool,
     /// Protocol it arrived on.
     pub protocol: String,
+    /// The fix time was ahead of the receipt by more than `ingest.max_fix_ahead`: evaluated as
+    /// late, never the newest.
+    pub clock_skew: bool,
+    /// Why the fix cannot be believed, with the values as sent; null for a plausible fix. Such
+    /// a fix never drives the fence.
+    pub implausible: Option<String>,
 }
 
 fn parse_time(key: &str, raw: &str) -> Result<DateTime<Utc>, Problem> {
@@ -415,6 +421,8 @@ pub async fn track(
                 archived: f.archived,
                 integrity_mismatch: f.integrity_mismatch,
                 protocol: f.protocol,
+                clock_skew: f.clock_skew,
+                implausible: f.implausible,
             },
         })
         .collect();

@@ -25,8 +25,8 @@
 //! * Each fix gets an accuracy radius `r` ([`FenceConfig::accuracy_radius_m`]). Against each of
 //!   the person's zones it is *inside* (by more than `r`), *outside* (by more than `r`) or
 //!   *uncertain*. Uncertain changes nothing: it neither counts towards a breach nor resets the
-//!   count. Invalid fixes (`valid == false`, or coordinates that are not numbers in range)
-//!   change nothing at all, not even the device's newest time.
+//!   count. Invalid fixes (`valid == false`, flagged `implausible` by ingest, or coordinates
+//!   that are not numbers in range) change nothing at all, not even the device's newest time.
 //! * A fix whose `wifi_bssids` include one of a zone's access points (`properties.wifi`) is
 //!   *inside* that zone whatever its coordinates say, and for an inclusion zone, for
 //!   `wifi_hold_secs` either side of it, no GPS fix can count towards a breach of the zone. A
@@ -48,7 +48,8 @@
 //!   raised with `late = true`, and it never moves the current state. A late fix within a live
 //!   episode (open, pending, or the last one closed) is part of it and raises nothing. See
 //!   `state.rs`. A fix with exactly the newest time counts as late, so a duplicate cannot
-//!   confirm a breach by itself.
+//!   confirm a breach by itself. A fix flagged `clock_skew` by ingest (dated ahead of its
+//!   receipt) is always late, so it never becomes the device's newest.
 //! * A live fix implying a speed above `max_speed_kmh` from the device's last accepted fix
 //!   (beyond both accuracy radii) is an implausible jump: it moves no fence state and raises one
 //!   `implausible_jump` event per device and hour at most. If the next fix is plausible from the
@@ -353,7 +354,7 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 /// #     lat, lon, valid: true, accuracy_m: Some(10.0), speed_kmh: None, course: None,
 /// #     altitude_m: None, satellites: None, hdop: None, source: PositionSource::Gps,
 /// #     battery_pct: None, archived: false, integrity_mismatch: false, protocol: "json".into(),
-/// #     wifi_bssids: Vec::new(),
+/// #     wifi_bssids: Vec::new(), clock_skew: false, implausible: None,
 /// # };
 /// // A 1 km circle the person must stay in.
 /// let zone = ZoneSpec::parse(r#"{"type": "Feature",
@@ -421,7 +422,10 @@ impl FenceEngine {
         level: SupervisionLevel,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
-        let plausible = fix.lat.is_finite()
+        // Ingest's plausibility check (`ingest::validate`) flags what cannot be believed; such
+        // a fix is evidence only. The coordinate test stays for fixes built elsewhere.
+        let plausible = fix.implausible.is_none()
+            && fix.lat.is_finite()
             && fix.lon.is_finite()
             && (-90.0..=90.0).contains(&fix.lat)
             && (-180.0..=180.0).contains(&fix.lon);
@@ -441,7 +445,9 @@ impl FenceEngine {
             state.retain_zones(|id| assigned.contains(id));
             state.generation = catalog.generation();
         }
-        let late = state.recency(&fix.device_id, fix.time) == Recency::Late;
+        // Clock skew: a fix dated ahead of its receipt takes the late path (without being
+        // recorded as the device's newest), so it cannot turn the honest fixes after it late.
+        let late = fix.clock_skew || state.recency(&fix.device_id, fix.time) == Recency::Late;
         let position = AlertPosition {
             lat: fix.lat,
             lon: fix.lon,

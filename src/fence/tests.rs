@@ -41,6 +41,8 @@ fn fix_at(time: DateTime<Utc>, lon: f64, lat: f64, accuracy_m: Option<f64>) -> F
         integrity_mismatch: false,
         protocol: "json".into(),
         wifi_bssids: Vec::new(),
+        clock_skew: false,
+        implausible: None,
     }
 }
 

@@ -104,5 +104,8 @@ async fn report(
         Err(e @ SubmitError::Closed) | Err(e @ SubmitError::NotCommitted(_)) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")).into_response()
         }
+        Err(e @ SubmitError::Unstorable(_)) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod links;
 pub mod mqtt;
 pub mod tcp;
+pub mod validate;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::model::{
 };
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
+pub use validate::{IngestConfig, Unstorable};
 
 /// One `[listeners.<protocol>]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +197,8 @@ pub struct IngestContext {
     /// Where connections and command answers are reported; `None` when nothing listens
     /// (connections then take no commands).
     pub link_events: Option<mpsc::Sender<links::LinkEvent>>,
+    /// The plausibility rules every position is screened with.
+    rules: IngestConfig,
     unknown_logged: Mutex<HashSet<String>>,
 }
 
@@ -207,6 +211,9 @@ pub enum SubmitError {
     /// The store did not commit.
     #[error(transparent)]
     NotCommitted(#[from] CommitFailed),
+    /// A position in the frame cannot be stored; nothing of the frame was submitted.
+    #[error(transparent)]
+    Unstorable(#[from] Unstorable),
 }
 
 impl IngestContext {
@@ -222,6 +229,7 @@ impl IngestContext {
             submissions,
             links: Arc::new(links::Links::default()),
             link_events: None,
+            rules: IngestConfig::default(),
             unknown_logged: Mutex::new(HashSet::new()),
         }
     }
@@ -246,6 +254,27 @@ impl IngestContext {
             if events.send(event).await.is_err() {
                 debug!("Command dispatcher stopped; link event dropped.");
             }
+        }
+    }
+
+    /// The same context screening positions with `rules` (the `[ingest]` section).
+    pub fn with_rules(mut self, rules: IngestConfig) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The plausibility rules in force, for ingest paths that build fixes themselves.
+    pub fn rules(&self) -> &IngestConfig {
+        &self.rules
+    }
+
+    /// Counts the faults [`IngestConfig::screen`] found in a fix from `protocol`.
+    pub fn count_faults(&self, protocol: Protocol, labels: &[&'static str]) {
+        for label in labels {
+            self.metrics
+                .fixes_implausible
+                .with_label_values(&[protocol.name(), label])
+                .inc();
         }
     }
 
@@ -317,8 +346,8 @@ impl IngestContext {
     /// neither positions nor alarms return at once.
     ///
     /// # Errors
-    /// [`SubmitError`] when the pipeline is closed or the store failed; the device must not be
-    /// acknowledged then.
+    /// [`SubmitError`] when the pipeline is closed, the store failed or a position cannot be
+    /// stored (counted as a rejected frame); the device must not be acknowledged then.
     pub async fn submit(
         &self,
         protocol: Protocol,
@@ -327,14 +356,23 @@ impl IngestContext {
         decoded: &Decoded,
         received_at: DateTime<Utc>,
     ) -> Result<(), SubmitError> {
-        let (fixes, alarms) = convert(
+        let converted = convert(
             protocol,
             device_id,
             person_id,
             &decoded.messages,
             decoded.integrity.is_mismatch(),
             received_at,
+            &self.rules,
         );
+        let (fixes, alarms, faults) = match converted {
+            Ok(converted) => converted,
+            Err(e) => {
+                self.count_rejected(protocol, "unstorable_position");
+                return Err(e.into());
+            }
+        };
+        self.count_faults(protocol, &faults);
         let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
         if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
             return Ok(());
@@ -385,7 +423,15 @@ pub fn convert_wifi(
         .collect()
 }
 
-/// Turns decoded messages into the pipeline's fixes and device alarms.
+/// The fixes, device alarms and plausibility fault labels of one frame.
+pub type Converted = (Vec<Fix>, Vec<DeviceAlarm>, Vec<&'static str>);
+
+/// Turns decoded messages into the pipeline's fixes and device alarms, each position screened
+/// by `rules` ([`IngestConfig::screen`]); also returns the fault labels found, to be counted.
+/// An alarm takes its fix's time and, when the fix is valid and plausible, its position.
+///
+/// # Errors
+/// [`Unstorable`] when a position has coordinates that are not numbers.
 pub fn convert(
     protocol: Protocol,
     device_id: &str,
@@ -393,11 +439,13 @@ pub fn convert(
     messages: &[Message],
     integrity_mismatch: bool,
     received_at: DateTime<Utc>,
-) -> (Vec<Fix>, Vec<DeviceAlarm>) {
+    rules: &IngestConfig,
+) -> Result<Converted, Unstorable> {
     let mut fixes = Vec::new();
     let mut alarms = Vec::new();
+    let mut faults = Vec::new();
     for message in messages {
-        let position = message.position.as_ref().map(|p| Fix {
+        let mut position = message.position.as_ref().map(|p| Fix {
             device_id: device_id.to_owned(),
             person_id,
             time: p.time,
@@ -421,7 +469,16 @@ pub fn convert(
                 .iter()
                 .filter_map(|ap| normalize_bssid(&ap.mac))
                 .collect(),
+            clock_skew: false,
+            implausible: None,
         });
+        if let Some(fix) = position.as_mut() {
+            let unreadable = message
+                .position
+                .as_ref()
+                .and_then(|p| p.unreadable_time.as_deref());
+            faults.extend(rules.screen(fix, unreadable)?);
+        }
         for alarm in &message.alarms {
             alarms.push(DeviceAlarm {
                 device_id: device_id.to_owned(),
@@ -430,7 +487,7 @@ pub fn convert(
                 time: position.as_ref().map_or(received_at, |f| f.time),
                 position: position
                     .as_ref()
-                    .filter(|f| f.valid)
+                    .filter(|f| f.valid && f.implausible.is_none())
                     .map(|f| AlertPosition {
                         lat: f.lat,
                         lon: f.lon,
@@ -440,7 +497,7 @@ pub fn convert(
         }
         fixes.extend(position);
     }
-    (fixes, alarms)
+    Ok((fixes, alarms, faults))
 }
 
 #[cfg(test)]
@@ -467,14 +524,16 @@ mod tests {
         assert_eq!(sightings.len(), 1);
         assert_eq!(sightings[0].bssids, ["a4:56:02:1b:7c:e0"]);
         assert_eq!(sightings[0].time, now);
-        let (fixes, _) = convert(
+        let (fixes, _, _) = convert(
             Protocol::Gt06,
             "864717003283581",
             person,
             &[packet],
             false,
             now,
-        );
+            &IngestConfig::default(),
+        )
+        .unwrap();
         assert!(fixes.is_empty());
         // Nothing usable: no sighting.
         let mut empty = Message::new(MessageKind::Wifi);

@@ -300,6 +300,11 @@ impl Connection {
             {
                 Ok(()) => {}
                 Err(SubmitError::Closed) => return CloseReason::PipelineClosed,
+                Err(SubmitError::Unstorable(e)) => {
+                    // Counted as a rejected frame; not acknowledged, so the device knows.
+                    debug!(error = %e, "Frame with an unstorable position; not acknowledged.");
+                    continue;
+                }
                 Err(SubmitError::NotCommitted(e)) => {
                     // Not acknowledged: the device keeps the fix and sends it again. A failing
                     // store fails every connection at once: a few lines per window say so.

@@ -464,7 +464,8 @@ pub trait Store: Send + Sync + 'static {
     /// engine resumes these after a restart.
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
 
-    /// For each (device, person) pair, the fix time of the newest valid position stored. The
+    /// For each (device, person) pair, the fix time of the newest valid position stored, leaving
+    /// out those flagged `clock_skew` or `implausible` (they never become the newest). The
     /// fence engine restores each device's newest time from it at start, so a backlog arriving
     /// after a restart is judged late and never moves the current state back. Read once at
     /// start; implementations should answer from an index on (device, time).

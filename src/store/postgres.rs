@@ -282,6 +282,8 @@ fn fix_from_row(row: &PgRow) -> Result<Fix, StoreError> {
         protocol: row.try_get("protocol")?,
         // The access points seen are evidence for the fence engine only; they are not kept.
         wifi_bssids: Vec::new(),
+        clock_skew: row.try_get("clock_skew")?,
+        implausible: row.try_get("implausible")?,
     })
 }
 
@@ -517,6 +519,10 @@ struct PositionColumns {
     archived: Vec<bool>,
     integrity_mismatch: Vec<bool>,
     protocol: Vec<String>,
+    clock_skew: Vec<bool>,
+    implausible: Vec<Option<String>>,
+    /// Valid, not clock-skewed and plausible: may be the device's newest fix.
+    may_be_newest: Vec<bool>,
 }
 
 impl PositionColumns {
@@ -541,6 +547,10 @@ impl PositionColumns {
             c.archived.push(f.archived);
             c.integrity_mismatch.push(f.integrity_mismatch);
             c.protocol.push(f.protocol.clone());
+            c.clock_skew.push(f.clock_skew);
+            c.implausible.push(f.implausible.clone());
+            c.may_be_newest
+                .push(f.valid && !f.clock_skew && f.implausible.is_none());
         }
         c
     }
@@ -924,11 +934,12 @@ impl Store for PgStore {
             sqlx::query(
                 "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
                  accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
-                 battery_pct, archived, integrity_mismatch, protocol) \
+                 battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible) \
                  SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], \
                  $4::timestamptz[], $5::float8[], $6::float8[], $7::bool[], $8::float8[], \
                  $9::float8[], $10::float8[], $11::float8[], $12::int2[], $13::float8[], \
-                 $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[]) \
+                 $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[], \
+                 $19::bool[], $20::text[]) \
                  ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
             )
             .bind(&c.device_id)
@@ -949,10 +960,13 @@ impl Store for PgStore {
             .bind(c.archived)
             .bind(c.integrity_mismatch)
             .bind(c.protocol)
+            .bind(c.clock_skew)
+            .bind(c.implausible)
             .execute(&mut *tx)
             .await?;
-            // Each (device, person)'s newest valid fix time, for Store::newest_fix_times; in
-            // key order, so concurrent writers lock the rows in one order.
+            // Each (device, person)'s newest valid fix time, for Store::newest_fix_times, leaving
+            // out clock-skewed and implausible fixes (they never become the newest); in key
+            // order, so concurrent writers lock the rows in one order.
             sqlx::query(
                 "INSERT INTO device_newest (device_id, person_id, time) \
                  SELECT device_id, person_id, MAX(time) \
@@ -965,7 +979,7 @@ impl Store for PgStore {
             .bind(&c.device_id)
             .bind(&c.person_id)
             .bind(&c.time)
-            .bind(&c.valid)
+            .bind(&c.may_be_newest)
             .execute(&mut *tx)
             .await?;
         }
@@ -1658,6 +1672,8 @@ mod tests {
             integrity_mismatch: false,
             protocol: "gt06".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: false,
+            implausible: None,
         };
         let today = day(20);
         let days = PgStore::days_for(

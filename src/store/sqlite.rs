@@ -457,6 +457,8 @@ fn fix_from_row(row: &SqliteRow) -> Result<Fix, StoreError> {
         protocol: row.try_get("protocol")?,
         // The access points seen are evidence for the fence engine only; they are not kept.
         wifi_bssids: Vec::new(),
+        clock_skew: row.try_get("clock_skew")?,
+        implausible: row.try_get("implausible")?,
     })
 }
 
@@ -1013,7 +1015,7 @@ impl Store for SqliteStore {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
                  accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
-                 battery_pct, archived, integrity_mismatch, protocol) ",
+                 battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible) ",
             );
             insert.push_values(chunk, |mut row, fix| {
                 row.push_bind(&fix.device_id)
@@ -1033,7 +1035,9 @@ impl Store for SqliteStore {
                     .push_bind(fix.battery_pct.map(i64::from))
                     .push_bind(fix.archived)
                     .push_bind(fix.integrity_mismatch)
-                    .push_bind(&fix.protocol);
+                    .push_bind(&fix.protocol)
+                    .push_bind(fix.clock_skew)
+                    .push_bind(&fix.implausible);
             });
             // A resent fix (same natural key) is skipped: see `Store::commit`.
             insert.push(" ON CONFLICT (device_id, time, lat, lon) DO NOTHING");
@@ -1074,7 +1078,10 @@ impl Store for SqliteStore {
 
     async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT device_id, person_id, MAX(time) FROM positions WHERE valid = 1 \
+            // A clock-skewed or implausible fix never became the newest while running, so it
+            // must not become it at a restart either.
+            "SELECT device_id, person_id, MAX(time) FROM positions \
+             WHERE valid = 1 AND clock_skew = 0 AND implausible IS NULL \
              GROUP BY device_id, person_id",
         )
         .fetch_all(&self.pool)
@@ -1513,6 +1520,8 @@ mod tests {
             integrity_mismatch: second == 2,
             protocol: "gt06".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: second == 1,
+            implausible: (second == 2).then(|| "speed_kmh inf".to_owned()),
         }
     }
 
@@ -1538,6 +1547,18 @@ mod tests {
             acknowledged_at: None,
             resolved_at: None,
         }
+    }
+
+    #[tokio::test]
+    async fn the_newest_fix_time_ignores_skewed_and_implausible_fixes() {
+        let (_dir, store) = store().await;
+        let p = person(&store).await;
+        // Second 1 is flagged clock_skew, second 2 implausible (see `fix`).
+        let fixes = [fix(p.id, 0), fix(p.id, 1), fix(p.id, 2)];
+        store.commit(&fixes, Vec::new()).await.unwrap();
+        let newest = store.newest_fix_times().await.unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].time, fixes[0].time);
     }
 
     #[tokio::test]

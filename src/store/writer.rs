@@ -174,6 +174,8 @@ mod tests {
             integrity_mismatch: false,
             protocol: "gt06".into(),
             wifi_bssids: Vec::new(),
+            clock_skew: false,
+            implausible: None,
         }
     }
 

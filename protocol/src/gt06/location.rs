@@ -107,11 +107,28 @@ pub(crate) enum SpeedField {
     U8,
 }
 
+/// The time of a GPS block.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FixTime {
+    /// A real date, in UTC.
+    At(DateTime<Utc>),
+    /// Fields that do not form a date (month 13), as sent, and when the frame was decoded: the
+    /// position is still reported, flagged, rather than acknowledged and lost.
+    Unreadable {
+        /// The six fields as `YY-MM-DD hh:mm:ss`.
+        fields: String,
+        /// The session clock when the frame was decoded.
+        decoded_at: DateTime<Utc>,
+    },
+    /// No time at all (all zero before a first fix, a module without a fix): no position.
+    Blank,
+}
+
 /// A decoded GPS block.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct GpsFix {
-    /// Fix time in UTC; `None` when the fields do not form a date.
-    pub time: Option<DateTime<Utc>>,
+    /// Fix time.
+    pub time: FixTime,
     /// Satellites in use.
     pub satellites: Option<u8>,
     /// Latitude, north positive.
@@ -147,7 +164,7 @@ pub(crate) fn degrees(raw: u32) -> f64 {
 impl GpsFix {
     /// A fix from the raw wire fields.
     pub fn from_wire(
-        time: Option<DateTime<Utc>>,
+        time: FixTime,
         satellites: Option<u8>,
         lat_raw: u32,
         lon_raw: u32,
@@ -168,9 +185,17 @@ impl GpsFix {
         }
     }
 
-    /// The position, when the time is a real date.
+    /// The position, unless the block has no time at all.
     pub fn position(&self) -> Option<Position> {
-        let mut p = Position::new(self.time?, self.lat, self.lon);
+        let mut p = match &self.time {
+            FixTime::At(t) => Position::new(*t, self.lat, self.lon),
+            FixTime::Unreadable { fields, decoded_at } => {
+                let mut p = Position::new(*decoded_at, self.lat, self.lon);
+                p.unreadable_time = Some(fields.clone());
+                p
+            }
+            FixTime::Blank => return None,
+        };
         p.valid = self.valid;
         p.speed_kmh = self.speed_kmh;
         p.course = Some(f64::from(self.course));
@@ -187,18 +212,24 @@ impl GpsFix {
     }
 }
 
-/// Reads six date-time bytes in the device's zone.
+/// Reads six date-time bytes in the device's zone: a real date, fields that are not one (kept
+/// as sent), or all zeros (no time yet).
 ///
 /// # Errors
 /// [`DecodeError::Truncated`] when fewer than six bytes remain.
-pub(crate) fn read_time(
-    r: &mut Reader<'_>,
-    ctx: &Ctx<'_>,
-) -> Result<Option<DateTime<Utc>>, DecodeError> {
-    match *r.take(6, "date and time")? {
-        [y, mo, d, h, mi, s] => Ok(ctx.utc([y, mo, d, h, mi, s])),
-        _ => Ok(None),
-    }
+pub(crate) fn read_time(r: &mut Reader<'_>, ctx: &Ctx<'_>) -> Result<FixTime, DecodeError> {
+    let &[y, mo, d, h, mi, s] = r.take(6, "date and time")? else {
+        return Ok(FixTime::Blank);
+    };
+    let fields = [y, mo, d, h, mi, s];
+    Ok(match ctx.utc(fields) {
+        Some(t) => FixTime::At(t),
+        None if fields == [0; 6] => FixTime::Blank,
+        None => FixTime::Unreadable {
+            fields: format!("{y:02}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}"),
+            decoded_at: (ctx.now)(),
+        },
+    })
 }
 
 /// Reads a GPS block.
@@ -432,12 +463,19 @@ mod tests {
 
     #[test]
     fn course_word_sets_hemispheres_validity_and_acc() {
-        let south_west = GpsFix::from_wire(None, None, 1_800_000, 3_600_000, None, 0x0800 | 45);
+        let south_west = GpsFix::from_wire(
+            FixTime::Blank,
+            None,
+            1_800_000,
+            3_600_000,
+            None,
+            0x0800 | 45,
+        );
         assert_eq!((south_west.lat, south_west.lon), (-1.0, -2.0));
         assert!(!south_west.valid);
         assert_eq!(south_west.course, 45);
         assert_eq!(south_west.ignition, None);
-        let acc = GpsFix::from_wire(None, None, 0, 0, None, 0xd400);
+        let acc = GpsFix::from_wire(FixTime::Blank, None, 0, 0, None, 0xd400);
         assert_eq!(acc.ignition, Some(true));
         assert!(acc.valid);
     }
@@ -467,9 +505,16 @@ mod tests {
     }
 
     #[test]
-    fn a_block_without_a_date_gives_no_position() {
+    fn a_block_without_a_date_keeps_its_fields_and_a_blank_one_gives_no_position() {
         let mut body = REPORT.to_vec();
-        body[1] = 0; // month 0
+        body[1] = 13; // month 13
+        let out = decode(&ctx(), GPS_LBS_1, &body).unwrap();
+        let p = out.messages[0].position.as_ref().unwrap();
+        let fields = p.unreadable_time.as_deref().unwrap();
+        assert!(fields.contains("-13-"), "{fields}");
+        assert_eq!(p.time, (ctx().now)());
+        assert!((p.lat - 54.94535).abs() < 1e-5);
+        body[..6].fill(0);
         let out = decode(&ctx(), GPS_LBS_1, &body).unwrap();
         assert!(out.messages[0].position.is_none());
         assert!(matches!(

@@ -17,7 +17,7 @@ use crate::message::{Alarm, Message, MessageKind};
 use crate::reader::Reader;
 
 use super::lbs;
-use super::location::GpsFix;
+use super::location::{FixTime, GpsFix};
 use super::status::push_alarm;
 use super::{Ctx, Out};
 
@@ -113,7 +113,10 @@ fn read_module(message: &mut Message, id: u16, value: &[u8]) {
                 r.u16("course and status"),
             ) {
                 // A zero time marks a module without a fix.
-                let time = DateTime::from_timestamp(i64::from(time), 0).filter(|_| time != 0);
+                let time = match DateTime::from_timestamp(i64::from(time), 0) {
+                    Some(t) if time != 0 => FixTime::At(t),
+                    _ => FixTime::Blank,
+                };
                 let fix = GpsFix::from_wire(
                     time,
                     Some(satellites),

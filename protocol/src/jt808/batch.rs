@@ -84,6 +84,7 @@ mod tests {
             override_offset: None,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         decode_0704(body, &mut ctx).unwrap()
     }

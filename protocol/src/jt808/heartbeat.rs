@@ -36,6 +36,7 @@ mod tests {
             override_offset: None,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         let plain = decode_heartbeat(&[], &ctx);
         assert_eq!(plain.status.battery_pct, None);

@@ -91,12 +91,29 @@ pub(crate) fn local_to_utc(local: NaiveDateTime, offset_minutes: i32) -> Option<
     Some(Utc.from_utc_datetime(&utc))
 }
 
+/// Six time bytes as `YY-MM-DD hh:mm:ss`, in hex so that non-BCD nibbles show as sent.
+fn bcd_fields(b: &[u8]) -> String {
+    match b {
+        [y, mo, d, h, mi, s] => format!("{y:02x}-{mo:02x}-{d:02x} {h:02x}:{mi:02x}:{s:02x}"),
+        _ => hex_bytes(b),
+    }
+}
+
+fn hex_bytes(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Signed coordinates from the unsigned 10⁻⁶ degree fields and the status hemisphere bits;
 /// `None` when out of range.
 pub(crate) fn coordinates(status: u32, lat_raw: u32, lon_raw: u32) -> Option<(f64, f64)> {
     if lat_raw > 90_000_000 || lon_raw > 180_000_000 {
         return None;
     }
+    Some(signed(status, lat_raw, lon_raw))
+}
+
+/// Signed coordinates from the unsigned 10⁻⁶ degree fields, whatever their range.
+fn signed(status: u32, lat_raw: u32, lon_raw: u32) -> (f64, f64) {
     let mut lat = f64::from(lat_raw) / 1_000_000.0;
     let mut lon = f64::from(lon_raw) / 1_000_000.0;
     if status & STATUS_SOUTH != 0 {
@@ -105,7 +122,7 @@ pub(crate) fn coordinates(status: u32, lat_raw: u32, lon_raw: u32) -> Option<(f6
     if status & STATUS_WEST != 0 {
         lon = -lon;
     }
-    Some((lat, lon))
+    (lat, lon)
 }
 
 /// Device-local BCD time (see [`bcd_time`]) as UTC, `offset_minutes` east of UTC; `None` when
@@ -162,13 +179,20 @@ impl<'a> Fix<'a> {
         })
     }
 
-    /// The position, its time `offset_minutes` east of UTC; `None` when the time is not a real
-    /// date or the coordinates are out of range.
-    pub(crate) fn position(&self, offset_minutes: i32) -> Option<Position> {
-        let time = device_time(self.time, offset_minutes)?;
-        let (lat, lon) = coordinates(self.status, self.lat_raw, self.lon_raw)?;
+    /// The position, its time `offset_minutes` east of UTC; `None` only when the time is all
+    /// zeros (no fix yet). A time that is not a real date gives the position at `now` with the
+    /// fields kept in [`Position::unreadable_time`]; coordinates out of range are passed on as
+    /// sent. Either way the service stores the position flagged instead of losing it.
+    pub(crate) fn position(&self, offset_minutes: i32, now: DateTime<Utc>) -> Option<Position> {
+        let (time, unreadable) = match device_time(self.time, offset_minutes) {
+            Some(t) => (t, None),
+            None if self.time.iter().all(|&b| b == 0) => return None,
+            None => (now, Some(bcd_fields(self.time))),
+        };
+        let (lat, lon) = signed(self.status, self.lat_raw, self.lon_raw);
         let mut p = position(time, lat, lon, self.altitude, self.speed, self.course);
         p.valid = self.status & STATUS_VALID != 0;
+        p.unreadable_time = unreadable;
         Some(p)
     }
 }
@@ -206,7 +230,7 @@ pub(crate) fn decode(
     }
     msg.status.voltage = ex.voltage();
 
-    if let Some(mut p) = fix.position(ctx.offset(ex.stated_offset)) {
+    if let Some(mut p) = fix.position(ctx.offset(ex.stated_offset), ctx.now) {
         p.satellites = ex.satellites;
         p.hdop = ex.hdop;
         p.archived = archived;
@@ -263,6 +287,7 @@ mod tests {
             override_offset,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         decode(body, &mut ctx, false).unwrap()
     }
@@ -305,6 +330,17 @@ mod tests {
     }
 
     #[test]
+    fn a_time_that_is_no_date_or_coordinates_beyond_range_keep_the_position() {
+        let mut body = BODY;
+        body[23] = 0x13; // month 13
+        body[8..12].copy_from_slice(&95_000_000u32.to_be_bytes()); // 95 degrees
+        let p = run(&body, None).position.unwrap();
+        assert_eq!(p.unreadable_time.as_deref(), Some("21-13-08 19:40:08"));
+        assert_eq!(p.time, chrono::DateTime::UNIX_EPOCH);
+        assert_eq!(p.lat, -95.0);
+    }
+
+    #[test]
     fn a_short_body_is_truncated() {
         let mut stated = None;
         let mut ctx = Ctx {
@@ -312,6 +348,7 @@ mod tests {
             override_offset: None,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         assert!(matches!(
             decode(&BODY[..27], &mut ctx, false),

@@ -114,6 +114,8 @@ pub(crate) struct Ctx<'a> {
     pub stated_offset: &'a mut Option<i32>,
     /// The device's model, for the items and alarm bits some models read otherwise.
     pub model: model::Model,
+    /// When the frame was decoded: the time of a position whose own time is not a real date.
+    pub now: DateTime<Utc>,
 }
 
 impl Ctx<'_> {
@@ -234,6 +236,7 @@ impl Jt808Session {
             override_offset: self.override_offset,
             stated_offset: &mut self.stated_offset,
             model: self.model,
+            now,
         };
         let (mut message, reply) = vendor::decode_ascii(&text, &ctx, now);
         message.device_id = id;
@@ -332,6 +335,7 @@ impl Jt808Session {
             override_offset: self.override_offset,
             stated_offset: &mut self.stated_offset,
             model: self.model,
+            now,
         };
         if header.msg_id != msg::REGISTRATION {
             self.past_registration = true;

@@ -47,7 +47,7 @@ pub(crate) fn decode(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Message, DecodeEr
         0x53 | 0x54 => {
             let fix = Fix::read(&mut r)?;
             let mut msg = ctx.message(MessageKind::Position);
-            match fix.position(ctx.offset(None)) {
+            match fix.position(ctx.offset(None), ctx.now) {
                 Some(p) => msg.position = Some(p),
                 None => msg.kind = MessageKind::Other,
             }

@@ -189,6 +189,7 @@ mod tests {
             override_offset: None,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         let msg = decode_location(&body, &ctx, true).unwrap();
         let p = msg.position.unwrap();
@@ -208,6 +209,7 @@ mod tests {
             override_offset: None,
             stated_offset: &mut stated,
             model: Default::default(),
+            now: chrono::DateTime::UNIX_EPOCH,
         };
         let now = NaiveDate::from_ymd_opt(2026, 1, 2)
             .unwrap()

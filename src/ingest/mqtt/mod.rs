@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 
 use commands::{CommandReply, MqttCommands};
 
-use super::{convert, IngestContext};
+use super::{convert, IngestContext, Unstorable};
 use crate::model::{CommitFailed, Crs, Submission};
 
 /// The `[mqtt]` section.
@@ -242,6 +242,17 @@ impl Refusal {
         }
     }
 
+    fn unstorable(error: &Unstorable, topic: &str) -> Self {
+        Refusal {
+            kind: "urn:ewall:problem:invalid-position",
+            title: "Payload does not follow the position schema",
+            status: 400,
+            detail: error.to_string(),
+            instance: topic.to_owned(),
+            reason: "unstorable_position",
+        }
+    }
+
     fn unknown_device(imei: &str, topic: &str) -> Self {
         Refusal {
             kind: "urn:ewall:problem:unknown-device",
@@ -356,8 +367,9 @@ impl PositionsHandler {
             .inc();
         let received_at = Utc::now();
         // Consecutive positions in the same datum travel together; the pipeline converts a
-        // submission's coordinates to WGS-84 as a whole.
-        let mut notices = Vec::new();
+        // submission's coordinates to WGS-84 as a whole. Every run is converted (and screened
+        // for plausibility) before any is submitted, so a refused publish leaves nothing behind.
+        let mut runs = Vec::new();
         let mut start = 0;
         while start < reports.len() {
             let crs = reports[start].crs;
@@ -373,7 +385,28 @@ impl PositionsHandler {
                 message.device_id = Some(imei.to_owned());
             }
             start = end;
-            let (fixes, alarms) = convert(protocol, imei, person_id, &messages, false, received_at);
+            let converted = convert(
+                protocol,
+                imei,
+                person_id,
+                &messages,
+                false,
+                received_at,
+                self.context.rules(),
+            );
+            match converted {
+                Ok(run) => runs.push((run, crs)),
+                Err(e) => {
+                    let refusal = Refusal::unstorable(&e, topic);
+                    self.context.count_rejected(protocol, refusal.reason);
+                    self.log_refusal(imei, &refusal);
+                    return Pending::Ready(Outcome::Refused(refusal));
+                }
+            }
+        }
+        let mut notices = Vec::new();
+        for ((fixes, alarms, faults), crs) in runs {
+            self.context.count_faults(protocol, &faults);
             self.context
                 .metrics
                 .fixes_received
