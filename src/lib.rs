@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`alert`]: the outbox reader and the MQTT, webhook and SSE dispatchers.
 //! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
+//! - [`identity`]: the canonical form of device ids (IMEIs, terminal numbers, app ids).
 //! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
 //! - [`fence`]: zone parsing, the zone index and the per-person breach state machine.
 //! - [`pipeline`]: channels, shards and their order of shutdown.
@@ -37,6 +38,7 @@ pub mod decode;
 pub mod descriptors;
 pub mod fence;
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod log_limit;
 pub mod model;

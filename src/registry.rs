@@ -13,6 +13,7 @@ use thiserror::Error;
 use tracing::warn;
 
 use crate::fence::{ZoneCatalog, ZoneProperties, ZoneSpec};
+use crate::identity;
 use crate::model::{Crs, Person, PersonId, SupervisionLevel, Zone, ZoneId};
 use crate::store::{Store, StoreError, ZoneRecord};
 
@@ -72,9 +73,12 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The person a device is bound to.
+    /// The person a device is bound to; `device_id` in any form [`identity::normalise`] maps
+    /// to the registered one.
     pub fn person_of(&self, device_id: &str) -> Option<PersonId> {
-        read(&self.devices).get(device_id).copied()
+        read(&self.devices)
+            .get(identity::normalise(device_id).as_ref())
+            .copied()
     }
 
     /// A person's supervision level (normal for a person not loaded).

@@ -225,7 +225,7 @@ async fn persons_devices_and_assignments_are_validated() {
         .call(
             Method::POST,
             "/api/v1/devices",
-            Some(json!({"imei": "861234567890123", "person_id": id})),
+            Some(json!({"imei": "861234567890127", "person_id": id})),
         )
         .await;
     assert_eq!(status, 201);
@@ -233,7 +233,7 @@ async fn persons_devices_and_assignments_are_validated() {
         .call(
             Method::POST,
             "/api/v1/devices",
-            Some(json!({"imei": "861234567890123", "person_id": id})),
+            Some(json!({"imei": "861234567890127", "person_id": id})),
         )
         .await;
     assert_eq!(status, 409, "{body}");
@@ -241,7 +241,7 @@ async fn persons_devices_and_assignments_are_validated() {
         .call(
             Method::POST,
             "/api/v1/devices",
-            Some(json!({"imei": "861234567890124", "person_id": "0191c7a0-0000-7000-8000-000000000000"})),
+            Some(json!({"imei": "864717003283573", "person_id": "0191c7a0-0000-7000-8000-000000000000"})),
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -265,7 +265,7 @@ async fn persons_devices_and_assignments_are_validated() {
         .await;
     assert_eq!(status, 409, "{body}");
     let (status, _) = service
-        .call(Method::DELETE, "/api/v1/devices/861234567890123", None)
+        .call(Method::DELETE, "/api/v1/devices/861234567890127", None)
         .await;
     assert_eq!(status, 204);
     let (status, _) = service

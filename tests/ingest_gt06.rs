@@ -185,7 +185,7 @@ async fn entering_an_exclusion_zone(backend: Backend) {
         .await;
     let (_, alerts) = three_in_three_out_one_back(
         &service,
-        "864717003283582",
+        "864717003283599",
         &zone_id,
         (HOME_LON, HOME_LAT),
         school,
@@ -210,9 +210,9 @@ async fn an_unregistered_wristband_is_refused_after_login_and_counted() {
     );
 
     // Other devices are unaffected.
-    service.person_with_device("864717003283583", &[]).await;
+    service.person_with_device("864717003283607", &[]).await;
     let mut other = Device::connect(service.listener("gt06")).await;
-    login(&mut other, "864717003283583").await;
+    login(&mut other, "864717003283607").await;
 
     service
         .expect_metric(

@@ -42,7 +42,10 @@ impl Proto {
     /// The identifier of device `n` in this protocol's own format.
     fn device_id(self, n: u32) -> String {
         match self {
-            Proto::Gt06 => format!("8647170030{n:05}"),
+            Proto::Gt06 => {
+                let body = format!("864717003{n:05}");
+                format!("{body}{}", ewall::identity::luhn_check_digit(&body))
+            }
             Proto::Jt808 => format!("139123{n:05}"),
             Proto::H02 => format!("42100{n:05}"),
             Proto::Watch => format!("88000{n:05}"),

@@ -8,7 +8,7 @@ use chrono::{Duration, TimeZone, Utc};
 use common::{north_of, Backend, Device, Service};
 use ewall_protocol::gt06::encode;
 
-const IMEI: &str = "864717003283590";
+const IMEI: &str = "864717003283599";
 
 async fn send_fixes(service: &Service, first_serial: u16, points: &[(f64, f64)]) {
     let mut device = Device::connect(service.listener("gt06")).await;

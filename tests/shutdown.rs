@@ -88,7 +88,9 @@ fn read(path: &Path) -> String {
 }
 
 fn imei(i: usize) -> String {
-    format!("86471700{i:07}")
+    let body = format!("8647170{i:07}");
+    let check = ewall::identity::luhn_check_digit(&body);
+    format!("{body}{check}")
 }
 
 /// The time written into the fix with `serial`: one second per serial, so each is unique.

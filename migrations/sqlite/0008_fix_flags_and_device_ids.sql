@@ -8,7 +8,9 @@ ALTER TABLE positions ADD COLUMN implausible TEXT;
 
 -- A number typed with leading zeros (`0864...`, `013912345678`) names the same device as the
 -- number without them, which is what trackers send. Rows whose canonical form is already
--- taken are left as they are (the API reports them on read) rather than merged silently.
+-- taken are left as they are: such a binding never matched its device anyway, and merging two
+-- bindings silently could move a wristband to another person. Positions keep the id they were
+-- stored with; the audit record is not rewritten.
 UPDATE OR IGNORE devices
 SET imei = ltrim(imei, '0')
 WHERE imei GLOB '0*'

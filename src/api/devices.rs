@@ -12,6 +12,7 @@ use super::body::JsonObject;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::AppState;
+use crate::identity;
 use crate::model::Device;
 use crate::store::Role;
 
@@ -75,19 +76,10 @@ pub struct DeviceList {
     pub devices: Vec<Device>,
 }
 
-/// Device ids are what trackers send: IMEIs, terminal numbers, app ids.
+/// Device ids in their canonical form ([`identity::canonical`]): what trackers send, whatever
+/// form was typed.
 fn check_imei(imei: &str) -> Result<String, Problem> {
-    let ok = !imei.is_empty()
-        && imei.len() <= 32
-        && imei
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
-        return Err(Problem::unprocessable(format!(
-            "imei {imei:?} must be 1 to 32 letters, digits, '-' or '_'"
-        )));
-    }
-    Ok(imei.to_owned())
+    identity::canonical(imei).map_err(|e| Problem::unprocessable(e.to_string()))
 }
 
 /// Binds a device to a person.
@@ -107,7 +99,7 @@ pub async fn create(
     JsonObject(body): JsonObject<DeviceBody>,
 ) -> Result<(StatusCode, Json<Device>), Problem> {
     caller.require(MANAGERS, "register devices")?;
-    let imei = check_imei(body.imei.trim())?;
+    let imei = check_imei(&body.imei)?;
     let person_id = body.person_id.parse().map_err(|_| {
         Problem::unprocessable(format!("person_id {:?} is not a person id", body.person_id))
     })?;
@@ -187,7 +179,7 @@ pub async fn get(
     Path(imei): Path<String>,
 ) -> Result<Json<Device>, Problem> {
     caller.require(READERS, "read devices")?;
-    Ok(Json(state.store.device(&imei).await?))
+    Ok(Json(state.store.device(&identity::normalise(&imei)).await?))
 }
 
 /// Unbinds a device; it is refused from its next connection on.
@@ -203,6 +195,7 @@ pub async fn delete(
     Path(imei): Path<String>,
 ) -> Result<StatusCode, Problem> {
     caller.require(MANAGERS, "remove devices")?;
+    let imei = identity::normalise(&imei);
     state.store.delete_device(&imei).await?;
     state.registry.device_unbound(&imei);
     state.commands.forget(&imei);

@@ -21,6 +21,7 @@ use super::links::LinkEvent;
 use super::{IngestContext, SubmitError};
 use crate::http::limits::{with_body_limit, BodyLimit};
 use crate::http::problem::Problem;
+use crate::identity;
 
 /// Largest OsmAnd request body when `max_frame_len` is not set: a report is a few hundred
 /// bytes, a JSON body with a short batch a few kilobytes.
@@ -80,7 +81,12 @@ async fn report(
         }
     };
     context.count_frame(protocol, &decoded);
-    let Some(device_id) = decoded.messages.iter().find_map(|m| m.device_id.clone()) else {
+    let Some(device_id) = decoded
+        .messages
+        .iter()
+        .find_map(|m| m.device_id.as_deref())
+        .map(|id| identity::normalise(id).into_owned())
+    else {
         context.count_rejected(protocol, "no_identity");
         return Problem::bad_request("missing device id (id=...)").into_response();
     };
@@ -104,8 +110,6 @@ async fn report(
         Err(e @ SubmitError::Closed) | Err(e @ SubmitError::NotCommitted(_)) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; retry")).into_response()
         }
-        Err(e @ SubmitError::Unstorable(_)) => {
-            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
-        }
+        Err(e @ SubmitError::Unstorable(_)) => Problem::bad_request(e.to_string()).into_response(),
     }
 }

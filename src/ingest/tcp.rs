@@ -26,6 +26,7 @@ use super::codec::{CodecError, SessionCodec};
 use super::links::{ConnectionSink, LinkEvent, LinkGuard, Outbound, SinkError};
 use super::{IngestContext, ListenerConfig, SubmitError};
 use crate::descriptors::ACCEPT_BACKOFF;
+use crate::identity;
 use crate::log_limit;
 
 /// Longest a reply write may take; a peer that does not read is dropped.
@@ -265,11 +266,14 @@ impl Connection {
             let received_at = Utc::now();
             self.context.count_frame(self.protocol, &decoded);
             trace!(messages = decoded.messages.len(), "Frame decoded.");
+            // In the registered form (no BCD padding zeros), so fixes name the device as the
+            // registry does.
             let device_id = framed
                 .codec()
                 .device_id()
                 .map(str::to_owned)
-                .or_else(|| decoded.messages.iter().find_map(|m| m.device_id.clone()));
+                .or_else(|| decoded.messages.iter().find_map(|m| m.device_id.clone()))
+                .map(|id| identity::normalise(&id).into_owned());
             let Some(device_id) = device_id else {
                 // Nothing identifies the sender yet (a position before any login): it cannot be
                 // attributed, so it is neither stored nor acknowledged.
