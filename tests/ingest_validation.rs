@@ -255,3 +255,56 @@ async fn gt06_position_text_with_a_latitude_beyond_the_pole_is_flagged() {
         assert!(implausible(feature).contains("latitude"), "{feature}");
     }
 }
+
+#[tokio::test]
+async fn jt808_a_report_dated_month_13_is_acknowledged_and_stored_flagged() {
+    use ewall_protocol::jt808::encode::{self as jt808, Edition, Location};
+    let service = Service::start().await;
+    let terminal = "13912345678";
+    let person = service.person_with_device(terminal, &[]).await;
+    let mut device = Device::connect(service.listener("jt808")).await;
+    let report = Location::new(Utc::now(), 25.583_111, 112.361_222);
+    let mut body = report.body();
+    body[23] = 0x13; // BCD month 13
+    device
+        .send(&jt808::frame(0x0200, terminal, Edition::V2013, 7, &body))
+        .await;
+    // A general response (0x8001) with result 0.
+    let reply = device.read_until(&[0x7e]).await;
+    let reply = [&reply[..], &device.read_until(&[0x7e]).await[..]].concat();
+    assert_eq!(&reply[1..3], &[0x80, 0x01], "{reply:02x?}");
+    let track = service.track_of(&person).await;
+    assert_eq!(track.len(), 1);
+    assert!(implausible(&track[0]).contains("-13-"), "{}", track[0]);
+}
+
+#[tokio::test]
+async fn watch_an_alarm_dated_day_32_keeps_its_position_flagged_and_its_sos() {
+    use ewall_protocol::watch::encode as watch;
+    let service = Service::start().await;
+    let id = "8800000015";
+    let person = service.person_with_device(id, &[]).await;
+    let mut device = Device::connect(service.listener("watch")).await;
+    let time = Utc::now();
+    let frame = watch::al(id, time, true, 25.59, 112.37, 0.0, 0.0, 79, 1 << 16);
+    let date = time.format("%d%m%y").to_string();
+    let text = String::from_utf8(frame).unwrap();
+    let at = text.find(&format!("AL,{date},")).unwrap() + 3;
+    let spoiled = format!("{}321326{}", &text[..at], &text[at + 6..]);
+    device.send(spoiled.as_bytes()).await;
+    assert_eq!(
+        device.read_until(b"]").await,
+        format!("[3G*{id}*0002*AL]").as_bytes()
+    );
+    let track = common::eventually(|| async {
+        let track = service.track_of(&person).await;
+        (track.len() == 1).then_some(track)
+    })
+    .await;
+    assert!(implausible(&track[0]).contains("321326"), "{}", track[0]);
+    let alerts = service.alerts_of(&person).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["kind"], "sos");
+    // The alarm is dated at receipt and carries no position that cannot be believed.
+    assert!(alerts[0]["position"].is_null(), "{}", alerts[0]);
+}

@@ -90,6 +90,7 @@ fn position_text(ctx: &Ctx<'_>, text: &str) -> Option<Position> {
         .trim_end_matches('\0')
         .strip_prefix("Current position!")?;
     let (mut lat, mut lon, mut course, mut speed, mut time) = (None, None, None, None, None);
+    let mut unreadable = None;
     for field in fields.split(',') {
         let Some((key, value)) = field.split_once(':') else {
             continue;
@@ -105,12 +106,18 @@ fn position_text(ctx: &Ctx<'_>, text: &str) -> Option<Position> {
                 time = NaiveDateTime::parse_from_str(&joined, "%Y-%m-%d %H:%M:%S")
                     .ok()
                     .and_then(|local| ctx.utc_from_local(local));
+                if time.is_none() {
+                    // Kept as sent and dated now, so the position is stored flagged, not lost.
+                    time = Some((ctx.now)());
+                    unreadable = Some(joined);
+                }
             }
             _ => {}
         }
     }
     let time: DateTime<Utc> = time?;
     let mut p = Position::new(time, lat?, lon?);
+    p.unreadable_time = unreadable;
     p.course = course;
     // The text does not say; it is read as knots, as the reference decoder does.
     p.speed_kmh = speed.map(|knots| knots * KNOTS);
@@ -162,6 +169,18 @@ mod tests {
         );
         assert_eq!(p.course, Some(126.53));
         assert_eq!(out.reply, super::super::Reply::None);
+    }
+
+    #[test]
+    fn a_position_text_with_a_time_that_is_no_date_keeps_it_as_sent() {
+        let mut body = vec![0, 0, 0, 0, 1];
+        body.extend_from_slice(
+            b"Current position!Lat:N54.739332,Lon:E25.273270,DateTime:2017-13-26 10:27:47",
+        );
+        let out = text(&ctx(), &body).unwrap();
+        let p = out.messages[0].position.as_ref().unwrap();
+        assert_eq!(p.unreadable_time.as_deref(), Some("2017-13-26 10:27:47"));
+        assert_eq!(p.time, (ctx().now)());
     }
 
     #[test]

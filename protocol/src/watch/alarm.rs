@@ -4,6 +4,8 @@
 //! In: the body after the type. Out: one [`MessageKind::Alarm`] message. An alarm is never
 //! dropped because its fix is unreadable: the message then comes without a position.
 
+use chrono::{DateTime, Utc};
+
 use crate::{Alarm, Decoded, Integrity, Message, MessageKind};
 
 use super::header::Header;
@@ -37,8 +39,13 @@ pub(crate) fn from_status_word(word: u32) -> Vec<Alarm> {
 }
 
 /// Decodes an `AL*` frame: the alarm message and the `AL` acknowledgement.
-pub(crate) fn decode(header: &Header<'_>, body: &[u8], offset_minutes: i32) -> Decoded {
-    let report = Report::parse(body, false, offset_minutes);
+pub(crate) fn decode(
+    header: &Header<'_>,
+    body: &[u8],
+    offset_minutes: i32,
+    now: DateTime<Utc>,
+) -> Decoded {
+    let report = Report::parse(body, false, offset_minutes, now);
     let mut message: Message = report.into_message(MessageKind::Alarm, header.id);
     if message.alarms.is_empty() {
         message.alarms.push(Alarm::General);
@@ -78,7 +85,7 @@ mod tests {
     fn alarm_without_bits_is_general_and_acknowledged() {
         let frame = b"[3G*8800000015*0010*AL,bad,fields]";
         let header = Header::parse(frame).unwrap();
-        let decoded = decode(&header, b"bad,fields", 0);
+        let decoded = decode(&header, b"bad,fields", 0, DateTime::UNIX_EPOCH);
         let m = &decoded.messages[0];
         assert_eq!(m.kind, MessageKind::Alarm);
         assert_eq!(m.alarms, vec![Alarm::General]);

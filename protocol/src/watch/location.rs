@@ -35,8 +35,8 @@ pub(crate) struct Report {
 
 impl Report {
     /// Reads a position body. `archived` marks blind-area (UD2) data; `offset_minutes` is the
-    /// device clock's offset from UTC.
-    pub fn parse(body: &[u8], archived: bool, offset_minutes: i32) -> Report {
+    /// device clock's offset from UTC; `now` dates a fix whose date and time are not a date.
+    pub fn parse(body: &[u8], archived: bool, offset_minutes: i32, now: DateTime<Utc>) -> Report {
         let fields: Vec<&[u8]> = body.split(|&b| b == b',').collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or_default();
         let status = DeviceStatus {
@@ -49,7 +49,7 @@ impl Report {
         };
         let status_word = text(field(15)).and_then(|s| u32::from_str_radix(s, 16).ok());
         let (cells, wifi, accuracy) = network(fields.get(FIX_FIELDS..).unwrap_or_default());
-        let position = fix(&fields, offset_minutes).map(|mut p| {
+        let position = fix(&fields, offset_minutes, now).map(|mut p| {
             p.archived = archived;
             p.accuracy_m = accuracy;
             if !p.valid {
@@ -89,8 +89,10 @@ impl Report {
     }
 }
 
-/// The fix: time, validity, coordinates, speed, course, altitude, satellites.
-fn fix(fields: &[&[u8]], offset_minutes: i32) -> Result<Position, DecodeError> {
+/// The fix: time, validity, coordinates, speed, course, altitude, satellites. A date and time
+/// that are not a real date (but not blank either) give the position at `now`, the fields kept
+/// in [`Position::unreadable_time`], so that the service stores it flagged.
+fn fix(fields: &[&[u8]], offset_minutes: i32, now: DateTime<Utc>) -> Result<Position, DecodeError> {
     if fields.len() < FIX_FIELDS {
         return Err(DecodeError::Truncated {
             what: "watch position fields",
@@ -99,7 +101,19 @@ fn fix(fields: &[&[u8]], offset_minutes: i32) -> Result<Position, DecodeError> {
         });
     }
     let field = |i: usize| fields.get(i).copied().unwrap_or_default();
-    let time = time(field(0), field(1), offset_minutes)?;
+    let blank = |f: &[u8]| f.iter().all(|&b| b == b'0');
+    let (time, unreadable) = match time(field(0), field(1), offset_minutes) {
+        Ok(t) => (t, None),
+        Err(e) if blank(field(0)) && blank(field(1)) => return Err(e),
+        Err(_) => (
+            now,
+            Some(format!(
+                "{},{}",
+                String::from_utf8_lossy(field(0)),
+                String::from_utf8_lossy(field(1))
+            )),
+        ),
+    };
     let valid = match field(2) {
         b"A" => true,
         b"V" => false,
@@ -110,9 +124,10 @@ fn fix(fields: &[&[u8]], offset_minutes: i32) -> Result<Position, DecodeError> {
             ))
         }
     };
-    let lat = coordinate(field(3), field(4), b'N', b'S', 90.0, "latitude")?;
-    let lon = coordinate(field(5), field(6), b'E', b'W', 180.0, "longitude")?;
+    let lat = coordinate(field(3), field(4), b'N', b'S', "latitude")?;
+    let lon = coordinate(field(5), field(6), b'E', b'W', "longitude")?;
     let mut position = Position::new(time, lat, lon);
+    position.unreadable_time = unreadable;
     position.valid = valid;
     position.speed_kmh = float(field(7)).filter(|v| *v >= 0.0);
     position.course = float(field(8)).filter(|v| (0.0..=360.0).contains(v));
@@ -151,11 +166,12 @@ fn coordinate(
     hemisphere: &[u8],
     positive: u8,
     negative: u8,
-    limit: f64,
     name: &'static str,
 ) -> Result<f64, DecodeError> {
+    // Any finite number: a value beyond the pole is the service's to flag, with the rest of
+    // the fix kept as evidence.
     let degrees = float(value)
-        .filter(|v| v.abs() <= limit)
+        .filter(|v| v.is_finite())
         .ok_or_else(|| bad(name, value))?;
     match hemisphere.trim_ascii() {
         [] => Ok(degrees),
@@ -291,7 +307,7 @@ mod tests {
     use super::*;
 
     fn report(body: &str) -> Report {
-        Report::parse(body.as_bytes(), false, 0)
+        Report::parse(body.as_bytes(), false, 0, DateTime::UNIX_EPOCH)
     }
 
     #[test]
@@ -388,9 +404,8 @@ mod tests {
     #[test]
     fn broken_fix_fields_are_errors_but_keep_the_status() {
         for body in [
-            "320414,134652,A,22.5,N,113.8,E,0,0,0,0,0,0,0,0,00010000",
+            "000000,000000,A,22.5,N,113.8,E,0,0,0,0,0,0,0,0,00010000",
             "220414,134652,X,22.5,N,113.8,E,0,0,0,0,0,0,0,0,00010000",
-            "220414,134652,A,95.0,N,113.8,E,0,0,0,0,0,0,0,0,00010000",
             "220414,134652,A,22.5,Q,113.8,E,0,0,0,0,0,0,0,0,00010000",
             "220414,134652,A,22.5,N,nan,E,0,0,0,0,0,0,0,0,00010000",
         ] {
@@ -402,8 +417,23 @@ mod tests {
     }
 
     #[test]
+    fn a_date_that_is_no_date_or_a_latitude_beyond_the_pole_keeps_the_fix() {
+        let r = report("320414,134652,A,22.5,N,113.8,E,0,0,0,0,0,0,0,0,00010000");
+        let p = r.position.unwrap();
+        assert_eq!(p.unreadable_time.as_deref(), Some("320414,134652"));
+        assert_eq!(p.time, DateTime::UNIX_EPOCH);
+        let r = report("220414,134652,A,95.0,N,113.8,E,0,0,0,0,0,0,0,0,00010000");
+        assert_eq!(r.position.unwrap().lat, 95.0);
+    }
+
+    #[test]
     fn device_offset_is_removed() {
-        let r = Report::parse(b"220414,134652,A,1,N,1,E,0,0,0,0,0,0,0,0,0", true, 480);
+        let r = Report::parse(
+            b"220414,134652,A,1,N,1,E,0,0,0,0,0,0,0,0,0",
+            true,
+            480,
+            DateTime::UNIX_EPOCH,
+        );
         let p = r.position.unwrap();
         assert_eq!(p.time.to_string(), "2014-04-22 05:46:52 UTC");
         assert!(p.archived);

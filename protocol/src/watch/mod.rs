@@ -32,6 +32,7 @@ mod location;
 mod media;
 
 use bytes::{Buf, BytesMut};
+use chrono::{DateTime, Utc};
 
 use crate::{
     DecodeError, Decoded, FrameError, Integrity, Item, Message, MessageKind, Mismatch, Protocol,
@@ -56,6 +57,8 @@ pub struct WatchSession {
     device_id: Option<String>,
     /// Maker code and ZJ index of the latest frame, echoed by the commands we send.
     addressing: Option<(String, Option<String>)>,
+    /// Dates a position whose own date and time are not a real date.
+    clock: fn() -> DateTime<Utc>,
 }
 
 impl WatchSession {
@@ -69,6 +72,7 @@ impl WatchSession {
             offset_minutes: options.device_utc_offset_minutes.unwrap_or(0),
             device_id: None,
             addressing: None,
+            clock: Utc::now,
         }
     }
 
@@ -115,7 +119,8 @@ impl WatchSession {
             "TKQ" | "TKQ2" => link::voice_keep_alive(header, kind),
             "INIT" => link::init(header),
             _ if kind.starts_with("UD") || kind.starts_with("WT") => {
-                let report = Report::parse(body, kind == "UD2", self.offset_minutes);
+                let report =
+                    Report::parse(body, kind == "UD2", self.offset_minutes, (self.clock)());
                 if let Err(e) = &report.position {
                     return Err(e.clone());
                 }
@@ -125,7 +130,9 @@ impl WatchSession {
                     integrity: Integrity::Unchecked,
                 }
             }
-            _ if kind.starts_with("AL") => alarm::decode(header, body, self.offset_minutes),
+            _ if kind.starts_with("AL") => {
+                alarm::decode(header, body, self.offset_minutes, (self.clock)())
+            }
             _ if health::is_health(kind) => health::decode(header),
             _ if media::is_media(kind) => media::decode(header, kind),
             _ if command::is_answer(kind) => {
