@@ -407,6 +407,11 @@ mod tests {
         assert_eq!(key, "http.listen");
         assert!(problem.contains("invalid socket address"), "{problem}");
 
+        let err = load("[ingest]\nmax_fix_age = \"5m\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("ingest.max_fix_age"), "{err}");
+        let config = load("", &[("EWALL_INGEST__MAX_FIX_AHEAD", "2m")]).unwrap();
+        assert_eq!(config.ingest.max_fix_ahead, Duration::from_secs(120));
+
         let err = load("[listeners.gt06]\nlisen = \"0.0.0.0:1\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("listeners.gt06"), "{err}");
         assert!(err.to_string().contains("lisen"), "{err}");

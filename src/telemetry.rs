@@ -193,6 +193,13 @@ impl Metrics {
             metrics.fixes_received.with_label_values(&name);
             metrics.connections_open.with_label_values(&name);
         }
+        for protocol in ewall_protocol::Protocol::ALL {
+            for reason in crate::ingest::validate::FAULT_LABELS {
+                metrics
+                    .fixes_implausible
+                    .with_label_values(&[protocol.name(), reason]);
+            }
+        }
         for kind in AlertKind::ALL {
             metrics.alerts_raised.with_label_values(&[kind.as_str()]);
         }

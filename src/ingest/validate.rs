@@ -281,7 +281,8 @@ mod tests {
     #[test]
     fn each_bound_is_checked_and_the_value_quoted() {
         let rules = IngestConfig::default();
-        let cases: [(&str, fn(&mut Fix)); 8] = [
+        type Spoil = fn(&mut Fix);
+        let cases: [(&str, Spoil); 8] = [
             ("latitude", |f| f.lat = 180.0),
             ("longitude", |f| f.lon = -180.5),
             ("speed", |f| f.speed_kmh = Some(f64::INFINITY)),
