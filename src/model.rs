@@ -276,7 +276,8 @@ pub struct Person {
 /// A tracker bound to a person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Device {
-    /// IMEI or other device identifier, exactly as the device sends it.
+    /// IMEI or other device identifier, in its canonical form (`identity::canonical`): what
+    /// the device sends, without the padding zeros of its BCD form.
     pub imei: String,
     /// The person wearing it.
     #[schema(value_type = uuid::Uuid)]

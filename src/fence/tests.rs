@@ -494,6 +494,51 @@ fn two_devices_definitely_apart_raise_device_separation_once() {
 }
 
 #[test]
+fn a_clock_skewed_fix_is_late_and_never_the_newest() {
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    let out = two_km_out();
+    let skewed = |minute: i64, at: (f64, f64)| Fix {
+        clock_skew: true,
+        ..fix(minute, at)
+    };
+    // A device clock a day ahead, twice outside: a late run, so a late breach.
+    let fixes = [
+        fix(0, INSIDE),
+        skewed(24 * 60, out),
+        skewed(24 * 60 + 1, out),
+        fix(1, INSIDE),
+        fix(2, out),
+        fix(3, out),
+    ];
+    let got: Vec<(usize, AlertKind, bool)> = run(&mut engine, &catalog, &fixes)
+        .into_iter()
+        .map(|(i, t)| (i, t.kind, t.late))
+        .collect();
+    // The honest fixes after it are live: the breach at fix 5 is not late.
+    assert_eq!(
+        got,
+        [
+            (2, AlertKind::ZoneExit, true),
+            (5, AlertKind::ZoneExit, false)
+        ]
+    );
+}
+
+#[test]
+fn an_implausible_fix_changes_nothing() {
+    let catalog = catalog_with(square(ZoneKind::Inclusion));
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    let flagged = |minute: i64| Fix {
+        implausible: Some("speed_kmh inf beyond 0..=2000".into()),
+        ..fix(minute, two_km_out())
+    };
+    let fixes = [fix(0, INSIDE), flagged(1), flagged(2), flagged(3)];
+    assert!(run(&mut engine, &catalog, &fixes).is_empty());
+    assert_eq!(engine.status(&PERSON, &HOME), ZoneStatus::Compliant);
+}
+
+#[test]
 fn a_single_late_violation_is_not_confirmed() {
     let catalog = catalog_with(square(ZoneKind::Inclusion));
     let mut engine = counting(2);
