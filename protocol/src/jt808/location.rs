@@ -91,6 +91,21 @@ pub(crate) fn local_to_utc(local: NaiveDateTime, offset_minutes: i32) -> Option<
     Some(Utc.from_utc_datetime(&utc))
 }
 
+/// The time of a position from its six BCD bytes: the device time in UTC, or, when the bytes
+/// are not a real date, `now` and the fields as sent (the position is stored flagged rather than
+/// lost); `None` when they are all zero (no fix yet).
+pub(crate) fn dated(
+    bcd: &[u8],
+    offset_minutes: i32,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Option<String>)> {
+    match device_time(bcd, offset_minutes) {
+        Some(t) => Some((t, None)),
+        None if bcd.iter().all(|&b| b == 0) => None,
+        None => Some((now, Some(bcd_fields(bcd)))),
+    }
+}
+
 /// Six time bytes as `YY-MM-DD hh:mm:ss`, in hex so that non-BCD nibbles show as sent.
 fn bcd_fields(b: &[u8]) -> String {
     match b {
@@ -103,17 +118,9 @@ fn hex_bytes(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Signed coordinates from the unsigned 10⁻⁶ degree fields and the status hemisphere bits;
-/// `None` when out of range.
-pub(crate) fn coordinates(status: u32, lat_raw: u32, lon_raw: u32) -> Option<(f64, f64)> {
-    if lat_raw > 90_000_000 || lon_raw > 180_000_000 {
-        return None;
-    }
-    Some(signed(status, lat_raw, lon_raw))
-}
-
-/// Signed coordinates from the unsigned 10⁻⁶ degree fields, whatever their range.
-fn signed(status: u32, lat_raw: u32, lon_raw: u32) -> (f64, f64) {
+/// Signed coordinates from the unsigned 10⁻⁶ degree fields and the status hemisphere bits,
+/// whatever their range (the service flags what is out of it).
+pub(crate) fn signed(status: u32, lat_raw: u32, lon_raw: u32) -> (f64, f64) {
     let mut lat = f64::from(lat_raw) / 1_000_000.0;
     let mut lon = f64::from(lon_raw) / 1_000_000.0;
     if status & STATUS_SOUTH != 0 {
@@ -184,11 +191,7 @@ impl<'a> Fix<'a> {
     /// fields kept in [`Position::unreadable_time`]; coordinates out of range are passed on as
     /// sent. Either way the service stores the position flagged instead of losing it.
     pub(crate) fn position(&self, offset_minutes: i32, now: DateTime<Utc>) -> Option<Position> {
-        let (time, unreadable) = match device_time(self.time, offset_minutes) {
-            Some(t) => (t, None),
-            None if self.time.iter().all(|&b| b == 0) => return None,
-            None => (now, Some(bcd_fields(self.time))),
-        };
+        let (time, unreadable) = dated(self.time, offset_minutes, now)?;
         let (lat, lon) = signed(self.status, self.lat_raw, self.lon_raw);
         let mut p = position(time, lat, lon, self.altitude, self.speed, self.course);
         p.valid = self.status & STATUS_VALID != 0;

@@ -12,7 +12,7 @@
 //! Other types give an `Other` message (the session still acknowledges them).
 
 use super::extra::add_alarm;
-use super::location::{self, coordinates, device_time, position, Fix, STATUS_VALID};
+use super::location::{self, position, Fix, STATUS_VALID};
 use super::Ctx;
 use crate::error::DecodeError;
 use crate::message::{Alarm, Message, MessageKind, Position};
@@ -36,11 +36,14 @@ pub(crate) fn decode(body: &[u8], ctx: &mut Ctx<'_>) -> Result<Message, DecodeEr
             let course = r.u16("course")?;
             let mut msg = ctx.message(MessageKind::Position);
             let (lat, lon) = (f64::from(lat) / 1_000_000.0, f64::from(lon) / 1_000_000.0);
-            match device_time(time, ctx.offset(None)) {
-                Some(time) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
-                    msg.position = Some(position(time, lat, lon, altitude, speed, course));
+            // Passed on whatever the date and range: the service flags what is implausible.
+            match location::dated(time, ctx.offset(None), ctx.now) {
+                Some((time, unreadable)) => {
+                    let mut p = position(time, lat, lon, altitude, speed, course);
+                    p.unreadable_time = unreadable;
+                    msg.position = Some(p);
                 }
-                _ => msg.kind = MessageKind::Other,
+                None => msg.kind = MessageKind::Other,
             }
             Ok(msg)
         }
@@ -112,9 +115,10 @@ fn obd(r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<Message, DecodeError> {
     let status = r.u32("status flags")?;
     let lat = r.u32("latitude")?;
     let lon = r.u32("longitude")?;
-    let when = device_time(time, ctx.offset(None));
-    if let (Some(time), Some((lat, lon))) = (when, coordinates(status, lat, lon)) {
+    if let Some((time, unreadable)) = location::dated(time, ctx.offset(None), ctx.now) {
+        let (lat, lon) = location::signed(status, lat, lon);
         let mut p = Position::new(time, lat, lon);
+        p.unreadable_time = unreadable;
         p.valid = status & STATUS_VALID != 0;
         p.archived = archived;
         msg.position = Some(p);
@@ -125,4 +129,46 @@ fn obd(r: &mut Reader<'_>, ctx: &mut Ctx<'_>) -> Result<Message, DecodeError> {
         msg.kind = MessageKind::Alarm;
     }
     Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(body: &[u8]) -> Message {
+        let mut stated = None;
+        let mut ctx = Ctx {
+            device_id: "13912345678",
+            override_offset: None,
+            stated_offset: &mut stated,
+            now: chrono::DateTime::UNIX_EPOCH,
+        };
+        decode(body, &mut ctx).unwrap()
+    }
+
+    fn vendor_ff(time: [u8; 6], lat: i32) -> Vec<u8> {
+        let mut body = vec![0xFF];
+        body.extend_from_slice(&time);
+        body.extend_from_slice(&lat.to_be_bytes());
+        body.extend_from_slice(&113_905_643i32.to_be_bytes());
+        body.extend_from_slice(&[0, 4, 0, 10, 0, 90]); // altitude, speed, course
+        body
+    }
+
+    #[test]
+    fn a_vendor_position_is_passed_on_whatever_its_date_and_range() {
+        let ok = run(&vendor_ff([0x24, 0x01, 0x02, 0x08, 0, 0], 22_583_576));
+        let p = ok.position.unwrap();
+        assert_eq!(p.lat, 22.583576);
+        assert_eq!(p.unreadable_time, None);
+
+        let month_13 = run(&vendor_ff([0x24, 0x13, 0x02, 0x08, 0, 0], 95_000_000));
+        assert_eq!(month_13.kind, MessageKind::Position);
+        let p = month_13.position.unwrap();
+        assert_eq!(p.unreadable_time.as_deref(), Some("24-13-02 08:00:00"));
+        assert_eq!(p.lat, 95.0);
+
+        let blank = run(&vendor_ff([0; 6], 0));
+        assert!(blank.position.is_none());
+    }
 }
