@@ -42,6 +42,7 @@ use tracing::{debug, warn};
 use commands::{CommandReply, MqttCommands};
 
 use super::{convert, IngestContext, Unstorable};
+use crate::identity;
 use crate::model::{CommitFailed, Crs, Submission};
 
 /// The `[mqtt]` section.
@@ -366,6 +367,9 @@ impl PositionsHandler {
             .with_label_values(&[protocol.name()])
             .inc();
         let received_at = Utc::now();
+        // The id in the registered form, so that the fixes name the device as the registry does.
+        let imei = identity::normalise(imei);
+        let imei = imei.as_ref();
         // Consecutive positions in the same datum travel together; the pipeline converts a
         // submission's coordinates to WGS-84 as a whole. Every run is converted (and screened
         // for plausibility) before any is submitted, so a refused publish leaves nothing behind.
