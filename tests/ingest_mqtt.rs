@@ -72,7 +72,7 @@ async fn every_puback_arrives_after_its_position_is_stored() {
 #[tokio::test]
 async fn an_array_is_stored_whole_and_gcj02_is_stored_as_wgs84() {
     let service = Service::start().await;
-    let imei = "864717003283582";
+    let imei = "864717003283623";
     let person = service.person_with_device(imei, &[]).await;
     let mut gateway = Gateway::connect(mqtt_addr(&service), "gw-array", true).await;
     let payload = format!(
@@ -110,8 +110,8 @@ async fn an_array_is_stored_whole_and_gcj02_is_stored_as_wgs84() {
 #[tokio::test]
 async fn bad_payloads_are_answered_on_the_errors_topic_acknowledged_and_block_no_one() {
     let service = Service::start().await;
-    let good = "864717003283583";
-    let bad = "864717003283584";
+    let good = "864717003283631";
+    let bad = "864717003283649";
     service.person_with_device(good, &[]).await;
     service.person_with_device(bad, &[]).await;
     let store = gateway::read_store(&service.data_dir()).await;
@@ -233,7 +233,7 @@ async fn other_clients_publish_and_subscribe_through_the_embedded_broker() {
 async fn commands_reach_the_gateway_and_its_replies_come_back() {
     let service = Service::start().await;
     let addr = mqtt_addr(&service);
-    let imei = "864717003283585";
+    let imei = "864717003283656";
     let commands = service.running().mqtt_commands.clone().expect("mqtt on");
     let mut replies = commands.replies();
     let mut inbox = subscriber(addr, "gw-commands", "ewall/v1/devices/+/commands").await;
@@ -293,7 +293,7 @@ async fn an_mqtt_5_client_is_refused_with_a_clear_return_code() {
 #[tokio::test]
 async fn a_qos0_position_is_stored_without_an_acknowledgement() {
     let service = Service::start().await;
-    let imei = "864717003283586";
+    let imei = "864717003283664";
     service.person_with_device(imei, &[]).await;
     let store = gateway::read_store(&service.data_dir()).await;
     let mut gateway = Gateway::connect(mqtt_addr(&service), "gw-qos0", true).await;
@@ -314,7 +314,7 @@ async fn a_qos0_position_is_stored_without_an_acknowledgement() {
 #[tokio::test]
 async fn a_gateway_that_only_publishes_positions_outlives_its_keep_alive() {
     let service = Service::start().await;
-    let imei = "864717003283587";
+    let imei = "864717003283672";
     service.person_with_device(imei, &[]).await;
     // The broker drops a client silent for 1.5 keep-alives (3 s here); the broker never sees
     // positions publishes, so the endpoint must show it the client is alive.
@@ -345,7 +345,7 @@ async fn through_an_external_broker_positions_are_stored_and_refusals_answered()
         config.mqtt.topic_prefix = prefix.clone();
     })
     .await;
-    let imei = "864717003283588";
+    let imei = "864717003283680";
     service.person_with_device(imei, &[]).await;
     let store = gateway::read_store(&service.data_dir()).await;
     let positions = format!("{prefix}/devices/{imei}/positions");

@@ -122,7 +122,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_position_with_the_embedded_bro
     let log = dir.path().join("ewall.log");
     let token = admin_token(&config);
     let (mut child, addresses) = serve(&config, &log).await;
-    let imei = "864717009000001";
+    let imei = "864717009000013";
     register(addresses["http"].as_str().unwrap(), &token, imei).await;
     let topic = format!("ewall/v1/devices/{imei}/positions");
 
@@ -180,7 +180,7 @@ async fn sigkill_mid_stream_loses_nothing_the_external_broker_accepted() {
         addresses.get("mqtt").is_none(),
         "no embedded endpoint: {addresses}"
     );
-    let imei = "864717009000002";
+    let imei = "864717009000021";
     register(addresses["http"].as_str().unwrap(), &token, imei).await;
     let topic = format!("{prefix}/devices/{imei}/positions");
     let store_dir = dir.path().join("data");
