@@ -141,13 +141,14 @@ async fn a_clock_ahead_of_the_receipt_does_not_pin_the_fence_state() {
     // A device clock a day ahead, at home.
     let skewed = report(now + Duration::days(1), (HOME_LON, HOME_LAT));
     assert_eq!(osmand(&service, &skewed).await, 200);
-    // Then honest fixes: two at home, two 2 km out, which must be judged live.
+    // Then honest fixes: two at home, then two 2 km out at walking-to-cycling speed and
+    // four minutes apart (longer than the normal level's dwell), which must be judged live.
     let outside = north_of(HOME_LON, HOME_LAT, 2_000.0);
     for (seconds, position) in [
-        (-40, (HOME_LON, HOME_LAT)),
-        (-30, (HOME_LON, HOME_LAT)),
-        (-20, outside),
-        (-10, outside),
+        (-600, (HOME_LON, HOME_LAT)),
+        (-540, (HOME_LON, HOME_LAT)),
+        (-300, outside),
+        (-60, outside),
     ] {
         let honest = report(now + Duration::seconds(seconds), position);
         assert_eq!(osmand(&service, &honest).await, 200);

@@ -502,14 +502,14 @@ fn a_clock_skewed_fix_is_late_and_never_the_newest() {
         clock_skew: true,
         ..fix(minute, at)
     };
-    // A device clock a day ahead, twice outside: a late run, so a late breach.
+    // A device clock a day ahead, outside for 5 minutes: a late run, so a late breach.
     let fixes = [
         fix(0, INSIDE),
         skewed(24 * 60, out),
-        skewed(24 * 60 + 1, out),
+        skewed(24 * 60 + 5, out),
         fix(1, INSIDE),
         fix(2, out),
-        fix(3, out),
+        fix(7, out),
     ];
     let got: Vec<(usize, AlertKind, bool)> = run(&mut engine, &catalog, &fixes)
         .into_iter()
