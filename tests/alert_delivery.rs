@@ -418,7 +418,7 @@ async fn every_channel_gets_every_alert_in_order_across_an_outage_a_disconnect_a
     let zone = service
         .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
         .await;
-    let imei = "864717003283601";
+    let imei = "864717003287012";
     let person = service.person_with_device(imei, &[zone]).await;
     let away = north_of(HOME.0, HOME.1, 1_500.0);
 
@@ -545,7 +545,7 @@ async fn a_delivery_that_fails_every_attempt_is_dead_lettered_and_redelivered_on
     let zone = service
         .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
         .await;
-    let imei = "864717003283602";
+    let imei = "864717003287020";
     service.person_with_device(imei, &[zone]).await;
     let away = north_of(HOME.0, HOME.1, 1_500.0);
     // Two exits and a return; the webhook takes only zone_exit.
@@ -717,7 +717,7 @@ async fn alerts_are_published_on_the_embedded_broker() {
     let zone = service
         .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
         .await;
-    let imei = "864717003283603";
+    let imei = "864717003287038";
     let person = service.person_with_device(imei, &[zone]).await;
     let away = north_of(HOME.0, HOME.1, 1_500.0);
     walk(&service, imei, &[HOME, away, away]).await;
