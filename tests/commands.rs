@@ -421,7 +421,7 @@ async fn a_watch_takes_a_message_and_a_locate_and_answers_by_keyword() {
 #[tokio::test]
 async fn a_command_queued_before_a_restart_goes_out_after_it() {
     let mut service = Service::start().await;
-    let imei = "864717003283590";
+    let imei = "864717003283599";
     service.person_with_device(imei, &[]).await;
     let (status, queued) = command(&service, imei, json!({"type": "locate_now"})).await;
     assert_eq!(status, 201);

@@ -50,10 +50,10 @@ async fn send_alarm(service: &Service, imei: &str) {
 async fn the_device_model_decides_what_an_alarm_code_means() {
     let mut service = Service::start().await;
     let plain = person_with_model(&service, "864717003283581", None).await;
-    let lw = person_with_model(&service, "864717003283582", Some("LW4G-4B")).await;
+    let lw = person_with_model(&service, "864717003283623", Some("LW4G-4B")).await;
 
     send_alarm(&service, "864717003283581").await;
-    send_alarm(&service, "864717003283582").await;
+    send_alarm(&service, "864717003283623").await;
 
     let kinds = |alerts: Vec<serde_json::Value>| -> Vec<String> {
         alerts

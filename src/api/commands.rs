@@ -16,6 +16,7 @@ use super::body::JsonObject;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
+use crate::identity;
 use crate::model::{new_id, CommandStatus, DeviceCommand};
 use crate::store::Role;
 
@@ -177,7 +178,7 @@ pub async fn create(
     JsonObject(body): JsonObject<CommandBody>,
 ) -> Result<(StatusCode, Json<DeviceCommand>), Problem> {
     caller.require(SENDERS, "send commands to devices")?;
-    let device = state.store.device(&imei).await?;
+    let device = state.store.device(&identity::normalise(&imei)).await?;
     let command = validate(&device.imei, body)?;
     // Judged by the way the device is reachable now, else by the protocol it last used.
     let wanted = crate::commands::command_of(&command).map_err(Problem::unprocessable)?;
@@ -208,7 +209,7 @@ pub async fn list(
     Path(imei): Path<String>,
 ) -> Result<Json<CommandList>, Problem> {
     caller.require(READERS, "read device commands")?;
-    let device = state.store.device(&imei).await?;
+    let device = state.store.device(&identity::normalise(&imei)).await?;
     let commands = state
         .store
         .device_commands(&device.imei, LIST_LIMIT)
@@ -234,7 +235,7 @@ pub async fn get(
     caller.require(READERS, "read device commands")?;
     let id = parse_id("command", &id)?;
     let command = state.store.command(id).await?;
-    if command.device_id != imei {
+    if command.device_id != identity::normalise(&imei) {
         return Err(Problem::not_found(format!("command {id} not found")));
     }
     Ok(Json(command))

@@ -136,7 +136,7 @@ pub async fn update(
     JsonObject(body): JsonObject<DevicePatchBody>,
 ) -> Result<Json<Device>, Problem> {
     caller.require(MANAGERS, "change devices")?;
-    let mut device = state.store.device(&imei).await?;
+    let mut device = state.store.device(&identity::normalise(&imei)).await?;
     if let Some(model) = body.model {
         let model = model.as_deref().map(check_model).transpose()?;
         device = state

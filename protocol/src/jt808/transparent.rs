@@ -141,6 +141,7 @@ mod tests {
             device_id: "13912345678",
             override_offset: None,
             stated_offset: &mut stated,
+            model: Default::default(),
             now: chrono::DateTime::UNIX_EPOCH,
         };
         decode(body, &mut ctx).unwrap()
