@@ -9,7 +9,7 @@ use chrono::{Duration, TimeZone, Utc};
 use common::{north_of, Backend, Device, Service};
 use ewall_protocol::gt06::encode;
 
-const IMEI: &str = "864717003283595";
+const IMEI: &str = "864717003283599";
 
 #[tokio::test]
 async fn a_resent_gt06_fix_is_acknowledged_and_stored_once() {
