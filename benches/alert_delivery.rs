@@ -135,6 +135,7 @@ fn alert(person: uuid::Uuid) -> Alert {
         note: None,
         acknowledged_at: None,
         resolved_at: None,
+        border: None,
     }
 }
 
@@ -206,6 +207,7 @@ async fn main() {
         metrics: metrics.clone(),
         shutdown: stop.clone(),
         webhooks: Arc::from(vec!["bench".to_owned()]),
+        integration: Arc::default(),
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::alert::dispatch::webhook::WebhookConfig;
+use crate::api::integration::IntegrationConfig;
 use crate::api::HttpConfig;
 use crate::fence::{FenceConfig, LevelsConfig};
 pub use crate::ingest::mqtt::MqttConfig;
@@ -90,6 +91,8 @@ pub struct Config {
     pub listeners: Listeners,
     /// Webhook receivers of the alert events (`[[webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
+    /// What the police entry-exit integration is shown.
+    pub integration: IntegrationConfig,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             listeners: Listeners::default(),
             webhooks: Vec::new(),
+            integration: IntegrationConfig::default(),
         }
     }
 }
@@ -225,6 +229,9 @@ impl Config {
                 ));
             }
         }
+        self.integration
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("integration.{key}"), problem))?;
         self.fence
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("fence.{key}"), problem))?;

@@ -320,11 +320,14 @@ pub enum AlertKind {
     DeviceSeparation,
     /// Back in compliance after a breach.
     Returned,
+    /// A border-control check flagged the person (reported by the police entry-exit
+    /// integration, `POST /integration/border-hits`).
+    BorderHit,
 }
 
 impl AlertKind {
     /// Every kind, for metrics.
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
         AlertKind::ZoneExit,
         AlertKind::ZoneEnter,
         AlertKind::Curfew,
@@ -336,6 +339,7 @@ impl AlertKind {
         AlertKind::ImplausibleJump,
         AlertKind::DeviceSeparation,
         AlertKind::Returned,
+        AlertKind::BorderHit,
     ];
 
     /// The wire name.
@@ -352,6 +356,7 @@ impl AlertKind {
             AlertKind::ImplausibleJump => "implausible_jump",
             AlertKind::DeviceSeparation => "device_separation",
             AlertKind::Returned => "returned",
+            AlertKind::BorderHit => "border_hit",
         }
     }
 
@@ -428,7 +433,7 @@ impl Severity {
         use SupervisionLevel::*;
         match (kind, level) {
             (AlertKind::Returned, _) => Severity::Info,
-            (AlertKind::Sos, _) => Severity::Critical,
+            (AlertKind::Sos | AlertKind::BorderHit, _) => Severity::Critical,
             (AlertKind::LowBattery, Strict) => Severity::Medium,
             (AlertKind::LowBattery, _) => Severity::Low,
             (_, Strict) => Severity::Critical,
@@ -538,6 +543,19 @@ pub struct Alert {
     pub acknowledged_at: Option<DateTime<Utc>>,
     /// When it was resolved.
     pub resolved_at: Option<DateTime<Utc>>,
+    /// The border-control check that raised a `border_hit`; absent on every other kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub border: Option<BorderCheck>,
+}
+
+/// The border-control check behind a `border_hit` alert, as the checking authority reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BorderCheck {
+    /// The crossing or port where the person was checked.
+    pub port: String,
+    /// The checking authority's reference for the check; a border hit is raised once per
+    /// reference.
+    pub reference: String,
 }
 
 /// Why positions handed to the pipeline were not committed; the device is then not

@@ -396,6 +396,7 @@ impl Shard {
             note: None,
             acknowledged_at: None,
             resolved_at: None,
+            border: None,
         })
     }
 }
@@ -443,6 +444,7 @@ fn zone_alert(
         note: None,
         acknowledged_at: None,
         resolved_at: None,
+        border: None,
     }
 }
 
@@ -762,6 +764,21 @@ mod tests {
         }
         async fn newest_fix_times(&self) -> Result<Vec<DeviceNewest>, StoreError> {
             self.inner.newest_fix_times().await
+        }
+        async fn raise_border_hit(&self, alert: Alert) -> Result<(Alert, bool), StoreError> {
+            self.inner.raise_border_hit(alert).await
+        }
+        async fn record_integration_read(
+            &self,
+            read: &crate::store::IntegrationRead,
+        ) -> Result<(), StoreError> {
+            self.inner.record_integration_read(read).await
+        }
+        async fn integration_reads(
+            &self,
+            query: crate::store::IntegrationReadQuery,
+        ) -> Result<Vec<crate::store::IntegrationRead>, StoreError> {
+            self.inner.integration_reads(query).await
         }
         async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
             self.inner.alerts(query).await

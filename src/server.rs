@@ -142,10 +142,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let resume = Resume::load(store.as_ref()).await?;
     let dispatch = DispatchSettings {
         mqtt: if config.mqtt.enabled && config.mqtt.publish_alerts {
-            Some(
+            let mut settings =
                 MqttAlertSettings::from_config(&config.mqtt, config.mqtt.embedded_listen)
-                    .map_err(ServeError::MqttUrl)?,
-            )
+                    .map_err(ServeError::MqttUrl)?;
+            settings.fields = config.integration.fields.clone();
+            Some(settings)
         } else {
             None
         },
@@ -271,6 +272,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         commands,
         shutdown: api_stop.clone(),
         webhooks: config.webhooks.iter().map(|w| w.name.clone()).collect(),
+        integration: Arc::new(config.integration.clone()),
     };
     let api_server = HttpServer::new(
         api_socket,

@@ -17,8 +17,8 @@ use ewall::model::{
     Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 use ewall::store::{
-    AlertQuery, DeliveryState, EventQuery, NewPerson, PersonPatch, Role, Store, StoreConfig,
-    StoreError, TokenRecord, ZoneRecord,
+    AlertQuery, DeliveryState, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson,
+    PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord, ZoneRecord,
 };
 
 type Case = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -89,6 +89,8 @@ suite!(
     a_pager_misses_no_alert_while_writers_commit_concurrently,
     learned_access_points_are_added_once_and_bounded,
     the_newest_valid_fix_per_device_and_person_survives_the_store,
+    a_border_hit_is_raised_once_per_reference_in_the_feed,
+    integration_reads_are_kept_and_listed_by_token_and_time,
 );
 
 const IMEI: &str = "864717003283581";
@@ -158,6 +160,7 @@ fn alert(person: PersonId, kind: AlertKind) -> Alert {
         note: None,
         acknowledged_at: None,
         resolved_at: None,
+        border: None,
     }
 }
 
@@ -1219,4 +1222,164 @@ async fn postgres_fixes_land_in_their_days_partition() {
     assert_eq!(store.track(p.id, from, to, 10).await.unwrap().len(), 2);
     conn.close().await.unwrap();
     drop(store);
+}
+
+fn border_hit(person: PersonId, reference: &str) -> Alert {
+    Alert {
+        severity: Severity::Critical,
+        time: at(30),
+        border: Some(ewall::model::BorderCheck {
+            port: "Luohu".into(),
+            reference: reference.into(),
+        }),
+        ..alert(person, AlertKind::BorderHit)
+    }
+}
+
+async fn a_border_hit_is_raised_once_per_reference_in_the_feed(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let before = store.last_event_seq().await.unwrap();
+    let (raised, new) = store
+        .raise_border_hit(border_hit(p.id, "SZ-2026-0001"))
+        .await
+        .unwrap();
+    assert!(new);
+    assert!(raised.seq > before);
+    assert_eq!(
+        store.alert(raised.id).await.unwrap(),
+        raised,
+        "read back exactly"
+    );
+    // A retry under the same reference writes nothing and finds the first.
+    let (again, new) = store
+        .raise_border_hit(border_hit(p.id, "SZ-2026-0001"))
+        .await
+        .unwrap();
+    assert!(!new);
+    assert_eq!(again, raised);
+    let events = store.events(feed(before)).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::AlertRaised);
+    assert_eq!(events[0].seq, raised.seq);
+    assert_eq!(events[0].data["border"]["reference"], "SZ-2026-0001");
+    // Another reference is another alert; an unknown person is refused and writes nothing.
+    let (other, new) = store
+        .raise_border_hit(border_hit(p.id, "SZ-2026-0002"))
+        .await
+        .unwrap();
+    assert!(new && other.seq > raised.seq);
+    assert!(matches!(
+        store
+            .raise_border_hit(border_hit(new_id(), "SZ-2026-0003"))
+            .await,
+        Err(StoreError::UnknownReference(_))
+    ));
+    assert_eq!(store.last_event_seq().await.unwrap(), other.seq);
+    // Concurrent reports of one reference raise one alert.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .raise_border_hit(border_hit(p.id, "SZ-2026-0004"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut raised_now = 0;
+    for task in tasks {
+        raised_now += usize::from(task.await.unwrap().1);
+    }
+    assert_eq!(raised_now, 1);
+    let alerts = store
+        .alerts(AlertQuery {
+            after: 0,
+            person_id: Some(p.id),
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 3);
+    // Alerts without a border check read back without one.
+    let plain = store
+        .commit(&[], vec![alert(p.id, AlertKind::Sos)])
+        .await
+        .unwrap();
+    assert_eq!(store.alert(plain[0].id).await.unwrap().border, None);
+}
+
+async fn integration_reads_are_kept_and_listed_by_token_and_time(store: Arc<dyn Store>) {
+    let (a, b) = (new_id(), new_id());
+    let read = |token, second, records| IntegrationRead {
+        seq: 0,
+        token_id: token,
+        at: at(second) + Duration::microseconds(250),
+        method: "GET".into(),
+        path: "/api/v1/alerts".into(),
+        query: (records > 0).then(|| format!("after=0&limit={records}")),
+        status: 200,
+        records,
+    };
+    for (token, second, records) in [(a, 0, 3), (b, 10, 0), (a, 20, 7), (a, 30, 0)] {
+        store
+            .record_integration_read(&read(token, second, records))
+            .await
+            .unwrap();
+    }
+    let all = |query: IntegrationReadQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .integration_reads(IntegrationReadQuery {
+                    limit: 100,
+                    ..query
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let every = all(IntegrationReadQuery::default()).await;
+    assert_eq!(every.len(), 4);
+    assert!(every.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        IntegrationRead {
+            seq: 0,
+            ..every[2].clone()
+        },
+        read(a, 20, 7),
+        "read back exactly"
+    );
+    let of_a = all(IntegrationReadQuery {
+        token_id: Some(a),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        of_a.iter().map(|r| r.records).collect::<Vec<_>>(),
+        [3, 7, 0]
+    );
+    let window = all(IntegrationReadQuery {
+        token_id: Some(a),
+        from: Some(at(10)),
+        to: Some(at(20) + Duration::seconds(1)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0].records, 7);
+    let page = all(IntegrationReadQuery {
+        after: every[1].seq,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page.len(), 2);
+    let limited = store
+        .integration_reads(IntegrationReadQuery {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited, every[..1]);
 }

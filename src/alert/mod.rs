@@ -10,7 +10,8 @@
 //! the pipeline only writes to the store, dispatchers only read it.
 //!
 //! Every channel carries the same envelope, [`cloud_event`]: a CloudEvents 1.0 structured JSON
-//! object whose `data` is the alert as it was at that event.
+//! object whose `data` is the alert as it was at that event, or only the fields of it a
+//! consumer may see ([`select_fields`]: a webhook's `fields`, the integration's).
 
 pub mod dispatch;
 pub mod outbox;
@@ -36,6 +37,27 @@ pub fn event_type(event: &Event) -> String {
         ),
         EventKind::AlertChanged(state) => format!("org.ewall.alert.{}", state.as_str()),
         other => format!("org.ewall.{other}"),
+    }
+}
+
+/// Fields of the alert always sent, whatever a consumer's field list says: a receiver needs
+/// them to name, order and route the alert.
+pub const ALWAYS_SENT: [&str; 4] = ["id", "seq", "kind", "person_id"];
+
+/// The alert JSON `data` with only the fields in `fields` (and [`ALWAYS_SENT`]); an empty list
+/// keeps every field. The one filter of alert fields, shared by webhooks (their `fields`) and
+/// the police integration (`integration.fields`) on every channel it reads.
+pub fn select_fields(data: &Value, fields: &[String]) -> Value {
+    match data {
+        Value::Object(all) if !fields.is_empty() => Value::Object(
+            all.iter()
+                .filter(|(k, _)| {
+                    ALWAYS_SENT.contains(&k.as_str()) || fields.iter().any(|f| f == *k)
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

@@ -181,6 +181,7 @@ mod tests {
             note: None,
             acknowledged_at: None,
             resolved_at: None,
+            border: None,
         }
     }
 

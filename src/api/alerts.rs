@@ -1,9 +1,11 @@
 //! `/api/v1/alerts`: the cursor feed (ascending `seq`, resumable with `after`), and the
-//! operator's acknowledge and resolve.
+//! operator's acknowledge and resolve. An integration token is shown the alert fields its
+//! configuration allows (`api::integration`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -12,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::body::from_object;
+use super::integration::counted;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
@@ -61,7 +64,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<FeedQuery>, QueryRejection>,
-) -> Result<Json<AlertPage>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(READERS, "read alerts")?;
     let Query(query) = query?;
     let after = query.after.unwrap_or(0);
@@ -91,7 +94,14 @@ pub async fn list(
         })
         .await?;
     let next = alerts.last().map_or(after, |a| a.seq);
-    Ok(Json(AlertPage { alerts, next }))
+    let count = alerts.len();
+    let page = if caller.role == Role::Integration {
+        let shown: Vec<Value> = alerts.iter().map(|a| state.integration.alert(a)).collect();
+        Json(serde_json::json!({ "alerts": shown, "next": next })).into_response()
+    } else {
+        Json(AlertPage { alerts, next }).into_response()
+    };
+    Ok(counted(page, count))
 }
 
 /// One alert.
@@ -105,10 +115,16 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Alert>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(READERS, "read alerts")?;
     let id = parse_id("alert", &id)?;
-    Ok(Json(state.store.alert(id).await?))
+    let alert = state.store.alert(id).await?;
+    let shown = if caller.role == Role::Integration {
+        Json(state.integration.alert(&alert)).into_response()
+    } else {
+        Json(alert).into_response()
+    };
+    Ok(counted(shown, 1))
 }
 
 /// Body of ack and resolve: an optional operator note. The body itself may be empty.

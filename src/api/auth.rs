@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::integration::{integration_may, ReadSlot};
 use super::problem::Problem;
 use super::AppState;
 use crate::store::{Role, Store, StoreError, TokenRecord};
@@ -31,6 +32,8 @@ pub const TOKEN_PREFIX: &str = "ewall_";
 pub struct Caller {
     /// What the caller's token may do.
     pub role: Role,
+    /// The token's id (not its secret): who made the request, for the records kept of it.
+    pub token_id: Uuid,
 }
 
 impl Caller {
@@ -76,6 +79,23 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(reason) = record.refusal(now) {
             return Err(Problem::unauthorized(reason));
         }
+        if record.role == Role::Integration {
+            // Noted before the route is judged, so that a refused request is recorded too.
+            if let Some(slot) = parts.extensions.get::<ReadSlot>() {
+                slot.note_token(record.id);
+            }
+            let route = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str);
+            if !integration_may(&parts.method, route) {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "an integration token reads alerts and the integration feed and reports \
+                     border hits, nothing else",
+                ));
+            }
+        }
         if state.token_uses.due(record.id, Instant::now()) {
             // Recorded off the request's path: a slow write never delays the caller, and a
             // failed one only leaves the last use a little older.
@@ -87,7 +107,10 @@ impl FromRequestParts<AppState> for Caller {
                 }
             });
         }
-        Ok(Caller { role: record.role })
+        Ok(Caller {
+            role: record.role,
+            token_id: record.id,
+        })
     }
 }
 

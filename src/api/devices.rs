@@ -17,7 +17,8 @@ use crate::model::Device;
 use crate::store::Role;
 
 const MANAGERS: &[Role] = &[Role::Admin, Role::Operator];
-const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+/// The monitoring centre; the integration reads alerts only.
+const READERS: &[Role] = &[Role::Admin, Role::Operator];
 
 /// Body of `POST /devices`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,13 +1,16 @@
 //! `GET /api/v1/integration/feed`: the whole event feed (alerts, their state changes and the
-//! exit-entry filing events) by cursor, for the police entry-exit integration.
+//! exit-entry filing events) by cursor, for the police entry-exit integration, which is shown
+//! the alert fields its configuration allows.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
+use super::integration::counted;
 use super::problem::Problem;
 use super::AppState;
 use crate::model::Event;
@@ -51,7 +54,7 @@ pub async fn feed(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<FeedQuery>, QueryRejection>,
-) -> Result<Json<EventPage>, Problem> {
+) -> Result<Response, Problem> {
     caller.require(READERS, "read the integration feed")?;
     let Query(query) = query?;
     let after = query.after.unwrap_or(0);
@@ -73,5 +76,17 @@ pub async fn feed(
         })
         .await?;
     let next = events.last().map_or(after, |e| e.seq);
-    Ok(Json(EventPage { events, next }))
+    let events = if caller.role == Role::Integration {
+        events
+            .into_iter()
+            .map(|e| state.integration.event(e))
+            .collect()
+    } else {
+        events
+    };
+    let count = events.len();
+    Ok(counted(
+        Json(EventPage { events, next }).into_response(),
+        count,
+    ))
 }

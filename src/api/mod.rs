@@ -14,7 +14,9 @@ pub mod body;
 pub mod commands;
 pub mod devices;
 pub mod feed;
+pub mod integration;
 pub mod openapi;
+pub mod params;
 pub mod persons;
 pub mod problem;
 pub mod stream;
@@ -137,6 +139,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Names of the configured webhooks.
     pub webhooks: Arc<[String]>,
+    /// What the police entry-exit integration is shown (`[integration]`).
+    pub integration: Arc<integration::IntegrationConfig>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -185,6 +189,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
         .route("/integration/feed", get(feed::feed))
+        .route("/integration/reads", get(integration::reads))
+        .route("/integration/border-hits", post(integration::border_hit))
         .route("/webhooks/{name}/deliveries", get(webhooks::list))
         .route(
             "/webhooks/{name}/deliveries/redeliver",
@@ -197,7 +203,13 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", delete(tokens::revoke))
         .route("/openapi.json", get(openapi::serve));
-    let v1 = with_body_limit(v1, general).merge(zones);
+    // Every request of an integration token is recorded, whatever route it reaches.
+    let v1 = with_body_limit(v1, general)
+        .merge(zones)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            integration::record_reads,
+        ));
     let open = with_body_limit(
         Router::new()
             .route("/healthz", get(healthz))

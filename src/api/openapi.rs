@@ -27,7 +27,9 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
-use super::{alerts, commands, devices, feed, persons, stream, tokens, webhooks, zones};
+use super::{
+    alerts, commands, devices, feed, integration, persons, stream, tokens, webhooks, zones,
+};
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
 
@@ -76,6 +78,8 @@ pub const BEARER: &str = "bearer";
         alerts::resolve,
         stream::stream,
         feed::feed,
+        integration::reads,
+        integration::border_hit,
         webhooks::list,
         webhooks::redeliver_all,
         webhooks::redeliver_one,

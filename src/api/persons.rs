@@ -20,7 +20,8 @@ use crate::store::{NewPerson, PersonPatch, Role};
 /// Roles that manage persons and assignments.
 const MANAGERS: &[Role] = &[Role::Admin, Role::Operator];
 /// Roles that may read.
-const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+/// The monitoring centre; the integration reads alerts only.
+const READERS: &[Role] = &[Role::Admin, Role::Operator];
 /// Most positions one track request returns.
 const TRACK_LIMIT_MAX: u32 = 100_000;
 

@@ -1,8 +1,10 @@
 //! `GET /api/v1/alerts/stream`: the alert events as server-sent events (`id:` = `seq`),
-//! resumable with `Last-Event-ID` or `?after=`, with keep-alive comments.
+//! resumable with `Last-Event-ID` or `?after=`, with keep-alive comments. An integration
+//! token's stream carries only the alert fields it may see, and every batch is recorded in the
+//! reads log.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{OriginalUri, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ use utoipa::IntoParams;
 use super::auth::Caller;
 use super::problem::Problem;
 use super::AppState;
-use crate::alert::dispatch::sse::{alert_stream, KEEP_ALIVE};
+use crate::alert::dispatch::sse::{alert_stream, IntegrationReader, KEEP_ALIVE};
 use crate::store::Role;
 
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
@@ -45,6 +47,7 @@ pub struct StreamQuery {
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
@@ -69,11 +72,17 @@ pub async fn stream(
         Some(after) => after,
         None => state.store.last_event_seq().await?,
     };
+    let reader = (caller.role == Role::Integration).then(|| IntegrationReader {
+        token_id: caller.token_id,
+        fields: state.integration.fields.clone(),
+        path: uri.path().to_owned(),
+    });
     let events = alert_stream(
         state.store.clone(),
         after,
         state.shutdown.clone(),
         state.metrics.clone(),
+        reader,
     );
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))

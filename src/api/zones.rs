@@ -28,7 +28,8 @@ use crate::registry::zone_from_record;
 use crate::store::{Role, ZoneRecord};
 
 const CREATORS: &[Role] = &[Role::Admin, Role::Operator];
-const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
+/// The monitoring centre; the integration reads alerts only.
+const READERS: &[Role] = &[Role::Admin, Role::Operator];
 
 /// A zone's geometry: a Point (with `properties.radius_m`, a circle), a Polygon or a
 /// MultiPolygon. Rings close (last position equals the first) and enclose some area; at most

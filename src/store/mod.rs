@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{
-    Alert, AlertId, AlertState, CommandId, CommandStatus, Crs, Device, DeviceCommand, Event, Fix,
-    Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
+    Alert, AlertId, AlertState, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
+    Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 
 /// Errors of the store layer.
@@ -324,6 +324,55 @@ pub struct WebhookDelivery {
     pub event: Event,
 }
 
+/// One request an integration token made, as the reads log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IntegrationRead {
+    /// Position in the log, increasing; 0 until stored.
+    pub seq: i64,
+    /// The token that made it.
+    #[schema(value_type = uuid::Uuid)]
+    pub token_id: uuid::Uuid,
+    /// When it was answered, UTC.
+    pub at: DateTime<Utc>,
+    /// `GET`, or `POST` for a border hit.
+    pub method: String,
+    /// The path as requested (`/api/v1/alerts`).
+    pub path: String,
+    /// The query string as sent, without the `?`; null without one.
+    pub query: Option<String>,
+    /// The HTTP status it was answered with (403 for a refused read).
+    pub status: u16,
+    /// How many records it was given: alerts or events in the page, the alert read, the
+    /// events written to a stream.
+    pub records: u64,
+}
+
+/// Which reads to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IntegrationReadQuery {
+    /// Only this token's.
+    pub token_id: Option<uuid::Uuid>,
+    /// Only those answered at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Only those answered at or before this time.
+    pub to: Option<DateTime<Utc>>,
+    /// Only those with `seq` greater than this.
+    pub after: i64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The border check of an alert row from its two columns (both set on a `border_hit` only).
+pub(crate) fn border_from_row(
+    port: Option<String>,
+    reference: Option<String>,
+) -> Option<BorderCheck> {
+    Some(BorderCheck {
+        port: port?,
+        reference: reference?,
+    })
+}
+
 /// The service's durable state.
 ///
 /// Every method is one short transaction; implementations are cheap to clone and share.
@@ -483,6 +532,21 @@ pub trait Store: Send + Sync + 'static {
         note: Option<String>,
         at: DateTime<Utc>,
     ) -> Result<Alert, StoreError>;
+
+    /// Raises a `border_hit` alert (`alert.border` set) with its `alert.raised` event, as
+    /// [`Store::commit`] raises any alert, unless an alert was already raised under the same
+    /// `border.reference`: then nothing is written and that alert is returned. The flag says
+    /// whether this call raised it. The check and the insert are one transaction.
+    /// [`StoreError::UnknownReference`] when the person does not exist.
+    async fn raise_border_hit(&self, alert: Alert) -> Result<(Alert, bool), StoreError>;
+
+    /// Appends one request of an integration token to the reads log.
+    async fn record_integration_read(&self, read: &IntegrationRead) -> Result<(), StoreError>;
+    /// The reads log in ascending `seq`.
+    async fn integration_reads(
+        &self,
+        query: IntegrationReadQuery,
+    ) -> Result<Vec<IntegrationRead>, StoreError>;
 
     /// Events in ascending `seq`.
     async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError>;

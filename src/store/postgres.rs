@@ -24,8 +24,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, DeliveryState, DeviceNewest, EventQuery, NewPerson, OpenBreach, PersonPatch, Role,
-    Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+    border_from_row, AlertQuery, DeliveryState, DeviceNewest, EventQuery, IntegrationRead,
+    IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig, StoreError,
+    TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
@@ -313,6 +314,10 @@ fn alert_from_row(row: &PgRow) -> Result<Alert, StoreError> {
         note: row.try_get("note")?,
         acknowledged_at: row.try_get("acknowledged_at")?,
         resolved_at: row.try_get("resolved_at")?,
+        border: border_from_row(
+            row.try_get("border_port")?,
+            row.try_get("border_reference")?,
+        ),
     })
 }
 
@@ -1198,6 +1203,138 @@ impl Store for PgStore {
         tx.commit().await?;
         self.announce(seq);
         Ok(alert)
+    }
+
+    async fn raise_border_hit(&self, mut alert: Alert) -> Result<(Alert, bool), StoreError> {
+        let Some(border) = alert.border.clone() else {
+            return Err(StoreError::Conflict(
+                "a border hit needs its border check".into(),
+            ));
+        };
+        let mut tx = self.pool.begin().await?;
+        // The feed counter first: it serialises this with every other writer of the feed, two
+        // reports of one reference included, so the look-up below sees any earlier one.
+        // Returning early rolls the counter back with the rest.
+        let seq = next_feed_seq(&mut tx).await?;
+        if let Some(row) = sqlx::query("SELECT * FROM alerts WHERE border_reference = $1")
+            .bind(&border.reference)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok((alert_from_row(&row)?, false));
+        }
+        let known: Option<i32> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = $1")
+            .bind(alert.person_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::UnknownReference(format!(
+                "person {} does not exist",
+                alert.person_id
+            )));
+        }
+        alert.seq = seq;
+        // Hand back exactly what a later read returns: times at microsecond precision.
+        alert.time = alert.time.trunc_subsecs(6);
+        alert.raised_at = alert.raised_at.trunc_subsecs(6);
+        sqlx::query(
+            "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
+             raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at, \
+             border_port, border_reference) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+             $17, $18, $19)",
+        )
+        .bind(alert.seq)
+        .bind(alert.id)
+        .bind(alert.kind.as_str())
+        .bind(alert.person_id)
+        .bind(&alert.device_id)
+        .bind(alert.zone_id)
+        .bind(alert.severity.as_str())
+        .bind(alert.time)
+        .bind(alert.raised_at)
+        .bind(alert.position.map(|p| p.lat))
+        .bind(alert.position.map(|p| p.lon))
+        .bind(alert.position.and_then(|p| p.accuracy_m))
+        .bind(alert.state.as_str())
+        .bind(alert.late)
+        .bind(&alert.note)
+        .bind(alert.acknowledged_at)
+        .bind(alert.resolved_at)
+        .bind(&border.port)
+        .bind(&border.reference)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO events (seq, id, kind, person_id, alert_id, time, data) \
+             VALUES ($1, $2, $3, $4, $2, $5, $6)",
+        )
+        .bind(alert.seq)
+        .bind(alert.id)
+        .bind(EventKind::AlertRaised.to_string())
+        .bind(alert.person_id)
+        .bind(now())
+        .bind(to_json(&alert)?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.announce(alert.seq);
+        Ok((alert, true))
+    }
+
+    async fn record_integration_read(&self, read: &IntegrationRead) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO integration_reads (token_id, at, method, path, query, status, records) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(read.token_id)
+        .bind(read.at)
+        .bind(&read.method)
+        .bind(&read.path)
+        .bind(&read.query)
+        .bind(i32::from(read.status))
+        .bind(i64::try_from(read.records).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn integration_reads(
+        &self,
+        query: IntegrationReadQuery,
+    ) -> Result<Vec<IntegrationRead>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM integration_reads WHERE seq > $1 \
+             AND ($2::uuid IS NULL OR token_id = $2) \
+             AND ($3::timestamptz IS NULL OR at >= $3) \
+             AND ($4::timestamptz IS NULL OR at <= $4) ORDER BY seq LIMIT $5",
+        )
+        .bind(query.after)
+        .bind(query.token_id)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IntegrationRead {
+                    seq: row.try_get("seq")?,
+                    token_id: row.try_get("token_id")?,
+                    at: row.try_get("at")?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    query: row.try_get("query")?,
+                    status: u16::try_from(row.try_get::<i32, _>("status")?).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "integration_read",
+                            reason: format!("status: {e}"),
+                        }
+                    })?,
+                    records: u64::try_from(row.try_get::<i64, _>("records")?).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{
-    AlertQuery, DeliveryState, DeviceNewest, EventQuery, NewPerson, OpenBreach, PersonPatch, Role,
-    Store, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+    border_from_row, AlertQuery, DeliveryState, DeviceNewest, EventQuery, IntegrationRead,
+    IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError, TokenRecord,
+    WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
@@ -179,8 +180,9 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     .await?;
     sqlx::query(
         "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
-         raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at, \
+         border_port, border_reference) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(seq)
     .bind(alert.id.to_string())
@@ -199,6 +201,8 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     .bind(&alert.note)
     .bind(alert.acknowledged_at.map(micros))
     .bind(alert.resolved_at.map(micros))
+    .bind(alert.border.as_ref().map(|b| b.port.as_str()))
+    .bind(alert.border.as_ref().map(|b| b.reference.as_str()))
     .execute(&mut *conn)
     .await?;
     alert.seq = seq;
@@ -496,6 +500,10 @@ fn alert_from_row(row: &SqliteRow) -> Result<Alert, StoreError> {
         note: row.try_get("note")?,
         acknowledged_at: optional_time("acknowledged_at")?,
         resolved_at: optional_time("resolved_at")?,
+        border: border_from_row(
+            row.try_get("border_port")?,
+            row.try_get("border_reference")?,
+        ),
     })
 }
 
@@ -1213,6 +1221,93 @@ impl Store for SqliteStore {
         Ok(alert)
     }
 
+    async fn raise_border_hit(&self, alert: Alert) -> Result<(Alert, bool), StoreError> {
+        let reference = alert
+            .border
+            .as_ref()
+            .map(|b| b.reference.clone())
+            .ok_or_else(|| StoreError::Conflict("a border hit needs its border check".into()))?;
+        let mut tx = self.write_transaction().await?;
+        if let Some(row) = sqlx::query("SELECT * FROM alerts WHERE border_reference = ?")
+            .bind(&reference)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok((alert_from_row(&row)?, false));
+        }
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = ?")
+            .bind(alert.person_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(StoreError::UnknownReference(format!(
+                "person {} does not exist",
+                alert.person_id
+            )));
+        }
+        let stored = insert_alert(&mut tx, alert).await?;
+        tx.commit().await?;
+        self.announce(stored.seq);
+        Ok((stored, true))
+    }
+
+    async fn record_integration_read(&self, read: &IntegrationRead) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO integration_reads (token_id, at, method, path, query, status, records) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(read.token_id.to_string())
+        .bind(micros(read.at))
+        .bind(&read.method)
+        .bind(&read.path)
+        .bind(&read.query)
+        .bind(i64::from(read.status))
+        .bind(i64::try_from(read.records).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn integration_reads(
+        &self,
+        query: IntegrationReadQuery,
+    ) -> Result<Vec<IntegrationRead>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM integration_reads WHERE seq > ? \
+             AND (? IS NULL OR token_id = ?) AND (? IS NULL OR at >= ?) \
+             AND (? IS NULL OR at <= ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(query.after)
+        .bind(query.token_id.map(|t| t.to_string()))
+        .bind(query.token_id.map(|t| t.to_string()))
+        .bind(query.from.map(micros))
+        .bind(query.from.map(micros))
+        .bind(query.to.map(micros))
+        .bind(query.to.map(micros))
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IntegrationRead {
+                    seq: row.try_get("seq")?,
+                    token_id: parse("integration_read", row.try_get::<&str, _>("token_id")?)?,
+                    at: from_micros("integration_read", row.try_get("at")?)?,
+                    method: row.try_get("method")?,
+                    path: row.try_get("path")?,
+                    query: row.try_get("query")?,
+                    status: u16::try_from(row.try_get::<i64, _>("status")?).map_err(|e| {
+                        StoreError::Corrupt {
+                            what: "integration_read",
+                            reason: format!("status: {e}"),
+                        }
+                    })?,
+                    records: u64::try_from(row.try_get::<i64, _>("records")?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
     async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
         let sql = if query.alerts_only {
             "SELECT * FROM events WHERE seq > ? AND kind LIKE 'alert.%' ORDER BY seq LIMIT ?"
@@ -1546,6 +1641,7 @@ mod tests {
             note: None,
             acknowledged_at: None,
             resolved_at: None,
+            border: None,
         }
     }
 

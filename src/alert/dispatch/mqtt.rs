@@ -8,6 +8,9 @@
 //! Any connection error or a missing PUBACK abandons the connection and the batch; the next
 //! connection starts again from the stored cursor. The broker may so see a message twice
 //! (at-least-once, with the same CloudEvents `id`), never miss one.
+//!
+//! The police integration subscribes to this topic, so each alert carries only the fields
+//! `integration.fields` allows (the operator's `note` is left out by default).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::BATCH_LIMIT;
-use crate::alert::{cloud_event, AlertOutbox, Backoff};
+use crate::alert::{cloud_event, select_fields, AlertOutbox, Backoff};
 use crate::ingest::mqtt::MqttConfig;
 use crate::model::Event;
 use crate::store::Store;
@@ -44,6 +47,9 @@ pub struct MqttAlertSettings {
     pub client_id: String,
     /// Longest wait for the PUBACKs of a batch ([`ACK_TIMEOUT`]).
     pub ack_timeout: Duration,
+    /// Alert fields published (empty: all): the police integration subscribes to this topic,
+    /// so it carries what `integration.fields` allows.
+    pub fields: Vec<String>,
 }
 
 impl MqttAlertSettings {
@@ -80,6 +86,7 @@ impl MqttAlertSettings {
                 &crate::model::new_id().simple().to_string()[..12]
             ),
             ack_timeout: ACK_TIMEOUT,
+            fields: Vec::new(),
         })
     }
 
@@ -244,7 +251,8 @@ impl MqttDispatcher {
                 continue;
             };
             for event in &batch {
-                let payload = cloud_event(event, event.data.clone()).to_string();
+                let data = select_fields(&event.data, &self.settings.fields);
+                let payload = cloud_event(event, data).to_string();
                 client
                     .publish(
                         self.settings.topic_of(event),
@@ -438,6 +446,7 @@ mod tests {
             note: None,
             acknowledged_at: None,
             resolved_at: None,
+            border: None,
         }
     }
 

@@ -29,16 +29,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::BATCH_LIMIT;
-use crate::alert::{cloud_event, AlertOutbox, Backoff};
+use crate::alert::{cloud_event, select_fields, AlertOutbox, Backoff};
 use crate::model::{AlertKind, Event};
 use crate::store::{DeliveryState, Store};
 use crate::telemetry::Metrics;
 
 /// Prefix of a Standard Webhooks secret.
 pub const SECRET_PREFIX: &str = "whsec_";
-/// Fields of the alert always sent, whatever `fields` says: a receiver needs them to name,
-/// order and route the alert.
-pub const ALWAYS_SENT: [&str; 4] = ["id", "seq", "kind", "person_id"];
 /// Redeliveries tried per look at the store.
 const REDELIVERY_BATCH: u32 = 20;
 
@@ -151,18 +148,7 @@ impl WebhookConfig {
 
     /// The alert as this webhook may see it.
     fn filter(&self, data: &Value) -> Value {
-        match data {
-            Value::Object(fields) if !self.fields.is_empty() => Value::Object(
-                fields
-                    .iter()
-                    .filter(|(k, _)| {
-                        ALWAYS_SENT.contains(&k.as_str()) || self.fields.iter().any(|f| f == *k)
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
+        select_fields(data, &self.fields)
     }
 }
 

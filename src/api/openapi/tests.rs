@@ -33,6 +33,7 @@ async fn app() -> (Router, tempfile::TempDir) {
         token_uses: Arc::default(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::from(Vec::<String>::new()),
+        integration: Arc::default(),
         commands,
     };
     (router(state, &HttpConfig::default()), dir)
