@@ -19,7 +19,9 @@ use tracing::{debug, info, warn};
 
 use super::commands::CommandReply;
 use super::embedded::MAX_PACKET_BYTES;
-use super::{answer_refusal, MqttConfig, MqttError, Outcome, Pending, PositionsHandler};
+use super::{
+    answer_refusal, take_command_reply, MqttConfig, MqttError, Outcome, Pending, PositionsHandler,
+};
 
 /// Deliveries waiting for their commit before ewall stops reading from the broker.
 const PENDING_ACKS: usize = 1024;
@@ -28,7 +30,6 @@ const PENDING_ACKS: usize = 1024;
 pub struct ExternalSubscriber {
     client: AsyncClient,
     eventloop: EventLoop,
-    handler: Arc<PositionsHandler>,
     replies: tokio::sync::broadcast::Sender<CommandReply>,
 }
 
@@ -39,7 +40,6 @@ impl ExternalSubscriber {
     /// [`MqttError::Config`] when `mqtt.url` is not `mqtt://host:port`.
     pub fn new(
         config: &MqttConfig,
-        handler: Arc<PositionsHandler>,
         replies: tokio::sync::broadcast::Sender<CommandReply>,
     ) -> Result<Self, MqttError> {
         let (host, port) = config.external_address().map_err(MqttError::Config)?;
@@ -52,7 +52,6 @@ impl ExternalSubscriber {
         Ok(ExternalSubscriber {
             client,
             eventloop,
-            handler,
             replies,
         })
     }
@@ -62,13 +61,13 @@ impl ExternalSubscriber {
         self.client.clone()
     }
 
-    /// Receives until `token` is cancelled, reconnecting after a broker outage; then stops
-    /// taking deliveries, acknowledges those already committed and disconnects.
-    pub async fn run(self, token: CancellationToken) {
+    /// Receives until `token` is cancelled, reconnecting after a broker outage, handing
+    /// positions and command replies to `handler`; then stops taking deliveries, acknowledges
+    /// those already committed and disconnects.
+    pub async fn run(self, handler: Arc<PositionsHandler>, token: CancellationToken) {
         let ExternalSubscriber {
             client,
             mut eventloop,
-            handler,
             replies,
         } = self;
         let (awaiting_tx, awaiting_rx) = mpsc::channel::<(Publish, String, Pending)>(PENDING_ACKS);
@@ -112,15 +111,17 @@ impl ExternalSubscriber {
                             break;
                         }
                     } else {
-                        if let Some(imei) = topics.device_of_command_reply(&publish.topic) {
-                            let _ = replies.send(CommandReply {
-                                imei: imei.to_owned(),
-                                payload: publish.payload.clone(),
-                            });
-                        }
-                        if let Err(e) = client.ack(&publish).await {
-                            debug!(error = %e, "MQTT ack could not be queued.");
-                        }
+                        // A command answer is acknowledged once it has been taken.
+                        let taken = take_command_reply(&handler, &client, &publish, &replies);
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            if let Some(taken) = taken {
+                                let _ = taken.await;
+                            }
+                            if let Err(e) = client.ack(&publish).await {
+                                debug!(error = %e, "MQTT ack could not be queued.");
+                            }
+                        });
                     }
                 }
                 Ok(_) => {}

@@ -16,7 +16,9 @@
 //! (counted, logged once per device and minute, answered as problem JSON on
 //! `{prefix}/devices/{imei}/errors`, and acknowledged so that it is not redelivered forever)
 //! and submits the rest to the pipeline. [`commands::MqttCommands`] publishes downlink commands
-//! to gateways and hears their replies.
+//! to gateways; [`gateways::GatewayLinks`] makes each device heard over MQTT reachable for
+//! commands, and [`PositionsHandler::command_reply`] turns a gateway's answer on
+//! `{prefix}/devices/{imei}/commands/reply` into the command's acknowledgement or failure.
 //!
 //! Nothing here touches the fence engine or the store: positions go through the pipeline, and
 //! coordinates a gateway sent in GCJ-02 are converted there.
@@ -24,6 +26,7 @@
 pub mod commands;
 pub mod embedded;
 pub mod external;
+pub mod gateways;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,7 +43,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use commands::{CommandReply, MqttCommands};
+use gateways::GatewayLinks;
 
+use super::links::LinkEvent;
 use super::{convert, IngestContext, Unstorable};
 use crate::identity;
 use crate::model::{CommitFailed, Crs, Submission};
@@ -64,6 +69,10 @@ pub struct MqttConfig {
     pub max_connections: usize,
     /// Publish every alert event on `{topic_prefix}/alerts/{person_id}` (QoS 1, CloudEvents).
     pub publish_alerts: bool,
+    /// A device heard over MQTT takes commands on its commands topic until it has been silent
+    /// this long; then its commands wait for its next publish.
+    #[serde(with = "humantime_serde")]
+    pub gateway_idle_timeout: Duration,
 }
 
 impl Default for MqttConfig {
@@ -76,6 +85,7 @@ impl Default for MqttConfig {
             client_id: "ewall".into(),
             max_connections: 10_000,
             publish_alerts: true,
+            gateway_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -143,6 +153,9 @@ impl MqttConfig {
         }
         if self.max_connections == 0 {
             return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.gateway_idle_timeout.is_zero() {
+            return Err(("gateway_idle_timeout", "must be longer than zero".into()));
         }
         Ok(())
     }
@@ -254,6 +267,17 @@ impl Refusal {
         }
     }
 
+    fn command_reply(detail: String, topic: &str) -> Self {
+        Refusal {
+            kind: "urn:ewall:problem:invalid-command-reply",
+            title: "Payload is not a command answer",
+            status: 400,
+            detail,
+            instance: topic.to_owned(),
+            reason: "invalid_reply",
+        }
+    }
+
     fn unknown_device(imei: &str, topic: &str) -> Self {
         Refusal {
             kind: "urn:ewall:problem:unknown-device",
@@ -324,6 +348,8 @@ const REFUSALS_REMEMBERED: usize = 10_000;
 pub struct PositionsHandler {
     context: Arc<IngestContext>,
     topics: Topics,
+    /// Devices heard here, reachable for commands; `None` when commands are off.
+    gateways: Option<Arc<GatewayLinks>>,
     /// Last time a refusal was logged per device, so each device is logged once a minute.
     refusals_logged: Mutex<HashMap<String, Instant>>,
 }
@@ -334,8 +360,70 @@ impl PositionsHandler {
         PositionsHandler {
             context,
             topics,
+            gateways: None,
             refusals_logged: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes every device heard here reachable for commands through `gateways` (when the
+    /// context reports links to a command dispatcher).
+    #[must_use]
+    pub fn with_gateways(mut self, gateways: Arc<GatewayLinks>) -> Self {
+        if self.context.link_events.is_some() {
+            self.gateways = Some(gateways);
+        }
+        self
+    }
+
+    /// Notes that a registered device was heard under the topic id `topic_id`; a device that
+    /// was not reachable before has its queued commands sent.
+    async fn heard(&self, device: &str, topic_id: &str) {
+        let Some(gateways) = &self.gateways else {
+            return;
+        };
+        if gateways.heard(device, topic_id, tokio::time::Instant::now()) {
+            self.context
+                .report(LinkEvent::Connected {
+                    device_id: device.to_owned(),
+                    protocol: Protocol::Json,
+                })
+                .await;
+        }
+    }
+
+    /// Takes a gateway's answer to a command, published on the device's command-reply topic:
+    /// `{"tag", "accepted", "text"?}` naming the command's tag. A payload of another shape, or
+    /// an answer for a device not registered, is refused (counted, logged once per device and
+    /// minute, returned to be answered on the errors topic).
+    pub async fn command_reply(
+        &self,
+        topic_id: &str,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<Refusal> {
+        let protocol = Protocol::Json;
+        let reply = match crate::ingest::links::gateway_answer(payload) {
+            Ok(reply) => reply,
+            Err(e) => {
+                let refusal = Refusal::command_reply(e, topic);
+                self.context.count_rejected(protocol, refusal.reason);
+                self.log_refusal(topic_id, &refusal);
+                return Some(refusal);
+            }
+        };
+        if self.context.authorize(protocol, topic_id, "mqtt").is_none() {
+            return Some(Refusal::unknown_device(topic_id, topic));
+        }
+        let device = identity::normalise(topic_id);
+        self.heard(device.as_ref(), topic_id).await;
+        self.context
+            .report(LinkEvent::Reply {
+                device_id: device.into_owned(),
+                reply,
+                received_at: Utc::now(),
+            })
+            .await;
+        None
     }
 
     /// The topics it answers on.
@@ -361,6 +449,7 @@ impl PositionsHandler {
         let Some(person_id) = self.context.authorize(protocol, imei, "mqtt") else {
             return Pending::Ready(Outcome::Refused(Refusal::unknown_device(imei, topic)));
         };
+        let topic_id = imei;
         self.context
             .metrics
             .frames_decoded
@@ -370,6 +459,7 @@ impl PositionsHandler {
         // The id in the registered form, so that the fixes name the device as the registry does.
         let imei = identity::normalise(imei);
         let imei = imei.as_ref();
+        self.heard(imei, topic_id).await;
         // Consecutive positions in the same datum travel together; the pipeline converts a
         // submission's coordinates to WGS-84 as a whole. Every run is converted (and screened
         // for plausibility) before any is submitted, so a refused publish leaves nothing behind.
@@ -511,12 +601,27 @@ pub async fn start(
     token: CancellationToken,
 ) -> Result<MqttIngest, MqttError> {
     let topics = Topics::new(&config.topic_prefix);
-    let handler = Arc::new(PositionsHandler::new(context, topics.clone()));
     let (replies, _) = broadcast::channel(commands::REPLY_CAPACITY);
+    let gateways_for = |commands: &MqttCommands| {
+        Arc::new(GatewayLinks::new(
+            context.links.clone(),
+            Arc::new(commands.clone()),
+            config.gateway_idle_timeout,
+        ))
+    };
     if !config.is_embedded() {
-        let subscriber = external::ExternalSubscriber::new(config, handler, replies.clone())?;
-        let commands = MqttCommands::new(subscriber.client(), topics, replies);
-        let task = tokio::spawn(subscriber.run(token));
+        let subscriber = external::ExternalSubscriber::new(config, replies.clone())?;
+        let commands = MqttCommands::new(subscriber.client(), topics.clone(), replies);
+        let gateways = gateways_for(&commands);
+        let handler = Arc::new(
+            PositionsHandler::new(context.clone(), topics).with_gateways(gateways.clone()),
+        );
+        let sweeper = tokio::spawn(forget_silent_gateways(gateways, token.clone()));
+        let subscribed = tokio::spawn(subscriber.run(handler, token));
+        let task = tokio::spawn(async move {
+            let _ = subscribed.await;
+            let _ = sweeper.await;
+        });
         return Ok(MqttIngest {
             listen: None,
             commands,
@@ -525,18 +630,23 @@ pub async fn start(
     }
     let broker = embedded::start_broker(config).await?;
     let (client, eventloop) = embedded::internal_client(broker, "ewall-internal");
+    let commands = MqttCommands::new(client.clone(), topics.clone(), replies.clone());
+    let gateways = gateways_for(&commands);
+    let handler = Arc::new(
+        PositionsHandler::new(context.clone(), topics.clone()).with_gateways(gateways.clone()),
+    );
     let endpoint =
-        embedded::EmbeddedEndpoint::bind(config, broker, handler, client.clone()).await?;
+        embedded::EmbeddedEndpoint::bind(config, broker, handler.clone(), client.clone()).await?;
     let listen = endpoint.local_addr();
     let internal_stop = CancellationToken::new();
     let internal = tokio::spawn(run_internal_client(
         client.clone(),
         eventloop,
-        topics.clone(),
-        replies.clone(),
+        handler,
+        replies,
         internal_stop.clone(),
     ));
-    let commands = MqttCommands::new(client, topics, replies);
+    let sweeper = tokio::spawn(forget_silent_gateways(gateways, token.clone()));
     let task = tokio::spawn(async move {
         let tracker = TaskTracker::new();
         endpoint.run(token, tracker.clone()).await;
@@ -545,6 +655,7 @@ pub async fn start(
         // Refusals answered during the drain are out; the internal client can go.
         internal_stop.cancel();
         let _ = internal.await;
+        let _ = sweeper.await;
     });
     Ok(MqttIngest {
         listen: Some(listen),
@@ -553,15 +664,57 @@ pub async fn start(
     })
 }
 
+/// Forgets gateway devices that fell silent, until `token` is cancelled.
+async fn forget_silent_gateways(gateways: Arc<GatewayLinks>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(gateways.sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            now = tick.tick() => gateways.forget_silent(now),
+        }
+    }
+}
+
+/// Takes a gateway's command answer off the client's event loop (whose task must keep
+/// polling), answering a refused one on the device's errors topic.
+fn take_command_reply(
+    handler: &Arc<PositionsHandler>,
+    client: &AsyncClient,
+    publish: &rumqttc::Publish,
+    replies: &broadcast::Sender<CommandReply>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let imei = handler.topics().device_of_command_reply(&publish.topic)?;
+    let _ = replies.send(CommandReply {
+        imei: imei.to_owned(),
+        payload: publish.payload.clone(),
+    });
+    let (handler, client, publish, imei) = (
+        handler.clone(),
+        client.clone(),
+        publish.clone(),
+        imei.to_owned(),
+    );
+    Some(tokio::spawn(async move {
+        if let Some(refusal) = handler
+            .command_reply(&imei, &publish.topic, &publish.payload)
+            .await
+        {
+            answer_refusal(&client, handler.topics(), &imei, &refusal).await;
+        }
+    }))
+}
+
 /// Drives ewall's own client of the embedded broker: publishes refusals and commands, and
-/// passes command replies on.
+/// takes command replies.
 async fn run_internal_client(
     client: AsyncClient,
     mut eventloop: rumqttc::EventLoop,
-    topics: Topics,
+    handler: Arc<PositionsHandler>,
     replies: broadcast::Sender<CommandReply>,
     stop: CancellationToken,
 ) {
+    let topics = handler.topics().clone();
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
@@ -577,12 +730,7 @@ async fn run_internal_client(
                 }
             }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish))) => {
-                if let Some(imei) = topics.device_of_command_reply(&publish.topic) {
-                    let _ = replies.send(CommandReply {
-                        imei: imei.to_owned(),
-                        payload: publish.payload.clone(),
-                    });
-                }
+                take_command_reply(&handler, &client, &publish, &replies);
             }
             Ok(_) => {}
             Err(e) => {
