@@ -3,8 +3,8 @@
 //! `./ewall-data` with the default listeners.
 //!
 //! Each stage's section is defined next to the stage (`ingest::ListenerConfig`,
-//! `store::StoreConfig`, `api::HttpConfig`, `fence::FenceConfig`, `ingest::IngestConfig`); this
-//! file assembles them, applies the overrides and checks the whole. Every error names the key
+//! `store::StoreConfig`, `api::HttpConfig`, `fence::FenceConfig`, `ingest::IngestConfig`,
+//! `api::integration::IntegrationConfig`); this file assembles them, applies the overrides and checks the whole. Every error names the key
 //! at fault.
 
 use std::collections::BTreeMap;

@@ -5,6 +5,10 @@
 //! scheme in any case, as RFC 9110 has it). A token may expire (`expires_at`) and can be
 //! revoked; either is refused with 401 and the reason. Each token's last use is recorded, at
 //! most once a minute per token, so authentication costs no write per request.
+//!
+//! An `integration` token is judged here by route as well as by role: it may call only the
+//! routes `api::integration` lists (alerts, the feed, border hits), and anything else is 403
+//! before the handler or its body is reached; its requests are noted for the reads log.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
