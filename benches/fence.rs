@@ -41,6 +41,7 @@ fn real_zone(file: &str, name: &str) -> Zone {
         crs: Crs::Gcj02,
         radius_m: None,
         wifi: Default::default(),
+        schedule: None,
     };
     ZoneSpec::from_geometry(&geometry, props)
         .expect("valid zone")
@@ -71,6 +72,8 @@ fn area_zone(id: Uuid, ring: Vec<Coord<f64>>) -> Zone {
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     }
 }
 
@@ -229,6 +232,8 @@ fn many_zones(n: usize) -> Vec<Zone> {
                         radius_m: side * 50_000.0,
                     },
                     wifi: Default::default(),
+                    scope: Default::default(),
+                    schedule: None,
                 }
             }
         })

@@ -217,6 +217,9 @@ async fn persons_devices_and_zones_keep_their_references(store: Arc<dyn Store>) 
             learn_until: Some(Utc.timestamp_micros(1_780_000_000_000_003).unwrap()),
         },
         created_at: Utc.timestamp_micros(1_700_000_000_000_001).unwrap(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
     };
     store.create_zone(&zone).await.unwrap();
     assert_eq!(store.zone(zone.id).await.unwrap(), zone);
@@ -722,6 +725,9 @@ async fn learned_access_points_are_added_once_and_bounded(store: Arc<dyn Store>)
         geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
         wifi: ZoneWifi::default(),
         created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
     };
     store.create_zone(&zone).await.unwrap();
     let a = "aa:bb:cc:dd:ee:01".to_owned();

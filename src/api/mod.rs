@@ -137,6 +137,10 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Names of the configured webhooks.
     pub webhooks: Arc<[String]>,
+    /// Each supervision level's settings (the reporting interval a level change sets).
+    pub levels: Arc<crate::fence::LevelsConfig>,
+    /// The time zone of a person created without one (`fence.default_timezone`).
+    pub default_timezone: chrono_tz::Tz,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,

@@ -382,6 +382,8 @@ pub struct DeviceState {
 pub struct PersonState {
     /// The catalog generation the zone set was last reconciled with.
     pub generation: u64,
+    /// The supervision level the zone set was last reconciled with (shared zones follow it).
+    pub level: Option<crate::model::SupervisionLevel>,
     devices: HashMap<String, DeviceState>,
     zones: HashMap<ZoneId, ZoneState>,
     /// Separation runs per pair of devices (the two ids in order).
@@ -457,6 +459,11 @@ impl PersonState {
     /// The state for a zone, if any definite fix has been seen for it.
     pub fn zone(&self, zone: &ZoneId) -> Option<&ZoneState> {
         self.zones.get(zone)
+    }
+
+    /// The zones with state.
+    pub fn zone_ids(&self) -> impl Iterator<Item = &ZoneId> {
+        self.zones.keys()
     }
 
     /// Drops the state of every zone for which `keep` is false.

@@ -62,6 +62,8 @@ fn square(kind: ZoneKind) -> Zone {
         kind,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     }
 }
 
@@ -173,6 +175,8 @@ fn circle_zones_follow_the_same_rules() {
             radius_m: 1_000.0,
         },
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     };
     let catalog = catalog_with(zone);
     let mut engine = counting(2);
@@ -790,6 +794,8 @@ fn zone_along(leg: &[TrackPoint], left: bool) -> (Zone, (f64, f64)) {
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     };
     (zone, (away.x, away.y))
 }
@@ -1011,6 +1017,8 @@ fn home_plot(wifi: Vec<String>) -> Zone {
             bssids: wifi,
             learn_until: None,
         },
+        scope: Default::default(),
+        schedule: None,
     }
 }
 

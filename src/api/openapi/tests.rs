@@ -34,6 +34,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         shutdown: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::from(Vec::<String>::new()),
         commands,
+        levels: Arc::default(),
+        default_timezone: chrono_tz::Asia::Shanghai,
     };
     (router(state, &HttpConfig::default()), dir)
 }
