@@ -462,7 +462,8 @@ pub trait Store: Send + Sync + 'static {
     async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Stores a zone and, in the same transaction, assigns it to `zone.persons`
-    /// ([`StoreError::NotFound`] naming the first unknown person; nothing is stored then).
+    /// ([`StoreError::UnknownReference`] naming the first unknown person; nothing is stored
+    /// then).
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError>;
     /// One zone.
     async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError>;

@@ -817,7 +817,9 @@ impl Store for PgStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if exists.is_none() {
-                return Err(not_found("person", person));
+                return Err(StoreError::UnknownReference(format!(
+                    "assigned_to lists person {person}, who does not exist"
+                )));
             }
             sqlx::query(
                 "INSERT INTO person_zones (person_id, zone_id) VALUES ($1, $2) \

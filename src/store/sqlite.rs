@@ -914,7 +914,9 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if exists.is_none() {
-                return Err(not_found("person", person));
+                return Err(StoreError::UnknownReference(format!(
+                    "assigned_to lists person {person}, who does not exist"
+                )));
             }
             sqlx::query("INSERT OR IGNORE INTO person_zones (person_id, zone_id) VALUES (?, ?)")
                 .bind(person.to_string())
