@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ewall::fence::{
     FenceConfig, FenceEngine, PreparedZone, ZoneCatalog, ZoneEnvelope, ZoneProperties, ZoneSpec,
 };
-use ewall::model::{Crs, Fix, PositionSource, Zone, ZoneKind, ZoneShape};
+use ewall::model::{Crs, Fix, PositionSource, SupervisionLevel, Zone, ZoneKind, ZoneShape};
 use geo::{Coord, LineString, MultiPolygon, Polygon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -325,7 +325,14 @@ fn catalog(c: &mut Criterion) {
                     let mut total = 0;
                     for p in &points {
                         out.clear();
-                        cat.classify_for(&person, p[0], p[1], 30.0, &mut out);
+                        cat.classify_for(
+                            &person,
+                            SupervisionLevel::Normal,
+                            p[0],
+                            p[1],
+                            30.0,
+                            &mut out,
+                        );
                         total += out.len();
                     }
                     total

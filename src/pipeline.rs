@@ -15,7 +15,7 @@
 //!
 //! # A transition counts once its commit is confirmed
 //!
-//! A shard moves its engine state (and its alarm repeat window) as it evaluates a submission,
+//! A shard moves its engine state (and its device alarm episodes) as it evaluates a submission,
 //! before the batch holding the resulting alerts commits. If that batch finally fails, the
 //! writer hands the request's alerts back to the shard ([`WriteRequest::returns`]); the shard
 //! keeps them pending and commits them with its next request (or on its own after

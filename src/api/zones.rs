@@ -377,7 +377,10 @@ pub struct ZoneListQuery {
     get, path = "/api/v1/zones", tag = "zones",
     security(("bearer" = [])),
     params(ZoneListQuery),
-    responses((status = 200, description = "The zones.", body = ZoneCollection)),
+    responses(
+        (status = 200, description = "The zones.", body = ZoneCollection),
+        (status = 404, response = doc::NotFound),
+    ),
 )]
 pub async fn list(
     State(state): State<AppState>,

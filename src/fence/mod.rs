@@ -1,5 +1,5 @@
 //! The fence engine: checks every fix against the person's zones and turns definite breaches
-//! into `zone_exit` / `zone_enter` / `returned` transitions.
+//! into `zone_exit` / `zone_enter` / `curfew` / `returned` transitions.
 //!
 //! Role in the pipeline: ingest decodes fixes; the pipeline routes each person's fixes to one
 //! of several [`FenceEngine`] shards ([`shard_for`]), each run in a thin async task; the
@@ -12,8 +12,8 @@
 //! | --- | --- |
 //! | `mod.rs` | [`FenceEngine`], [`FenceConfig`] (accuracy assumptions), [`Transition`] |
 //! | `state.rs` | per-person state: confirmation runs, open breaches, late runs, per-device recency |
-//! | `levels.rs` | [`LevelsConfig`]: confirmation and severity per supervision level |
-//! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-tree of envelopes, assignments |
+//! | `levels.rs` | [`LevelsConfig`]: confirmation, severity, reporting interval, offline deadline and low-battery threshold per supervision level |
+//! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-trees of envelopes (all zones, shared zones), assignments |
 //! | `prepared.rs` | [`PreparedZone`]: grid + segment R-tree for exact tests in metres |
 //! | `geodesy.rs` | metres from degrees (local scale, haversine) |
 //! | `zone.rs` | GeoJSON in and out, validation ([`ZoneError`]) |
@@ -60,6 +60,14 @@
 //!   separated; a pair is together again when its distance is within `separation_m`. A run of
 //!   separated fixes is confirmed like a breach and raises one `device_separation` per
 //!   episode; the episode ends silently (no `returned`).
+//! * The zones of a person are those assigned to them and the shared zones of their level
+//!   ([`ZoneScope`](crate::model::ZoneScope): everyone, or one level), which the catalog finds
+//!   per fix through an R-tree of its own. A level change takes effect on the next fix: the
+//!   state of zones no longer applying is dropped.
+//! * A zone with a schedule ([`crate::schedule`]) applies only while the fix's time, read in
+//!   the person's time zone, lies in one of its windows; outside them the fix complies with
+//!   the zone (a run under way is reset, an open episode ends with `returned`). A breach of a
+//!   scheduled inclusion zone is a `curfew` rather than a `zone_exit`.
 //! * A zone removed from the person's assignment loses its state; a newly assigned zone starts
 //!   unknown, and the first definite fixes establish it (a person already outside a freshly
 //!   assigned inclusion zone gets a `zone_exit` once the run is confirmed). A zone whose
@@ -279,8 +287,8 @@ pub struct Transition {
     pub person_id: PersonId,
     /// Which zone (none for `ImplausibleJump` and `DeviceSeparation`).
     pub zone_id: Option<ZoneId>,
-    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached),
-    /// `Returned` (a breach ended), `ImplausibleJump` (an event, not an alarm) or
+    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached), `Curfew`
+    /// (a scheduled inclusion zone breached in a window), `Returned` (a breach ended), `ImplausibleJump` (an event, not an alarm) or
     /// `DeviceSeparation`.
     pub kind: AlertKind,
     /// Time of the fix that caused it.
@@ -527,16 +535,25 @@ impl FenceEngine {
             &mut placements,
         );
         // Shared exclusion zones far from the fix are not listed; those with a run or an
-        // episode under way need this definite "outside" to end it.
-        let listed: std::collections::HashSet<ZoneId> =
-            placements.iter().map(|(z, _)| z.id()).collect();
+        // episode under way need this definite "outside" to end it. The settled ones are
+        // forgotten, so a person's state does not grow with every border post passed.
+        let listed = placements.len();
+        let mut settled = Vec::new();
         for id in state.zone_ids() {
-            if listed.contains(id) {
+            if placements[..listed].iter().any(|(z, _)| z.id() == *id) {
                 continue;
             }
-            if let Some(zone) = catalog.zone(id).filter(|z| z.is_usable()) {
+            if state
+                .zone(id)
+                .is_some_and(|z| z.is_settled(fix.time, max_gap))
+            {
+                settled.push(*id);
+            } else if let Some(zone) = catalog.zone(id).filter(|z| z.is_usable()) {
                 placements.push((zone, Placement::Outside));
             }
+        }
+        if !settled.is_empty() {
+            state.retain_zones(|id| !settled.contains(id));
         }
         for (zone, placement) in placements {
             // Outside its schedule's windows a zone asks nothing: the fix complies, so a run

@@ -233,6 +233,15 @@ impl ZoneState {
         self.last_violated = self.last_violated.max(Some(since));
     }
 
+    /// Whether nothing is under way for the zone at `time`: no open episode, no run being
+    /// counted (live or late) and no violating fix within `quiet` before it. Dropping such a
+    /// state changes no outcome the late-fix rules look back on for that long.
+    pub fn is_settled(&self, time: DateTime<Utc>, quiet: Duration) -> bool {
+        !self.live.active()
+            && !self.late.active()
+            && self.last_violated.is_none_or(|t| time - t > quiet)
+    }
+
     /// Whether a live breach episode is open.
     pub fn is_breached(&self) -> bool {
         self.live.open_since.is_some()

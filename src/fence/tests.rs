@@ -1574,6 +1574,15 @@ fn a_shared_border_post_among_thousands_is_entered_by_two_persons_and_left_by_bo
             (b, AlertKind::Returned, Some(post.id)),
         ]
     );
+    // Half an hour later, far from every post, the settled state of the post is forgotten.
+    assert_eq!(engine.persons[&b].zone_count(), 1);
+    let later = engine.check_at(
+        &catalog,
+        &person_fix(b, 60, away),
+        SupervisionLevel::Lenient,
+    );
+    assert!(later.is_empty());
+    assert_eq!(engine.persons[&b].zone_count(), 0);
     // The strict-level inclusion zone applies to a strict person only: away from it, the
     // person is outside and breaches it.
     let mut strict = Vec::new();
