@@ -431,6 +431,43 @@ async fn a_level_change_applies_at_once_and_sets_each_capable_devices_interval()
         .get(&format!("/api/v1/devices/{wristband}/commands"))
         .await;
     assert_eq!(again["commands"].as_array().unwrap().len(), 1);
+
+    // Offline, then lenient: the 900 s interval is queued and sent when the wristband logs in.
+    drop(device);
+    // The link goes before the connection stops being counted.
+    eventually(|| async {
+        let open = service
+            .metric("ewall_connections_open{protocol=\"gt06\"}")
+            .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    let (status, _) = service
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/persons/{p}"),
+            Some(json!({"level": "lenient"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let list = service
+        .get(&format!("/api/v1/devices/{wristband}/commands"))
+        .await;
+    let queued = list["commands"][0].clone();
+    assert_eq!(queued["interval_s"], 900, "{list}");
+    assert_eq!(queued["status"], "pending", "{queued}");
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&gt06::login(wristband, 2, None), 10).await;
+    let frame = read_gt06(&mut device).await;
+    assert_eq!(frame[3], 0x80, "the queued command: {frame:02x?}");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    eventually(|| async {
+        let sent = service
+            .get(&format!("/api/v1/devices/{wristband}/commands/{id}"))
+            .await;
+        (sent["status"] == "sent").then_some(())
+    })
+    .await;
     service.stop().await;
 }
 
