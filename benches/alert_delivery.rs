@@ -214,6 +214,8 @@ async fn main() {
             Arc::new(ewall::ingest::links::Links::default()),
             metrics.clone(),
         ),
+        levels: Arc::default(),
+        default_timezone: chrono_tz::Asia::Shanghai,
     };
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let api_url = format!("http://{}", api.local_addr().unwrap());

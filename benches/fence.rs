@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ewall::fence::{
     FenceConfig, FenceEngine, PreparedZone, ZoneCatalog, ZoneEnvelope, ZoneProperties, ZoneSpec,
 };
-use ewall::model::{Crs, Fix, PositionSource, Zone, ZoneKind, ZoneShape};
+use ewall::model::{Crs, Fix, PositionSource, SupervisionLevel, Zone, ZoneKind, ZoneShape};
 use geo::{Coord, LineString, MultiPolygon, Polygon};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,6 +41,7 @@ fn real_zone(file: &str, name: &str) -> Zone {
         crs: Crs::Gcj02,
         radius_m: None,
         wifi: Default::default(),
+        schedule: None,
     };
     ZoneSpec::from_geometry(&geometry, props)
         .expect("valid zone")
@@ -71,6 +72,8 @@ fn area_zone(id: Uuid, ring: Vec<Coord<f64>>) -> Zone {
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     }
 }
 
@@ -229,6 +232,8 @@ fn many_zones(n: usize) -> Vec<Zone> {
                         radius_m: side * 50_000.0,
                     },
                     wifi: Default::default(),
+                    scope: Default::default(),
+                    schedule: None,
                 }
             }
         })
@@ -320,7 +325,14 @@ fn catalog(c: &mut Criterion) {
                     let mut total = 0;
                     for p in &points {
                         out.clear();
-                        cat.classify_for(&person, p[0], p[1], 30.0, &mut out);
+                        cat.classify_for(
+                            &person,
+                            SupervisionLevel::Normal,
+                            p[0],
+                            p[1],
+                            30.0,
+                            &mut out,
+                        );
                         total += out.len();
                     }
                     total

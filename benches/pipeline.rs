@@ -74,6 +74,8 @@ fn county_zones() -> Vec<Zone> {
                 radius_m: rng.random_range(100.0..400.0),
             },
             wifi: Default::default(),
+            scope: Default::default(),
+            schedule: None,
         });
     }
     zones
@@ -317,6 +319,9 @@ async fn county_store_at(
             geometry,
             wifi: Default::default(),
             created_at: start_time(),
+            scope: Default::default(),
+            persons: Vec::new(),
+            schedule: None,
         };
         store.create_zone(&record).await.expect("zone stored");
     }

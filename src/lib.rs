@@ -12,6 +12,7 @@
 //! topic, webhooks and server-sent events, each from its own durable cursor.
 //!
 //! # Layout
+//! - [`alarms`]: device alarms (SOS, tamper, low battery, fall) into alerts, once per episode.
 //! - [`alert`]: the outbox reader and the MQTT, webhook and SSE dispatchers.
 //! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
 //! - [`identity`]: the canonical form of device ids (IMEIs, terminal numbers, app ids).
@@ -20,6 +21,7 @@
 //! - [`pipeline`]: channels, shards and their order of shutdown.
 //! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
 //! - [`registry`]: in-memory devices, levels and the zone catalog.
+//! - [`schedule`]: weekly zone schedules read in the person's time zone (curfews).
 //! - [`api`]: the HTTP API, tokens and problem responses.
 //! - [`commands`]: downlink commands, from the API to the device's answer, and their expiry.
 //! - [`config`]: the configuration tree and its environment overrides.
@@ -30,6 +32,7 @@
 //! - [`descriptors`]: the open-file budget shared out among the listeners.
 //! - [`log_limit`]: rate limiting for log lines a client can provoke.
 
+pub mod alarms;
 pub mod alert;
 pub mod api;
 pub mod commands;
@@ -44,6 +47,7 @@ pub mod log_limit;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod telemetry;

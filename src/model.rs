@@ -114,6 +114,43 @@ pub struct Zone {
     pub shape: ZoneShape,
     /// Wi-Fi access points inside the zone: a device that sees one is inside.
     pub wifi: ZoneWifi,
+    /// Whom the zone applies to besides the persons it is assigned to one by one.
+    pub scope: ZoneScope,
+    /// When the zone is in force (`properties.schedule`); `None`: always. A scheduled
+    /// inclusion zone is a curfew.
+    pub schedule: Option<crate::schedule::Schedule>,
+}
+
+/// Whom a zone applies to (`properties.assigned_to`). A shared zone (everyone, or every
+/// person at a level) is defined once and found for each fix through the catalog's R-tree of
+/// shared zones rather than listed per person.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneScope {
+    /// The persons it is assigned to (`persons/{id}/zones`, or listed when it was created).
+    #[default]
+    Persons,
+    /// Every supervised person (a border crossing, an airport).
+    Everyone,
+    /// Every person supervised at this level.
+    Level(SupervisionLevel),
+}
+
+impl ZoneScope {
+    /// Whether the zone is shared (applies without a per-person assignment).
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, ZoneScope::Persons)
+    }
+
+    /// Whether a shared zone applies to a person at `level` (always `false` for per-person
+    /// zones, which the assignments decide).
+    pub fn covers(&self, level: SupervisionLevel) -> bool {
+        match self {
+            ZoneScope::Persons => false,
+            ZoneScope::Everyone => true,
+            ZoneScope::Level(l) => *l == level,
+        }
+    }
 }
 
 /// A zone's Wi-Fi evidence (`properties.wifi`, `properties.wifi_learn_until`).
@@ -312,6 +349,8 @@ pub enum AlertKind {
     Tamper,
     /// Battery low.
     LowBattery,
+    /// The wearer fell (the device's fall detector).
+    Fall,
     /// Not back when a leave permit ended.
     LeaveOverdue,
     /// A position jump no one could travel.
@@ -335,6 +374,7 @@ impl AlertKind {
         AlertKind::Sos,
         AlertKind::Tamper,
         AlertKind::LowBattery,
+        AlertKind::Fall,
         AlertKind::LeaveOverdue,
         AlertKind::ImplausibleJump,
         AlertKind::DeviceSeparation,
@@ -352,6 +392,7 @@ impl AlertKind {
             AlertKind::Sos => "sos",
             AlertKind::Tamper => "tamper",
             AlertKind::LowBattery => "low_battery",
+            AlertKind::Fall => "fall",
             AlertKind::LeaveOverdue => "leave_overdue",
             AlertKind::ImplausibleJump => "implausible_jump",
             AlertKind::DeviceSeparation => "device_separation",
@@ -360,12 +401,16 @@ impl AlertKind {
         }
     }
 
-    /// The alert a device alarm becomes, if the monitoring centre needs one.
+    /// The alert a device alarm becomes, if the monitoring centre needs one: `tamper` for a
+    /// strap cut or case opened (`Tamper`), a wristband taken off (`Removal`) and its power
+    /// cut (`PowerCut`: a cut supply is how a tracker is silenced); the rest (vibration,
+    /// overspeed, the device's own geofences, switching off) are kept with the position only.
     pub fn from_alarm(alarm: Alarm) -> Option<AlertKind> {
         match alarm {
             Alarm::Sos => Some(AlertKind::Sos),
-            Alarm::Tamper | Alarm::Removal => Some(AlertKind::Tamper),
+            Alarm::Tamper | Alarm::Removal | Alarm::PowerCut => Some(AlertKind::Tamper),
             Alarm::LowBattery => Some(AlertKind::LowBattery),
+            Alarm::Fall => Some(AlertKind::Fall),
             _ => None,
         }
     }
@@ -433,7 +478,7 @@ impl Severity {
         use SupervisionLevel::*;
         match (kind, level) {
             (AlertKind::Returned, _) => Severity::Info,
-            (AlertKind::Sos | AlertKind::BorderHit, _) => Severity::Critical,
+            (AlertKind::Sos | AlertKind::Fall | AlertKind::BorderHit, _) => Severity::Critical,
             (AlertKind::LowBattery, Strict) => Severity::Medium,
             (AlertKind::LowBattery, _) => Severity::Low,
             (_, Strict) => Severity::Critical,

@@ -15,7 +15,7 @@
 //!
 //! # A transition counts once its commit is confirmed
 //!
-//! A shard moves its engine state (and its alarm repeat window) as it evaluates a submission,
+//! A shard moves its engine state (and its device alarm episodes) as it evaluates a submission,
 //! before the batch holding the resulting alerts commits. If that batch finally fails, the
 //! writer hands the request's alerts back to the shard ([`WriteRequest::returns`]); the shard
 //! keeps them pending and commits them with its next request (or on its own after
@@ -35,24 +35,19 @@ use std::time::Instant;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::alarms::{AlarmEpisodes, RaisedAlarm};
 use crate::fence::{crs, shard_for, FenceConfig, FenceEngine, LevelsConfig, Transition};
-use crate::model::{
-    new_id, Alert, AlertKind, AlertState, Crs, DeviceAlarm, Submission, SupervisionLevel,
-};
+use crate::model::{new_id, Alert, AlertState, Crs, Submission, SupervisionLevel};
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
 use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError};
 use crate::telemetry::Metrics;
-
-/// A device alarm of the same kind from the same device within this window raises no new alert:
-/// an SOS button held down, or a low-battery flag on every report, is one event to an operator.
-const ALARM_REPEAT_WINDOW_SECS: i64 = 300;
 
 /// How many alerts a slow live subscriber may fall behind before it skips ahead (it can always
 /// resume from the cursor feed).
@@ -163,7 +158,7 @@ impl Pipeline {
                 registry: registry.clone(),
                 metrics: metrics.clone(),
                 levels: settings.levels.clone(),
-                recent_alarms: HashMap::new(),
+                alarms: AlarmEpisodes::default(),
                 pending: Vec::new(),
                 returns,
                 learned: learned_tx.clone(),
@@ -258,8 +253,8 @@ struct Shard {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     levels: LevelsConfig,
-    /// Last alert time per (device, alert kind), for [`ALARM_REPEAT_WINDOW_SECS`].
-    recent_alarms: HashMap<(String, AlertKind), DateTime<Utc>>,
+    /// Device alarm episodes, so a repeated alarm is one alert.
+    alarms: AlarmEpisodes,
     /// Alerts raised here whose batch failed to commit; they go with the next request.
     pending: Vec<Alert>,
     /// Where the writer hands back the alerts of a batch that failed.
@@ -334,11 +329,15 @@ impl Shard {
         to_wgs84(&mut submission);
         let raised_at = Utc::now();
         let level = self.registry.level_of(submission.person_id);
+        let tz = self
+            .registry
+            .timezone_of(submission.person_id)
+            .unwrap_or_else(|| self.engine.config().default_tz());
         let catalog = self.registry.catalog();
         let mut alerts = Vec::new();
         for fix in &submission.fixes {
             let started = Instant::now();
-            let transitions = self.engine.check_at(&catalog, fix, level);
+            let transitions = self.engine.check_in(&catalog, fix, level, tz);
             self.metrics
                 .fence_check_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -348,10 +347,18 @@ impl Shard {
                     .map(|t| zone_alert(t, &fix.device_id, &self.levels, level, raised_at)),
             );
         }
-        for alarm in &submission.alarms {
-            if let Some(alert) = self.alarm_alert(alarm, level, raised_at) {
-                alerts.push(alert);
-            }
+        let low_battery_pct = self.levels.get(level).low_battery_pct;
+        for raised in self
+            .alarms
+            .observe(&submission.alarms, &submission.fixes, low_battery_pct)
+        {
+            alerts.push(alarm_alert(
+                raised,
+                submission.person_id,
+                &self.levels,
+                level,
+                raised_at,
+            ));
         }
         for sighting in &submission.wifi {
             self.engine.observe_wifi(&catalog, sighting, level);
@@ -365,39 +372,33 @@ impl Shard {
         }
         self.request(submission.fixes, alerts, submission.done)
     }
+}
 
-    fn alarm_alert(
-        &mut self,
-        alarm: &DeviceAlarm,
-        level: SupervisionLevel,
-        raised_at: DateTime<Utc>,
-    ) -> Option<Alert> {
-        let kind = AlertKind::from_alarm(alarm.alarm)?;
-        let key = (alarm.device_id.clone(), kind);
-        if let Some(last) = self.recent_alarms.get(&key) {
-            if (alarm.time - *last).abs() < ChronoDuration::seconds(ALARM_REPEAT_WINDOW_SECS) {
-                return None;
-            }
-        }
-        self.recent_alarms.insert(key, alarm.time);
-        Some(Alert {
-            id: new_id(),
-            seq: 0,
-            kind,
-            person_id: alarm.person_id,
-            device_id: Some(alarm.device_id.clone()),
-            zone_id: None,
-            severity: self.levels.severity(kind, level),
-            time: alarm.time,
-            raised_at,
-            position: alarm.position,
-            state: AlertState::Open,
-            late: false,
-            note: None,
-            acknowledged_at: None,
-            resolved_at: None,
-            border: None,
-        })
+/// The alert for a device alarm that opened an episode.
+fn alarm_alert(
+    raised: RaisedAlarm,
+    person_id: crate::model::PersonId,
+    levels: &LevelsConfig,
+    level: SupervisionLevel,
+    raised_at: DateTime<Utc>,
+) -> Alert {
+    Alert {
+        id: new_id(),
+        seq: 0,
+        kind: raised.kind,
+        person_id,
+        device_id: Some(raised.device_id),
+        zone_id: None,
+        severity: levels.severity(raised.kind, level),
+        time: raised.time,
+        raised_at,
+        position: raised.position,
+        state: AlertState::Open,
+        late: false,
+        note: None,
+        acknowledged_at: None,
+        resolved_at: None,
+        border: None,
     }
 }
 
@@ -453,7 +454,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::{Alarm, PersonId, Severity};
+    use crate::model::{Alarm, AlertKind, DeviceAlarm, PersonId, Severity};
 
     fn shard() -> Shard {
         Shard {
@@ -462,7 +463,7 @@ mod tests {
             registry: Arc::new(Registry::default()),
             metrics: Arc::new(Metrics::new()),
             levels: LevelsConfig::default(),
-            recent_alarms: HashMap::new(),
+            alarms: AlarmEpisodes::default(),
             pending: Vec::new(),
             returns: mpsc::unbounded_channel().0,
             learned: mpsc::unbounded_channel().0,
@@ -539,30 +540,50 @@ mod tests {
     }
 
     #[test]
-    fn a_held_alarm_is_one_alert_until_the_window_passes() {
+    fn device_alarms_become_one_alert_per_episode_with_severity_by_kind_and_level() {
         let mut shard = shard();
         let person = crate::model::new_id();
-        let now = Utc::now();
-        let level = SupervisionLevel::Normal;
-        let first = shard
-            .alarm_alert(&alarm(person, Alarm::Sos, 0), level, now)
-            .unwrap();
-        assert_eq!(first.kind, AlertKind::Sos);
-        assert_eq!(first.severity, Severity::Critical);
-        assert!(shard
-            .alarm_alert(&alarm(person, Alarm::Sos, 2), level, now)
-            .is_none());
-        // Another kind is its own event; the same kind after the window is a new one.
-        assert!(shard
-            .alarm_alert(&alarm(person, Alarm::Removal, 2), level, now)
-            .is_some());
-        assert!(shard
-            .alarm_alert(&alarm(person, Alarm::Sos, 6), level, now)
-            .is_some());
-        // Alarms with no alert kind (vibration) raise nothing.
-        assert!(shard
-            .alarm_alert(&alarm(person, Alarm::Vibration, 30), level, now)
-            .is_none());
+        let submit = |shard: &mut Shard, alarms: Vec<DeviceAlarm>| {
+            shard
+                .evaluate(Submission {
+                    person_id: person,
+                    fixes: Vec::new(),
+                    alarms,
+                    wifi: Vec::new(),
+                    crs: Crs::Wgs84,
+                    done: None,
+                })
+                .alerts
+                .into_iter()
+                .map(|a| (a.kind, a.severity))
+                .collect::<Vec<_>>()
+        };
+        // A person not in the registry is at the normal level.
+        assert_eq!(
+            submit(
+                &mut shard,
+                vec![
+                    alarm(person, Alarm::Sos, 0),
+                    alarm(person, Alarm::PowerCut, 0),
+                    alarm(person, Alarm::Fall, 0),
+                    alarm(person, Alarm::Vibration, 0),
+                ]
+            ),
+            vec![
+                (AlertKind::Sos, Severity::Critical),
+                (AlertKind::Tamper, Severity::High),
+                (AlertKind::Fall, Severity::Critical),
+            ]
+        );
+        // The same alarms a minute later continue their episodes.
+        assert!(submit(
+            &mut shard,
+            vec![
+                alarm(person, Alarm::Sos, 1),
+                alarm(person, Alarm::Tamper, 1)
+            ]
+        )
+        .is_empty());
     }
 
     // ---- through the running pipeline, over a store that fails on demand ------------------
@@ -915,6 +936,9 @@ mod tests {
             geometry: r#"{"type":"Point","coordinates":[112.4,25.6]}"#.into(),
             wifi: Default::default(),
             created_at: Utc::now(),
+            scope: Default::default(),
+            persons: Vec::new(),
+            schedule: None,
         };
         store.create_zone(&zone).await.unwrap();
         store.set_person_zones(person.id, &[zone.id]).await.unwrap();

@@ -40,6 +40,8 @@ pub struct Registry {
     /// Device models, for the devices that have one.
     models: RwLock<HashMap<String, String>>,
     levels: RwLock<HashMap<PersonId, SupervisionLevel>>,
+    /// Each person's time zone, for zone schedules.
+    timezones: RwLock<HashMap<PersonId, chrono_tz::Tz>>,
     catalog: RwLock<Arc<ZoneCatalog>>,
     /// Serialises reloads so the last one to finish reflects the latest store state.
     reload: tokio::sync::Mutex<()>,
@@ -86,6 +88,12 @@ impl Registry {
         read(&self.levels).get(&person).copied().unwrap_or_default()
     }
 
+    /// A person's time zone, for reading zone schedules (`None` for a person not loaded, or
+    /// a stored name this build of the time zone database does not know).
+    pub fn timezone_of(&self, person: PersonId) -> Option<chrono_tz::Tz> {
+        read(&self.timezones).get(&person).copied()
+    }
+
     /// The current zone catalog.
     pub fn catalog(&self) -> Arc<ZoneCatalog> {
         read(&self.catalog).clone()
@@ -118,11 +126,19 @@ impl Registry {
     /// Records a new or changed person.
     pub fn person_saved(&self, person: &Person) {
         write(&self.levels).insert(person.id, person.level);
+        match person.timezone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => write(&self.timezones).insert(person.id, tz),
+            Err(_) => {
+                warn!(person = %person.id, timezone = person.timezone, "Unknown time zone; schedules are read in the default one.");
+                write(&self.timezones).remove(&person.id)
+            }
+        };
     }
 
     /// Forgets a deleted person.
     pub fn person_deleted(&self, person: PersonId) {
         write(&self.levels).remove(&person);
+        write(&self.timezones).remove(&person);
     }
 
     /// Rebuilds the zone catalog from the store's zones and assignments and swaps it in.
@@ -179,7 +195,10 @@ pub fn zone_from_record(record: &ZoneRecord) -> Result<Zone, RegistryError> {
         crs: Crs::Wgs84,
         radius_m: record.radius_m,
         wifi: record.wifi.clone(),
+        schedule: record.schedule.clone(),
     };
     let spec = ZoneSpec::from_geometry(&geometry, properties).map_err(|e| bad(e.to_string()))?;
-    Ok(spec.into_zone(record.id))
+    let mut zone = spec.into_zone(record.id);
+    zone.scope = record.scope;
+    Ok(zone)
 }

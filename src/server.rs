@@ -273,6 +273,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         shutdown: api_stop.clone(),
         webhooks: config.webhooks.iter().map(|w| w.name.clone()).collect(),
         integration: Arc::new(config.integration.clone()),
+        levels: Arc::new(config.levels.clone()),
+        default_timezone: config.fence.default_tz(),
     };
     let api_server = HttpServer::new(
         api_socket,

@@ -91,6 +91,7 @@ suite!(
     the_newest_valid_fix_per_device_and_person_survives_the_store,
     a_border_hit_is_raised_once_per_reference_in_the_feed,
     integration_reads_are_kept_and_listed_by_token_and_time,
+    shared_and_scheduled_zones_keep_their_scope_schedule_and_persons,
 );
 
 const IMEI: &str = "864717003283581";
@@ -220,6 +221,9 @@ async fn persons_devices_and_zones_keep_their_references(store: Arc<dyn Store>) 
             learn_until: Some(Utc.timestamp_micros(1_780_000_000_000_003).unwrap()),
         },
         created_at: Utc.timestamp_micros(1_700_000_000_000_001).unwrap(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
     };
     store.create_zone(&zone).await.unwrap();
     assert_eq!(store.zone(zone.id).await.unwrap(), zone);
@@ -497,6 +501,71 @@ async fn open_breaches_are_the_unreturned_live_ones(store: Arc<dyn Store>) {
     assert_eq!(open_breaches[0].zone_id, open);
     assert_eq!(open_breaches[0].kind, ZoneKind::Exclusion);
     assert_eq!(open_breaches[0].since, at(1));
+    // A curfew is a breach of an inclusion zone, open until its `returned`.
+    let curfew = new_id();
+    store
+        .commit(&[], vec![zoned(AlertKind::Curfew, curfew, false)])
+        .await
+        .unwrap();
+    let mut open_breaches = store.open_breaches().await.unwrap();
+    open_breaches.retain(|b| b.zone_id == curfew);
+    assert_eq!(open_breaches.len(), 1, "{open_breaches:?}");
+    assert_eq!(open_breaches[0].kind, ZoneKind::Inclusion);
+}
+
+async fn shared_and_scheduled_zones_keep_their_scope_schedule_and_persons(store: Arc<dyn Store>) {
+    use ewall::model::ZoneScope;
+    let (a, b) = (person(store.as_ref()).await, person(store.as_ref()).await);
+    let schedule: ewall::schedule::Schedule = serde_json::from_value(serde_json::json!([
+        {"days": ["mon", "sun"], "from": "22:00", "to": "06:00"}
+    ]))
+    .unwrap();
+    let zone = |name: &str, scope, persons: Vec<PersonId>, schedule| ZoneRecord {
+        id: new_id(),
+        name: name.into(),
+        kind: ZoneKind::Exclusion,
+        source_crs: Crs::Wgs84,
+        radius_m: Some(300.0),
+        geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi::default(),
+        scope,
+        persons,
+        schedule,
+        created_at: Utc.timestamp_micros(1_700_000_000_000_001).unwrap(),
+    };
+    let mut listed_persons = vec![a.id, b.id];
+    listed_persons.sort();
+    let listed = zone("street", ZoneScope::Persons, listed_persons, Some(schedule));
+    let everyone = zone("border post", ZoneScope::Everyone, Vec::new(), None);
+    let strict = zone(
+        "airport",
+        ZoneScope::Level(SupervisionLevel::Strict),
+        Vec::new(),
+        None,
+    );
+    for z in [&listed, &everyone, &strict] {
+        store.create_zone(z).await.unwrap();
+    }
+    assert_eq!(store.zone(listed.id).await.unwrap(), listed);
+    assert_eq!(store.zone(strict.id).await.unwrap(), strict);
+    let all = store.zones().await.unwrap();
+    assert_eq!(all.len(), 3);
+    for z in [&listed, &everyone, &strict] {
+        assert!(all.contains(z), "{z:?} in {all:?}");
+    }
+    // The listed persons are ordinary assignments.
+    assert_eq!(store.person_zones(a.id).await.unwrap(), vec![listed.id]);
+    // A zone listing a person who does not exist is not stored at all.
+    let ghost = zone("ghost", ZoneScope::Persons, vec![a.id, new_id()], None);
+    assert!(matches!(
+        store.create_zone(&ghost).await,
+        Err(StoreError::UnknownReference(_))
+    ));
+    assert!(matches!(
+        store.zone(ghost.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.person_zones(a.id).await.unwrap(), vec![listed.id]);
 }
 
 async fn the_alert_workflow_moves_forward_only(store: Arc<dyn Store>) {
@@ -725,6 +794,9 @@ async fn learned_access_points_are_added_once_and_bounded(store: Arc<dyn Store>)
         geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
         wifi: ZoneWifi::default(),
         created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
     };
     store.create_zone(&zone).await.unwrap();
     let a = "aa:bb:cc:dd:ee:01".to_owned();

@@ -39,6 +39,7 @@ pub fn real_zone(file: &str, name: &str, kind: ZoneKind, id: ZoneId) -> Zone {
         crs: Crs::Gcj02,
         radius_m: None,
         wifi: Default::default(),
+        schedule: None,
     };
     ZoneSpec::from_geometry(&geometry, properties)
         .unwrap_or_else(|e| panic!("{path}: not a valid zone: {e}"))

@@ -196,6 +196,63 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
+/// Queues a `set_interval` of `seconds` for each of the person's devices whose protocol can
+/// carry one (a device never seen, whose protocol is unknown, is skipped: its first
+/// connection comes at the default interval and the next level change reaches it). Each is a
+/// normal command: sent at once to a connected device, queued for an offline one (for the
+/// longest expiry, seven days) and sent when it connects.
+///
+/// # Errors
+/// Store errors; commands queued before the error stay queued.
+pub(crate) async fn queue_reporting_interval(
+    state: &AppState,
+    person: crate::model::PersonId,
+    seconds: u32,
+) -> Result<Vec<DeviceCommand>, crate::store::StoreError> {
+    let wanted = ewall_protocol::Command::SetInterval { seconds };
+    let mut queued = Vec::new();
+    for device in state.store.devices().await? {
+        if device.person_id != person {
+            continue;
+        }
+        let carried = match state.commands.check_live(&device.imei, &wanted) {
+            Some(verdict) => verdict.is_ok(),
+            None => device
+                .protocol
+                .as_deref()
+                .and_then(|p| p.parse::<Protocol>().ok())
+                .is_some_and(|p| reply_ref(p, &wanted, 0).is_ok()),
+        };
+        if !carried {
+            tracing::debug!(
+                device = device.imei,
+                "The device cannot be set a reporting interval."
+            );
+            continue;
+        }
+        let now = Utc::now().trunc_subsecs(6);
+        let command = DeviceCommand {
+            id: new_id(),
+            seq: 0,
+            device_id: device.imei.clone(),
+            kind: CommandKind::SetInterval.name().to_owned(),
+            text: None,
+            interval_s: Some(seconds),
+            status: CommandStatus::Pending,
+            protocol: None,
+            reference: None,
+            created_at: now,
+            expires_at: now + TimeDelta::seconds(MAX_EXPIRES_IN_S as i64),
+            sent_at: None,
+            completed_at: None,
+            reply: None,
+            error: None,
+        };
+        queued.push(state.commands.submit(command).await?);
+    }
+    Ok(queued)
+}
+
 /// A device's commands, newest first.
 #[utoipa::path(
     get, path = "/api/v1/devices/{imei}/commands", tag = "devices",

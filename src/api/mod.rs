@@ -141,6 +141,10 @@ pub struct AppState {
     pub webhooks: Arc<[String]>,
     /// What the police entry-exit integration is shown (`[integration]`).
     pub integration: Arc<integration::IntegrationConfig>,
+    /// Each supervision level's settings (the reporting interval a level change sets).
+    pub levels: Arc<crate::fence::LevelsConfig>,
+    /// The time zone of a person created without one (`fence.default_timezone`).
+    pub default_timezone: chrono_tz::Tz,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,

@@ -291,6 +291,7 @@ macro_rules! error_response {
 }
 
 error_response!(Conflict);
+error_response!(NotFound);
 error_response!(UnsupportedMediaType);
 error_response!(ServiceUnavailable);
 

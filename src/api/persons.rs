@@ -36,7 +36,8 @@ pub struct PersonBody {
     #[serde(default)]
     #[schema(value_type = Option<SupervisionLevel>)]
     level: Option<String>,
-    /// IANA time zone the person's schedules are read in; `Asia/Shanghai` when absent.
+    /// IANA time zone the person's schedules are read in; `fence.default_timezone`
+    /// (`Asia/Shanghai` unless configured) when absent.
     #[serde(default)]
     #[schema(schema_with = doc::optional_timezone_schema)]
     timezone: Option<String>,
@@ -119,7 +120,10 @@ pub async fn create(
             .map(check_level)
             .transpose()?
             .unwrap_or_default(),
-        timezone: check_timezone(body.timezone.as_deref().unwrap_or("Asia/Shanghai"))?,
+        timezone: match body.timezone.as_deref() {
+            Some(tz) => check_timezone(tz)?,
+            None => state.default_timezone.name().to_owned(),
+        },
     };
     let person = state.store.create_person(new).await?;
     state.registry.person_saved(&person);
@@ -158,7 +162,9 @@ pub async fn get(
     Ok(Json(state.store.person(id).await?))
 }
 
-/// Changes a person.
+/// Changes a person. A new supervision level takes effect on the person's next message, and
+/// each of their devices whose protocol can carry it is sent a `set_interval` command with the
+/// level's `report_interval_s` (queued for a device that is offline).
 #[utoipa::path(
     patch, path = "/api/v1/persons/{id}", tag = "persons",
     security(("bearer" = [])),
@@ -182,8 +188,21 @@ pub async fn update(
         level: body.level.as_deref().map(check_level).transpose()?,
         timezone: body.timezone.as_deref().map(check_timezone).transpose()?,
     };
+    let before = match patch.level {
+        Some(_) => Some(state.store.person(id).await?.level),
+        None => None,
+    };
     let person = state.store.update_person(id, patch).await?;
     state.registry.person_saved(&person);
+    if before.is_some_and(|level| level != person.level) {
+        let seconds = state.levels.get(person.level).report_interval_s;
+        // The level is saved and in force; a device not told its interval now is told at the
+        // next level change, so this is logged rather than failing the request.
+        if let Err(e) = super::commands::queue_reporting_interval(&state, person.id, seconds).await
+        {
+            tracing::error!(person = %person.id, error = %e, "Reporting interval not queued for the new level.");
+        }
+    }
     Ok(Json(person))
 }
 
@@ -245,6 +264,22 @@ pub async fn set_zones(
             .map_err(|_| Problem::unprocessable(format!("zone id {raw:?} is not a zone id")))?;
         if !zone_ids.contains(&zone) {
             zone_ids.push(zone);
+        }
+    }
+    if !zone_ids.is_empty() {
+        let zones = state.store.zones().await?;
+        if let Some(shared) = zones
+            .iter()
+            .find(|z| z.scope.is_shared() && zone_ids.contains(&z.id))
+        {
+            return Err(Problem::unprocessable(format!(
+                "zone {} is shared ({}); it applies without a per-person assignment",
+                shared.id,
+                match shared.scope {
+                    crate::model::ZoneScope::Level(level) => format!("level {}", level.as_str()),
+                    _ => "everyone".to_owned(),
+                }
+            )));
         }
     }
     state.store.set_person_zones(id, &zone_ids).await?;

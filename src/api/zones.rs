@@ -6,15 +6,23 @@
 //! area as a MultiPolygon split at the line) and a name that is empty, over 200 characters or
 //! holds control characters ([`super::text`]). The body limit of `POST /zones` is its own,
 //! `http.max_zone_body_bytes`.
+//!
+//! A zone is assigned to persons one by one (`PUT /persons/{id}/zones`, or listed in
+//! `properties.assigned_to` when it is created), or shared: assigned to everyone or to every
+//! person at a supervision level, defined once (a border post, an airport). Its
+//! `properties.assigned_to` says which, and `GET /zones?assigned_to=<person id>` lists the
+//! zones that apply to one person. `properties.schedule` makes a zone apply only in weekly
+//! windows of the person's local time ([`crate::schedule`]); a bad day or time is a 422.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{SubsecRound, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Caller;
@@ -23,8 +31,9 @@ use super::problem::Problem;
 use super::text::check_name;
 use super::{parse_id, AppState};
 use crate::fence::{zone_to_feature, ZoneSpec};
-use crate::model::{new_id, Crs, ZoneKind, ZoneShape};
+use crate::model::{new_id, Crs, PersonId, SupervisionLevel, ZoneKind, ZoneScope, ZoneShape};
 use crate::registry::zone_from_record;
+use crate::schedule::WindowText;
 use crate::store::{Role, ZoneRecord};
 
 const CREATORS: &[Role] = &[Role::Admin, Role::Operator];
@@ -98,6 +107,93 @@ pub struct NewZoneProperties {
     /// learned into `wifi`.
     #[schema(nullable = true)]
     pub wifi_learn_until: Option<chrono::DateTime<Utc>>,
+    /// Whom the zone applies to; assigned to no one yet (`PUT /persons/{id}/zones` adds
+    /// persons) when absent.
+    #[schema(nullable = true)]
+    pub assigned_to: Option<AssignedTo>,
+    /// Weekly windows, in the person's time zone, in which the zone applies; always when
+    /// absent. A scheduled inclusion zone is a curfew (its breach raises `curfew`).
+    #[schema(nullable = true, min_items = 1, max_items = 32)]
+    pub schedule: Option<Vec<WindowText>>,
+}
+
+/// Whom a zone applies to (`properties.assigned_to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AssignedTo {
+    /// Every supervised person.
+    Everyone,
+    /// Every person supervised at `level`.
+    Level {
+        /// The level.
+        level: SupervisionLevel,
+    },
+    /// The persons listed (and any assigned later through `PUT /persons/{id}/zones`).
+    Persons {
+        /// Person ids.
+        #[schema(value_type = Vec<Uuid>, max_items = 10_000)]
+        persons: Vec<Uuid>,
+    },
+}
+
+/// Most persons `properties.assigned_to` may list.
+const MAX_LISTED_PERSONS: usize = 10_000;
+
+impl AssignedTo {
+    /// Reads `properties.assigned_to` of a zone Feature's JSON text (absent or null: listed
+    /// persons, none yet).
+    fn of_body(text: &str) -> Result<AssignedTo, Problem> {
+        let body: Value = serde_json::from_str(text)
+            .map_err(|e| Problem::unprocessable(format!("invalid zone GeoJSON: {e}")))?;
+        match body.pointer("/properties/assigned_to") {
+            None | Some(Value::Null) => Ok(AssignedTo::Persons {
+                persons: Vec::new(),
+            }),
+            Some(value) => {
+                let assigned: AssignedTo = serde_json::from_value(value.clone()).map_err(|e| {
+                    Problem::unprocessable(format!(
+                        "properties.assigned_to must be {{\"scope\": \"everyone\"}}, \
+                         {{\"scope\": \"level\", \"level\": \"strict\"}} or \
+                         {{\"scope\": \"persons\", \"persons\": [person ids]}}: {e}"
+                    ))
+                })?;
+                if let AssignedTo::Persons { persons } = &assigned {
+                    if persons.len() > MAX_LISTED_PERSONS {
+                        return Err(Problem::unprocessable(format!(
+                            "properties.assigned_to lists {} persons; at most \
+                             {MAX_LISTED_PERSONS} are allowed (assign the zone to everyone or \
+                             to a level instead)",
+                            persons.len()
+                        )));
+                    }
+                }
+                Ok(assigned)
+            }
+        }
+    }
+
+    /// The scope and the persons to assign.
+    fn into_parts(self) -> (ZoneScope, Vec<PersonId>) {
+        match self {
+            AssignedTo::Everyone => (ZoneScope::Everyone, Vec::new()),
+            AssignedTo::Level { level } => (ZoneScope::Level(level), Vec::new()),
+            AssignedTo::Persons { mut persons } => {
+                persons.sort_unstable();
+                persons.dedup();
+                (ZoneScope::Persons, persons)
+            }
+        }
+    }
+
+    fn of_record(record: &ZoneRecord) -> AssignedTo {
+        match record.scope {
+            ZoneScope::Everyone => AssignedTo::Everyone,
+            ZoneScope::Level(level) => AssignedTo::Level { level },
+            ZoneScope::Persons => AssignedTo::Persons {
+                persons: record.persons.clone(),
+            },
+        }
+    }
 }
 
 /// A stored zone as a GeoJSON Feature, in WGS-84.
@@ -134,6 +230,11 @@ pub struct ZoneProperties {
     /// End of the Wi-Fi enrolment period, if one was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wifi_learn_until: Option<chrono::DateTime<Utc>>,
+    /// Whom the zone applies to.
+    pub assigned_to: AssignedTo,
+    /// The weekly windows in which it applies (absent: always).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<WindowText>>,
     /// When the zone was created.
     pub created_at: chrono::DateTime<Utc>,
 }
@@ -157,6 +258,7 @@ fn feature(record: &ZoneRecord) -> Result<Value, Problem> {
     let feature = zone_to_feature(&zone, record.source_crs);
     let mut value = serde_json::to_value(feature).unwrap_or(Value::Null);
     value["properties"]["created_at"] = json!(record.created_at);
+    value["properties"]["assigned_to"] = json!(AssignedTo::of_record(record));
     Ok(value)
 }
 
@@ -181,8 +283,10 @@ pub async fn create(
     if let Some(reason) = antimeridian_crossing(&spec.shape) {
         return Err(Problem::unprocessable(reason));
     }
+    let (scope, persons) = AssignedTo::of_body(text)?.into_parts();
     let crs = spec.crs;
-    let zone = spec.into_zone(new_id());
+    let mut zone = spec.into_zone(new_id());
+    zone.scope = scope;
     let radius_m = match &zone.shape {
         ZoneShape::Circle { radius_m, .. } => Some(*radius_m),
         ZoneShape::Area(_) => None,
@@ -199,6 +303,9 @@ pub async fn create(
         radius_m,
         geometry,
         wifi: zone.wifi.clone(),
+        scope,
+        persons,
+        schedule: zone.schedule.clone(),
         // The store keeps microseconds; return what a later read returns.
         created_at: Utc::now().trunc_subsecs(6),
     };
@@ -255,19 +362,54 @@ fn antimeridian_crossing(shape: &ZoneShape) -> Option<String> {
     }
 }
 
-/// Every zone, as a FeatureCollection.
+/// Query of `GET /zones`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ZoneListQuery {
+    /// Only the zones that apply to this person: assigned to them, to everyone, or to their
+    /// supervision level.
+    #[serde(default)]
+    #[param(value_type = Option<Uuid>)]
+    assigned_to: Option<String>,
+}
+
+/// Every zone, or the zones that apply to one person, as a FeatureCollection.
 #[utoipa::path(
     get, path = "/api/v1/zones", tag = "zones",
     security(("bearer" = [])),
-    responses((status = 200, description = "Every zone.", body = ZoneCollection)),
+    params(ZoneListQuery),
+    responses(
+        (status = 200, description = "The zones.", body = ZoneCollection),
+        (status = 404, response = doc::NotFound),
+    ),
 )]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, Problem> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ZoneListQuery>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
     caller.require(READERS, "list zones")?;
+    let Query(query) = query?;
+    let person = match query.assigned_to.as_deref() {
+        None => None,
+        Some(raw) => {
+            let id: PersonId = raw.parse().map_err(|_| {
+                Problem::bad_request(format!("`assigned_to` {raw:?} is not a person id"))
+            })?;
+            Some(state.store.person(id).await?)
+        }
+    };
     let features = state
         .store
         .zones()
         .await?
         .iter()
+        .filter(|record| {
+            person.as_ref().is_none_or(|p| {
+                record.scope.covers(p.level)
+                    || (record.scope == ZoneScope::Persons && record.persons.contains(&p.id))
+            })
+        })
         .map(feature)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(

@@ -23,6 +23,7 @@ fn boundary(file: &str, name: &str, crs: Crs) -> ZoneSpec {
         crs,
         radius_m: None,
         wifi: Default::default(),
+        schedule: None,
     };
     ZoneSpec::from_geometry(&geometry, properties).unwrap_or_else(|e| panic!("{file}: {e}"))
 }

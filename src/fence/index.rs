@@ -6,9 +6,9 @@
 //! swaps it in whenever a zone or an assignment changes, so changes apply without a restart. A
 //! catalog never changes after it is built.
 //!
-//! In: [`Zone`]s and a map person → zone ids. Out: for a person and a point, the
-//! [`Placement`] against each of the person's zones; for a point, the zones whose envelope is
-//! near it (an rstar R-tree over zone envelopes, bulk-loaded).
+//! In: [`Zone`]s and a map person → zone ids. Out: for a person (at a supervision level) and a
+//! point, the [`Placement`] against each of the person's zones; for a point, the zones whose
+//! envelope is near it (an rstar R-tree over zone envelopes, bulk-loaded).
 //!
 //! It must not keep per-person state (that is [`FenceEngine`](super::FenceEngine)'s) nor do
 //! I/O.
@@ -20,7 +20,14 @@
 //! comparisons. A person with more zones is served by one R-tree query over all zone envelopes
 //! (widened by the accuracy radius): the zones it does not return are outside by more than the
 //! radius without being looked at.
-
+//!
+//! Shared zones ([`ZoneScope::Everyone`], [`ZoneScope::Level`]: a border post, an airport)
+//! apply without an assignment and may number in the thousands, so they are never scanned: a
+//! second R-tree holds only them, and each fix asks it for the ones near the point. A shared
+//! exclusion zone it does not return is outside and is not listed (the engine gives the ones it
+//! holds state for their `Outside` itself); a shared inclusion zone is always listed, as being
+//! outside it is a breach. A per-person assignment of a shared zone is skipped (it already
+//! applies).
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,7 +37,7 @@ use rstar::{RTree, AABB};
 
 use super::geodesy::LocalScale;
 use super::prepared::{Placement, PreparedZone};
-use crate::model::{PersonId, Zone, ZoneId};
+use crate::model::{PersonId, SupervisionLevel, Zone, ZoneId, ZoneKind};
 
 /// A person with more zones than this is checked through the catalog's R-tree instead of zone
 /// by zone.
@@ -57,6 +64,30 @@ pub enum CatalogWarning {
     /// The zone's geometry could not be prepared (no rings, or non-finite coordinates); it
     /// answers every fix with "uncertain" and so never raises an alert.
     UnusableZone(ZoneId),
+    /// A person was assigned a shared zone, which applies anyway; the assignment was skipped.
+    SharedZoneAssigned {
+        /// The person.
+        person: PersonId,
+        /// The shared zone.
+        zone: ZoneId,
+    },
+}
+
+/// The shared zones of one supervision level, as catalog slots, sorted.
+#[derive(Debug, Default)]
+struct SharedSlots {
+    /// Every shared zone applying at the level.
+    all: Box<[u32]>,
+    /// The inclusion zones among them (always listed for a fix).
+    inclusion: Box<[u32]>,
+}
+
+fn level_index(level: SupervisionLevel) -> usize {
+    match level {
+        SupervisionLevel::Strict => 0,
+        SupervisionLevel::Normal => 1,
+        SupervisionLevel::Lenient => 2,
+    }
 }
 
 /// Every zone, prepared, and every person's assigned zones. Immutable once built; share it as
@@ -66,8 +97,12 @@ pub struct ZoneCatalog {
     zones: Vec<Arc<PreparedZone>>,
     by_id: HashMap<ZoneId, u32>,
     tree: RTree<ZoneEnvelope>,
-    /// Each person's zone slots, sorted, without duplicates.
+    /// Each person's zone slots, sorted, without duplicates (shared zones excluded).
     assignments: HashMap<PersonId, Box<[u32]>>,
+    /// Envelopes of the usable shared zones only.
+    shared_tree: RTree<ZoneEnvelope>,
+    /// Shared zones per level (strict, normal, lenient).
+    shared: [SharedSlots; 3],
     generation: u64,
     warnings: Vec<CatalogWarning>,
 }
@@ -139,11 +174,40 @@ impl ZoneCatalog {
                 .map(|(slot, z)| envelope_entry(z, slot as u32))
                 .collect(),
         );
+        let shared_tree = RTree::bulk_load(
+            kept.iter()
+                .enumerate()
+                .filter(|(_, z)| z.is_usable() && z.zone().scope.is_shared())
+                .map(|(slot, z)| envelope_entry(z, slot as u32))
+                .collect(),
+        );
+        let shared = [
+            SupervisionLevel::Strict,
+            SupervisionLevel::Normal,
+            SupervisionLevel::Lenient,
+        ]
+        .map(|level| {
+            let covering = |inclusion_only: bool| -> Box<[u32]> {
+                kept.iter()
+                    .enumerate()
+                    .filter(|(_, z)| z.zone().scope.covers(level))
+                    .filter(|(_, z)| !inclusion_only || z.kind() == ZoneKind::Inclusion)
+                    .map(|(slot, _)| slot as u32)
+                    .collect()
+            };
+            SharedSlots {
+                all: covering(false),
+                inclusion: covering(true),
+            }
+        });
         let mut persons = HashMap::with_capacity(assignments.len());
         for (person, ids) in assignments {
             let mut slots: Vec<u32> = Vec::with_capacity(ids.len());
             for id in ids {
                 match by_id.get(&id) {
+                    Some(&slot) if kept[slot as usize].zone().scope.is_shared() => {
+                        warnings.push(CatalogWarning::SharedZoneAssigned { person, zone: id })
+                    }
                     Some(&slot) => slots.push(slot),
                     None => warnings.push(CatalogWarning::UnknownZone { person, zone: id }),
                 }
@@ -159,6 +223,8 @@ impl ZoneCatalog {
             by_id,
             tree,
             assignments: persons,
+            shared_tree,
+            shared,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             warnings,
         }
@@ -195,25 +261,50 @@ impl ZoneCatalog {
         &self.zones
     }
 
-    /// The zones assigned to a person (none for an unknown person).
-    pub fn zones_of<'a>(&'a self, person: &PersonId) -> impl Iterator<Item = &'a PreparedZone> {
+    /// The zones that apply to a person at `level`: those assigned to them, then the shared
+    /// zones of the level.
+    pub fn zones_of<'a>(
+        &'a self,
+        person: &PersonId,
+        level: SupervisionLevel,
+    ) -> impl Iterator<Item = &'a PreparedZone> {
+        self.slots_of(person)
+            .iter()
+            .chain(self.shared[level_index(level)].all.iter())
+            .map(move |&slot| &*self.zones[slot as usize])
+    }
+
+    /// The zones assigned to a person one by one (shared zones excluded).
+    pub fn assigned_to<'a>(&'a self, person: &PersonId) -> impl Iterator<Item = &'a PreparedZone> {
         self.slots_of(person)
             .iter()
             .map(move |&slot| &*self.zones[slot as usize])
     }
 
-    /// Whether the person has any zone assigned.
-    pub fn has_zones(&self, person: &PersonId) -> bool {
-        self.assignments.contains_key(person)
+    /// Whether any zone applies to a person at `level`.
+    pub fn has_zones(&self, person: &PersonId, level: SupervisionLevel) -> bool {
+        self.assignments.contains_key(person) || !self.shared[level_index(level)].all.is_empty()
     }
 
     fn slots_of(&self, person: &PersonId) -> &[u32] {
         self.assignments.get(person).map_or(&[], |s| s)
     }
 
-    /// The set of zone ids assigned to a person.
-    pub fn zone_ids_of(&self, person: &PersonId) -> HashSet<ZoneId> {
-        self.zones_of(person).map(|z| z.id()).collect()
+    /// Whether the zone applies to a person at `level`.
+    pub fn applies(&self, person: &PersonId, level: SupervisionLevel, zone: &ZoneId) -> bool {
+        let Some(&slot) = self.by_id.get(zone) else {
+            return false;
+        };
+        self.slots_of(person).binary_search(&slot).is_ok()
+            || self.shared[level_index(level)]
+                .all
+                .binary_search(&slot)
+                .is_ok()
+    }
+
+    /// The set of zone ids that apply to a person at `level`.
+    pub fn zone_ids_of(&self, person: &PersonId, level: SupervisionLevel) -> HashSet<ZoneId> {
+        self.zones_of(person, level).map(|z| z.id()).collect()
     }
 
     /// Zones whose envelope comes within `radius_m` metres of the point (one R-tree query; the
@@ -225,11 +316,8 @@ impl ZoneCatalog {
         lat: f64,
         radius_m: f64,
     ) -> impl Iterator<Item = &PreparedZone> {
-        let scale = LocalScale::at(lat);
-        let (hx, hy) = scale.degrees(radius_m.max(0.0) * 1.01 + 1.0);
-        let query = AABB::from_corners([lon - hx, lat - hy], [lon + hx, lat + hy]);
         self.tree
-            .locate_in_envelope_intersecting(&query)
+            .locate_in_envelope_intersecting(&widened(lon, lat, radius_m))
             .map(move |e| &*self.zones[e.data as usize])
     }
 
@@ -244,16 +332,68 @@ impl ZoneCatalog {
     }
 
     /// Classifies the point, with accuracy radius `radius_m`, against every zone assigned to
-    /// the person, appending `(zone, placement)` to `out` in slot order.
+    /// the person (in slot order), then against the shared zones of `level` that matter: those
+    /// near the point and every shared inclusion zone (see the module docs), appending
+    /// `(zone, placement)` to `out`. A shared exclusion zone not listed is outside by more than
+    /// `radius_m`.
     pub fn classify_for<'a>(
         &'a self,
         person: &PersonId,
+        level: SupervisionLevel,
         lon: f64,
         lat: f64,
         radius_m: f64,
         out: &mut Vec<(&'a PreparedZone, Placement)>,
     ) {
-        let slots = self.slots_of(person);
+        self.classify_slots(self.slots_of(person), lon, lat, radius_m, out);
+        let shared = &self.shared[level_index(level)];
+        if shared.all.is_empty() {
+            return;
+        }
+        if !(lon.is_finite() && lat.is_finite()) {
+            out.extend(shared.all.iter().map(|&slot| {
+                let z = &*self.zones[slot as usize];
+                (z, z.classify(lon, lat, radius_m))
+            }));
+            return;
+        }
+        // Inclusion zones first, outside unless the tree finds them near; then the exclusion
+        // zones the tree finds.
+        let start = out.len();
+        out.extend(
+            shared
+                .inclusion
+                .iter()
+                .map(|&slot| (&*self.zones[slot as usize], Placement::Outside)),
+        );
+        let query = widened(lon, lat, radius_m);
+        for entry in self.shared_tree.locate_in_envelope_intersecting(&query) {
+            if shared.all.binary_search(&entry.data).is_err() {
+                continue;
+            }
+            let z = &*self.zones[entry.data as usize];
+            let placement = z.classify(lon, lat, radius_m);
+            match shared.inclusion.binary_search(&entry.data) {
+                Ok(i) => out[start + i].1 = placement,
+                Err(_) => out.push((z, placement)),
+            }
+        }
+        for (z, placement) in &mut out[start..start + shared.inclusion.len()] {
+            if !z.is_usable() {
+                *placement = Placement::Uncertain;
+            }
+        }
+    }
+
+    /// [`ZoneCatalog::classify_for`] for a person's own slots.
+    fn classify_slots<'a>(
+        &'a self,
+        slots: &[u32],
+        lon: f64,
+        lat: f64,
+        radius_m: f64,
+        out: &mut Vec<(&'a PreparedZone, Placement)>,
+    ) {
         if slots.len() <= PERSON_SCAN_MAX || !(lon.is_finite() && lat.is_finite()) {
             out.extend(slots.iter().map(|&slot| {
                 let z = &*self.zones[slot as usize];
@@ -268,10 +408,10 @@ impl ZoneCatalog {
                 .iter()
                 .map(|&slot| (&*self.zones[slot as usize], Placement::Outside)),
         );
-        let scale = LocalScale::at(lat);
-        let (hx, hy) = scale.degrees(radius_m.max(0.0) * 1.01 + 1.0);
-        let query = AABB::from_corners([lon - hx, lat - hy], [lon + hx, lat + hy]);
-        for entry in self.tree.locate_in_envelope_intersecting(&query) {
+        for entry in self
+            .tree
+            .locate_in_envelope_intersecting(&widened(lon, lat, radius_m))
+        {
             if let Ok(i) = slots.binary_search(&entry.data) {
                 let z = &*self.zones[entry.data as usize];
                 out[start + i].1 = z.classify(lon, lat, radius_m);
@@ -284,6 +424,14 @@ impl ZoneCatalog {
             }
         }
     }
+}
+
+/// The query box around a point: `radius_m` widened by 1 % + 1 m to cover the
+/// sphere/ellipsoid difference of circle zones.
+fn widened(lon: f64, lat: f64, radius_m: f64) -> AABB<[f64; 2]> {
+    let scale = LocalScale::at(lat);
+    let (hx, hy) = scale.degrees(radius_m.max(0.0) * 1.01 + 1.0);
+    AABB::from_corners([lon - hx, lat - hy], [lon + hx, lat + hy])
 }
 
 /// The R-tree entry for a zone (its envelope, tagged with its slot).
@@ -307,6 +455,8 @@ mod tests {
             kind: ZoneKind::Inclusion,
             shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
             wifi: Default::default(),
+            scope: Default::default(),
+            schedule: None,
         }
     }
 
@@ -332,7 +482,7 @@ mod tests {
             (99.0, 19.0, 5.0),
         ] {
             let mut out = Vec::new();
-            catalog.classify_for(&person, x, y, r, &mut out);
+            catalog.classify_for(&person, SupervisionLevel::Normal, x, y, r, &mut out);
             assert_eq!(out.len(), 100);
             for (z, p) in out {
                 assert_eq!(
@@ -385,7 +535,10 @@ mod tests {
                 }
             ]
         );
-        assert_eq!(second.zone_ids_of(&person), HashSet::from([a.id]));
-        assert!(!second.has_zones(&Uuid::from_u128(5)));
+        assert_eq!(
+            second.zone_ids_of(&person, SupervisionLevel::Normal),
+            HashSet::from([a.id])
+        );
+        assert!(!second.has_zones(&Uuid::from_u128(5), SupervisionLevel::Normal));
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! Role in the pipeline: the fence engine reads [`LevelConfig::confirmation`] for each fix (by
 //! the person's level, which the registry knows); the pipeline reads [`LevelsConfig::severity`]
-//! when it turns a transition into an alert. Other per-level settings (the reporting interval and
-//! the offline deadline) belong in [`LevelConfig`] too; each key of a section is optional and
-//! falls back to that level's own default, not to another level's.
+//! when it turns a transition into an alert and [`LevelConfig::low_battery_pct`] for each
+//! fix's battery; the API reads [`LevelConfig::report_interval_s`] when a person's level
+//! changes (the devices are told the new interval); the offline deadline reads
+//! [`LevelsConfig::offline_after`]. Each key of a section is optional and falls back to that
+//! level's own default, not to another level's; `low_battery_pct` falls back to the global
+//! `[levels] low_battery_pct`.
 //!
 //! # Defaults, and why
 //!
@@ -23,7 +26,20 @@
 //! * `strict`: 2 fixes and 60 s, critical. Closer supervision accepts a false alarm from a long
 //!   burst in exchange for a breach raised a minute sooner.
 //! * `lenient`: 3 fixes and 300 s, medium.
-
+//!
+//! `report_interval_s` is the interval a device is set to report at (a `set_interval` command
+//! when the level changes), and `offline_after_s` the silence after the last message received
+//! that counts as lost supervision. The deadline is several missed reports, not one: a
+//! wristband in a lift, an underground passage or a cell handover misses a few reports and
+//! reconnects, while a device switched off or shielded stays silent.
+//!
+//! * `strict`: a report every 60 s, offline after 600 s (ten missed reports).
+//! * `normal`: every 300 s, offline after 1,800 s (six).
+//! * `lenient`: every 900 s, offline after 3,600 s (four).
+//!
+//! `low_battery_pct` (20 %, globally or per level): a fix reporting this charge or less raises
+//! `low_battery` even when the device raises no alarm of its own. At a report a minute a
+//! wristband has a few hours left at 20 %, time for an officer to call before it goes silent.
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AlertKind, Severity, SupervisionLevel};
@@ -48,6 +64,12 @@ pub struct LevelConfig {
     /// Severity of breach alerts (zone exit and entry, device separation, and the other alarms
     /// that depend on the level) for persons at this level.
     pub severity: Severity,
+    /// Seconds between reports a device is set to at this level.
+    pub report_interval_s: u32,
+    /// Seconds of silence (since the last message received) that count as lost supervision.
+    pub offline_after_s: u32,
+    /// A fix reporting this battery charge (percent) or less raises `low_battery`.
+    pub low_battery_pct: u8,
 }
 
 impl LevelConfig {
@@ -65,20 +87,32 @@ impl LevelConfig {
                 confirm_fixes: 2,
                 confirm_seconds: 60,
                 severity: Severity::Critical,
+                report_interval_s: 60,
+                offline_after_s: 600,
+                low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
             },
             SupervisionLevel::Normal => LevelConfig {
                 confirm_fixes: 2,
                 confirm_seconds: 180,
                 severity: Severity::High,
+                report_interval_s: 300,
+                offline_after_s: 1_800,
+                low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
             },
             SupervisionLevel::Lenient => LevelConfig {
                 confirm_fixes: 3,
                 confirm_seconds: 300,
                 severity: Severity::Medium,
+                report_interval_s: 900,
+                offline_after_s: 3_600,
+                low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
             },
         }
     }
 }
+
+/// Battery charge, percent, at or below which a fix raises `low_battery` (module docs).
+pub const DEFAULT_LOW_BATTERY_PCT: u8 = 20;
 
 /// One `[levels.*]` section as written: every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -87,15 +121,24 @@ struct LevelSection {
     confirm_fixes: Option<u32>,
     confirm_seconds: Option<u32>,
     severity: Option<Severity>,
+    report_interval_s: Option<u32>,
+    offline_after_s: Option<u32>,
+    low_battery_pct: Option<u8>,
 }
 
 impl LevelSection {
-    fn over(self, level: SupervisionLevel) -> LevelConfig {
+    fn over(self, level: SupervisionLevel, low_battery_pct: Option<u8>) -> LevelConfig {
         let base = LevelConfig::default_for(level);
         LevelConfig {
             confirm_fixes: self.confirm_fixes.unwrap_or(base.confirm_fixes),
             confirm_seconds: self.confirm_seconds.unwrap_or(base.confirm_seconds),
             severity: self.severity.unwrap_or(base.severity),
+            report_interval_s: self.report_interval_s.unwrap_or(base.report_interval_s),
+            offline_after_s: self.offline_after_s.unwrap_or(base.offline_after_s),
+            low_battery_pct: self
+                .low_battery_pct
+                .or(low_battery_pct)
+                .unwrap_or(base.low_battery_pct),
         }
     }
 }
@@ -104,6 +147,8 @@ impl LevelSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct LevelsSections {
+    /// The global threshold, for the levels that set none.
+    low_battery_pct: Option<u8>,
     strict: LevelSection,
     normal: LevelSection,
     lenient: LevelSection,
@@ -111,10 +156,11 @@ struct LevelsSections {
 
 impl From<LevelsSections> for LevelsConfig {
     fn from(s: LevelsSections) -> LevelsConfig {
+        let global = s.low_battery_pct;
         LevelsConfig {
-            strict: s.strict.over(SupervisionLevel::Strict),
-            normal: s.normal.over(SupervisionLevel::Normal),
-            lenient: s.lenient.over(SupervisionLevel::Lenient),
+            strict: s.strict.over(SupervisionLevel::Strict, global),
+            normal: s.normal.over(SupervisionLevel::Normal, global),
+            lenient: s.lenient.over(SupervisionLevel::Lenient, global),
         }
     }
 }
@@ -147,12 +193,23 @@ impl LevelsConfig {
         }
     }
 
+    /// How long a person's devices may stay silent before supervision counts as lost.
+    pub fn offline_after(&self, level: SupervisionLevel) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.get(level).offline_after_s))
+    }
+
+    /// The interval a person's devices are set to report at.
+    pub fn report_interval(&self, level: SupervisionLevel) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.get(level).report_interval_s))
+    }
+
     /// Severity of an alert of `kind` for a person at `level`: fixed for the kinds whose urgency
-    /// does not depend on the person (SOS critical, a return info, an implausible jump low, low
-    /// battery by the built-in table), the level's `severity` for the rest.
+    /// does not depend on the person (SOS and a fall critical, a return info, an implausible
+    /// jump low, low battery by the built-in table), the level's `severity` for the rest
+    /// (breaches, tamper, offline).
     pub fn severity(&self, kind: AlertKind, level: SupervisionLevel) -> Severity {
         match kind {
-            AlertKind::Returned | AlertKind::Sos | AlertKind::LowBattery => {
+            AlertKind::Returned | AlertKind::Sos | AlertKind::Fall | AlertKind::LowBattery => {
                 Severity::of(kind, level)
             }
             AlertKind::ImplausibleJump => Severity::Low,
@@ -172,6 +229,44 @@ impl LevelsConfig {
         ] {
             if level.confirm_fixes == 0 {
                 return Err((key, "must be at least 1".into()));
+            }
+        }
+        for (keys, level) in [
+            (
+                ("strict.report_interval_s", "strict.offline_after_s"),
+                &self.strict,
+            ),
+            (
+                ("normal.report_interval_s", "normal.offline_after_s"),
+                &self.normal,
+            ),
+            (
+                ("lenient.report_interval_s", "lenient.offline_after_s"),
+                &self.lenient,
+            ),
+        ] {
+            // The range a set_interval command accepts.
+            if !(1..=86_400).contains(&level.report_interval_s) {
+                return Err((keys.0, "must be 1 to 86400 seconds".into()));
+            }
+            if level.offline_after_s <= level.report_interval_s {
+                return Err((
+                    keys.1,
+                    format!(
+                        "must be longer than the reporting interval ({} s): one late report is \
+                         not lost supervision",
+                        level.report_interval_s
+                    ),
+                ));
+            }
+        }
+        for (key, level) in [
+            ("strict.low_battery_pct", &self.strict),
+            ("normal.low_battery_pct", &self.normal),
+            ("lenient.low_battery_pct", &self.lenient),
+        ] {
+            if level.low_battery_pct > 100 {
+                return Err((key, "must be a percentage, 0 to 100".into()));
             }
         }
         Ok(())
@@ -198,6 +293,49 @@ mod tests {
         assert_eq!(levels.lenient.confirm_seconds, 300);
         assert!(toml::from_str::<LevelsConfig>("[normal]\nconfirm = 3\n").is_err());
         assert!(toml::from_str::<LevelsConfig>("[urgent]\n").is_err());
+    }
+
+    #[test]
+    fn intervals_deadlines_and_battery_thresholds_have_defaults_and_are_checked() {
+        let levels: LevelsConfig = toml::from_str(
+            "low_battery_pct = 25\n[strict]\nreport_interval_s = 30\nlow_battery_pct = 40\n",
+        )
+        .expect("valid");
+        assert_eq!(levels.strict.report_interval_s, 30);
+        assert_eq!(levels.strict.offline_after_s, 600);
+        assert_eq!(levels.strict.low_battery_pct, 40);
+        assert_eq!(levels.normal.low_battery_pct, 25);
+        assert_eq!(
+            levels.offline_after(SupervisionLevel::Lenient),
+            std::time::Duration::from_secs(3_600)
+        );
+        assert_eq!(
+            levels.report_interval(SupervisionLevel::Normal),
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(
+            LevelsConfig::default().normal.low_battery_pct,
+            DEFAULT_LOW_BATTERY_PCT
+        );
+        assert!(levels.validate().is_ok());
+        let mut short = LevelsConfig::default();
+        short.normal.offline_after_s = 300;
+        assert_eq!(
+            short.validate().map_err(|e| e.0),
+            Err("normal.offline_after_s")
+        );
+        let mut zero = LevelsConfig::default();
+        zero.lenient.report_interval_s = 0;
+        assert_eq!(
+            zero.validate().map_err(|e| e.0),
+            Err("lenient.report_interval_s")
+        );
+        let mut over = LevelsConfig::default();
+        over.strict.low_battery_pct = 101;
+        assert_eq!(
+            over.validate().map_err(|e| e.0),
+            Err("strict.low_battery_pct")
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The fence engine: checks every fix against the person's zones and turns definite breaches
-//! into `zone_exit` / `zone_enter` / `returned` transitions.
+//! into `zone_exit` / `zone_enter` / `curfew` / `returned` transitions.
 //!
 //! Role in the pipeline: ingest decodes fixes; the pipeline routes each person's fixes to one
 //! of several [`FenceEngine`] shards ([`shard_for`]), each run in a thin async task; the
@@ -12,8 +12,8 @@
 //! | --- | --- |
 //! | `mod.rs` | [`FenceEngine`], [`FenceConfig`] (accuracy assumptions), [`Transition`] |
 //! | `state.rs` | per-person state: confirmation runs, open breaches, late runs, per-device recency |
-//! | `levels.rs` | [`LevelsConfig`]: confirmation and severity per supervision level |
-//! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-tree of envelopes, assignments |
+//! | `levels.rs` | [`LevelsConfig`]: confirmation, severity, reporting interval, offline deadline and low-battery threshold per supervision level |
+//! | `index.rs` | [`ZoneCatalog`]: prepared zones, R-trees of envelopes (all zones, shared zones), assignments |
 //! | `prepared.rs` | [`PreparedZone`]: grid + segment R-tree for exact tests in metres |
 //! | `geodesy.rs` | metres from degrees (local scale, haversine) |
 //! | `zone.rs` | GeoJSON in and out, validation ([`ZoneError`]) |
@@ -60,6 +60,14 @@
 //!   separated; a pair is together again when its distance is within `separation_m`. A run of
 //!   separated fixes is confirmed like a breach and raises one `device_separation` per
 //!   episode; the episode ends silently (no `returned`).
+//! * The zones of a person are those assigned to them and the shared zones of their level
+//!   ([`ZoneScope`](crate::model::ZoneScope): everyone, or one level), which the catalog finds
+//!   per fix through an R-tree of its own. A level change takes effect on the next fix: the
+//!   state of zones no longer applying is dropped.
+//! * A zone with a schedule ([`crate::schedule`]) applies only while the fix's time, read in
+//!   the person's time zone, lies in one of its windows; outside them the fix complies with
+//!   the zone (a run under way is reset, an open episode ends with `returned`). A breach of a
+//!   scheduled inclusion zone is a `curfew` rather than a `zone_exit`.
 //! * A zone removed from the person's assignment loses its state; a newly assigned zone starts
 //!   unknown, and the first definite fixes establish it (a person already outside a freshly
 //!   assigned inclusion zone gets a `zone_exit` once the run is confirmed). A zone whose
@@ -163,6 +171,9 @@ pub struct FenceConfig {
     /// A violating GPS fix within this many seconds of a frame in which the device saw one of
     /// the zone's Wi-Fi access points cannot count towards a breach of that zone.
     pub wifi_hold_secs: u32,
+    /// IANA time zone of a person created without one, in which their zone schedules are
+    /// read (`Asia/Shanghai`: the deployments this is built for are in China).
+    pub default_timezone: String,
 }
 
 impl Default for FenceConfig {
@@ -180,6 +191,7 @@ impl Default for FenceConfig {
             separation_m: 300.0,
             separation_window_secs: 60,
             wifi_hold_secs: 120,
+            default_timezone: "Asia/Shanghai".into(),
         }
     }
 }
@@ -215,7 +227,24 @@ impl FenceConfig {
         if self.late_run_max_gap_secs == 0 {
             return Err(("late_run_max_gap_secs", "must be at least 1".into()));
         }
+        if self.default_timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err((
+                "default_timezone",
+                format!(
+                    "{:?} is not an IANA time zone name such as \"Asia/Shanghai\"",
+                    self.default_timezone
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// [`FenceConfig::default_timezone`], parsed (`Asia/Shanghai` if it does not parse, which
+    /// [`FenceConfig::validate`] refuses).
+    pub fn default_tz(&self) -> chrono_tz::Tz {
+        self.default_timezone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Shanghai)
     }
 
     /// The number of engine shards to run.
@@ -258,8 +287,8 @@ pub struct Transition {
     pub person_id: PersonId,
     /// Which zone (none for `ImplausibleJump` and `DeviceSeparation`).
     pub zone_id: Option<ZoneId>,
-    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached),
-    /// `Returned` (a breach ended), `ImplausibleJump` (an event, not an alarm) or
+    /// `ZoneExit` (inclusion zone breached), `ZoneEnter` (exclusion zone breached), `Curfew`
+    /// (a scheduled inclusion zone breached in a window), `Returned` (a breach ended), `ImplausibleJump` (an event, not an alarm) or
     /// `DeviceSeparation`.
     pub kind: AlertKind,
     /// Time of the fix that caused it.
@@ -377,6 +406,8 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct FenceEngine {
     config: FenceConfig,
+    /// [`FenceConfig::default_tz`], parsed once.
+    default_tz: chrono_tz::Tz,
     levels: LevelsConfig,
     persons: std::collections::HashMap<PersonId, PersonState>,
     /// Access points learned since the last [`FenceEngine::take_learned_wifi`].
@@ -395,6 +426,7 @@ impl FenceEngine {
     /// An engine with no persons yet.
     pub fn with_levels(config: FenceConfig, levels: LevelsConfig) -> FenceEngine {
         FenceEngine {
+            default_tz: config.default_tz(),
             config,
             levels,
             persons: std::collections::HashMap::new(),
@@ -412,14 +444,27 @@ impl FenceEngine {
         self.check_at(catalog, fix, SupervisionLevel::Normal)
     }
 
-    /// Checks one fix against the person's zones in `catalog`, confirming breaches by the rule
-    /// of `level`, and returns the transitions it causes (usually none). See the module docs
-    /// for the exact semantics.
+    /// Checks one fix of a person in the configured default time zone; see
+    /// [`FenceEngine::check_in`].
     pub fn check_at(
         &mut self,
         catalog: &ZoneCatalog,
         fix: &Fix,
         level: SupervisionLevel,
+    ) -> Vec<Transition> {
+        self.check_in(catalog, fix, level, self.default_tz)
+    }
+
+    /// Checks one fix against the zones that apply to the person in `catalog` (their own and
+    /// the shared zones of `level`), confirming breaches by the rule of `level` and reading
+    /// zone schedules in the person's time zone `tz`, and returns the transitions it causes
+    /// (usually none). See the module docs for the exact semantics.
+    pub fn check_in(
+        &mut self,
+        catalog: &ZoneCatalog,
+        fix: &Fix,
+        level: SupervisionLevel,
+        tz: chrono_tz::Tz,
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         // Ingest's plausibility check (`ingest::validate`) flags what cannot be believed; such
@@ -432,7 +477,7 @@ impl FenceEngine {
         if !fix.valid || !plausible {
             return out;
         }
-        if !catalog.has_zones(&fix.person_id) {
+        if !catalog.has_zones(&fix.person_id, level) {
             // No zones: keep nothing, so unassigned persons cost no memory.
             self.persons.remove(&fix.person_id);
             return out;
@@ -440,10 +485,10 @@ impl FenceEngine {
         let radius = self.config.accuracy_radius_m(fix);
         let confirm = self.levels.get(level).confirmation();
         let state = self.persons.entry(fix.person_id).or_default();
-        if state.generation != catalog.generation() {
-            let assigned = catalog.zone_ids_of(&fix.person_id);
-            state.retain_zones(|id| assigned.contains(id));
+        if state.generation != catalog.generation() || state.level != Some(level) {
+            state.retain_zones(|id| catalog.applies(&fix.person_id, level, id));
             state.generation = catalog.generation();
+            state.level = Some(level);
         }
         // Clock skew: a fix dated ahead of its receipt takes the late path (without being
         // recorded as the device's newest), so it cannot turn the honest fixes after it late.
@@ -481,8 +526,43 @@ impl FenceEngine {
         let max_gap = Duration::seconds(i64::from(self.config.late_run_max_gap_secs));
         let wifi_hold = Duration::seconds(i64::from(self.config.wifi_hold_secs));
         let mut placements = Vec::new();
-        catalog.classify_for(&fix.person_id, fix.lon, fix.lat, radius, &mut placements);
+        catalog.classify_for(
+            &fix.person_id,
+            level,
+            fix.lon,
+            fix.lat,
+            radius,
+            &mut placements,
+        );
+        // Shared exclusion zones far from the fix are not listed; those with a run or an
+        // episode under way need this definite "outside" to end it. The settled ones are
+        // forgotten, so a person's state does not grow with every border post passed.
+        let listed = placements.len();
+        let mut settled = Vec::new();
+        for id in state.zone_ids() {
+            if placements[..listed].iter().any(|(z, _)| z.id() == *id) {
+                continue;
+            }
+            if state
+                .zone(id)
+                .is_some_and(|z| z.is_settled(fix.time, max_gap))
+            {
+                settled.push(*id);
+            } else if let Some(zone) = catalog.zone(id).filter(|z| z.is_usable()) {
+                placements.push((zone, Placement::Outside));
+            }
+        }
+        if !settled.is_empty() {
+            state.retain_zones(|id| !settled.contains(id));
+        }
         for (zone, placement) in placements {
+            // Outside its schedule's windows a zone asks nothing: the fix complies, so a run
+            // under way is reset and an open episode ends with the window.
+            let off_schedule = zone
+                .zone()
+                .schedule
+                .as_ref()
+                .is_some_and(|s| !s.in_force(fix.time, tz));
             let wifi = &zone.zone().wifi;
             let sees_home =
                 !wifi.bssids.is_empty() && fix.wifi_bssids.iter().any(|b| wifi.bssids.contains(b));
@@ -506,6 +586,7 @@ impl FenceEngine {
                 placement
             };
             let verdict = match (zone.kind(), placement) {
+                _ if off_schedule => Verdict::Complies,
                 (_, Placement::Uncertain) => continue,
                 (ZoneKind::Inclusion, Placement::Inside)
                 | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
@@ -527,9 +608,11 @@ impl FenceEngine {
             } else {
                 zone_state.apply_live(verdict, fix.time, confirm, max_gap)
             };
+            let curfew = zone.zone().schedule.is_some();
             let kind = match (event, zone.kind()) {
                 (None, _) => continue,
                 (Some(Event::Returned), _) => AlertKind::Returned,
+                (Some(Event::Breach), ZoneKind::Inclusion) if curfew => AlertKind::Curfew,
                 (Some(Event::Breach), ZoneKind::Inclusion) => AlertKind::ZoneExit,
                 (Some(Event::Breach), ZoneKind::Exclusion) => AlertKind::ZoneEnter,
             };
@@ -566,7 +649,7 @@ impl FenceEngine {
         sighting: &crate::model::WifiSighting,
         level: SupervisionLevel,
     ) {
-        if !catalog.has_zones(&sighting.person_id) {
+        if !catalog.has_zones(&sighting.person_id, level) {
             return;
         }
         let state = self.persons.entry(sighting.person_id).or_default();
@@ -575,8 +658,8 @@ impl FenceEngine {
         // Exclusion zones are left to fixes: an access point seen without a position is not
         // enough to raise a breach.
         for zone in catalog
-            .zones_of(&sighting.person_id)
-            .filter(|z| z.kind() == ZoneKind::Inclusion)
+            .zones_of(&sighting.person_id, level)
+            .filter(|z| z.kind() == ZoneKind::Inclusion && !z.zone().wifi.bssids.is_empty())
         {
             let wifi = &zone.zone().wifi.bssids;
             if !sighting.bssids.iter().any(|b| wifi.contains(b)) {

@@ -797,6 +797,8 @@ mod tests {
             kind: ZoneKind::Inclusion,
             shape,
             wifi: Default::default(),
+            scope: Default::default(),
+            schedule: None,
         }
     }
 

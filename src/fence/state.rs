@@ -233,6 +233,15 @@ impl ZoneState {
         self.last_violated = self.last_violated.max(Some(since));
     }
 
+    /// Whether nothing is under way for the zone at `time`: no open episode, no run being
+    /// counted (live or late) and no violating fix within `quiet` before it. Dropping such a
+    /// state changes no outcome the late-fix rules look back on for that long.
+    pub fn is_settled(&self, time: DateTime<Utc>, quiet: Duration) -> bool {
+        !self.live.active()
+            && !self.late.active()
+            && self.last_violated.is_none_or(|t| time - t > quiet)
+    }
+
     /// Whether a live breach episode is open.
     pub fn is_breached(&self) -> bool {
         self.live.open_since.is_some()
@@ -382,6 +391,8 @@ pub struct DeviceState {
 pub struct PersonState {
     /// The catalog generation the zone set was last reconciled with.
     pub generation: u64,
+    /// The supervision level the zone set was last reconciled with (shared zones follow it).
+    pub level: Option<crate::model::SupervisionLevel>,
     devices: HashMap<String, DeviceState>,
     zones: HashMap<ZoneId, ZoneState>,
     /// Separation runs per pair of devices (the two ids in order).
@@ -457,6 +468,11 @@ impl PersonState {
     /// The state for a zone, if any definite fix has been seen for it.
     pub fn zone(&self, zone: &ZoneId) -> Option<&ZoneState> {
         self.zones.get(zone)
+    }
+
+    /// The zones with state.
+    pub fn zone_ids(&self) -> impl Iterator<Item = &ZoneId> {
+        self.zones.keys()
     }
 
     /// Drops the state of every zone for which `keep` is false.

@@ -62,6 +62,8 @@ fn square(kind: ZoneKind) -> Zone {
         kind,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     }
 }
 
@@ -173,6 +175,8 @@ fn circle_zones_follow_the_same_rules() {
             radius_m: 1_000.0,
         },
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     };
     let catalog = catalog_with(zone);
     let mut engine = counting(2);
@@ -790,6 +794,8 @@ fn zone_along(leg: &[TrackPoint], left: bool) -> (Zone, (f64, f64)) {
         kind: ZoneKind::Inclusion,
         shape: ZoneShape::Area(MultiPolygon(vec![Polygon::new(LineString(ring), vec![])])),
         wifi: Default::default(),
+        scope: Default::default(),
+        schedule: None,
     };
     (zone, (away.x, away.y))
 }
@@ -1011,6 +1017,8 @@ fn home_plot(wifi: Vec<String>) -> Zone {
             bssids: wifi,
             learn_until: None,
         },
+        scope: Default::default(),
+        schedule: None,
     }
 }
 
@@ -1480,4 +1488,271 @@ fn the_real_run_along_the_real_county_line() {
         radius_zero > counting_only,
         "{radius_zero} vs {counting_only}"
     );
+}
+
+// ---- shared zones and schedules ---------------------------------------------------------
+
+/// A circle of `radius_m` around a point, applying to `scope`.
+fn circle(
+    id: u128,
+    (lon, lat): (f64, f64),
+    radius_m: f64,
+    kind: ZoneKind,
+    scope: crate::model::ZoneScope,
+) -> Zone {
+    Zone {
+        id: Uuid::from_u128(id),
+        name: format!("circle {id}"),
+        kind,
+        shape: ZoneShape::Circle {
+            center: geo::Point::new(lon, lat),
+            radius_m,
+        },
+        wifi: Default::default(),
+        scope,
+        schedule: None,
+    }
+}
+
+fn person_fix(person: Uuid, minute: i64, at: (f64, f64)) -> Fix {
+    Fix {
+        person_id: person,
+        device_id: format!("dev-{person}"),
+        ..fix(minute, at)
+    }
+}
+
+#[test]
+fn a_shared_border_post_among_thousands_is_entered_by_two_persons_and_left_by_both() {
+    use crate::model::ZoneScope;
+    let (a, b) = (Uuid::from_u128(0xA1), Uuid::from_u128(0xB2));
+    // Two thousand 300 m exclusion circles on a grid 0.05° apart, one of them the post.
+    let mut zones: Vec<Zone> = (0..2_000u128)
+        .map(|i| {
+            let at = (
+                100.0 + (i % 50) as f64 * 0.05,
+                20.0 + (i / 50) as f64 * 0.05,
+            );
+            circle(100 + i, at, 300.0, ZoneKind::Exclusion, ZoneScope::Everyone)
+        })
+        .collect();
+    let post = zones[777].clone();
+    let ZoneShape::Circle { center, .. } = post.shape else {
+        unreachable!()
+    };
+    let at_post = (center.x(), center.y());
+    let away = (center.x() + 0.02, center.y());
+    // A level-wide inclusion zone only strict persons have, far from everything.
+    zones.push(circle(
+        99,
+        (120.0, 30.0),
+        1_000.0,
+        ZoneKind::Inclusion,
+        ZoneScope::Level(SupervisionLevel::Strict),
+    ));
+    let catalog = ZoneCatalog::build(zones, HashMap::new());
+    assert!(catalog.warnings().is_empty());
+    assert!(catalog.has_zones(&a, SupervisionLevel::Normal));
+    let mut engine = counting(2);
+    let mut raised = Vec::new();
+    for (person, level) in [
+        (a, SupervisionLevel::Normal),
+        (b, SupervisionLevel::Lenient),
+    ] {
+        for (minute, place) in [(0, away), (1, at_post), (2, at_post), (3, away), (4, away)] {
+            for t in engine.check_at(&catalog, &person_fix(person, minute, place), level) {
+                raised.push((t.person_id, t.kind, t.zone_id));
+            }
+        }
+    }
+    assert_eq!(
+        raised,
+        vec![
+            (a, AlertKind::ZoneEnter, Some(post.id)),
+            (a, AlertKind::Returned, Some(post.id)),
+            (b, AlertKind::ZoneEnter, Some(post.id)),
+            (b, AlertKind::Returned, Some(post.id)),
+        ]
+    );
+    // Half an hour later, far from every post, the settled state of the post is forgotten.
+    assert_eq!(engine.persons[&b].zone_count(), 1);
+    let later = engine.check_at(
+        &catalog,
+        &person_fix(b, 60, away),
+        SupervisionLevel::Lenient,
+    );
+    assert!(later.is_empty());
+    assert_eq!(engine.persons[&b].zone_count(), 0);
+    // The strict-level inclusion zone applies to a strict person only: away from it, the
+    // person is outside and breaches it.
+    let mut strict = Vec::new();
+    for minute in 10..13 {
+        strict.extend(kinds(&engine.check_at(
+            &catalog,
+            &person_fix(a, minute, away),
+            SupervisionLevel::Strict,
+        )));
+    }
+    assert_eq!(strict, vec![AlertKind::ZoneExit]);
+    // Back to normal: the strict zone no longer applies and its state is gone.
+    assert!(engine
+        .check_at(&catalog, &person_fix(a, 20, away), SupervisionLevel::Normal)
+        .is_empty());
+    assert_eq!(engine.status(&a, &Uuid::from_u128(99)), ZoneStatus::Unknown);
+}
+
+#[test]
+fn a_shared_zone_assigned_to_a_person_as_well_counts_once() {
+    use crate::model::ZoneScope;
+    let zone = circle(5, INSIDE, 500.0, ZoneKind::Exclusion, ZoneScope::Everyone);
+    let catalog = ZoneCatalog::build(vec![zone.clone()], HashMap::from([(PERSON, vec![zone.id])]));
+    assert_eq!(
+        catalog.warnings(),
+        &[CatalogWarning::SharedZoneAssigned {
+            person: PERSON,
+            zone: zone.id
+        }]
+    );
+    let mut engine = counting(2);
+    let raised: Vec<_> = run(&mut engine, &catalog, &[fix(0, INSIDE), fix(1, INSIDE)])
+        .into_iter()
+        .map(|(_, t)| t.kind)
+        .collect();
+    assert_eq!(raised, vec![AlertKind::ZoneEnter]);
+}
+
+fn curfew_home() -> Zone {
+    let mut home = square(ZoneKind::Inclusion);
+    home.schedule = Some(
+        crate::schedule::Schedule::from_json(&serde_json::json!([
+            {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "from": "22:00", "to": "06:00"}
+        ]))
+        .expect("valid"),
+    );
+    home
+}
+
+/// A fix at a UTC time.
+fn fix_utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, at: (f64, f64)) -> Fix {
+    fix_at(
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap(),
+        at.0,
+        at.1,
+        Some(10.0),
+    )
+}
+
+#[test]
+fn a_curfew_is_silent_in_the_afternoon_and_raised_at_night_across_midnight() {
+    let catalog = catalog_with(curfew_home());
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    let shanghai = chrono_tz::Asia::Shanghai;
+    let out = two_km_out();
+    let check = |engine: &mut FenceEngine, f: Fix| {
+        kinds(&engine.check_in(&catalog, &f, SupervisionLevel::Normal, shanghai))
+    };
+    // 15:00-15:30 Shanghai (07:00 UTC): out in town, the curfew asks nothing.
+    for minute in (0..=30).step_by(5) {
+        assert!(check(&mut engine, fix_utc(2026, 3, 2, 7, minute, out)).is_empty());
+    }
+    // 21:50 out: still before the window. From 22:00 the run starts; 22:05 confirms (normal
+    // level: 2 fixes and 180 s).
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 13, 50, out)).is_empty());
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 14, 0, out)).is_empty());
+    assert_eq!(
+        check(&mut engine, fix_utc(2026, 3, 2, 14, 5, out)),
+        vec![AlertKind::Curfew]
+    );
+    // Out past midnight raises nothing new; the window closing at 06:00 ends the episode.
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 16, 30, out)).is_empty());
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 21, 55, out)).is_empty());
+    assert_eq!(
+        check(&mut engine, fix_utc(2026, 3, 2, 22, 5, out)),
+        vec![AlertKind::Returned]
+    );
+    // The same clock times read in Berlin are the Berlin afternoon: nothing.
+    let mut berlin = FenceEngine::new(FenceConfig::default());
+    for minute in [0, 5, 10] {
+        assert!(kinds(&berlin.check_in(
+            &catalog,
+            &fix_utc(2026, 3, 2, 14, minute, out),
+            SupervisionLevel::Normal,
+            chrono_tz::Europe::Berlin
+        ))
+        .is_empty());
+    }
+}
+
+#[test]
+fn a_curfew_opening_in_berlin_follows_the_clock_change() {
+    // 2026-03-29 02:00 CET the clocks jump to 03:00 CEST; a window 02:30-05:00 opens at the
+    // jump (01:00 UTC). Out at 00:50 and 00:55 UTC: before it; out from 01:00: the run starts.
+    let mut home = curfew_home();
+    home.schedule = Some(
+        crate::schedule::Schedule::from_json(&serde_json::json!([
+            {"days": ["sun"], "from": "02:30", "to": "05:00"}
+        ]))
+        .expect("valid"),
+    );
+    let catalog = catalog_with(home);
+    let mut engine = counting(2);
+    let berlin = chrono_tz::Europe::Berlin;
+    let out = two_km_out();
+    let mut raised = Vec::new();
+    for (h, mi) in [(0, 50), (0, 55), (1, 0), (1, 5), (3, 0), (3, 5)] {
+        let f = fix_utc(2026, 3, 29, h, mi, out);
+        raised.push(kinds(&engine.check_in(
+            &catalog,
+            &f,
+            SupervisionLevel::Normal,
+            berlin,
+        )));
+    }
+    assert_eq!(
+        raised,
+        vec![
+            vec![],
+            vec![],
+            vec![],
+            vec![AlertKind::Curfew],
+            // 05:00 CEST is 03:00 UTC: the window has closed.
+            vec![AlertKind::Returned],
+            vec![],
+        ]
+    );
+}
+
+#[test]
+fn a_scheduled_exclusion_zone_applies_only_in_its_windows() {
+    let mut school = square(ZoneKind::Exclusion);
+    school.schedule = Some(
+        crate::schedule::Schedule::from_json(&serde_json::json!([
+            {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "17:00"}
+        ]))
+        .expect("valid"),
+    );
+    let catalog = catalog_with(school);
+    let mut engine = counting(2);
+    let shanghai = chrono_tz::Asia::Shanghai;
+    let mut check = |h, mi| {
+        kinds(&engine.check_in(
+            &catalog,
+            &fix_utc(2026, 3, 7, h, mi, INSIDE),
+            SupervisionLevel::Normal,
+            shanghai,
+        ))
+    };
+    // 2026-03-07 is a Saturday: at the school at 10:00 and 10:05 local, nothing.
+    assert!(check(2, 0).is_empty());
+    assert!(check(2, 5).is_empty());
+    let mut monday = |h, mi| {
+        kinds(&engine.check_in(
+            &catalog,
+            &fix_utc(2026, 3, 9, h, mi, INSIDE),
+            SupervisionLevel::Normal,
+            shanghai,
+        ))
+    };
+    assert!(monday(2, 0).is_empty());
+    assert_eq!(monday(2, 5), vec![AlertKind::ZoneEnter]);
 }

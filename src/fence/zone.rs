@@ -26,6 +26,9 @@
 //! * `wifi_learn_until` (optional, RFC 3339): the end of the enrolment period during which
 //!   access points the person's devices see while definitely inside the zone are learned into
 //!   `wifi` (see the fence engine's semantics for the rule).
+//! * `schedule` (optional): when the zone is in force, a list of weekly windows
+//!   `[{"days": ["mon", …], "from": "22:00", "to": "06:00"}]` read in the person's time zone
+//!   (see [`crate::schedule`]); a scheduled inclusion zone is a curfew.
 //! * Geometry: `Polygon` or `MultiPolygon` (holes respected; rings must have at least 4
 //!   positions, the last equal to the first, and enclose some area; the ring orientation is not
 //!   checked), or a `Point` with `radius_m` > 0 (metres, at most [`MAX_RADIUS_M`]) for a circle.
@@ -49,7 +52,8 @@ use geojson::{
 use thiserror::Error;
 
 use super::crs::to_wgs84;
-use crate::model::{normalize_bssid, Crs, Zone, ZoneId, ZoneKind, ZoneShape, ZoneWifi};
+use crate::model::{normalize_bssid, Crs, Zone, ZoneId, ZoneKind, ZoneScope, ZoneShape, ZoneWifi};
+use crate::schedule::Schedule;
 
 /// Most positions a zone may have (all rings of all parts together). The largest real boundary
 /// we use, Hunan province, has 19,374; a million leaves room for detailed coastlines while
@@ -163,6 +167,9 @@ pub enum ZoneError {
     /// `properties.wifi` is not a list of MAC addresses.
     #[error("wifi: {0}; expected a list of at most 64 MAC addresses like \"aa:bb:cc:dd:ee:ff\"")]
     BadWifi(String),
+    /// `properties.schedule` is not a valid schedule.
+    #[error("{0}")]
+    BadSchedule(#[from] crate::schedule::ScheduleError),
     /// `radius_m` given for a polygon.
     #[error("radius_m ({0}) is only for Point zones; a polygon's boundary is its extent")]
     RadiusOnArea(f64),
@@ -191,6 +198,8 @@ pub struct ZoneProperties {
     pub radius_m: Option<f64>,
     /// Access points inside the zone, normalised, and the learning window (module docs).
     pub wifi: ZoneWifi,
+    /// When the zone is in force; `None`: always.
+    pub schedule: Option<Schedule>,
 }
 
 /// A validated zone, geometry converted to WGS-84, not yet stored (no id).
@@ -206,6 +215,8 @@ pub struct ZoneSpec {
     pub shape: ZoneShape,
     /// Access points inside the zone and the learning window.
     pub wifi: ZoneWifi,
+    /// When the zone is in force; `None`: always.
+    pub schedule: Option<Schedule>,
 }
 
 impl ZoneSpec {
@@ -257,6 +268,7 @@ impl ZoneSpec {
             crs,
             radius_m,
             wifi,
+            schedule,
         } = properties;
         if name.trim().is_empty() {
             return Err(ZoneError::MissingName);
@@ -308,10 +320,12 @@ impl ZoneSpec {
             crs,
             shape,
             wifi,
+            schedule,
         })
     }
 
-    /// The zone to store, under `id`.
+    /// The zone to store, under `id`, applying to the persons it is assigned to (the API sets
+    /// a shared scope when one was asked for).
     pub fn into_zone(self, id: ZoneId) -> Zone {
         Zone {
             id,
@@ -319,6 +333,8 @@ impl ZoneSpec {
             kind: self.kind,
             shape: self.shape,
             wifi: self.wifi,
+            scope: ZoneScope::Persons,
+            schedule: self.schedule,
         }
     }
 }
@@ -399,12 +415,17 @@ impl ZoneProperties {
             bssids,
             learn_until,
         };
+        let schedule = match props.get("schedule") {
+            None | Some(JsonValue::Null) => None,
+            Some(v) => Some(Schedule::from_json(v)?),
+        };
         Ok(ZoneProperties {
             name,
             kind,
             crs,
             radius_m,
             wifi,
+            schedule,
         })
     }
 }
@@ -454,6 +475,9 @@ pub fn zone_to_feature(zone: &Zone, source_crs: Crs) -> Feature {
     props.insert("source_crs".into(), source_crs.as_str().into());
     if !zone.wifi.bssids.is_empty() {
         props.insert("wifi".into(), zone.wifi.bssids.clone().into());
+    }
+    if let Some(schedule) = &zone.schedule {
+        props.insert("schedule".into(), schedule.to_json());
     }
     if let Some(until) = zone.wifi.learn_until {
         props.insert(
@@ -856,6 +880,7 @@ mod tests {
             crs: Crs::Wgs84,
             radius_m: None,
             wifi: Default::default(),
+            schedule: None,
         };
         assert_eq!(
             ZoneSpec::from_geometry(&geometry, props),
@@ -922,6 +947,8 @@ mod tests {
                 radius_m: 300.0,
             },
             wifi: Default::default(),
+            scope: Default::default(),
+            schedule: None,
         };
         let json = serde_json::to_value(zone_to_feature(&circle, Crs::Wgs84)).expect("json");
         assert_eq!(json["geometry"]["type"], "Point");

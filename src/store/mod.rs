@@ -28,8 +28,9 @@ use thiserror::Error;
 
 use crate::model::{
     Alert, AlertId, AlertState, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
-    Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
+    Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneScope, ZoneWifi,
 };
+use crate::schedule::Schedule;
 
 /// Errors of the store layer.
 #[derive(Debug, Error)]
@@ -149,8 +150,52 @@ pub struct ZoneRecord {
     pub geometry: String,
     /// Wi-Fi access points inside the zone (`properties.wifi`) and the learning window.
     pub wifi: ZoneWifi,
+    /// Whom it applies to besides its per-person assignments (everyone, a level).
+    pub scope: ZoneScope,
+    /// The persons it is assigned to one by one: written with the zone by
+    /// [`Store::create_zone`], read back from the assignments.
+    pub persons: Vec<PersonId>,
+    /// When it is in force (`properties.schedule`); `None`: always.
+    pub schedule: Option<Schedule>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+/// The stored name of a zone scope: `persons`, `everyone` or `level:<level>`.
+pub(crate) fn scope_name(scope: ZoneScope) -> String {
+    match scope {
+        ZoneScope::Persons => "persons".into(),
+        ZoneScope::Everyone => "everyone".into(),
+        ZoneScope::Level(level) => format!("level:{}", level.as_str()),
+    }
+}
+
+/// A zone scope from its stored name.
+pub(crate) fn parse_scope(name: &str) -> Result<ZoneScope, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        what: "zone",
+        reason: format!("unknown scope {name:?}"),
+    };
+    match name {
+        "persons" => Ok(ZoneScope::Persons),
+        "everyone" => Ok(ZoneScope::Everyone),
+        other => other
+            .strip_prefix("level:")
+            .and_then(|level| level.parse().ok())
+            .map(ZoneScope::Level)
+            .ok_or_else(corrupt),
+    }
+}
+
+/// A zone's schedule from its stored JSON text.
+pub(crate) fn parse_schedule(text: Option<&str>) -> Result<Option<Schedule>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
+            what: "zone",
+            reason: format!("schedule: {e}"),
+        })
+    })
+    .transpose()
 }
 
 /// API roles, from most to least powerful.
@@ -465,7 +510,9 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest expiry among open commands.
     async fn next_command_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Stores a zone.
+    /// Stores a zone and, in the same transaction, assigns it to `zone.persons`
+    /// ([`StoreError::UnknownReference`] naming the first unknown person; nothing is stored
+    /// then).
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError>;
     /// One zone.
     async fn zone(&self, id: ZoneId) -> Result<ZoneRecord, StoreError>;
@@ -509,7 +556,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Fix>, StoreError>;
 
     /// Zone breaches whose episode is still open: for each (person, zone), the newest live zone
-    /// alert, when it is a `zone_exit` or `zone_enter` rather than a `returned`. The fence
+    /// alert, when it is a `zone_exit`, `zone_enter` or `curfew` rather than a `returned`. The fence
     /// engine resumes these after a restart.
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
 

@@ -13,6 +13,7 @@
 //! consumer paging `after=` never skips an alert that becomes visible later.
 
 use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -226,6 +227,25 @@ fn device_from_row(row: &PgRow) -> Result<Device, StoreError> {
     })
 }
 
+/// The persons each zone is assigned to.
+async fn zone_persons(
+    pool: &PgPool,
+    zone: Option<ZoneId>,
+) -> Result<HashMap<ZoneId, Vec<PersonId>>, StoreError> {
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT zone_id, person_id FROM person_zones \
+         WHERE $1::uuid IS NULL OR zone_id = $1 ORDER BY zone_id, person_id",
+    )
+    .bind(zone)
+    .fetch_all(pool)
+    .await?;
+    let mut persons: HashMap<ZoneId, Vec<PersonId>> = HashMap::new();
+    for (zone, person) in rows {
+        persons.entry(zone).or_default().push(person);
+    }
+    Ok(persons)
+}
+
 fn zone_from_row(row: &PgRow) -> Result<ZoneRecord, StoreError> {
     Ok(ZoneRecord {
         id: row.try_get("id")?,
@@ -238,6 +258,10 @@ fn zone_from_row(row: &PgRow) -> Result<ZoneRecord, StoreError> {
             bssids: row.try_get("wifi")?,
             learn_until: row.try_get("wifi_learn_until")?,
         },
+        scope: super::parse_scope(row.try_get::<&str, _>("scope")?)?,
+        // Filled from the assignments by the caller.
+        persons: Vec::new(),
+        schedule: super::parse_schedule(row.try_get::<Option<&str>, _>("schedule")?)?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -773,9 +797,11 @@ impl Store for PgStore {
     }
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO zones (id, name, kind, source_crs, radius_m, geometry, wifi, \
-             wifi_learn_until, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             wifi_learn_until, scope, schedule, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(zone.id)
         .bind(&zone.name)
@@ -785,9 +811,31 @@ impl Store for PgStore {
         .bind(&zone.geometry)
         .bind(&zone.wifi.bssids)
         .bind(zone.wifi.learn_until)
+        .bind(super::scope_name(zone.scope))
+        .bind(zone.schedule.as_ref().map(|s| s.to_string()))
         .bind(zone.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for person in &zone.persons {
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = $1")
+                .bind(person)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownReference(format!(
+                    "assigned_to lists person {person}, who does not exist"
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO person_zones (person_id, zone_id) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(person)
+            .bind(zone.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -823,15 +871,25 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| not_found("zone", id))?;
-        zone_from_row(&row)
+        let mut zone = zone_from_row(&row)?;
+        zone.persons = zone_persons(&self.pool, Some(id))
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        Ok(zone)
     }
 
     async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        let mut persons = zone_persons(&self.pool, None).await?;
         sqlx::query("SELECT * FROM zones ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(zone_from_row)
+            .map(|row| {
+                let mut zone = zone_from_row(row)?;
+                zone.persons = persons.remove(&zone.id).unwrap_or_default();
+                Ok(zone)
+            })
             .collect()
     }
 
@@ -1106,7 +1164,7 @@ impl Store for PgStore {
                  SELECT DISTINCT ON (person_id, zone_id) person_id, zone_id, kind, time \
                  FROM alerts WHERE zone_id IS NOT NULL AND NOT late \
                  ORDER BY person_id, zone_id, seq DESC) newest \
-             WHERE kind IN ('zone_exit', 'zone_enter')",
+             WHERE kind IN ('zone_exit', 'zone_enter', 'curfew')",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1115,7 +1173,7 @@ impl Store for PgStore {
             .map(|(person_id, zone_id, kind, since)| OpenBreach {
                 person_id,
                 zone_id,
-                kind: if kind == "zone_exit" {
+                kind: if kind == "zone_exit" || kind == "curfew" {
                     ZoneKind::Inclusion
                 } else {
                     ZoneKind::Exclusion

@@ -4,6 +4,7 @@
 //! Times are kept as integer microseconds since the epoch and ids as UUID text; the conversion
 //! to model types happens only here.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -392,6 +393,29 @@ fn command_from_row(row: &SqliteRow) -> Result<DeviceCommand, StoreError> {
     })
 }
 
+/// The persons each zone is assigned to.
+async fn zone_persons(
+    pool: &SqlitePool,
+    zone: Option<ZoneId>,
+) -> Result<HashMap<ZoneId, Vec<PersonId>>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT zone_id, person_id FROM person_zones \
+         WHERE ? IS NULL OR zone_id = ? ORDER BY zone_id, person_id",
+    )
+    .bind(zone.map(|z| z.to_string()))
+    .bind(zone.map(|z| z.to_string()))
+    .fetch_all(pool)
+    .await?;
+    let mut persons: HashMap<ZoneId, Vec<PersonId>> = HashMap::new();
+    for (zone, person) in rows {
+        persons
+            .entry(parse("zone", &zone)?)
+            .or_default()
+            .push(parse("person", &person)?);
+    }
+    Ok(persons)
+}
+
 fn zone_from_row(row: &SqliteRow) -> Result<ZoneRecord, StoreError> {
     Ok(ZoneRecord {
         id: parse("zone", row.try_get::<&str, _>("id")?)?,
@@ -412,6 +436,10 @@ fn zone_from_row(row: &SqliteRow) -> Result<ZoneRecord, StoreError> {
                 .map(|v| from_micros("zone", v))
                 .transpose()?,
         },
+        scope: super::parse_scope(row.try_get::<&str, _>("scope")?)?,
+        // Filled from the assignments by the caller.
+        persons: Vec::new(),
+        schedule: super::parse_schedule(row.try_get::<Option<&str>, _>("schedule")?)?,
         created_at: from_micros("zone", row.try_get("created_at")?)?,
     })
 }
@@ -868,10 +896,12 @@ impl Store for SqliteStore {
     }
 
     async fn create_zone(&self, zone: &ZoneRecord) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO zones \
-             (id, name, kind, source_crs, radius_m, geometry, wifi, wifi_learn_until, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             (id, name, kind, source_crs, radius_m, geometry, wifi, wifi_learn_until, scope, \
+              schedule, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(zone.id.to_string())
         .bind(&zone.name)
@@ -881,9 +911,28 @@ impl Store for SqliteStore {
         .bind(&zone.geometry)
         .bind(serde_json::Value::from(zone.wifi.bssids.clone()).to_string())
         .bind(zone.wifi.learn_until.map(micros))
+        .bind(super::scope_name(zone.scope))
+        .bind(zone.schedule.as_ref().map(|s| s.to_string()))
         .bind(micros(zone.created_at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        for person in &zone.persons {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM persons WHERE id = ?")
+                .bind(person.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownReference(format!(
+                    "assigned_to lists person {person}, who does not exist"
+                )));
+            }
+            sqlx::query("INSERT OR IGNORE INTO person_zones (person_id, zone_id) VALUES (?, ?)")
+                .bind(person.to_string())
+                .bind(zone.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -919,15 +968,25 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| not_found("zone", id))?;
-        zone_from_row(&row)
+        let mut zone = zone_from_row(&row)?;
+        zone.persons = zone_persons(&self.pool, Some(id))
+            .await?
+            .remove(&id)
+            .unwrap_or_default();
+        Ok(zone)
     }
 
     async fn zones(&self) -> Result<Vec<ZoneRecord>, StoreError> {
+        let mut persons = zone_persons(&self.pool, None).await?;
         sqlx::query("SELECT * FROM zones ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(zone_from_row)
+            .map(|row| {
+                let mut zone = zone_from_row(row)?;
+                zone.persons = persons.remove(&zone.id).unwrap_or_default();
+                Ok(zone)
+            })
             .collect()
     }
 
@@ -1109,7 +1168,7 @@ impl Store for SqliteStore {
         let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT a.person_id, a.zone_id, a.kind, a.time FROM alerts a \
              WHERE a.zone_id IS NOT NULL AND a.late = 0 \
-               AND a.kind IN ('zone_exit', 'zone_enter') \
+               AND a.kind IN ('zone_exit', 'zone_enter', 'curfew') \
                AND a.seq = (SELECT MAX(b.seq) FROM alerts b \
                             WHERE b.person_id = a.person_id AND b.zone_id = a.zone_id \
                               AND b.late = 0)",
@@ -1121,7 +1180,7 @@ impl Store for SqliteStore {
                 Ok(OpenBreach {
                     person_id: parse("alert", person)?,
                     zone_id: parse("alert", zone)?,
-                    kind: if kind == "zone_exit" {
+                    kind: if kind == "zone_exit" || kind == "curfew" {
                         ZoneKind::Inclusion
                     } else {
                         ZoneKind::Exclusion
@@ -1828,6 +1887,9 @@ mod tests {
                 learn_until: Some(Utc::now().trunc_subsecs(6)),
             },
             created_at: Utc.timestamp_micros(1_700_000_000_000_000).unwrap(),
+            scope: Default::default(),
+            persons: Vec::new(),
+            schedule: None,
         };
         store.create_zone(&zone).await.unwrap();
         assert_eq!(store.zone(zone.id).await.unwrap(), zone);

@@ -35,6 +35,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         webhooks: Arc::from(Vec::<String>::new()),
         integration: Arc::default(),
         commands,
+        levels: Arc::default(),
+        default_timezone: chrono_tz::Asia::Shanghai,
     };
     (router(state, &HttpConfig::default()), dir)
 }
