@@ -366,7 +366,7 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind, for metrics.
-    pub const ALL: [AlertKind; 12] = [
+    pub const ALL: [AlertKind; 13] = [
         AlertKind::ZoneExit,
         AlertKind::ZoneEnter,
         AlertKind::Curfew,
