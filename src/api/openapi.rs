@@ -27,7 +27,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
-use super::{alerts, commands, devices, feed, persons, stream, tokens, webhooks, zones};
+use super::{alerts, commands, devices, feed, persons, stats, stream, tokens, webhooks, zones};
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
 
@@ -73,7 +73,12 @@ pub const BEARER: &str = "bearer";
         alerts::list,
         alerts::get,
         alerts::acknowledge,
+        alerts::verify,
+        alerts::dispose,
+        alerts::close,
         alerts::resolve,
+        alerts::actions,
+        stats::alerts,
         stream::stream,
         feed::feed,
         webhooks::list,
@@ -287,6 +292,7 @@ macro_rules! error_response {
 }
 
 error_response!(Conflict);
+error_response!(UnprocessableEntity);
 error_response!(UnsupportedMediaType);
 error_response!(ServiceUnavailable);
 
