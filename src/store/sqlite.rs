@@ -2159,6 +2159,80 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn alerts_handled_before_the_chain_are_closed_with_their_steps_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        // The schema as it was before migration 0010, with an alert resolved and one
+        // acknowledged the old way.
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&store.pool).await.unwrap();
+        let person = new_id().to_string();
+        let (resolved, acked) = (new_id(), new_id());
+        for (seq, id, state, note, acked_at, resolved_at) in [
+            (
+                1,
+                resolved,
+                "resolved",
+                "back home",
+                1_000_i64,
+                Some(2_000_i64),
+            ),
+            (2, acked, "acknowledged", "calling", 3_000, None),
+        ] {
+            sqlx::query(
+                "INSERT INTO alerts (seq, id, kind, person_id, severity, time, raised_at, state, \
+                 late, note, acknowledged_at, resolved_at) \
+                 VALUES (?, ?, 'zone_exit', ?, 'high', 0, 0, ?, 0, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(id.to_string())
+            .bind(&person)
+            .bind(state)
+            .bind(note)
+            .bind(acked_at)
+            .bind(resolved_at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+
+        let closed = store.alert(resolved).await.unwrap();
+        assert_eq!(closed.state, AlertState::Closed);
+        assert_eq!(closed.closed_at, Some(from_micros("t", 2_000).unwrap()));
+        assert_eq!(closed.disposition, None);
+        let steps: Vec<(AlertState, Option<String>, Option<Uuid>)> = store
+            .alert_actions(resolved)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.state, a.note, a.actor.token_id))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (AlertState::Acknowledged, None, None),
+                (AlertState::Closed, Some("back home".into()), None)
+            ]
+        );
+        let still = store.alert_actions(acked).await.unwrap();
+        assert_eq!(still.len(), 1);
+        assert_eq!(still[0].note.as_deref(), Some("calling"));
+        assert_eq!(
+            store.alert(acked).await.unwrap().state,
+            AlertState::Acknowledged
+        );
+    }
+
+    #[tokio::test]
     async fn tokens_are_found_by_hash_only() {
         let (_dir, store) = store().await;
         assert_eq!(store.token_count().await.unwrap(), 0);
