@@ -199,17 +199,20 @@ pub fn admit(
     alerts
         .iter_mut()
         .map(|alert| {
+            // A new alert enters the chain here whatever it carried (a batch handed back
+            // after a failed commit is decided afresh).
+            alert.state = AlertState::Open;
+            alert.repeat_of = None;
+            alert.closed_at = None;
             let reason = if !alert.kind.needs_handling() {
                 format!("{} is recorded and needs no handling", alert.kind)
             } else if let Some(first) = unclosed.get(&episode_key(alert)) {
                 alert.repeat_of = Some(*first);
                 format!("a repeat of alert {first}, which is still being handled")
             } else {
-                alert.state = AlertState::Open;
                 unclosed.insert(episode_key(alert), alert.id);
                 return None;
             };
-            alert.state = AlertState::Open;
             let at = alert.raised_at;
             let action = apply(
                 alert,
