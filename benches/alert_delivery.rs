@@ -133,8 +133,12 @@ fn alert(person: uuid::Uuid) -> Alert {
         state: AlertState::Open,
         late: false,
         note: None,
+        disposition: None,
         acknowledged_at: None,
-        resolved_at: None,
+        verified_at: None,
+        disposed_at: None,
+        closed_at: None,
+        repeat_of: None,
         border: None,
     }
 }

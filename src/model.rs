@@ -401,6 +401,13 @@ impl AlertKind {
         }
     }
 
+    /// Whether an alert of this kind goes to the operators' queue. An `implausible_jump` is
+    /// recorded for the record and born closed: a jump no one could travel is a positioning
+    /// fault, not something the person did.
+    pub fn needs_handling(&self) -> bool {
+        !matches!(self, AlertKind::ImplausibleJump)
+    }
+
     /// The alert a device alarm becomes, if the monitoring centre needs one: `tamper` for a
     /// strap cut or case opened (`Tamper`), a wristband taken off (`Removal`) and its power
     /// cut (`PowerCut`: a cut supply is how a tracker is silenced); the rest (vibration,
@@ -505,25 +512,65 @@ impl FromStr for Severity {
     }
 }
 
-/// Where an alert stands in the operator's workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// Where an alert stands in the monitoring centre's handling chain: open → acknowledged →
+/// verified → disposed → closed, one step at a time and never back.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
     /// Nobody has looked yet.
     Open,
-    /// An operator has seen it.
+    /// An operator has seen it and taken it on.
     Acknowledged,
-    /// Dealt with.
-    Resolved,
+    /// The operator has checked what happened (called the person, looked at the track).
+    Verified,
+    /// The operator has decided what it was and what was done ([`Disposition`]).
+    Disposed,
+    /// Followed up and finished; nothing more is done with it. Alerts that need no handling
+    /// (an `implausible_jump`, a repeat of an alert still being handled) are born closed.
+    Closed,
 }
 
 impl AlertState {
+    /// Every state, in chain order.
+    pub const ALL: [AlertState; 5] = [
+        AlertState::Open,
+        AlertState::Acknowledged,
+        AlertState::Verified,
+        AlertState::Disposed,
+        AlertState::Closed,
+    ];
+
     /// The wire name.
     pub fn as_str(&self) -> &'static str {
         match self {
             AlertState::Open => "open",
             AlertState::Acknowledged => "acknowledged",
-            AlertState::Resolved => "resolved",
+            AlertState::Verified => "verified",
+            AlertState::Disposed => "disposed",
+            AlertState::Closed => "closed",
+        }
+    }
+
+    /// The state one step further along the chain (`None` once closed).
+    pub fn next(&self) -> Option<AlertState> {
+        match self {
+            AlertState::Open => Some(AlertState::Acknowledged),
+            AlertState::Acknowledged => Some(AlertState::Verified),
+            AlertState::Verified => Some(AlertState::Disposed),
+            AlertState::Disposed => Some(AlertState::Closed),
+            AlertState::Closed => None,
         }
     }
 }
@@ -532,13 +579,112 @@ impl FromStr for AlertState {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "open" => Ok(AlertState::Open),
-            "acknowledged" => Ok(AlertState::Acknowledged),
-            "resolved" => Ok(AlertState::Resolved),
-            other => Err(format!("unknown alert state {other:?}")),
+        AlertState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| format!("unknown alert state {s:?}"))
+    }
+}
+
+impl fmt::Display for AlertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an operator decided an alert was, when disposing of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Nothing happened: a positioning error, a device fault. Counts towards the false-alarm
+    /// rate.
+    FalseAlarm,
+    /// Real; the person was warned.
+    Warned,
+    /// Real; handed on (to the supervising officer, the police).
+    Escalated,
+    /// Real, but the person came back before anything was done.
+    ReturnedByItself,
+}
+
+impl Disposition {
+    /// Every disposition.
+    pub const ALL: [Disposition; 4] = [
+        Disposition::FalseAlarm,
+        Disposition::Warned,
+        Disposition::Escalated,
+        Disposition::ReturnedByItself,
+    ];
+
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Disposition::FalseAlarm => "false_alarm",
+            Disposition::Warned => "warned",
+            Disposition::Escalated => "escalated",
+            Disposition::ReturnedByItself => "returned_by_itself",
         }
     }
+}
+
+impl FromStr for Disposition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Disposition::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown disposition {s:?}; expected false_alarm, warned, escalated or \
+                     returned_by_itself"
+                )
+            })
+    }
+}
+
+/// Who took a step on an alert: the API token used, by id and label. The service itself,
+/// closing an alert that needs no handling, has no token id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Actor {
+    /// The token's id; `null` for the service itself.
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub token_id: Option<Uuid>,
+    /// The token's label as it was at the time (`ewall` for the service itself).
+    pub label: Option<String>,
+}
+
+impl Actor {
+    /// The service itself.
+    pub fn service() -> Actor {
+        Actor {
+            token_id: None,
+            label: Some("ewall".into()),
+        }
+    }
+}
+
+/// One step taken on an alert, as recorded in its history (`GET /alerts/{id}/actions`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertAction {
+    /// The alert.
+    #[schema(value_type = uuid::Uuid)]
+    pub alert_id: AlertId,
+    /// The state it was in before.
+    pub previous_state: AlertState,
+    /// The state it moved to.
+    pub state: AlertState,
+    /// The disposition, on the step to `disposed`.
+    pub disposition: Option<Disposition>,
+    /// Who.
+    pub actor: Actor,
+    /// When, UTC.
+    pub at: DateTime<Utc>,
+    /// What the operator wrote.
+    pub note: Option<String>,
+    /// The `alert.<state>` event the step appended to the feed (for an alert born closed, its
+    /// `alert.raised`); `null` for steps recorded before the chain existed.
+    pub event_seq: Option<i64>,
 }
 
 /// Where the person was when an alert was raised.
@@ -578,16 +724,31 @@ pub struct Alert {
     pub raised_at: DateTime<Utc>,
     /// Where the person was.
     pub position: Option<AlertPosition>,
-    /// Workflow state.
+    /// Where it stands in the handling chain.
     pub state: AlertState,
     /// Raised from a fix older than the newest already evaluated (a device's backlog).
     pub late: bool,
-    /// Operator's note from the last acknowledge or resolve.
+    /// The note of the latest step that had one (every note is kept in the alert's actions).
     pub note: Option<String>,
+    /// What the operator decided it was, once disposed.
+    #[serde(default)]
+    pub disposition: Option<Disposition>,
     /// When it was acknowledged.
     pub acknowledged_at: Option<DateTime<Utc>>,
-    /// When it was resolved.
-    pub resolved_at: Option<DateTime<Utc>>,
+    /// When it was verified.
+    #[serde(default)]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When it was disposed.
+    #[serde(default)]
+    pub disposed_at: Option<DateTime<Utc>>,
+    /// When it was closed.
+    #[serde(default)]
+    pub closed_at: Option<DateTime<Utc>>,
+    /// For an alert raised while an alert of the same person, kind and zone was still being
+    /// handled: that alert. A repeat is born closed; the first alert is the one handled.
+    #[serde(default)]
+    #[schema(value_type = Option<uuid::Uuid>)]
+    pub repeat_of: Option<AlertId>,
     /// The border-control check that raised a `border_hit`; absent on every other kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub border: Option<BorderCheck>,
@@ -761,8 +922,12 @@ pub struct DeviceCommand {
 pub enum EventKind {
     /// A new alert (`alert.raised`); the event's id is the alert's id and its seq the alert's.
     AlertRaised,
-    /// An alert moved to this state (`alert.acknowledged`, `alert.resolved`, ...).
+    /// An alert moved to this state (`alert.acknowledged`, `alert.verified`, `alert.disposed`,
+    /// `alert.closed`).
     AlertChanged(AlertState),
+    /// An alert resolved before the handling chain existed (`alert.resolved`): kept in the feed
+    /// as it was sent, never appended any more.
+    AlertResolved,
     /// A person was enrolled under supervision (`person.enrolled`).
     PersonEnrolled,
     /// A person was released from supervision and removed (`person.released`).
@@ -776,7 +941,10 @@ pub enum EventKind {
 impl EventKind {
     /// Whether the event concerns an alert (the MQTT, webhook and SSE channels carry only these).
     pub fn is_alert(&self) -> bool {
-        matches!(self, EventKind::AlertRaised | EventKind::AlertChanged(_))
+        matches!(
+            self,
+            EventKind::AlertRaised | EventKind::AlertChanged(_) | EventKind::AlertResolved
+        )
     }
 }
 
@@ -785,6 +953,7 @@ impl fmt::Display for EventKind {
         match self {
             EventKind::AlertRaised => f.write_str("alert.raised"),
             EventKind::AlertChanged(state) => write!(f, "alert.{}", state.as_str()),
+            EventKind::AlertResolved => f.write_str("alert.resolved"),
             EventKind::PersonEnrolled => f.write_str("person.enrolled"),
             EventKind::PersonReleased => f.write_str("person.released"),
             EventKind::OrderStarted => f.write_str("order.started"),
@@ -799,6 +968,7 @@ impl FromStr for EventKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "alert.raised" => Ok(EventKind::AlertRaised),
+            "alert.resolved" => Ok(EventKind::AlertResolved),
             "person.enrolled" => Ok(EventKind::PersonEnrolled),
             "person.released" => Ok(EventKind::PersonReleased),
             "order.started" => Ok(EventKind::OrderStarted),
@@ -833,8 +1003,9 @@ pub struct Event {
     pub seq: i64,
     /// The event's id (the alert id for `alert.raised`); consumers dedupe by it.
     pub id: Uuid,
-    /// What happened: `alert.raised`, `alert.acknowledged`, `alert.resolved`,
-    /// `person.enrolled`, `person.released`, `order.started`, `order.ended`.
+    /// What happened: `alert.raised`, `alert.acknowledged`, `alert.verified`, `alert.disposed`,
+    /// `alert.closed` (`alert.resolved` before the handling chain), `person.enrolled`,
+    /// `person.released`, `order.started`, `order.ended`.
     #[schema(value_type = String, example = "alert.raised")]
     pub kind: EventKind,
     /// Whom it concerns.

@@ -396,8 +396,12 @@ fn alarm_alert(
         state: AlertState::Open,
         late: false,
         note: None,
+        disposition: None,
         acknowledged_at: None,
-        resolved_at: None,
+        verified_at: None,
+        disposed_at: None,
+        closed_at: None,
+        repeat_of: None,
         border: None,
     }
 }
@@ -443,8 +447,12 @@ fn zone_alert(
         state: AlertState::Open,
         late: t.late,
         note: None,
+        disposition: None,
         acknowledged_at: None,
-        resolved_at: None,
+        verified_at: None,
+        disposed_at: None,
+        closed_at: None,
+        repeat_of: None,
         border: None,
     }
 }
@@ -807,14 +815,25 @@ mod tests {
         async fn alert(&self, id: crate::model::AlertId) -> Result<Alert, StoreError> {
             self.inner.alert(id).await
         }
-        async fn set_alert_state(
+        async fn record_alert_action(
             &self,
             id: crate::model::AlertId,
-            state: AlertState,
-            note: Option<String>,
-            at: DateTime<Utc>,
+            request: crate::store::AlertActionRequest,
         ) -> Result<Alert, StoreError> {
-            self.inner.set_alert_state(id, state, note, at).await
+            self.inner.record_alert_action(id, request).await
+        }
+        async fn alert_actions(
+            &self,
+            id: crate::model::AlertId,
+        ) -> Result<Vec<crate::model::AlertAction>, StoreError> {
+            self.inner.alert_actions(id).await
+        }
+        async fn alert_stats(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<crate::store::AlertStats, StoreError> {
+            self.inner.alert_stats(from, to).await
         }
         async fn events(
             &self,

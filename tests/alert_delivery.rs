@@ -454,15 +454,28 @@ async fn every_channel_gets_every_alert_in_order_across_an_outage_a_disconnect_a
 
     // A restart: each channel resumes from its cursor.
     service.restart_with(adjust.clone()).await;
+    // The rest of the handling chain: each step is an event on every channel.
     service
-        .post(&format!("/api/v1/alerts/{first_alert}/resolve"), json!({}))
+        .post(&format!("/api/v1/alerts/{first_alert}/verify"), json!({}))
+        .await;
+    service
+        .post(
+            &format!("/api/v1/alerts/{first_alert}/dispose"),
+            json!({"disposition": "returned_by_itself"}),
+        )
+        .await;
+    service
+        .post(
+            &format!("/api/v1/alerts/{first_alert}/close"),
+            json!({"note": "home again"}),
+        )
         .await;
     let mut sse = SseClient::connect(&service, "", Some(streamed[4].id)).await;
-    streamed.extend(sse.take(1).await);
+    streamed.extend(sse.take(3).await);
     drop(sse);
 
     let expected = alert_events(&service).await;
-    assert_eq!(expected.len(), 6, "{expected:?}");
+    assert_eq!(expected.len(), 8, "{expected:?}");
     let expected_ids: Vec<String> = expected.iter().map(|e| e.1.clone()).collect();
     assert_eq!(
         expected.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
@@ -472,7 +485,9 @@ async fn every_channel_gets_every_alert_in_order_across_an_outage_a_disconnect_a
             "org.ewall.alert.acknowledged",
             "org.ewall.alert.zone_exit",
             "org.ewall.alert.returned",
-            "org.ewall.alert.resolved",
+            "org.ewall.alert.verified",
+            "org.ewall.alert.disposed",
+            "org.ewall.alert.closed",
         ]
     );
 
@@ -489,11 +504,20 @@ async fn every_channel_gets_every_alert_in_order_across_an_outage_a_disconnect_a
     assert_eq!(streamed[0].event, "alert.raised");
     assert_eq!(streamed[2].event, "alert.acknowledged");
     assert_eq!(streamed[2].data["data"]["note"], "called the wearer");
+    // The second excursion came while the first exit was still being handled: delivered like
+    // any alert, born closed as a repeat of it.
+    assert_eq!(streamed[3].data["data"]["state"], "closed");
+    assert_eq!(streamed[3].data["data"]["repeat_of"], first_alert.as_str());
+    assert_eq!(streamed[7].event, "alert.closed");
+    assert_eq!(
+        streamed[7].data["data"]["disposition"],
+        "returned_by_itself"
+    );
 
     // Webhook: every event acknowledged exactly once and in order; nothing the receiver had
     // acknowledged came again after the restart; every signature verified.
-    wait_for(15, "the webhook delivering the resolve", || async {
-        (receiver.acked().len() >= 6).then_some(())
+    wait_for(15, "the webhook delivering the close", || async {
+        (receiver.acked().len() >= 8).then_some(())
     })
     .await;
     assert_eq!(receiver.acked(), expected_ids);

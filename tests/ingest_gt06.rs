@@ -155,10 +155,11 @@ async fn leaving_an_inclusion_zone(backend: Backend) {
     let resolved = service
         .post(
             &format!("/api/v1/alerts/{id}/resolve"),
-            json!({"note": "back home"}),
+            json!({"disposition": "returned_by_itself", "note": "back home"}),
         )
         .await;
-    assert_eq!(resolved["state"], "resolved");
+    assert_eq!(resolved["state"], "closed");
+    assert_eq!(resolved["disposition"], "returned_by_itself");
     assert_eq!(resolved["note"], "back home");
     service.stop().await;
 }

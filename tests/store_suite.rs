@@ -13,12 +13,14 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
 use ewall::model::EventKind;
 use ewall::model::{
-    new_id, Alert, AlertKind, AlertPosition, AlertState, CommandStatus, Crs, DeviceCommand, Fix,
-    Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
+    new_id, Actor, Alert, AlertKind, AlertPosition, AlertState, CommandStatus, Crs, DeviceCommand,
+    Disposition, Fix, Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId,
+    ZoneKind, ZoneWifi,
 };
 use ewall::store::{
-    AlertQuery, DeliveryState, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson,
-    PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord, ZoneRecord,
+    AlertActionRequest, AlertQuery, AlertStep, DeliveryState, EventQuery, IntegrationRead,
+    IntegrationReadQuery, NewPerson, PersonPatch, Role, Store, StoreConfig, StoreError,
+    TokenRecord, ZoneRecord,
 };
 
 type Case = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -76,6 +78,9 @@ suite!(
     the_track_crosses_day_boundaries_and_keeps_old_and_odd_times,
     open_breaches_are_the_unreturned_live_ones,
     the_alert_workflow_moves_forward_only,
+    every_step_keeps_its_note_and_who_took_it,
+    one_alert_per_episode_is_open_and_repeats_are_born_closed,
+    alert_statistics_count_each_dimension_and_the_false_alarm_rate,
     tokens_are_found_by_hash_only,
     tokens_are_revoked_once_and_their_last_use_only_moves_forward,
     read_then_write_changes_survive_concurrent_writes,
@@ -159,8 +164,12 @@ fn alert(person: PersonId, kind: AlertKind) -> Alert {
         state: AlertState::Open,
         late: false,
         note: None,
+        disposition: None,
         acknowledged_at: None,
-        resolved_at: None,
+        verified_at: None,
+        disposed_at: None,
+        closed_at: None,
+        repeat_of: None,
         border: None,
     }
 }
@@ -568,6 +577,22 @@ async fn shared_and_scheduled_zones_keep_their_scope_schedule_and_persons(store:
     assert_eq!(store.person_zones(a.id).await.unwrap(), vec![listed.id]);
 }
 
+fn operator() -> Actor {
+    Actor {
+        token_id: Some(new_id()),
+        label: Some("night shift, desk 2".into()),
+    }
+}
+
+fn step(step: AlertStep, note: Option<&str>, at: DateTime<Utc>) -> AlertActionRequest {
+    AlertActionRequest {
+        step,
+        actor: operator(),
+        note: note.map(Into::into),
+        at,
+    }
+}
+
 async fn the_alert_workflow_moves_forward_only(store: Arc<dyn Store>) {
     let p = person(store.as_ref()).await;
     let a = store
@@ -576,56 +601,312 @@ async fn the_alert_workflow_moves_forward_only(store: Arc<dyn Store>) {
         .unwrap()[0]
         .clone();
     let now = Utc.timestamp_micros(1_780_000_000_000_007).unwrap();
+    let conflict = |result: Result<Alert, StoreError>| {
+        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    };
+    // Skipping a state is refused, and changes nothing.
+    for skip in [
+        AlertStep::Verify,
+        AlertStep::Dispose(Disposition::Warned),
+        AlertStep::Close,
+    ] {
+        conflict(store.record_alert_action(a.id, step(skip, None, now)).await);
+    }
+    assert_eq!(store.alert(a.id).await.unwrap(), a);
     let acked = store
-        .set_alert_state(
-            a.id,
-            AlertState::Acknowledged,
-            Some("called him".into()),
-            now,
-        )
+        .record_alert_action(a.id, step(AlertStep::Acknowledge, Some("called him"), now))
         .await
         .unwrap();
     assert_eq!(acked.state, AlertState::Acknowledged);
     assert_eq!(acked.note.as_deref(), Some("called him"));
     assert_eq!(acked.acknowledged_at, Some(now));
     assert_eq!(store.alert(a.id).await.unwrap(), acked);
-    assert!(matches!(
+    conflict(
         store
-            .set_alert_state(a.id, AlertState::Acknowledged, None, now)
+            .record_alert_action(a.id, step(AlertStep::Acknowledge, None, now))
             .await,
-        Err(StoreError::Conflict(_))
-    ));
-    let later = now + Duration::minutes(3);
-    let resolved = store
-        .set_alert_state(a.id, AlertState::Resolved, None, later)
+    );
+    let later = |minutes| now + Duration::minutes(minutes);
+    store
+        .record_alert_action(a.id, step(AlertStep::Verify, None, later(1)))
         .await
         .unwrap();
-    assert_eq!(resolved.state, AlertState::Resolved);
-    assert_eq!(
-        resolved.note.as_deref(),
-        Some("called him"),
-        "note kept without a new one"
+    let disposed = store
+        .record_alert_action(
+            a.id,
+            step(
+                AlertStep::Dispose(Disposition::ReturnedByItself),
+                Some("back home by 08:20"),
+                later(2),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(disposed.disposition, Some(Disposition::ReturnedByItself));
+    assert_eq!(disposed.note.as_deref(), Some("back home by 08:20"));
+    // Going back is refused.
+    conflict(
+        store
+            .record_alert_action(a.id, step(AlertStep::Verify, None, later(3)))
+            .await,
     );
-    assert_eq!(resolved.acknowledged_at, Some(now));
-    assert_eq!(resolved.resolved_at, Some(later));
-    assert!(matches!(
+    let closed = store
+        .record_alert_action(a.id, step(AlertStep::Close, None, later(3)))
+        .await
+        .unwrap();
+    assert_eq!(closed.state, AlertState::Closed);
+    assert_eq!(closed.acknowledged_at, Some(now));
+    assert_eq!(closed.verified_at, Some(later(1)));
+    assert_eq!(closed.disposed_at, Some(later(2)));
+    assert_eq!(closed.closed_at, Some(later(3)));
+    assert_eq!(
+        closed.note.as_deref(),
+        Some("back home by 08:20"),
+        "the latest note stays without a new one"
+    );
+    assert_eq!(store.alert(a.id).await.unwrap(), closed);
+    conflict(
         store
-            .set_alert_state(a.id, AlertState::Resolved, None, later)
+            .record_alert_action(a.id, step(AlertStep::Resolve(None), None, later(4)))
             .await,
-        Err(StoreError::Conflict(_))
-    ));
+    );
     assert!(matches!(
         store
-            .set_alert_state(a.id, AlertState::Open, None, later)
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
-    assert!(matches!(
-        store
-            .set_alert_state(new_id(), AlertState::Resolved, None, now)
+            .record_alert_action(new_id(), step(AlertStep::Acknowledge, None, now))
             .await,
         Err(StoreError::NotFound { .. })
     ));
+    assert!(matches!(
+        store.alert_actions(new_id()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Issue 7, defect 6: the note written at acknowledgement was replaced by the one written at
+/// resolution. Every step keeps its own note, with who took it and when.
+async fn every_step_keeps_its_note_and_who_took_it(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let a = store
+        .commit(&[], vec![alert(p.id, AlertKind::ZoneExit)])
+        .await
+        .unwrap()
+        .remove(0);
+    let now = Utc.timestamp_micros(1_780_000_000_000_007).unwrap();
+    let desk = operator();
+    let mut ack = step(AlertStep::Acknowledge, Some("calling the wearer"), now);
+    ack.actor = desk.clone();
+    store.record_alert_action(a.id, ack).await.unwrap();
+    let resolved = store
+        .record_alert_action(
+            a.id,
+            step(
+                AlertStep::Resolve(Some(Disposition::FalseAlarm)),
+                Some("at home, the GPS drifted"),
+                now + Duration::minutes(5),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.state, AlertState::Closed);
+    assert_eq!(resolved.disposition, Some(Disposition::FalseAlarm));
+    let actions = store.alert_actions(a.id).await.unwrap();
+    let moves: Vec<(AlertState, AlertState)> = actions
+        .iter()
+        .map(|a| (a.previous_state, a.state))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (AlertState::Open, AlertState::Acknowledged),
+            (AlertState::Acknowledged, AlertState::Verified),
+            (AlertState::Verified, AlertState::Disposed),
+            (AlertState::Disposed, AlertState::Closed),
+        ]
+    );
+    let notes: Vec<Option<&str>> = actions.iter().map(|a| a.note.as_deref()).collect();
+    assert_eq!(
+        notes,
+        [
+            Some("calling the wearer"),
+            None,
+            None,
+            Some("at home, the GPS drifted")
+        ],
+        "both notes kept"
+    );
+    assert_eq!(actions[0].actor, desk);
+    assert_eq!(actions[0].at, now);
+    assert!(actions[1..]
+        .iter()
+        .all(|a| a.at == now + Duration::minutes(5)));
+    assert_eq!(actions[2].disposition, Some(Disposition::FalseAlarm));
+    // Each step appended its own event, in order, carrying the alert as that step left it.
+    let events = store.events(feed(a.seq)).await.unwrap();
+    let kinds: Vec<String> = events.iter().map(|e| e.kind.to_string()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "alert.acknowledged",
+            "alert.verified",
+            "alert.disposed",
+            "alert.closed"
+        ]
+    );
+    for (event, action) in events.iter().zip(&actions) {
+        assert_eq!(action.event_seq, Some(event.seq));
+        assert_eq!(event.data["state"], action.state.as_str());
+    }
+}
+
+/// One alert per (person, kind, zone) in the operators' queue: a second raise while the first
+/// is not closed is stored as a repeat, born closed by the service; once the first is closed,
+/// the next raise opens a new one. An `implausible_jump` is born closed.
+async fn one_alert_per_episode_is_open_and_repeats_are_born_closed(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let zone = new_id();
+    let exit = || Alert {
+        zone_id: Some(zone),
+        ..alert(p.id, AlertKind::ZoneExit)
+    };
+    let first = store.commit(&[], vec![exit()]).await.unwrap().remove(0);
+    assert_eq!(first.state, AlertState::Open);
+    let batch = store
+        .commit(
+            &[],
+            vec![
+                exit(),
+                alert(p.id, AlertKind::ImplausibleJump),
+                Alert {
+                    zone_id: Some(new_id()),
+                    ..alert(p.id, AlertKind::ZoneExit)
+                },
+                exit(),
+            ],
+        )
+        .await
+        .unwrap();
+    let states: Vec<AlertState> = batch.iter().map(|a| a.state).collect();
+    assert_eq!(
+        states,
+        [
+            AlertState::Closed,
+            AlertState::Closed,
+            AlertState::Open,
+            AlertState::Closed
+        ]
+    );
+    assert_eq!(batch[0].repeat_of, Some(first.id));
+    assert_eq!(batch[3].repeat_of, Some(first.id));
+    assert_eq!(batch[1].repeat_of, None);
+    for born_closed in [&batch[0], &batch[1]] {
+        assert_eq!(&store.alert(born_closed.id).await.unwrap(), born_closed);
+        assert_eq!(born_closed.closed_at, Some(born_closed.raised_at));
+        let actions = store.alert_actions(born_closed.id).await.unwrap();
+        assert_eq!(actions.len(), 1);
+        assert_eq!(actions[0].actor, Actor::service());
+        assert_eq!(actions[0].state, AlertState::Closed);
+        assert_eq!(actions[0].event_seq, Some(born_closed.seq));
+        assert!(actions[0].note.is_some(), "the service says why");
+    }
+    // The raised event carries the closed alert; no alert.closed follows it.
+    let events = store.events(feed(first.seq)).await.unwrap();
+    assert!(events.iter().all(|e| e.kind == EventKind::AlertRaised));
+    assert_eq!(events[0].data["state"], "closed");
+    assert_eq!(events[0].data["repeat_of"], first.id.to_string());
+
+    store
+        .record_alert_action(
+            first.id,
+            step(
+                AlertStep::Resolve(Some(Disposition::Warned)),
+                None,
+                Utc::now(),
+            ),
+        )
+        .await
+        .unwrap();
+    let next = store.commit(&[], vec![exit()]).await.unwrap().remove(0);
+    assert_eq!(
+        next.state,
+        AlertState::Open,
+        "a new episode once the first is closed"
+    );
+    assert_eq!(next.repeat_of, None);
+}
+
+/// The counts behind `GET /stats/alerts` over a small scenario: three breaches disposed (two
+/// false alarms), one still open, a repeat and a jump; the window leaves out an older alert.
+async fn alert_statistics_count_each_dimension_and_the_false_alarm_rate(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let (home, school) = (new_id(), new_id());
+    let raised = |kind, zone: Option<ZoneId>, second: i64| Alert {
+        zone_id: zone,
+        raised_at: at(second),
+        ..alert(p.id, kind)
+    };
+    let stored = store
+        .commit(
+            &[],
+            vec![
+                raised(AlertKind::ZoneExit, Some(home), -3_600),
+                raised(AlertKind::ZoneExit, Some(home), 10),
+                raised(AlertKind::ZoneEnter, Some(school), 20),
+                raised(AlertKind::Sos, None, 30),
+                raised(AlertKind::Tamper, None, 40),
+                raised(AlertKind::Tamper, None, 50),
+                raised(AlertKind::ImplausibleJump, None, 60),
+            ],
+        )
+        .await
+        .unwrap();
+    // The second exit of home and the second tamper come while the first is still open.
+    assert_eq!(stored[1].repeat_of, Some(stored[0].id));
+    assert_eq!(stored[5].repeat_of, Some(stored[4].id));
+    for (i, disposition) in [
+        (2, Disposition::FalseAlarm),
+        (3, Disposition::Escalated),
+        (4, Disposition::FalseAlarm),
+    ] {
+        store
+            .record_alert_action(
+                stored[i].id,
+                step(AlertStep::Resolve(Some(disposition)), None, Utc::now()),
+            )
+            .await
+            .unwrap();
+    }
+    let stats = store.alert_stats(at(0), at(3_600)).await.unwrap();
+    assert_eq!((stats.from, stats.to), (at(0), at(3_600)));
+    assert_eq!(stats.alerts, 4, "{stats:?}");
+    assert_eq!(stats.repeats, 2);
+    let map = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(
+        stats.by_kind,
+        map(&[
+            ("implausible_jump", 1),
+            ("sos", 1),
+            ("tamper", 1),
+            ("zone_enter", 1)
+        ])
+    );
+    assert_eq!(stats.by_zone, map(&[(school.to_string().as_str(), 1)]));
+    assert_eq!(stats.by_severity, map(&[("high", 4)]));
+    assert_eq!(stats.by_level, map(&[("strict", 4)]));
+    assert_eq!(stats.by_state, map(&[("closed", 4)]));
+    assert_eq!(
+        stats.by_disposition,
+        map(&[("escalated", 1), ("false_alarm", 2)])
+    );
+    assert_eq!(stats.disposed, 3);
+    assert!((stats.false_alarm_rate.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    let empty = store.alert_stats(at(7_200), at(7_300)).await.unwrap();
+    assert_eq!(empty.alerts, 0);
+    assert_eq!(empty.false_alarm_rate, None);
 }
 
 async fn tokens_are_found_by_hash_only(store: Arc<dyn Store>) {
@@ -891,11 +1172,9 @@ async fn every_change_is_one_event_in_the_same_seq_space_as_alerts(store: Arc<dy
         .await
         .unwrap();
     let acked = store
-        .set_alert_state(
+        .record_alert_action(
             stored[0].id,
-            AlertState::Acknowledged,
-            Some("called".into()),
-            Utc::now(),
+            step(AlertStep::Acknowledge, Some("called"), Utc::now()),
         )
         .await
         .unwrap();
@@ -977,12 +1256,16 @@ async fn a_failed_state_change_appends_nothing(store: Arc<dyn Store>) {
         .unwrap()
         .remove(0);
     store
-        .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+        .record_alert_action(a.id, step(AlertStep::Acknowledge, None, Utc::now()))
         .await
         .unwrap();
     let before = store.last_event_seq().await.unwrap();
     assert!(store
-        .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+        .record_alert_action(a.id, step(AlertStep::Close, None, Utc::now()))
+        .await
+        .is_err());
+    assert!(store
+        .record_alert_action(a.id, step(AlertStep::Resolve(None), None, Utc::now()))
         .await
         .is_err());
     assert_eq!(store.last_event_seq().await.unwrap(), before);

@@ -26,7 +26,8 @@ use crate::model::{Event, EventKind};
 pub const EVENT_SOURCE: &str = "/ewall";
 
 /// The CloudEvents `type` of an event: `org.ewall.alert.<kind>` for a new alert (`zone_exit`,
-/// `sos`, ...), `org.ewall.alert.<state>` for a state change (`acknowledged`, `resolved`, ...),
+/// `sos`, ...), `org.ewall.alert.<state>` for a step of the handling chain (`acknowledged`,
+/// `verified`, `disposed`, `closed`; `resolved` for alerts resolved before the chain existed),
 /// `org.ewall.person.enrolled` / `released` and `org.ewall.order.started` / `ended` for filing
 /// events. Alert kinds and states never share a name, so the type alone says which it is.
 pub fn event_type(event: &Event) -> String {

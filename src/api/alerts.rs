@@ -1,6 +1,8 @@
 //! `/api/v1/alerts`: the cursor feed (ascending `seq`, resumable with `after`), and the
-//! operator's acknowledge and resolve. An integration token is shown the alert fields its
-//! configuration allows (`api::integration`).
+//! handling chain an operator takes an alert through: acknowledge, verify, dispose, close (or
+//! resolve, every missing step at once), each step recorded with who took it; and the list of
+//! those steps. An integration token is shown the alert fields its configuration allows
+//! (`api::integration`).
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -8,6 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -18,10 +21,11 @@ use super::integration::counted;
 use super::openapi as doc;
 use super::problem::Problem;
 use super::{parse_id, AppState};
-use crate::model::{Alert, AlertState};
-use crate::store::{AlertQuery, Role};
+use crate::model::{Actor, Alert, AlertAction, Disposition};
+use crate::store::{AlertActionRequest, AlertQuery, AlertStep, Role};
 
-const HANDLERS: &[Role] = &[Role::Admin, Role::Operator];
+/// Who may handle alerts (and read how they were handled): never an integration token.
+pub(super) const HANDLERS: &[Role] = &[Role::Admin, Role::Operator];
 const READERS: &[Role] = &[Role::Admin, Role::Operator, Role::Integration];
 /// Most alerts one page returns.
 const PAGE_MAX: u32 = 1000;
@@ -127,7 +131,7 @@ pub async fn get(
     Ok(counted(shown, 1))
 }
 
-/// Body of ack and resolve: an optional operator note. The body itself may be empty.
+/// Body of ack, verify and close: an optional operator note. The body itself may be empty.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {
@@ -137,47 +141,96 @@ pub struct NoteBody {
     note: Option<String>,
 }
 
-async fn transition(
+/// Body of dispose: what the alert was, and an optional note.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisposeBody {
+    /// What the operator decided it was.
+    disposition: Disposition,
+    /// What the operator did or saw, at most 4000 characters.
+    #[serde(default)]
+    #[schema(max_length = 4000, nullable = true)]
+    note: Option<String>,
+}
+
+/// Body of resolve: the disposition (needed unless the alert is already disposed) and an
+/// optional note. The body itself may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    /// What the operator decided it was; needed unless the alert is already disposed.
+    #[serde(default)]
+    #[schema(nullable = true)]
+    disposition: Option<Disposition>,
+    /// What the operator did or saw, at most 4000 characters (kept on the closing step).
+    #[serde(default)]
+    #[schema(max_length = 4000, nullable = true)]
+    note: Option<String>,
+}
+
+/// Most characters in a note.
+const NOTE_MAX_CHARS: usize = 4000;
+
+/// The body as `T`; `None` for an empty body or JSON null.
+fn optional_body<T: DeserializeOwned>(body: &Bytes, shape: &str) -> Result<Option<T>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let refused = |e: String| Problem::unprocessable(format!("body must be {shape}: {e}"));
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => Err(Problem::bad_request(format!("the body is not JSON: {e}"))),
+        Ok(Value::Null) => Ok(None),
+        Ok(Value::Object(object)) => from_object::<T>(object)
+            .map(Some)
+            .map_err(|p| refused(p.detail)),
+        Ok(other) => Err(refused(format!("found {other}"))),
+    }
+}
+
+/// Takes one handling step on an alert as `caller`.
+async fn take_step(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    step: AlertStep,
+    note: Option<String>,
+) -> Result<Json<Alert>, Problem> {
+    let id = parse_id("alert", id)?;
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS)
+    {
+        return Err(Problem::unprocessable(format!(
+            "note must be at most {NOTE_MAX_CHARS} characters"
+        )));
+    }
+    let request = AlertActionRequest {
+        step,
+        actor: Actor {
+            token_id: Some(caller.token_id),
+            label: caller.label.clone(),
+        },
+        note,
+        at: Utc::now(),
+    };
+    Ok(Json(state.store.record_alert_action(id, request).await?))
+}
+
+/// A step that takes only a note.
+async fn noted_step(
     state: AppState,
     caller: Caller,
     id: String,
     body: Bytes,
-    to: AlertState,
+    step: AlertStep,
     action: &str,
 ) -> Result<Json<Alert>, Problem> {
     caller.require(HANDLERS, action)?;
-    let id = parse_id("alert", &id)?;
-    // The body is optional: an empty one, or JSON null, means no note.
-    let note = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let refused =
-            |e: String| Problem::unprocessable(format!("body must be {{\"note\": \"...\"}}: {e}"));
-        match serde_json::from_slice::<Value>(&body) {
-            Err(e) => return Err(Problem::bad_request(format!("the body is not JSON: {e}"))),
-            Ok(Value::Null) => None,
-            Ok(Value::Object(object)) => {
-                from_object::<NoteBody>(object)
-                    .map_err(|p| refused(p.detail))?
-                    .note
-            }
-            Ok(other) => return Err(refused(format!("found {other}"))),
-        }
-    };
-    if note.as_ref().is_some_and(|n| n.chars().count() > 4000) {
-        return Err(Problem::unprocessable(
-            "note must be at most 4000 characters",
-        ));
-    }
-    Ok(Json(
-        state
-            .store
-            .set_alert_state(id, to, note, Utc::now())
-            .await?,
-    ))
+    let note = optional_body::<NoteBody>(&body, "{\"note\": \"...\"}")?.and_then(|b| b.note);
+    take_step(&state, &caller, &id, step, note).await
 }
 
-/// Acknowledges an alert: an operator has seen it.
+/// Acknowledges an open alert: an operator has seen it and takes it on (open → acknowledged).
 #[utoipa::path(
     post, path = "/api/v1/alerts/{id}/ack", tag = "alerts",
     security(("bearer" = [])),
@@ -194,25 +247,101 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Alert>, Problem> {
-    transition(
+    noted_step(
         state,
         caller,
         id,
         body,
-        AlertState::Acknowledged,
+        AlertStep::Acknowledge,
         "acknowledge alerts",
     )
     .await
 }
 
-/// Resolves an alert: it has been dealt with.
+/// Verifies an acknowledged alert: the operator has checked what happened (acknowledged →
+/// verified).
 #[utoipa::path(
-    post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
+    post, path = "/api/v1/alerts/{id}/verify", tag = "alerts",
     security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Alert id.")),
     request_body(content = Option<NoteBody>, content_type = "application/json"),
     responses(
-        (status = 200, description = "The alert, resolved.", body = Alert),
+        (status = 200, description = "The alert, verified.", body = Alert),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Alert>, Problem> {
+    noted_step(state, caller, id, body, AlertStep::Verify, "verify alerts").await
+}
+
+/// Disposes of a verified alert: what it was and what was done (verified → disposed).
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/dispose", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    request_body(content = DisposeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alert, disposed.", body = Alert),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
+pub async fn dispose(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Alert>, Problem> {
+    caller.require(HANDLERS, "dispose of alerts")?;
+    let shape =
+        "{\"disposition\": \"false_alarm|warned|escalated|returned_by_itself\", \"note\": \"...\"}";
+    let body = optional_body::<DisposeBody>(&body, shape)?.ok_or_else(|| {
+        Problem::unprocessable(format!("body must be {shape}: a disposition is needed"))
+    })?;
+    take_step(
+        &state,
+        &caller,
+        &id,
+        AlertStep::Dispose(body.disposition),
+        body.note,
+    )
+    .await
+}
+
+/// Closes a disposed alert: followed up and finished (disposed → closed).
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/close", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    request_body(content = Option<NoteBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alert, closed.", body = Alert),
+        (status = 409, response = doc::Conflict),
+    ),
+)]
+pub async fn close(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Alert>, Problem> {
+    noted_step(state, caller, id, body, AlertStep::Close, "close alerts").await
+}
+
+/// Resolves an alert in one request: takes every step still missing up to closed, each
+/// recorded as its own action (with its own event) by the caller; the note goes on the closing
+/// step. A disposition is needed unless the alert is already disposed (409 otherwise).
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/resolve", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    request_body(content = Option<ResolveBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The alert, closed.", body = Alert),
         (status = 409, response = doc::Conflict),
     ),
 )]
@@ -222,13 +351,41 @@ pub async fn resolve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Alert>, Problem> {
-    transition(
-        state,
-        caller,
-        id,
-        body,
-        AlertState::Resolved,
-        "resolve alerts",
+    caller.require(HANDLERS, "resolve alerts")?;
+    let shape = "{\"disposition\": \"...\", \"note\": \"...\"}";
+    let body = optional_body::<ResolveBody>(&body, shape)?.unwrap_or_default();
+    take_step(
+        &state,
+        &caller,
+        &id,
+        AlertStep::Resolve(body.disposition),
+        body.note,
     )
     .await
+}
+
+/// The steps taken on an alert.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionList {
+    /// Oldest first.
+    pub actions: Vec<AlertAction>,
+}
+
+/// The handling steps taken on an alert, oldest first: who (token id and label), when, the
+/// state moved from and to, the disposition and the note of each.
+#[utoipa::path(
+    get, path = "/api/v1/alerts/{id}/actions", tag = "alerts",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Alert id.")),
+    responses((status = 200, description = "The alert's actions.", body = ActionList)),
+)]
+pub async fn actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ActionList>, Problem> {
+    caller.require(HANDLERS, "read alert actions")?;
+    let id = parse_id("alert", &id)?;
+    let actions = state.store.alert_actions(id).await?;
+    Ok(Json(ActionList { actions }))
 }

@@ -32,12 +32,14 @@ use crate::store::{Role, Store, StoreError, TokenRecord};
 pub const TOKEN_PREFIX: &str = "ewall_";
 
 /// The caller, authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// What the caller's token may do.
     pub role: Role,
-    /// The token's id (not its secret): who made the request, for the records kept of it.
+    /// The token's id, recorded with what the caller does (an alert's handling steps).
     pub token_id: Uuid,
+    /// The token's label, recorded with the id.
+    pub label: Option<String>,
 }
 
 impl Caller {
@@ -114,6 +116,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller {
             role: record.role,
             token_id: record.id,
+            label: record.label,
         })
     }
 }

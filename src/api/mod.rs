@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod params;
 pub mod persons;
 pub mod problem;
+pub mod stats;
 pub mod stream;
 pub mod text;
 pub mod tokens;
@@ -191,7 +192,12 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/alerts/stream", get(stream::stream))
         .route("/alerts/{id}", get(alerts::get))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
+        .route("/alerts/{id}/verify", post(alerts::verify))
+        .route("/alerts/{id}/dispose", post(alerts::dispose))
+        .route("/alerts/{id}/close", post(alerts::close))
         .route("/alerts/{id}/resolve", post(alerts::resolve))
+        .route("/alerts/{id}/actions", get(alerts::actions))
+        .route("/stats/alerts", get(stats::alerts))
         .route("/integration/feed", get(feed::feed))
         .route("/integration/reads", get(integration::reads))
         .route("/integration/border-hits", post(integration::border_hit))

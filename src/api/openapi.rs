@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, commands, devices, feed, integration, persons, stream, tokens, webhooks, zones,
+    alerts, commands, devices, feed, integration, persons, stats, stream, tokens, webhooks, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -75,7 +75,12 @@ pub const BEARER: &str = "bearer";
         alerts::list,
         alerts::get,
         alerts::acknowledge,
+        alerts::verify,
+        alerts::dispose,
+        alerts::close,
         alerts::resolve,
+        alerts::actions,
+        stats::alerts,
         stream::stream,
         feed::feed,
         integration::reads,
@@ -292,6 +297,7 @@ macro_rules! error_response {
 
 error_response!(Conflict);
 error_response!(NotFound);
+error_response!(UnprocessableEntity);
 error_response!(UnsupportedMediaType);
 error_response!(ServiceUnavailable);
 

@@ -15,9 +15,12 @@
 //! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
 //! turned into shapes by the fence module above it.
 
+pub mod handling;
 pub mod postgres;
 pub mod sqlite;
 pub mod writer;
+
+pub use handling::{AlertActionRequest, AlertStats, AlertStep};
 
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::model::{
-    Alert, AlertId, AlertState, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
+    Alert, AlertAction, AlertId, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
     Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneScope, ZoneWifi,
 };
 use crate::schedule::Schedule;
@@ -424,7 +427,7 @@ pub(crate) fn border_from_row(
 ///
 /// # The event feed
 /// Methods that raise an alert ([`Store::commit`]), change an alert's state
-/// ([`Store::set_alert_state`]) or enrol or release a person append their event inside their own
+/// ([`Store::record_alert_action`]) or enrol or release a person append their event inside their own
 /// transaction, so an event exists exactly when its change does. Implementations must make events
 /// visible in `seq` order: a reader that has seen `seq` N must never later see a new event below
 /// N (SQLite gives this because write transactions are serialised; a server database must
@@ -535,6 +538,15 @@ pub trait Store: Send + Sync + 'static {
     /// Writes positions and the alerts they raised in one transaction, assigning each alert its
     /// `seq`. Returns the alerts as stored.
     ///
+    /// **One alert per episode in the queue.** At most one alert per (person, kind, zone) is
+    /// not closed. An alert raised while one of its person, kind and zone is still being
+    /// handled (stored, or earlier in the batch) is stored as a repeat of it (`repeat_of`),
+    /// born closed by the service; so is an alert whose kind needs no handling
+    /// (`implausible_jump`). Each is closed by an action of the service, stating why; the
+    /// `alert.raised` event carries the closed alert, and no `alert.closed` follows. The check
+    /// runs inside the transaction, after the lock that orders alert writers (and alert
+    /// actions), so two writers cannot both open one.
+    ///
     /// **Idempotent resends.** A position whose natural key (`device_id`, `time`, `lat`, `lon`)
     /// is already stored, or appears earlier in the same batch, is skipped without error: a
     /// device that resends after a lost acknowledgement gets its acknowledgement again and the
@@ -571,14 +583,31 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError>;
     /// One alert.
     async fn alert(&self, id: AlertId) -> Result<Alert, StoreError>;
-    /// Moves an alert to `state` with an operator's note.
-    async fn set_alert_state(
+    /// Takes a step of the handling chain on an alert: checks in one write transaction that
+    /// the step follows from the alert's state as stored (see [`handling::plan`]), then
+    /// writes the new state, one action per state passed (who, when, note) and one
+    /// `alert.<state>` event per state passed, together. Returns the alert as it became.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown alert; [`StoreError::Conflict`] for a step that
+    /// would skip a state, go back or repeat one (nothing is written).
+    async fn record_alert_action(
         &self,
         id: AlertId,
-        state: AlertState,
-        note: Option<String>,
-        at: DateTime<Utc>,
+        request: AlertActionRequest,
     ) -> Result<Alert, StoreError>;
+    /// The steps taken on an alert, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown alert.
+    async fn alert_actions(&self, id: AlertId) -> Result<Vec<AlertAction>, StoreError>;
+    /// Counts of the alerts raised in `[from, to)`, by kind, zone, severity, supervision level,
+    /// state and disposition, with the false-alarm rate.
+    async fn alert_stats(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<AlertStats, StoreError>;
 
     /// Raises a `border_hit` alert (`alert.border` set) with its `alert.raised` event, as
     /// [`Store::commit`] raises any alert, unless an alert was already raised under the same

@@ -24,13 +24,14 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::handling::{self, AlertCount};
 use super::{
-    border_from_row, AlertQuery, DeliveryState, DeviceNewest, EventQuery, IntegrationRead,
-    IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreConfig, StoreError,
-    TokenRecord, WebhookDelivery, ZoneRecord,
+    border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
+    EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
+    Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
-    new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
+    new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
     DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
     ZoneWifi,
 };
@@ -336,13 +337,83 @@ fn alert_from_row(row: &PgRow) -> Result<Alert, StoreError> {
         state: parse("alert", row.try_get::<&str, _>("state")?)?,
         late: row.try_get("late")?,
         note: row.try_get("note")?,
+        disposition: row
+            .try_get::<Option<&str>, _>("disposition")?
+            .map(|d| parse("alert", d))
+            .transpose()?,
         acknowledged_at: row.try_get("acknowledged_at")?,
-        resolved_at: row.try_get("resolved_at")?,
+        verified_at: row.try_get("verified_at")?,
+        disposed_at: row.try_get("disposed_at")?,
+        closed_at: row.try_get("closed_at")?,
+        repeat_of: row.try_get("repeat_of")?,
         border: border_from_row(
             row.try_get("border_port")?,
             row.try_get("border_reference")?,
         ),
     })
+}
+
+fn action_from_row(row: &PgRow) -> Result<AlertAction, StoreError> {
+    Ok(AlertAction {
+        alert_id: row.try_get("alert_id")?,
+        previous_state: parse("alert_action", row.try_get::<&str, _>("previous_state")?)?,
+        state: parse("alert_action", row.try_get::<&str, _>("state")?)?,
+        disposition: row
+            .try_get::<Option<&str>, _>("disposition")?
+            .map(|d| parse("alert_action", d))
+            .transpose()?,
+        actor: Actor {
+            token_id: row.try_get("token_id")?,
+            label: row.try_get("token_label")?,
+        },
+        at: row.try_get("at")?,
+        note: row.try_get("note")?,
+        event_seq: row.try_get("event_seq")?,
+    })
+}
+
+/// Records steps of the handling chain inside the caller's transaction.
+async fn insert_actions(
+    conn: &mut PgConnection,
+    actions: &[AlertAction],
+) -> Result<(), StoreError> {
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let alert_id: Vec<Uuid> = actions.iter().map(|a| a.alert_id).collect();
+    let previous: Vec<&str> = actions.iter().map(|a| a.previous_state.as_str()).collect();
+    let state: Vec<&str> = actions.iter().map(|a| a.state.as_str()).collect();
+    let disposition: Vec<Option<&str>> = actions
+        .iter()
+        .map(|a| a.disposition.map(|d| d.as_str()))
+        .collect();
+    let token_id: Vec<Option<Uuid>> = actions.iter().map(|a| a.actor.token_id).collect();
+    let label: Vec<Option<String>> = actions.iter().map(|a| a.actor.label.clone()).collect();
+    let note: Vec<Option<String>> = actions.iter().map(|a| a.note.clone()).collect();
+    let at: Vec<DateTime<Utc>> = actions.iter().map(|a| a.at).collect();
+    let event_seq: Vec<Option<i64>> = actions.iter().map(|a| a.event_seq).collect();
+    // WITH ORDINALITY: the actions' seqs follow the order they were taken in.
+    sqlx::query(
+        "INSERT INTO alert_actions (alert_id, previous_state, state, disposition, token_id, \
+         token_label, note, at, event_seq) \
+         SELECT alert_id, previous_state, state, disposition, token_id, token_label, note, at, \
+         event_seq FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::uuid[], \
+         $6::text[], $7::text[], $8::timestamptz[], $9::int8[]) WITH ORDINALITY \
+         AS t(alert_id, previous_state, state, disposition, token_id, token_label, note, at, \
+         event_seq, n) ORDER BY n",
+    )
+    .bind(alert_id)
+    .bind(previous)
+    .bind(state)
+    .bind(disposition)
+    .bind(token_id)
+    .bind(label)
+    .bind(note)
+    .bind(at)
+    .bind(event_seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn token_from_row(row: &PgRow) -> Result<TokenRecord, StoreError> {
@@ -604,7 +675,11 @@ struct AlertColumns {
     late: Vec<bool>,
     note: Vec<Option<String>>,
     acknowledged_at: Vec<Option<DateTime<Utc>>>,
-    resolved_at: Vec<Option<DateTime<Utc>>>,
+    closed_at: Vec<Option<DateTime<Utc>>>,
+    verified_at: Vec<Option<DateTime<Utc>>>,
+    disposed_at: Vec<Option<DateTime<Utc>>>,
+    disposition: Vec<Option<&'static str>>,
+    repeat_of: Vec<Option<Uuid>>,
 }
 
 impl AlertColumns {
@@ -627,7 +702,11 @@ impl AlertColumns {
             c.late.push(a.late);
             c.note.push(a.note.clone());
             c.acknowledged_at.push(a.acknowledged_at);
-            c.resolved_at.push(a.resolved_at);
+            c.closed_at.push(a.closed_at);
+            c.verified_at.push(a.verified_at);
+            c.disposed_at.push(a.disposed_at);
+            c.disposition.push(a.disposition.map(|d| d.as_str()));
+            c.repeat_of.push(a.repeat_of);
         }
         c
     }
@@ -1060,23 +1139,54 @@ impl Store for PgStore {
             .bind(EVENT_FEED)
             .fetch_one(&mut *tx)
             .await?;
+            // With the counter row held, no other alert writer or alert action can commit
+            // meanwhile: the alerts not closed read here stay so until this commit.
+            let persons: Vec<Uuid> = stored.iter().map(|a| a.person_id).collect();
+            let rows: Vec<(Uuid, Uuid, String, Option<Uuid>)> = sqlx::query_as(
+                "SELECT DISTINCT ON (person_id, kind, zone_id) id, person_id, kind, zone_id \
+                 FROM alerts WHERE state <> 'closed' AND person_id = ANY($1) \
+                 ORDER BY person_id, kind, zone_id, seq",
+            )
+            .bind(persons)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut unclosed = std::collections::HashMap::new();
+            for (id, person, kind, zone) in rows {
+                unclosed.insert((person, parse("alert", &kind)?, zone), id);
+            }
+            let births = handling::admit(&mut stored, unclosed);
+            let trunc = |t: Option<DateTime<Utc>>| t.map(|t| t.trunc_subsecs(6));
             for (seq, alert) in (last - count + 1..).zip(stored.iter_mut()) {
                 alert.seq = seq;
                 // Hand back exactly what a later read returns: times at microsecond precision.
                 alert.time = alert.time.trunc_subsecs(6);
                 alert.raised_at = alert.raised_at.trunc_subsecs(6);
-                alert.acknowledged_at = alert.acknowledged_at.map(|t| t.trunc_subsecs(6));
-                alert.resolved_at = alert.resolved_at.map(|t| t.trunc_subsecs(6));
+                alert.acknowledged_at = trunc(alert.acknowledged_at);
+                alert.verified_at = trunc(alert.verified_at);
+                alert.disposed_at = trunc(alert.disposed_at);
+                alert.closed_at = trunc(alert.closed_at);
             }
+            let born_closed: Vec<AlertAction> = births
+                .into_iter()
+                .zip(&stored)
+                .filter_map(|(birth, alert)| {
+                    birth.map(|action| AlertAction {
+                        at: action.at.trunc_subsecs(6),
+                        event_seq: Some(alert.seq),
+                        ..action
+                    })
+                })
+                .collect();
             let c = AlertColumns::of(&stored);
             sqlx::query(
                 "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, \
                  time, raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
-                 resolved_at) \
+                 closed_at, verified_at, disposed_at, disposition, repeat_of) \
                  SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::uuid[], \
                  $5::text[], $6::uuid[], $7::text[], $8::timestamptz[], $9::timestamptz[], \
                  $10::float8[], $11::float8[], $12::float8[], $13::text[], $14::bool[], \
-                 $15::text[], $16::timestamptz[], $17::timestamptz[])",
+                 $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], \
+                 $19::timestamptz[], $20::text[], $21::uuid[])",
             )
             .bind(&c.seq)
             .bind(&c.id)
@@ -1094,9 +1204,14 @@ impl Store for PgStore {
             .bind(c.late)
             .bind(c.note)
             .bind(c.acknowledged_at)
-            .bind(c.resolved_at)
+            .bind(c.closed_at)
+            .bind(c.verified_at)
+            .bind(c.disposed_at)
+            .bind(c.disposition)
+            .bind(c.repeat_of)
             .execute(&mut *tx)
             .await?;
+            insert_actions(&mut tx, &born_closed).await?;
             // Each alert's `alert.raised` event, at the alert's own seq, carrying the alert.
             let data = stored.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
             sqlx::query(
@@ -1207,59 +1322,54 @@ impl Store for PgStore {
         alert_from_row(&row)
     }
 
-    async fn set_alert_state(
+    async fn record_alert_action(
         &self,
         id: AlertId,
-        state: AlertState,
-        note: Option<String>,
-        at: DateTime<Utc>,
+        request: AlertActionRequest,
     ) -> Result<Alert, StoreError> {
-        // Resolving an open alert acknowledges it at the same moment.
-        let times = match state {
-            AlertState::Acknowledged => "acknowledged_at = $3",
-            AlertState::Resolved => {
-                "resolved_at = $3, acknowledged_at = COALESCE(acknowledged_at, $3)"
-            }
-            AlertState::Open => {
-                return Err(StoreError::Conflict("an alert cannot be reopened".into()))
-            }
+        let request = AlertActionRequest {
+            at: request.at.trunc_subsecs(6),
+            ..request
         };
         let mut tx = self.pool.begin().await?;
-        // FOR UPDATE: two operators acting on one alert at once are applied one after the other.
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT state FROM alerts WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let current: AlertState = match current {
-            Some(s) => parse("alert", &s)?,
-            None => return Err(not_found("alert", id)),
-        };
-        if current == AlertState::Resolved {
-            return Err(StoreError::Conflict(format!(
-                "alert {id} is already resolved"
-            )));
+        // The counter row first, as every alert writer takes it: a step and a commit that
+        // raises a repeat of the same alert are applied one after the other, never interleaved
+        // (and always in this order of locks, so they cannot deadlock).
+        sqlx::query("SELECT last FROM feed_counters WHERE feed = $1 FOR UPDATE")
+            .bind(EVENT_FEED)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("alert", id))?;
+        let mut alert = alert_from_row(&row)?;
+        let steps = handling::take_steps(&mut alert, &request)?;
+        let mut last_seq = 0;
+        let mut actions = Vec::with_capacity(steps.len());
+        for (as_it_became, mut action) in steps {
+            last_seq = append_alert_changed(&mut tx, &as_it_became).await?;
+            action.event_seq = Some(last_seq);
+            actions.push(action);
         }
-        if current == state {
-            return Err(StoreError::Conflict(format!(
-                "alert {id} is already {}",
-                state.as_str()
-            )));
-        }
-        let row = sqlx::query(&format!(
-            "UPDATE alerts SET state = $1, note = COALESCE($2, note), {times} \
-             WHERE id = $4 RETURNING *"
-        ))
-        .bind(state.as_str())
-        .bind(note)
-        .bind(at)
+        insert_actions(&mut tx, &actions).await?;
+        sqlx::query(
+            "UPDATE alerts SET state = $1, note = $2, disposition = $3, acknowledged_at = $4, \
+             verified_at = $5, disposed_at = $6, closed_at = $7 WHERE id = $8",
+        )
+        .bind(alert.state.as_str())
+        .bind(&alert.note)
+        .bind(alert.disposition.map(|d| d.as_str()))
+        .bind(alert.acknowledged_at)
+        .bind(alert.verified_at)
+        .bind(alert.disposed_at)
+        .bind(alert.closed_at)
         .bind(id)
-        .fetch_one(&mut *tx)
+        .execute(&mut *tx)
         .await?;
-        let alert = alert_from_row(&row)?;
-        let seq = append_alert_changed(&mut tx, &alert).await?;
         tx.commit().await?;
-        self.announce(seq);
+        self.announce(last_seq);
         Ok(alert)
     }
 
@@ -1297,7 +1407,7 @@ impl Store for PgStore {
         alert.raised_at = alert.raised_at.trunc_subsecs(6);
         sqlx::query(
             "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
-             raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at, \
+             raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, closed_at, \
              border_port, border_reference) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
              $17, $18, $19)",
@@ -1318,7 +1428,7 @@ impl Store for PgStore {
         .bind(alert.late)
         .bind(&alert.note)
         .bind(alert.acknowledged_at)
-        .bind(alert.resolved_at)
+        .bind(alert.closed_at)
         .bind(&border.port)
         .bind(&border.reference)
         .execute(&mut *tx)
@@ -1393,6 +1503,59 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn alert_actions(&self, id: AlertId) -> Result<Vec<AlertAction>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(not_found("alert", id));
+        }
+        sqlx::query("SELECT * FROM alert_actions WHERE alert_id = $1 ORDER BY seq")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(action_from_row)
+            .collect()
+    }
+
+    async fn alert_stats(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<AlertStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.kind, a.zone_id, a.severity, p.level, a.state, a.disposition, \
+             a.repeat_of IS NOT NULL AS repeat, COUNT(*) AS count \
+             FROM alerts a LEFT JOIN persons p ON p.id = a.person_id \
+             WHERE a.raised_at >= $1 AND a.raised_at < $2 \
+             GROUP BY a.kind, a.zone_id, a.severity, p.level, a.state, a.disposition, \
+             a.repeat_of IS NOT NULL",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let counts = rows
+            .iter()
+            .map(|row| {
+                Ok(AlertCount {
+                    kind: row.try_get("kind")?,
+                    zone_id: row.try_get("zone_id")?,
+                    severity: row.try_get("severity")?,
+                    level: row.try_get("level")?,
+                    state: row.try_get("state")?,
+                    disposition: row.try_get("disposition")?,
+                    repeat: row.try_get("repeat")?,
+                    count: u64::try_from(row.try_get::<i64, _>("count")?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(AlertStats::from_counts(from, to, counts))
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {

@@ -4,6 +4,7 @@
 //! Times are kept as integer microseconds since the epoch and ids as UUID text; the conversion
 //! to model types happens only here.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,13 +19,14 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::handling::{self, AlertCount};
 use super::{
-    border_from_row, AlertQuery, DeliveryState, DeviceNewest, EventQuery, IntegrationRead,
-    IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role, Store, StoreError, TokenRecord,
-    WebhookDelivery, ZoneRecord,
+    border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
+    EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
+    Store, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
-    new_id, Alert, AlertId, AlertPosition, AlertState, CommandId, CommandStatus, Device,
+    new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
     DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
     ZoneWifi,
 };
@@ -181,9 +183,9 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     .await?;
     sqlx::query(
         "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
-         raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, resolved_at, \
-         border_port, border_reference) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, closed_at, \
+         verified_at, disposed_at, disposition, repeat_of, border_port, border_reference) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(seq)
     .bind(alert.id.to_string())
@@ -201,7 +203,11 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     .bind(alert.late)
     .bind(&alert.note)
     .bind(alert.acknowledged_at.map(micros))
-    .bind(alert.resolved_at.map(micros))
+    .bind(alert.closed_at.map(micros))
+    .bind(alert.verified_at.map(micros))
+    .bind(alert.disposed_at.map(micros))
+    .bind(alert.disposition.map(|d| d.as_str()))
+    .bind(alert.repeat_of.map(|a| a.to_string()))
     .bind(alert.border.as_ref().map(|b| b.port.as_str()))
     .bind(alert.border.as_ref().map(|b| b.reference.as_str()))
     .execute(&mut *conn)
@@ -210,6 +216,14 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     // Hand back exactly what a later read returns: times at microsecond precision.
     alert.time = truncate_micros(alert.time);
     alert.raised_at = truncate_micros(alert.raised_at);
+    for t in [
+        &mut alert.acknowledged_at,
+        &mut alert.verified_at,
+        &mut alert.disposed_at,
+        &mut alert.closed_at,
+    ] {
+        *t = t.map(truncate_micros);
+    }
     sqlx::query("UPDATE events SET data = ? WHERE seq = ?")
         .bind(to_json(&alert)?)
         .bind(seq)
@@ -526,13 +540,86 @@ fn alert_from_row(row: &SqliteRow) -> Result<Alert, StoreError> {
         state: parse("alert", row.try_get::<&str, _>("state")?)?,
         late: row.try_get("late")?,
         note: row.try_get("note")?,
+        disposition: row
+            .try_get::<Option<&str>, _>("disposition")?
+            .map(|d| parse("alert", d))
+            .transpose()?,
         acknowledged_at: optional_time("acknowledged_at")?,
-        resolved_at: optional_time("resolved_at")?,
+        verified_at: optional_time("verified_at")?,
+        disposed_at: optional_time("disposed_at")?,
+        closed_at: optional_time("closed_at")?,
+        repeat_of: row
+            .try_get::<Option<&str>, _>("repeat_of")?
+            .map(|a| parse("alert", a))
+            .transpose()?,
         border: border_from_row(
             row.try_get("border_port")?,
             row.try_get("border_reference")?,
         ),
     })
+}
+
+fn action_from_row(row: &SqliteRow) -> Result<AlertAction, StoreError> {
+    Ok(AlertAction {
+        alert_id: parse("alert_action", row.try_get::<&str, _>("alert_id")?)?,
+        previous_state: parse("alert_action", row.try_get::<&str, _>("previous_state")?)?,
+        state: parse("alert_action", row.try_get::<&str, _>("state")?)?,
+        disposition: row
+            .try_get::<Option<&str>, _>("disposition")?
+            .map(|d| parse("alert_action", d))
+            .transpose()?,
+        actor: Actor {
+            token_id: row
+                .try_get::<Option<&str>, _>("token_id")?
+                .map(|t| parse("alert_action", t))
+                .transpose()?,
+            label: row.try_get("token_label")?,
+        },
+        at: from_micros("alert_action", row.try_get("at")?)?,
+        note: row.try_get("note")?,
+        event_seq: row.try_get("event_seq")?,
+    })
+}
+
+/// Records one step of the handling chain inside the caller's transaction.
+async fn insert_action(
+    conn: &mut SqliteConnection,
+    action: &AlertAction,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alert_actions (alert_id, previous_state, state, disposition, token_id, \
+         token_label, note, at, event_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(action.alert_id.to_string())
+    .bind(action.previous_state.as_str())
+    .bind(action.state.as_str())
+    .bind(action.disposition.map(|d| d.as_str()))
+    .bind(action.actor.token_id.map(|t| t.to_string()))
+    .bind(&action.actor.label)
+    .bind(&action.note)
+    .bind(micros(action.at))
+    .bind(action.event_seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The oldest alert of an episode key that is not closed, inside the caller's transaction.
+async fn unclosed_alert(
+    conn: &mut SqliteConnection,
+    key: &handling::EpisodeKey,
+) -> Result<Option<AlertId>, StoreError> {
+    let (person, kind, zone) = key;
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM alerts WHERE person_id = ? AND kind = ? AND zone_id IS ? \
+         AND state <> 'closed' ORDER BY seq LIMIT 1",
+    )
+    .bind(person.to_string())
+    .bind(kind.as_str())
+    .bind(zone.map(|z| z.to_string()))
+    .fetch_optional(&mut *conn)
+    .await?;
+    id.map(|id| parse("alert", &id)).transpose()
 }
 
 /// Maps a unique-constraint violation to a conflict with `message`.
@@ -1110,9 +1197,25 @@ impl Store for SqliteStore {
             insert.push(" ON CONFLICT (device_id, time, lat, lon) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
         }
+        let mut alerts = alerts;
+        let mut unclosed = HashMap::new();
+        for alert in alerts.iter().filter(|a| a.kind.needs_handling()) {
+            if let Entry::Vacant(slot) = unclosed.entry(handling::episode_key(alert)) {
+                if let Some(first) = unclosed_alert(&mut tx, slot.key()).await? {
+                    slot.insert(first);
+                }
+            }
+        }
+        let births = handling::admit(&mut alerts, unclosed);
         let mut stored = Vec::with_capacity(alerts.len());
-        for alert in alerts {
-            stored.push(insert_alert(&mut tx, alert).await?);
+        for (alert, birth) in alerts.into_iter().zip(births) {
+            let alert = insert_alert(&mut tx, alert).await?;
+            if let Some(mut action) = birth {
+                action.at = truncate_micros(action.at);
+                action.event_seq = Some(alert.seq);
+                insert_action(&mut tx, &action).await?;
+            }
+            stored.push(alert);
         }
         tx.commit().await?;
         if let Some(last) = stored.last() {
@@ -1223,60 +1326,45 @@ impl Store for SqliteStore {
         alert_from_row(&row)
     }
 
-    async fn set_alert_state(
+    async fn record_alert_action(
         &self,
         id: AlertId,
-        state: AlertState,
-        note: Option<String>,
-        at: DateTime<Utc>,
+        request: AlertActionRequest,
     ) -> Result<Alert, StoreError> {
-        let column = match state {
-            AlertState::Acknowledged => "acknowledged_at",
-            AlertState::Resolved => "resolved_at",
-            AlertState::Open => {
-                return Err(StoreError::Conflict("an alert cannot be reopened".into()))
-            }
+        let request = AlertActionRequest {
+            at: truncate_micros(request.at),
+            ..request
         };
         let mut tx = self.write_transaction().await?;
-        let current: Option<String> = sqlx::query_scalar("SELECT state FROM alerts WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
-            .await?;
-        let current: AlertState = match current {
-            Some(s) => parse("alert", &s)?,
-            None => return Err(not_found("alert", id)),
-        };
-        if current == AlertState::Resolved {
-            return Err(StoreError::Conflict(format!(
-                "alert {id} is already resolved"
-            )));
+            .await?
+            .ok_or_else(|| not_found("alert", id))?;
+        let mut alert = alert_from_row(&row)?;
+        let steps = handling::take_steps(&mut alert, &request)?;
+        let mut last_seq = 0;
+        for (as_it_became, mut action) in steps {
+            last_seq = append_alert_changed(&mut tx, &as_it_became).await?;
+            action.event_seq = Some(last_seq);
+            insert_action(&mut tx, &action).await?;
         }
-        if current == state {
-            return Err(StoreError::Conflict(format!(
-                "alert {id} is already {}",
-                state.as_str()
-            )));
-        }
-        // Resolving an open alert acknowledges it at the same moment.
-        sqlx::query(&format!(
-            "UPDATE alerts SET state = ?, note = COALESCE(?, note), {column} = ?, \
-             acknowledged_at = COALESCE(acknowledged_at, ?) WHERE id = ?"
-        ))
-        .bind(state.as_str())
-        .bind(note)
-        .bind(micros(at))
-        .bind(micros(at))
+        sqlx::query(
+            "UPDATE alerts SET state = ?, note = ?, disposition = ?, acknowledged_at = ?, \
+             verified_at = ?, disposed_at = ?, closed_at = ? WHERE id = ?",
+        )
+        .bind(alert.state.as_str())
+        .bind(&alert.note)
+        .bind(alert.disposition.map(|d| d.as_str()))
+        .bind(alert.acknowledged_at.map(micros))
+        .bind(alert.verified_at.map(micros))
+        .bind(alert.disposed_at.map(micros))
+        .bind(alert.closed_at.map(micros))
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query("SELECT * FROM alerts WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        let alert = alert_from_row(&row)?;
-        let seq = append_alert_changed(&mut tx, &alert).await?;
         tx.commit().await?;
-        self.announce(seq);
+        self.announce(last_seq);
         Ok(alert)
     }
 
@@ -1365,6 +1453,61 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn alert_actions(&self, id: AlertId) -> Result<Vec<AlertAction>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if exists.is_none() {
+            return Err(not_found("alert", id));
+        }
+        sqlx::query("SELECT * FROM alert_actions WHERE alert_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(action_from_row)
+            .collect()
+    }
+
+    async fn alert_stats(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<AlertStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.kind, a.zone_id, a.severity, p.level, a.state, a.disposition, \
+             a.repeat_of IS NOT NULL AS repeat, COUNT(*) AS count \
+             FROM alerts a LEFT JOIN persons p ON p.id = a.person_id \
+             WHERE a.raised_at >= ? AND a.raised_at < ? \
+             GROUP BY a.kind, a.zone_id, a.severity, p.level, a.state, a.disposition, repeat",
+        )
+        .bind(micros(from))
+        .bind(micros(to))
+        .fetch_all(&self.pool)
+        .await?;
+        let counts = rows
+            .iter()
+            .map(|row| {
+                Ok(AlertCount {
+                    kind: row.try_get("kind")?,
+                    zone_id: row
+                        .try_get::<Option<&str>, _>("zone_id")?
+                        .map(|z| parse("alert", z))
+                        .transpose()?,
+                    severity: row.try_get("severity")?,
+                    level: row.try_get("level")?,
+                    state: row.try_get("state")?,
+                    disposition: row.try_get("disposition")?,
+                    repeat: row.try_get("repeat")?,
+                    count: u64::try_from(row.try_get::<i64, _>("count")?).unwrap_or(0),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(AlertStats::from_counts(from, to, counts))
     }
 
     async fn events(&self, query: EventQuery) -> Result<Vec<Event>, StoreError> {
@@ -1632,7 +1775,10 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::model::{AlertKind, Crs, Severity, SupervisionLevel, ZoneKind};
+    use crate::model::{
+        AlertKind, AlertState, Crs, Disposition, Severity, SupervisionLevel, ZoneKind,
+    };
+    use crate::store::AlertStep;
 
     async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -1698,9 +1844,25 @@ mod tests {
             state: AlertState::Open,
             late: false,
             note: None,
+            disposition: None,
             acknowledged_at: None,
-            resolved_at: None,
+            verified_at: None,
+            disposed_at: None,
+            closed_at: None,
+            repeat_of: None,
             border: None,
+        }
+    }
+
+    fn request(step: AlertStep, note: Option<&str>) -> AlertActionRequest {
+        AlertActionRequest {
+            step,
+            actor: Actor {
+                token_id: Some(new_id()),
+                label: Some("night shift".into()),
+            },
+            note: note.map(Into::into),
+            at: Utc::now(),
         }
     }
 
@@ -1814,44 +1976,34 @@ mod tests {
             .await
             .unwrap()[0]
             .clone();
-        let now = Utc::now();
         let acked = store
-            .set_alert_state(
-                a.id,
-                AlertState::Acknowledged,
-                Some("called him".into()),
-                now,
-            )
+            .record_alert_action(a.id, request(AlertStep::Acknowledge, Some("called him")))
             .await
             .unwrap();
         assert_eq!(acked.state, AlertState::Acknowledged);
         assert_eq!(acked.note.as_deref(), Some("called him"));
         assert!(acked.acknowledged_at.is_some());
-        assert!(matches!(
-            store
-                .set_alert_state(a.id, AlertState::Acknowledged, None, now)
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        let resolved = store
-            .set_alert_state(a.id, AlertState::Resolved, None, now)
+        assert_eq!(store.alert(a.id).await.unwrap(), acked);
+        for skip in [AlertStep::Acknowledge, AlertStep::Close] {
+            assert!(matches!(
+                store.record_alert_action(a.id, request(skip, None)).await,
+                Err(StoreError::Conflict(_))
+            ));
+        }
+        let closed = store
+            .record_alert_action(
+                a.id,
+                request(AlertStep::Resolve(Some(Disposition::Warned)), None),
+            )
             .await
             .unwrap();
-        assert_eq!(resolved.state, AlertState::Resolved);
-        assert_eq!(
-            resolved.note.as_deref(),
-            Some("called him"),
-            "note kept without a new one"
-        );
+        assert_eq!(closed.state, AlertState::Closed);
+        assert_eq!(closed.note.as_deref(), Some("called him"));
+        let actions = store.alert_actions(a.id).await.unwrap();
+        assert_eq!(actions.len(), 4);
         assert!(matches!(
             store
-                .set_alert_state(a.id, AlertState::Resolved, None, now)
-                .await,
-            Err(StoreError::Conflict(_))
-        ));
-        assert!(matches!(
-            store
-                .set_alert_state(new_id(), AlertState::Resolved, None, now)
+                .record_alert_action(new_id(), request(AlertStep::Acknowledge, None))
                 .await,
             Err(StoreError::NotFound { .. })
         ));
@@ -1941,11 +2093,9 @@ mod tests {
             .await
             .unwrap();
         let acked = store
-            .set_alert_state(
+            .record_alert_action(
                 stored[0].id,
-                AlertState::Acknowledged,
-                Some("called".into()),
-                Utc::now(),
+                request(AlertStep::Acknowledge, Some("called")),
             )
             .await
             .unwrap();
@@ -2029,12 +2179,12 @@ mod tests {
             .unwrap()
             .remove(0);
         store
-            .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+            .record_alert_action(a.id, request(AlertStep::Acknowledge, None))
             .await
             .unwrap();
         let before = store.last_event_seq().await.unwrap();
         assert!(store
-            .set_alert_state(a.id, AlertState::Resolved, None, Utc::now())
+            .record_alert_action(a.id, request(AlertStep::Close, None))
             .await
             .is_err());
         assert_eq!(store.last_event_seq().await.unwrap(), before);
@@ -2162,6 +2312,80 @@ mod tests {
         let events = store.events(feed(0)).await.unwrap();
         let raised = events.iter().find(|e| e.seq == a.seq).unwrap();
         assert_eq!(raised.data, serde_json::to_value(&a).unwrap());
+    }
+
+    #[tokio::test]
+    async fn alerts_handled_before_the_chain_are_closed_with_their_steps_on_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        // The schema as it was before migration 0010, with an alert resolved and one
+        // acknowledged the old way.
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&store.pool).await.unwrap();
+        let person = new_id().to_string();
+        let (resolved, acked) = (new_id(), new_id());
+        for (seq, id, state, note, acked_at, resolved_at) in [
+            (
+                1,
+                resolved,
+                "resolved",
+                "back home",
+                1_000_i64,
+                Some(2_000_i64),
+            ),
+            (2, acked, "acknowledged", "calling", 3_000, None),
+        ] {
+            sqlx::query(
+                "INSERT INTO alerts (seq, id, kind, person_id, severity, time, raised_at, state, \
+                 late, note, acknowledged_at, resolved_at) \
+                 VALUES (?, ?, 'zone_exit', ?, 'high', 0, 0, ?, 0, ?, ?, ?)",
+            )
+            .bind(seq)
+            .bind(id.to_string())
+            .bind(&person)
+            .bind(state)
+            .bind(note)
+            .bind(acked_at)
+            .bind(resolved_at)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+
+        let closed = store.alert(resolved).await.unwrap();
+        assert_eq!(closed.state, AlertState::Closed);
+        assert_eq!(closed.closed_at, Some(from_micros("t", 2_000).unwrap()));
+        assert_eq!(closed.disposition, None);
+        let steps: Vec<(AlertState, Option<String>, Option<Uuid>)> = store
+            .alert_actions(resolved)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.state, a.note, a.actor.token_id))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (AlertState::Acknowledged, None, None),
+                (AlertState::Closed, Some("back home".into()), None)
+            ]
+        );
+        let still = store.alert_actions(acked).await.unwrap();
+        assert_eq!(still.len(), 1);
+        assert_eq!(still[0].note.as_deref(), Some("calling"));
+        assert_eq!(
+            store.alert(acked).await.unwrap().state,
+            AlertState::Acknowledged
+        );
     }
 
     #[tokio::test]

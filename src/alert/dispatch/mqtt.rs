@@ -444,8 +444,12 @@ mod tests {
             state: AlertState::Open,
             late: false,
             note: None,
+            disposition: None,
             acknowledged_at: None,
-            resolved_at: None,
+            verified_at: None,
+            disposed_at: None,
+            closed_at: None,
+            repeat_of: None,
             border: None,
         }
     }
