@@ -398,6 +398,7 @@ async fn run_pipeline(
                     let (done, committed) = tokio::sync::oneshot::channel();
                     let submission = Submission {
                         person_id: fix.person_id,
+                        heard: None,
                         fixes: vec![fix],
                         alarms: Vec::new(),
                         wifi: Vec::new(),
@@ -487,6 +488,7 @@ fn running_pipeline(c: &mut Criterion) {
                                 ..StoreConfig::default()
                             },
                             channel_capacity: 4096,
+                            supervision: Default::default(),
                         };
                         total += rt.block_on(run_pipeline(
                             settings,

@@ -21,6 +21,7 @@ use crate::fence::{FenceConfig, LevelsConfig};
 pub use crate::ingest::mqtt::MqttConfig;
 use crate::ingest::{IngestConfig, ListenerConfig, Listeners};
 use crate::store::StoreConfig;
+use crate::supervision::SupervisionConfig;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "EWALL_";
@@ -90,6 +91,8 @@ pub struct Config {
     pub listeners: Listeners,
     /// Webhook receivers of the alert events (`[[webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
+    /// Monitoring orders and the timer-driven rules (`[supervision]`).
+    pub supervision: SupervisionConfig,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             listeners: Listeners::default(),
             webhooks: Vec::new(),
+            supervision: SupervisionConfig::default(),
         }
     }
 }
@@ -234,6 +238,9 @@ impl Config {
         self.ingest
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("ingest.{key}"), problem))?;
+        self.supervision
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("supervision.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

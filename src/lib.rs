@@ -18,6 +18,8 @@
 //! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
 //! - [`fence`]: zone parsing, the zone index and the per-person breach state machine.
 //! - [`pipeline`]: channels, shards and their order of shutdown.
+//! - [`supervision`]: the timer-driven rules (offline, unsupervised, leave permits, monitoring
+//!   orders, check-ins) and each shard's deadline wheel.
 //! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
 //! - [`registry`]: in-memory devices, levels and the zone catalog.
 //! - [`api`]: the HTTP API, tokens and problem responses.
@@ -46,4 +48,5 @@ pub mod pipeline;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod supervision;
 pub mod telemetry;

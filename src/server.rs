@@ -159,12 +159,14 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             levels: config.levels.clone(),
             store: config.store.clone(),
             channel_capacity: config.channel_capacity,
+            supervision: config.supervision.clone(),
         },
         store.clone(),
         registry.clone(),
         metrics.clone(),
         &resume,
     );
+    let notices = pipeline.notices.clone();
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
     let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
@@ -271,6 +273,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         commands,
         shutdown: api_stop.clone(),
         webhooks: config.webhooks.iter().map(|w| w.name.clone()).collect(),
+        notices,
+        supervision: config.supervision.clone(),
     };
     let api_server = HttpServer::new(
         api_socket,

@@ -137,6 +137,10 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Names of the configured webhooks.
     pub webhooks: Arc<[String]>,
+    /// Where changes the timer-driven rules must know of go (to the pipeline's shards).
+    pub notices: crate::pipeline::Notices,
+    /// Monitoring orders and the timer-driven rules' settings.
+    pub supervision: crate::supervision::SupervisionConfig,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,

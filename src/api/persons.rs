@@ -122,6 +122,9 @@ pub async fn create(
     };
     let person = state.store.create_person(new).await?;
     state.registry.person_saved(&person);
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonSaved(person.clone()));
     Ok((StatusCode::CREATED, Json(person)))
 }
 
@@ -183,6 +186,9 @@ pub async fn update(
     };
     let person = state.store.update_person(id, patch).await?;
     state.registry.person_saved(&person);
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonSaved(person.clone()));
     Ok(Json(person))
 }
 
@@ -205,6 +211,9 @@ pub async fn delete(
     let id = parse_id("person", &id)?;
     state.store.delete_person(id).await?;
     state.registry.person_deleted(id);
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonDeleted(id));
     state.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,7 +23,15 @@
 //! * `strict`: 2 fixes and 60 s, critical. Closer supervision accepts a false alarm from a long
 //!   burst in exchange for a breach raised a minute sooner.
 //! * `lenient`: 3 fixes and 300 s, medium.
+//!
+//! The offline deadline (`offline_after_s`, counted from the last message received) is three
+//! reporting intervals (`report_interval_s`) for `strict` (60 s, 180 s: a wristband that misses
+//! three reports in a row is gone), and six for the others (`normal` 300 s and 1,800 s,
+//! `lenient` 900 s and 5,400 s), where a device that sleeps indoors may skip a few. Check-in
+//! windows (`checkin_windows`, `"HH:MM-HH:MM"` in the person's time zone, a window may span
+//! midnight) are empty by default: a check-in duty is an officer's decision, not a default.
 
+use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AlertKind, Severity, SupervisionLevel};
@@ -48,6 +56,47 @@ pub struct LevelConfig {
     /// Severity of breach alerts (zone exit and entry, device separation, and the other alarms
     /// that depend on the level) for persons at this level.
     pub severity: Severity,
+    /// How often a device of a person at this level is expected to report, seconds.
+    pub report_interval_s: u32,
+    /// Seconds without any message received from a device before it is `offline`.
+    pub offline_after_s: u32,
+    /// Daily windows in which the person must check in, in their time zone.
+    pub checkin_windows: Vec<CheckinWindow>,
+}
+
+/// A daily check-in window, `"HH:MM-HH:MM"` in the person's time zone; a window whose end is
+/// not after its start spans midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CheckinWindow {
+    /// Opens at (local time).
+    pub opens: NaiveTime,
+    /// Closes at (local time).
+    pub closes: NaiveTime,
+}
+
+impl TryFrom<String> for CheckinWindow {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a window like \"20:00-21:00\"");
+        let (opens, closes) = text.split_once('-').ok_or_else(bad)?;
+        let time = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| bad());
+        let window = CheckinWindow {
+            opens: time(opens)?,
+            closes: time(closes)?,
+        };
+        if window.opens == window.closes {
+            return Err(format!("{text:?} opens and closes at the same time"));
+        }
+        Ok(window)
+    }
+}
+
+impl From<CheckinWindow> for String {
+    fn from(w: CheckinWindow) -> String {
+        format!("{}-{}", w.opens.format("%H:%M"), w.closes.format("%H:%M"))
+    }
 }
 
 impl LevelConfig {
@@ -65,16 +114,25 @@ impl LevelConfig {
                 confirm_fixes: 2,
                 confirm_seconds: 60,
                 severity: Severity::Critical,
+                report_interval_s: 60,
+                offline_after_s: 180,
+                checkin_windows: Vec::new(),
             },
             SupervisionLevel::Normal => LevelConfig {
                 confirm_fixes: 2,
                 confirm_seconds: 180,
                 severity: Severity::High,
+                report_interval_s: 300,
+                offline_after_s: 1_800,
+                checkin_windows: Vec::new(),
             },
             SupervisionLevel::Lenient => LevelConfig {
                 confirm_fixes: 3,
                 confirm_seconds: 300,
                 severity: Severity::Medium,
+                report_interval_s: 900,
+                offline_after_s: 5_400,
+                checkin_windows: Vec::new(),
             },
         }
     }
@@ -87,6 +145,9 @@ struct LevelSection {
     confirm_fixes: Option<u32>,
     confirm_seconds: Option<u32>,
     severity: Option<Severity>,
+    report_interval_s: Option<u32>,
+    offline_after_s: Option<u32>,
+    checkin_windows: Option<Vec<CheckinWindow>>,
 }
 
 impl LevelSection {
@@ -96,6 +157,9 @@ impl LevelSection {
             confirm_fixes: self.confirm_fixes.unwrap_or(base.confirm_fixes),
             confirm_seconds: self.confirm_seconds.unwrap_or(base.confirm_seconds),
             severity: self.severity.unwrap_or(base.severity),
+            report_interval_s: self.report_interval_s.unwrap_or(base.report_interval_s),
+            offline_after_s: self.offline_after_s.unwrap_or(base.offline_after_s),
+            checkin_windows: self.checkin_windows.unwrap_or(base.checkin_windows),
         }
     }
 }
@@ -156,6 +220,8 @@ impl LevelsConfig {
                 Severity::of(kind, level)
             }
             AlertKind::ImplausibleJump => Severity::Low,
+            // Paperwork to renew, not a person to find.
+            AlertKind::OrderExpiring => Severity::Low,
             _ => self.get(level).severity,
         }
     }
@@ -171,6 +237,18 @@ impl LevelsConfig {
             ("lenient.confirm_fixes", &self.lenient),
         ] {
             if level.confirm_fixes == 0 {
+                return Err((key, "must be at least 1".into()));
+            }
+        }
+        for (key, value) in [
+            ("strict.report_interval_s", self.strict.report_interval_s),
+            ("normal.report_interval_s", self.normal.report_interval_s),
+            ("lenient.report_interval_s", self.lenient.report_interval_s),
+            ("strict.offline_after_s", self.strict.offline_after_s),
+            ("normal.offline_after_s", self.normal.offline_after_s),
+            ("lenient.offline_after_s", self.lenient.offline_after_s),
+        ] {
+            if value == 0 {
                 return Err((key, "must be at least 1".into()));
             }
         }
@@ -198,6 +276,19 @@ mod tests {
         assert_eq!(levels.lenient.confirm_seconds, 300);
         assert!(toml::from_str::<LevelsConfig>("[normal]\nconfirm = 3\n").is_err());
         assert!(toml::from_str::<LevelsConfig>("[urgent]\n").is_err());
+        let windows: LevelsConfig =
+            toml::from_str("[strict]\ncheckin_windows = [\"20:00-21:00\", \"23:30-00:30\"]\n")
+                .expect("valid");
+        assert_eq!(windows.strict.checkin_windows.len(), 2);
+        assert_eq!(
+            String::from(windows.strict.checkin_windows[1]),
+            "23:30-00:30"
+        );
+        assert!(windows.normal.checkin_windows.is_empty());
+        for bad in ["\"20:00\"", "\"25:00-26:00\"", "\"08:00-08:00\""] {
+            let text = format!("[strict]\ncheckin_windows = [{bad}]\n");
+            assert!(toml::from_str::<LevelsConfig>(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

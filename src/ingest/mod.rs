@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::model::{
-    normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, Fix, PersonId, Submission,
-    WifiSighting,
+    normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, DeviceHeard, Fix, PersonId,
+    Submission, WifiSighting,
 };
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
@@ -343,7 +343,8 @@ impl IngestContext {
     }
 
     /// Hands what a frame carried to the pipeline and waits until it is committed. Frames with
-    /// neither positions nor alarms return at once.
+    /// neither positions nor alarms (heartbeats) only tell the pipeline the device was heard,
+    /// and return without waiting.
     ///
     /// # Errors
     /// [`SubmitError`] when the pipeline is closed, the store failed or a position cannot be
@@ -374,7 +375,28 @@ impl IngestContext {
         };
         self.count_faults(protocol, &faults);
         let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
+        let heard = DeviceHeard {
+            device_id: device_id.to_owned(),
+            person_id,
+            received_at,
+        };
         if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
+            // A heartbeat or status frame: nothing to commit, but the device was heard, which
+            // moves its offline deadline. Nothing waits for it.
+            if !decoded.messages.is_empty() {
+                self.submissions
+                    .send(Submission {
+                        person_id,
+                        heard: Some(heard),
+                        fixes,
+                        alarms,
+                        wifi,
+                        crs: Crs::Wgs84,
+                        done: None,
+                    })
+                    .await
+                    .map_err(|_| SubmitError::Closed)?;
+            }
             return Ok(());
         }
         self.metrics
@@ -385,6 +407,7 @@ impl IngestContext {
         self.submissions
             .send(Submission {
                 person_id,
+                heard: Some(heard),
                 fixes,
                 alarms,
                 wifi,

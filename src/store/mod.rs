@@ -17,6 +17,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod supervision;
 pub mod writer;
 
 use std::time::Duration;
@@ -25,6 +26,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use supervision::{LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, TimerAlert};
 
 use crate::model::{
     Alert, AlertId, AlertState, CommandId, CommandStatus, Crs, Device, DeviceCommand, Event, Fix,
@@ -338,7 +341,7 @@ pub struct WebhookDelivery {
 /// commit order). After each commit that appended events they announce the newest `seq` on
 /// [`Store::event_notices`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SupervisionRecords + Send + Sync + 'static {
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 
@@ -460,7 +463,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Fix>, StoreError>;
 
     /// Zone breaches whose episode is still open: for each (person, zone), the newest live zone
-    /// alert, when it is a `zone_exit` or `zone_enter` rather than a `returned`. The fence
+    /// alert, when it is a `zone_exit`, `zone_enter` or `leave_overdue` (whose kind is then the
+    /// zone's) rather than a `returned`. The fence
     /// engine resumes these after a restart.
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
 

@@ -34,6 +34,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         shutdown: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::from(Vec::<String>::new()),
         commands,
+        notices: Default::default(),
+        supervision: Default::default(),
     };
     (router(state, &HttpConfig::default()), dir)
 }
