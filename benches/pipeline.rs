@@ -489,6 +489,7 @@ fn running_pipeline(c: &mut Criterion) {
                             },
                             channel_capacity: 4096,
                             supervision: Default::default(),
+                            clock: Default::default(),
                         };
                         total += rt.block_on(run_pipeline(
                             settings,

@@ -58,7 +58,7 @@ use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
 use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError, TimerAlert};
 use crate::supervision::{
-    Action, Notice, Raise, Recorded, SupervisionConfig, Supervisor, TimerKey,
+    Action, Clock, Notice, Raise, Recorded, SupervisionConfig, Supervisor, TimerKey,
 };
 use crate::telemetry::Metrics;
 
@@ -86,6 +86,8 @@ pub struct PipelineSettings {
     pub channel_capacity: usize,
     /// Monitoring orders and the timer-driven rules.
     pub supervision: SupervisionConfig,
+    /// Where the timer-driven rules read the time.
+    pub clock: Clock,
 }
 
 /// What the store knows of the engine's state when the service last stopped.
@@ -175,7 +177,7 @@ impl Pipeline {
         let mut notice_inputs = Vec::new();
         let shards = settings.fence.shards();
         let catalog = registry.catalog();
-        let now = Utc::now();
+        let now = settings.clock.now();
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);
@@ -225,6 +227,7 @@ impl Pipeline {
                 supervisor,
                 store: store.clone(),
                 heard_writes: Vec::new(),
+                clock: settings.clock,
             };
             tasks.push(tokio::spawn(shard.run(
                 rx,
@@ -338,6 +341,8 @@ struct Shard {
     store: Arc<dyn Store>,
     /// Last-heard times due for writing, sent with the next write request.
     heard_writes: Vec<DeviceHeard>,
+    /// Where the timer-driven rules read the time.
+    clock: Clock,
 }
 
 /// What woke a shard.
@@ -587,9 +592,9 @@ impl Notices {
 impl Shard {
     /// A device was heard from: its offline deadline moves, an open `offline` ends.
     fn device_heard(&mut self, heard: &DeviceHeard, level: SupervisionLevel) -> Vec<Alert> {
-        let (actions, write) = self.supervisor.heard(heard, Utc::now());
+        let (actions, write) = self.supervisor.heard(heard, self.clock.now());
         self.heard_writes.extend(write);
-        let raised_at = Utc::now();
+        let raised_at = self.clock.now();
         actions
             .into_iter()
             .filter_map(|action| match action {
@@ -601,19 +606,19 @@ impl Shard {
 
     /// A change the API committed.
     async fn take_notice(&mut self, notice: Notice) -> WriteRequest {
-        let actions = self.supervisor.notice(notice, Utc::now());
+        let actions = self.supervisor.notice(notice, self.clock.now());
         self.carry_out(actions).await
     }
 
     /// A deadline passed.
     async fn deadline_passed(&mut self, key: TimerKey, at: DateTime<Utc>) -> WriteRequest {
-        let actions = self.supervisor.fire(key, at, Utc::now());
+        let actions = self.supervisor.fire(key, at, self.clock.now());
         self.carry_out(actions).await
     }
 
     /// Does what the rules asked; the alerts raised go in the returned request.
     async fn carry_out(&mut self, actions: Vec<Action>) -> WriteRequest {
-        let raised_at = Utc::now();
+        let raised_at = self.clock.now();
         let mut alerts = Vec::new();
         for action in actions {
             match action {
@@ -628,7 +633,7 @@ impl Shard {
                     match self.store.step_order(order, step, at).await {
                         Ok(Some(order)) => {
                             tracing::info!(order = %order.id, person = %order.person_id, ?step, "Monitoring order step recorded.");
-                            self.supervisor.order_stepped(order, Utc::now());
+                            self.supervisor.order_stepped(order, self.clock.now());
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -636,8 +641,8 @@ impl Shard {
                             self.supervisor.retry_order_step(
                                 order,
                                 step,
-                                Utc::now() + ORDER_STEP_RETRY,
-                                Utc::now(),
+                                self.clock.now() + ORDER_STEP_RETRY,
+                                self.clock.now(),
                             );
                         }
                     }
@@ -739,6 +744,7 @@ mod tests {
             supervisor: Supervisor::new(SupervisionConfig::default(), LevelsConfig::default()),
             store,
             heard_writes: Vec::new(),
+            clock: Clock::System,
         }
     }
 
@@ -850,7 +856,7 @@ mod tests {
     use tokio::sync::oneshot;
 
     use crate::model::{
-        Checkin, Device, Fix, LeavePermit, MonitoringOrder, Person, PersonId, PositionSource,
+        Checkin, Device, Fix, LeavePermit, MonitoringOrder, Person, PositionSource,
         SupervisionLevel as Level, ZoneId, ZoneKind,
     };
     use crate::store::sqlite::SqliteStore;
@@ -1267,6 +1273,7 @@ mod tests {
             },
             channel_capacity: 16,
             supervision: SupervisionConfig::default(),
+            clock: Clock::System,
         };
         Pipeline::spawn(settings, store, registry, Arc::new(Metrics::new()), &resume)
     }

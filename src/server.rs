@@ -160,6 +160,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             store: config.store.clone(),
             channel_capacity: config.channel_capacity,
             supervision: config.supervision.clone(),
+            clock: crate::supervision::Clock::System,
         },
         store.clone(),
         registry.clone(),

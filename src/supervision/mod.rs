@@ -54,6 +54,44 @@ pub const HEARD_WRITE_INTERVAL_SECS: i64 = 15;
 /// Check-ins are kept in memory for this long: the longest a window can span.
 const CHECKIN_MEMORY_HOURS: i64 = 48;
 
+/// Where the rules read the time from.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Clock {
+    /// The system's wall clock, as every other stage reads it.
+    #[default]
+    System,
+    /// Wall-clock time as of an anchor, moved on by tokio's clock since: with tokio's time
+    /// paused (tests), time passes only as tokio's clock is advanced, deadlines included, and
+    /// pipelines started one after another on the same clock see one continuous time.
+    Tokio {
+        /// The wall-clock time at the anchor.
+        wall: DateTime<Utc>,
+        /// tokio's time at the anchor.
+        at: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A [`Clock::Tokio`] anchored now.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            wall: Utc::now(),
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The time now.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Tokio { wall, at } => {
+                let elapsed = tokio::time::Instant::now().saturating_duration_since(*at);
+                *wall + Duration::from_std(elapsed).unwrap_or(Duration::MAX)
+            }
+        }
+    }
+}
+
 /// The `[supervision]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -386,15 +424,13 @@ impl Supervisor {
             watch.created_at = person.created_at;
         }
         for device in recorded.devices.iter().filter(|d| mine(&d.person_id)) {
-            let last = heard
-                .get(device.imei.as_str())
-                .copied()
-                .map_or(device.created_at, |h| h.max(device.created_at));
+            let stored = heard.get(device.imei.as_str()).copied();
+            let last = stored.map_or(device.created_at, |h| h.max(device.created_at));
             self.watch(device.person_id, now).devices.insert(
                 device.imei.clone(),
                 DeviceWatch {
                     last_heard: last,
-                    written: Some(last),
+                    written: stored,
                     offline_since: None,
                 },
             );
