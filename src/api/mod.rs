@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod persons;
 pub mod problem;
 pub mod stream;
+pub mod supervision;
 pub mod text;
 pub mod tokens;
 pub mod webhooks;
@@ -170,6 +171,26 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             put(persons::set_zones).get(persons::zones),
         )
         .route("/persons/{id}/track", get(persons::track))
+        .route(
+            "/persons/{id}/leaves",
+            post(supervision::create_leave).get(supervision::list_leaves),
+        )
+        .route(
+            "/persons/{id}/leaves/{leave_id}/cancel",
+            post(supervision::cancel_leave),
+        )
+        .route(
+            "/persons/{id}/leaves/{leave_id}/end",
+            post(supervision::end_leave),
+        )
+        .route(
+            "/persons/{id}/orders",
+            post(supervision::create_order).get(supervision::list_orders),
+        )
+        .route(
+            "/persons/{id}/checkins",
+            post(supervision::create_checkin).get(supervision::list_checkins),
+        )
         .route("/devices", post(devices::create).get(devices::list))
         .route(
             "/devices/{imei}",
