@@ -455,5 +455,24 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no example config in deploy/");
+        let production = Config::load(Some(&dir.join("ewall.toml")), Vec::new()).unwrap();
+        assert!(production.supervision.require_order);
+        assert!(!Config::default().supervision.require_order);
+    }
+
+    #[test]
+    fn supervision_keys_are_checked() {
+        let err = load("[supervision]\norder_expiring_days = 93\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("supervision.order_expiring_days"),
+            "{err}"
+        );
+        let err = load("[levels.strict]\noffline_after_s = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("levels.strict.offline_after_s"),
+            "{err}"
+        );
+        let config = load("[supervision]\nrequire_order = true\n", &[]).unwrap();
+        assert!(config.supervision.require_order);
     }
 }
