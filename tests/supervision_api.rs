@@ -224,3 +224,74 @@ async fn check_ins_are_recorded_with_a_method_and_refused_from_the_future() {
     let listed = service.get(&path).await;
     assert_eq!(listed["checkins"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn outside_a_monitoring_order_fixes_are_stored_marked_and_not_fenced() {
+    let service = Service::start_with(|config| config.supervision.require_order = true).await;
+    let home = service
+        .circle_zone("home", "inclusion", 112.4, 25.6, 500.0)
+        .await;
+    let phone = "phone-0099";
+    let person = service
+        .person_with_device(phone, std::slice::from_ref(&home))
+        .await;
+    let base = format!("http://{}", service.listener("osmand"));
+    let report = |minutes_ago: i64| {
+        let time = Utc::now() - Duration::minutes(minutes_ago);
+        let target = ewall_protocol::osmand::encode::request_target(
+            phone,
+            time,
+            25.6,
+            112.43,
+            0.0,
+            0.0,
+            Some(10.0),
+            None,
+        );
+        format!("{base}{target}")
+    };
+    // Out of the zone with no order: stored, marked, no alert.
+    for minutes_ago in [10, 8, 6] {
+        let response = service
+            .client
+            .get(report(minutes_ago))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    service
+        .post(
+            &format!("/api/v1/persons/{person}/orders"),
+            json!({
+                "ground": "community correction",
+                "approved_by": "county court",
+                "from": (Utc::now() - Duration::hours(1)).to_rfc3339(),
+                "to": (Utc::now() + Duration::days(30)).to_rfc3339(),
+            }),
+        )
+        .await;
+    // Under the order, the same place is a breach.
+    for minutes_ago in [4, 2, 0] {
+        let response = service
+            .client
+            .get(report(minutes_ago))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let alerts = eventually(|| async {
+        let alerts = service.alerts_of(&person).await;
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
+    assert_eq!(kinds(&alerts), ["zone_exit"]);
+    let marks: Vec<bool> = service
+        .track_of(&person)
+        .await
+        .iter()
+        .map(|f| f["properties"]["outside_order"].as_bool().unwrap())
+        .collect();
+    assert_eq!(marks, [true, true, true, false, false, false]);
+}

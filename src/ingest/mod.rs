@@ -382,20 +382,25 @@ impl IngestContext {
         };
         if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
             // A heartbeat or status frame: nothing to commit, but the device was heard, which
-            // moves its offline deadline. Nothing waits for it.
+            // moves its offline deadline. Nothing waits for it, and its answer does not depend
+            // on it (a pipeline shutting down still lets the heartbeat be answered).
             if !decoded.messages.is_empty() {
-                self.submissions
-                    .send(Submission {
-                        person_id,
-                        heard: Some(heard),
-                        fixes,
-                        alarms,
-                        wifi,
-                        crs: Crs::Wgs84,
-                        done: None,
-                    })
-                    .await
-                    .map_err(|_| SubmitError::Closed)?;
+                let heard = Submission {
+                    person_id,
+                    heard: Some(heard),
+                    fixes,
+                    alarms,
+                    wifi,
+                    crs: Crs::Wgs84,
+                    done: None,
+                };
+                if self.submissions.send(heard).await.is_err() {
+                    debug!(
+                        protocol = protocol.name(),
+                        device = device_id,
+                        "Pipeline closed; heartbeat not counted for the offline deadline."
+                    );
+                }
             }
             return Ok(());
         }
