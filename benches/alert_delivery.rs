@@ -212,6 +212,8 @@ async fn main() {
         shutdown: stop.clone(),
         webhooks: Arc::from(vec!["bench".to_owned()]),
         integration: Arc::default(),
+        notices: Default::default(),
+        supervision: Default::default(),
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

@@ -403,6 +403,7 @@ async fn run_pipeline(
                     let (done, committed) = tokio::sync::oneshot::channel();
                     let submission = Submission {
                         person_id: fix.person_id,
+                        heard: None,
                         fixes: vec![fix],
                         alarms: Vec::new(),
                         wifi: Vec::new(),
@@ -492,6 +493,8 @@ fn running_pipeline(c: &mut Criterion) {
                                 ..StoreConfig::default()
                             },
                             channel_capacity: 4096,
+                            supervision: Default::default(),
+                            clock: Default::default(),
                         };
                         total += rt.block_on(run_pipeline(
                             settings,

@@ -22,6 +22,7 @@ use crate::fence::{FenceConfig, LevelsConfig};
 pub use crate::ingest::mqtt::MqttConfig;
 use crate::ingest::{IngestConfig, ListenerConfig, Listeners};
 use crate::store::StoreConfig;
+use crate::supervision::SupervisionConfig;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "EWALL_";
@@ -93,6 +94,8 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// What the police entry-exit integration is shown.
     pub integration: IntegrationConfig,
+    /// Monitoring orders and the timer-driven rules (`[supervision]`).
+    pub supervision: SupervisionConfig,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             listeners: Listeners::default(),
             webhooks: Vec::new(),
             integration: IntegrationConfig::default(),
+            supervision: SupervisionConfig::default(),
         }
     }
 }
@@ -241,6 +245,9 @@ impl Config {
         self.ingest
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("ingest.{key}"), problem))?;
+        self.supervision
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("supervision.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {
@@ -455,5 +462,24 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no example config in deploy/");
+        let production = Config::load(Some(&dir.join("ewall.toml")), Vec::new()).unwrap();
+        assert!(production.supervision.require_order);
+        assert!(!Config::default().supervision.require_order);
+    }
+
+    #[test]
+    fn supervision_keys_are_checked() {
+        let err = load("[supervision]\norder_expiring_days = 93\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("supervision.order_expiring_days"),
+            "{err}"
+        );
+        let err = load("[levels.strict]\noffline_after_s = 0\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("levels.strict.offline_after_s"),
+            "{err}"
+        );
+        let config = load("[supervision]\nrequire_order = true\n", &[]).unwrap();
+        assert!(config.supervision.require_order);
     }
 }

@@ -19,6 +19,8 @@
 //! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
 //! - [`fence`]: zone parsing, the zone index and the per-person breach state machine.
 //! - [`pipeline`]: channels, shards and their order of shutdown.
+//! - [`supervision`]: the timer-driven rules (offline, unsupervised, leave permits, monitoring
+//!   orders, check-ins) and each shard's deadline wheel.
 //! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
 //! - [`registry`]: in-memory devices, levels and the zone catalog.
 //! - [`schedule`]: weekly zone schedules read in the person's time zone (curfews).
@@ -50,4 +52,5 @@ pub mod registry;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod supervision;
 pub mod telemetry;

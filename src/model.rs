@@ -341,8 +341,10 @@ pub enum AlertKind {
     ZoneEnter,
     /// Outside the curfew zone during its schedule.
     Curfew,
-    /// No message within the offline deadline.
+    /// No message within the offline deadline (lost supervision, 脱管).
     Offline,
+    /// No device bound: nothing can supervise the person.
+    Unsupervised,
     /// Emergency button.
     Sos,
     /// Device tampered with or taken off.
@@ -357,6 +359,10 @@ pub enum AlertKind {
     ImplausibleJump,
     /// Two devices of one person far apart.
     DeviceSeparation,
+    /// A monitoring order ends soon.
+    OrderExpiring,
+    /// A check-in window closed without a check-in.
+    MissedCheckin,
     /// Back in compliance after a breach.
     Returned,
     /// A border-control check flagged the person (reported by the police entry-exit
@@ -366,11 +372,14 @@ pub enum AlertKind {
 
 impl AlertKind {
     /// Every kind, for metrics.
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 16] = [
         AlertKind::ZoneExit,
         AlertKind::ZoneEnter,
         AlertKind::Curfew,
         AlertKind::Offline,
+        AlertKind::Unsupervised,
+        AlertKind::OrderExpiring,
+        AlertKind::MissedCheckin,
         AlertKind::Sos,
         AlertKind::Tamper,
         AlertKind::LowBattery,
@@ -389,6 +398,9 @@ impl AlertKind {
             AlertKind::ZoneEnter => "zone_enter",
             AlertKind::Curfew => "curfew",
             AlertKind::Offline => "offline",
+            AlertKind::Unsupervised => "unsupervised",
+            AlertKind::OrderExpiring => "order_expiring",
+            AlertKind::MissedCheckin => "missed_checkin",
             AlertKind::Sos => "sos",
             AlertKind::Tamper => "tamper",
             AlertKind::LowBattery => "low_battery",
@@ -799,6 +811,17 @@ pub struct WifiSighting {
     pub bssids: Vec<String>,
 }
 
+/// A device was heard from: the last message received, of any kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHeard {
+    /// The device.
+    pub device_id: String,
+    /// The person it is bound to.
+    pub person_id: PersonId,
+    /// When the message arrived, by the server's clock.
+    pub received_at: DateTime<Utc>,
+}
+
 /// What ingest hands to the pipeline for one frame or request: everything one device said,
 /// in order, with the notice ingest waits on before acknowledging the device.
 #[derive(Debug)]
@@ -816,6 +839,10 @@ pub struct Submission {
     /// store sees it, with the conversion zones go through, so a [`Fix`] past the pipeline's
     /// entrance is always WGS-84.
     pub crs: Crs,
+    /// The device the frame came from and when it arrived: any frame (a heartbeat, a status
+    /// report, a position) counts for the offline deadline, so ingest sends even a frame that
+    /// carried nothing else.
+    pub heard: Option<DeviceHeard>,
     /// Told once everything above is committed (or failed to be).
     pub done: Option<tokio::sync::oneshot::Sender<Result<(), CommitFailed>>>,
 }
@@ -1019,4 +1046,143 @@ pub struct Event {
     /// The record as it was at that moment: the alert's JSON for alert events, the person's
     /// for filing events.
     pub data: serde_json::Value,
+}
+
+/// Identifies a leave permit.
+pub type LeaveId = Uuid;
+/// Identifies a monitoring order.
+pub type OrderId = Uuid;
+
+/// A leave permit (请销假): the named zones are suspended for a window, and the person must
+/// be back when it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeavePermit {
+    /// Leave id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: LeaveId,
+    /// Whose leave.
+    #[schema(value_type = uuid::Uuid)]
+    pub person_id: PersonId,
+    /// Start of the window, UTC.
+    pub from: DateTime<Utc>,
+    /// End of the window as granted, UTC.
+    pub to: DateTime<Utc>,
+    /// The zones suspended during the window.
+    #[schema(value_type = Vec<uuid::Uuid>)]
+    pub zone_ids: Vec<ZoneId>,
+    /// Why it was granted.
+    pub reason: String,
+    /// Who approved it.
+    pub approved_by: String,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When it was cancelled: the zones were never (or are no longer) suspended.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When it was ended early (the person reported back).
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl LeavePermit {
+    /// When the window ends: `to`, or earlier when the leave was ended early.
+    pub fn end(&self) -> DateTime<Utc> {
+        self.ended_at.map_or(self.to, |ended| ended.min(self.to))
+    }
+
+    /// Whether `zone` is suspended for a fix at `time`.
+    pub fn suspends(&self, zone: &ZoneId, time: DateTime<Utc>) -> bool {
+        self.cancelled_at.is_none()
+            && self.from <= time
+            && time < self.end()
+            && self.zone_ids.contains(zone)
+    }
+}
+
+/// A monitoring order: the approval, on a statutory ground, of electronic monitoring for at most
+/// 92 days. With `[supervision] require_order`, the rules run only under a current one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MonitoringOrder {
+    /// Order id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: OrderId,
+    /// Whom it concerns.
+    #[schema(value_type = uuid::Uuid)]
+    pub person_id: PersonId,
+    /// The statutory ground, as the approving authority states it.
+    pub ground: String,
+    /// Who approved it.
+    pub approved_by: String,
+    /// Monitoring may start at, UTC.
+    pub from: DateTime<Utc>,
+    /// Monitoring must stop at, UTC.
+    pub to: DateTime<Utc>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When monitoring under it started (`order.started`).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When monitoring under it stopped (`order.ended`).
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl MonitoringOrder {
+    /// Whether monitoring under it has started and not stopped.
+    pub fn is_current(&self) -> bool {
+        self.started_at.is_some() && self.ended_at.is_none()
+    }
+}
+
+/// How a person checked in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckinMethod {
+    /// At a check-in kiosk (face or fingerprint).
+    Kiosk,
+    /// In the supervision app.
+    App,
+    /// In person, with an officer.
+    Office,
+}
+
+impl CheckinMethod {
+    /// The wire name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckinMethod::Kiosk => "kiosk",
+            CheckinMethod::App => "app",
+            CheckinMethod::Office => "office",
+        }
+    }
+}
+
+impl FromStr for CheckinMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kiosk" => Ok(CheckinMethod::Kiosk),
+            "app" => Ok(CheckinMethod::App),
+            "office" => Ok(CheckinMethod::Office),
+            other => Err(format!(
+                "unknown check-in method {other:?}; expected kiosk, app or office"
+            )),
+        }
+    }
+}
+
+/// A check-in: the person reported at a time, by a method, perhaps from a place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Checkin {
+    /// Check-in id.
+    #[schema(value_type = uuid::Uuid)]
+    pub id: Uuid,
+    /// Who checked in.
+    #[schema(value_type = uuid::Uuid)]
+    pub person_id: PersonId,
+    /// When, UTC.
+    pub time: DateTime<Utc>,
+    /// How.
+    pub method: CheckinMethod,
+    /// Where, when the kiosk or app gave a position (WGS-84).
+    pub position: Option<AlertPosition>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
 }

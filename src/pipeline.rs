@@ -24,6 +24,14 @@
 //! raise nothing, so the breach is committed exactly once, and the memory never stays ahead of
 //! the store for longer than the store is down.
 //!
+//! # Timers
+//!
+//! Each shard also runs the timer-driven rules of its persons ([`crate::supervision`]): a
+//! [`Supervisor`] with its deadline wheel beside the fence engine. The shard loop feeds it
+//! every device heard from, the API's [`Notices`] and the deadlines that pass; what it raises
+//! goes to the writer like a fence alert (pending until committed, once). Its part of the loop
+//! is kept apart, at the end of this file ("Timer-driven rules").
+//!
 //! Stopping is done by closing channels: [`Pipeline::join`] closes the entrance (queued
 //! submissions still go through) and the router ends, which closes the shards' inputs; each
 //! shard finishes what it holds and ends, which closes the writer's input; the writer commits
@@ -35,7 +43,7 @@ use std::time::Instant;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -43,10 +51,15 @@ use tracing::{debug, error, warn};
 
 use crate::alarms::{AlarmEpisodes, RaisedAlarm};
 use crate::fence::{crs, shard_for, FenceConfig, FenceEngine, LevelsConfig, Transition};
-use crate::model::{new_id, Alert, AlertState, Crs, Submission, SupervisionLevel};
+use crate::model::{
+    new_id, Alert, AlertKind, AlertState, Crs, DeviceHeard, Fix, Submission, SupervisionLevel,
+};
 use crate::registry::Registry;
 use crate::store::writer::{StoreWriter, WriteRequest};
-use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError};
+use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError, TimerAlert};
+use crate::supervision::{
+    Action, Clock, Notice, Raise, Recorded, SupervisionConfig, Supervisor, TimerKey,
+};
 use crate::telemetry::Metrics;
 
 /// How many alerts a slow live subscriber may fall behind before it skips ahead (it can always
@@ -67,6 +80,10 @@ pub struct PipelineSettings {
     pub store: StoreConfig,
     /// Capacity of each channel.
     pub channel_capacity: usize,
+    /// Monitoring orders and the timer-driven rules.
+    pub supervision: SupervisionConfig,
+    /// Where the timer-driven rules read the time.
+    pub clock: Clock,
 }
 
 /// What the store knows of the engine's state when the service last stopped.
@@ -77,6 +94,11 @@ pub struct Resume {
     pub open_breaches: Vec<OpenBreach>,
     /// Each device's newest fix time: restored, so a backlog arriving after a restart is late.
     pub newest_fixes: Vec<DeviceNewest>,
+    /// Each device's newest fix: where the person last was, for a leave that ends before the
+    /// next fix arrives.
+    pub latest_fixes: Vec<Fix>,
+    /// What the timer-driven rules recompute their deadlines from.
+    pub recorded: Recorded,
 }
 
 impl Resume {
@@ -85,9 +107,24 @@ impl Resume {
     /// # Errors
     /// Store errors.
     pub async fn load(store: &dyn Store) -> Result<Resume, StoreError> {
+        let now = Utc::now();
         Ok(Resume {
             open_breaches: store.open_breaches().await?,
             newest_fixes: store.newest_fix_times().await?,
+            latest_fixes: store.latest_fixes().await?,
+            recorded: Recorded {
+                persons: store.persons().await?,
+                devices: store.devices().await?,
+                heard: store.heard_times().await?,
+                episodes: store.open_episodes().await?,
+                // An order lasts at most 92 days: older timer alerts cannot be due again.
+                timer_alerts: store.timer_alerts(now - ChronoDuration::days(93)).await?,
+                leaves: store
+                    .leaves_ending_since(now - ChronoDuration::days(1))
+                    .await?,
+                orders: store.open_orders().await?,
+                checkins: store.checkins_since(now - ChronoDuration::days(2)).await?,
+            },
         })
     }
 }
@@ -98,6 +135,8 @@ pub struct Pipeline {
     pub submissions: mpsc::Sender<Submission>,
     /// Alerts as they are committed.
     pub alerts: broadcast::Sender<Alert>,
+    /// Where the API tells the timer-driven rules of its changes.
+    pub notices: Notices,
     /// Closes the entrance even while stray senders (a stalled HTTP upload) still exist.
     close: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -131,10 +170,15 @@ impl Pipeline {
             registry.clone(),
         )));
         let mut shard_inputs = Vec::new();
+        let mut notice_inputs = Vec::new();
         let shards = settings.fence.shards();
+        let catalog = registry.catalog();
+        let now = settings.clock.now();
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);
+            let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+            notice_inputs.push(notice_tx);
             let mut engine =
                 FenceEngine::with_levels(settings.fence.clone(), settings.levels.clone());
             for breach in resume
@@ -151,6 +195,20 @@ impl Pipeline {
             {
                 engine.resume_newest(newest.person_id, &newest.device_id, newest.time);
             }
+            for fix in resume
+                .latest_fixes
+                .iter()
+                .filter(|f| shard_for(&f.person_id, shards) == index)
+            {
+                engine.resume_position(&catalog, fix, registry.level_of(fix.person_id));
+            }
+            let mut supervisor =
+                Supervisor::new(settings.supervision.clone(), settings.levels.clone());
+            supervisor.resume(
+                &resume.recorded,
+                |person| shard_for(person, shards) == index,
+                now,
+            );
             let (returns, returned) = mpsc::unbounded_channel();
             let shard = Shard {
                 index,
@@ -162,8 +220,17 @@ impl Pipeline {
                 pending: Vec::new(),
                 returns,
                 learned: learned_tx.clone(),
+                supervisor,
+                store: store.clone(),
+                heard_writes: Vec::new(),
+                clock: settings.clock,
             };
-            tasks.push(tokio::spawn(shard.run(rx, returned, writes_tx.clone())));
+            tasks.push(tokio::spawn(shard.run(
+                rx,
+                returned,
+                notice_rx,
+                writes_tx.clone(),
+            )));
         }
         drop(writes_tx);
         drop(learned_tx);
@@ -173,6 +240,9 @@ impl Pipeline {
         Pipeline {
             submissions,
             alerts,
+            notices: Notices {
+                shards: Arc::new(notice_inputs),
+            },
             close,
             tasks,
         }
@@ -261,6 +331,23 @@ struct Shard {
     returns: mpsc::UnboundedSender<Vec<Alert>>,
     /// Where learned Wi-Fi access points go to be added to their zones.
     learned: mpsc::UnboundedSender<Vec<(crate::model::ZoneId, String)>>,
+    /// The timer-driven rules of this shard's persons, with their deadline wheel.
+    supervisor: Supervisor,
+    /// Where order steps are recorded (with their events).
+    store: Arc<dyn Store>,
+    /// Last-heard times due for writing, sent with the next write request.
+    heard_writes: Vec<DeviceHeard>,
+    /// Where the timer-driven rules read the time.
+    clock: Clock,
+}
+
+/// What woke a shard.
+enum Wake {
+    Returned(Vec<Alert>),
+    Due(TimerKey, DateTime<Utc>),
+    Notice(Notice),
+    Submission(Option<Submission>),
+    Retry,
 }
 
 impl Shard {
@@ -268,23 +355,43 @@ impl Shard {
         mut self,
         mut rx: mpsc::Receiver<Submission>,
         mut returned: mpsc::UnboundedReceiver<Vec<Alert>>,
+        mut notices: mpsc::UnboundedReceiver<Notice>,
         writes: mpsc::Sender<WriteRequest>,
     ) {
         loop {
             let retry_pending = !self.pending.is_empty();
-            let request = tokio::select! {
+            // The branches only say what woke the shard; it acts once they are dropped.
+            let wake = tokio::select! {
                 biased;
-                Some(alerts) = returned.recv() => {
-                    warn!(shard = self.index, alerts = alerts.len(), "Alerts not committed; kept pending for the next batch.");
+                Some(alerts) = returned.recv() => Wake::Returned(alerts),
+                Some((key, at)) = self.supervisor.next_due() => Wake::Due(key, at),
+                Some(notice) = notices.recv() => Wake::Notice(notice),
+                submission = rx.recv() => Wake::Submission(submission),
+                _ = tokio::time::sleep(PENDING_RETRY), if retry_pending => Wake::Retry,
+            };
+            let request = match wake {
+                Wake::Returned(alerts) => {
+                    warn!(
+                        shard = self.index,
+                        alerts = alerts.len(),
+                        "Alerts not committed; kept pending for the next batch."
+                    );
                     self.pending.extend(alerts);
                     continue;
                 }
-                submission = rx.recv() => match submission {
-                    Some(submission) => self.evaluate(submission),
-                    None => break,
-                },
-                _ = tokio::time::sleep(PENDING_RETRY), if retry_pending => self.request(Vec::new(), Vec::new(), None),
+                Wake::Due(key, at) => self.deadline_passed(key, at).await,
+                Wake::Notice(notice) => self.take_notice(notice).await,
+                Wake::Submission(Some(submission)) => self.evaluate(submission),
+                Wake::Submission(None) => break,
+                Wake::Retry => self.request(Vec::new(), Vec::new(), None),
             };
+            let idle = request.fixes.is_empty()
+                && request.alerts.is_empty()
+                && request.done.is_none()
+                && request.heard.is_empty();
+            if idle {
+                continue;
+            }
             if writes.send(request).await.is_err() {
                 break;
             }
@@ -322,6 +429,7 @@ impl Shard {
             alerts: all,
             done,
             returns,
+            heard: std::mem::take(&mut self.heard_writes),
         }
     }
 
@@ -335,9 +443,16 @@ impl Shard {
             .unwrap_or_else(|| self.engine.config().default_tz());
         let catalog = self.registry.catalog();
         let mut alerts = Vec::new();
-        for fix in &submission.fixes {
+        if let Some(heard) = &submission.heard {
+            alerts.extend(self.device_heard(heard, level));
+        }
+        // Under `require_order`, a person outside a current order is not fenced; the fixes
+        // are still stored.
+        let monitored = self.supervisor.monitored(&submission.person_id);
+        for fix in submission.fixes.iter().filter(|_| monitored) {
             let started = Instant::now();
-            let transitions = self.engine.check_in(&catalog, fix, level, tz);
+            let suspended = self.supervisor.suspended_zones(&fix.person_id, fix.time);
+            let transitions = self.engine.check_in(&catalog, fix, level, tz, &suspended);
             self.metrics
                 .fence_check_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -457,6 +572,170 @@ fn zone_alert(
     }
 }
 
+// Timer-driven rules: the shard's side of `crate::supervision`.
+
+/// How long a shard waits before trying again to record an order step the store refused.
+const ORDER_STEP_RETRY: ChronoDuration = ChronoDuration::seconds(5);
+
+/// Where the API tells the timer-driven rules of the changes it committed (a device bound or
+/// unbound, a person's level, a leave, an order, a check-in), each routed to the shard that
+/// owns the person. Cheap to clone; a handle from [`Notices::default`] goes nowhere.
+#[derive(Clone, Default)]
+pub struct Notices {
+    shards: Arc<Vec<mpsc::UnboundedSender<Notice>>>,
+}
+
+impl Notices {
+    /// Hands `notice` to its shard. A pipeline that has stopped drops it (the store has the
+    /// change; the next start reads it from there).
+    pub fn send(&self, notice: Notice) {
+        if self.shards.is_empty() {
+            return;
+        }
+        let shard = shard_for(&notice.person(), self.shards.len());
+        if self.shards[shard].send(notice).is_err() {
+            debug!("Pipeline stopped; supervision notice dropped.");
+        }
+    }
+}
+
+impl Shard {
+    /// A device was heard from: its offline deadline moves, an open `offline` ends.
+    fn device_heard(&mut self, heard: &DeviceHeard, level: SupervisionLevel) -> Vec<Alert> {
+        let (actions, write) = self.supervisor.heard(heard, self.clock.now());
+        self.heard_writes.extend(write);
+        let raised_at = self.clock.now();
+        actions
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Raise(raise) => Some(self.rule_alert(raise, level, raised_at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A change the API committed.
+    async fn take_notice(&mut self, notice: Notice) -> WriteRequest {
+        let actions = self.supervisor.notice(notice, self.clock.now());
+        self.carry_out(actions).await
+    }
+
+    /// A deadline passed.
+    async fn deadline_passed(&mut self, key: TimerKey, at: DateTime<Utc>) -> WriteRequest {
+        let actions = self.supervisor.fire(key, at, self.clock.now());
+        self.carry_out(actions).await
+    }
+
+    /// Does what the rules asked; the alerts raised go in the returned request.
+    async fn carry_out(&mut self, actions: Vec<Action>) -> WriteRequest {
+        let raised_at = self.clock.now();
+        let mut alerts = Vec::new();
+        for action in actions {
+            match action {
+                Action::Raise(raise) => {
+                    let level = self.registry.level_of(raise.person);
+                    alerts.push(self.rule_alert(raise, level, raised_at));
+                }
+                Action::CheckReturn { person, zones, at } => {
+                    alerts.extend(self.check_return(person, &zones, at, raised_at));
+                }
+                Action::StepOrder { order, step, at } => {
+                    match self.store.step_order(order, step, at).await {
+                        Ok(Some(order)) => {
+                            tracing::info!(order = %order.id, person = %order.person_id, ?step, "Monitoring order step recorded.");
+                            self.supervisor.order_stepped(order, self.clock.now());
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(shard = self.index, %order, error = %e, "Order step not recorded; trying again.");
+                            self.supervisor.retry_order_step(
+                                order,
+                                step,
+                                self.clock.now() + ORDER_STEP_RETRY,
+                                self.clock.now(),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.request(Vec::new(), alerts, None)
+    }
+
+    /// A leave ended at `at`: `leave_overdue` for each suspended zone the person's latest
+    /// definite fix is outside, which opens the zone's breach (the first definite fix back
+    /// raises `returned`).
+    fn check_return(
+        &mut self,
+        person: crate::model::PersonId,
+        zones: &[crate::model::ZoneId],
+        at: DateTime<Utc>,
+        raised_at: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let catalog = self.registry.catalog();
+        let level = self.registry.level_of(person);
+        let mut alerts = Vec::new();
+        for zone in zones {
+            let key = TimerAlert {
+                person_id: person,
+                kind: AlertKind::LeaveOverdue,
+                zone_id: Some(*zone),
+                time: at,
+            };
+            if self.supervisor.already_raised(&key)
+                || !catalog.zone_ids_of(&person, level).contains(zone)
+            {
+                continue;
+            }
+            let Some(position) = self.engine.latest_violation(&person, zone) else {
+                continue;
+            };
+            self.engine.open_breach(&catalog, person, *zone, at, level);
+            self.supervisor.mark_raised(key);
+            let mut alert = self.rule_alert(
+                Raise {
+                    kind: AlertKind::LeaveOverdue,
+                    person,
+                    device: None,
+                    time: at,
+                    note: "not back when the leave permit ended".into(),
+                },
+                level,
+                raised_at,
+            );
+            alert.zone_id = Some(*zone);
+            alert.position = Some(position);
+            alerts.push(alert);
+        }
+        alerts
+    }
+
+    fn rule_alert(&self, raise: Raise, level: SupervisionLevel, raised_at: DateTime<Utc>) -> Alert {
+        Alert {
+            id: new_id(),
+            seq: 0,
+            kind: raise.kind,
+            person_id: raise.person,
+            device_id: raise.device,
+            zone_id: None,
+            severity: self.levels.severity(raise.kind, level),
+            time: raise.time,
+            raised_at,
+            position: None,
+            state: AlertState::Open,
+            late: false,
+            note: Some(raise.note),
+            disposition: None,
+            acknowledged_at: None,
+            verified_at: None,
+            disposed_at: None,
+            closed_at: None,
+            repeat_of: None,
+            border: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -464,7 +743,10 @@ mod tests {
     use super::*;
     use crate::model::{Alarm, AlertKind, DeviceAlarm, PersonId, Severity};
 
-    fn shard() -> Shard {
+    /// A shard over an empty SQLite store in `dir`.
+    async fn shard_in(dir: &tempfile::TempDir) -> Shard {
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = crate::store::open(&url).await.unwrap();
         Shard {
             index: 0,
             engine: FenceEngine::new(FenceConfig::default()),
@@ -475,6 +757,10 @@ mod tests {
             pending: Vec::new(),
             returns: mpsc::unbounded_channel().0,
             learned: mpsc::unbounded_channel().0,
+            supervisor: Supervisor::new(SupervisionConfig::default(), LevelsConfig::default()),
+            store,
+            heard_writes: Vec::new(),
+            clock: Clock::System,
         }
     }
 
@@ -488,8 +774,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn gcj02_submissions_reach_the_engine_in_wgs84() {
+    #[tokio::test]
+    async fn gcj02_submissions_reach_the_engine_in_wgs84() {
+        let dir = tempfile::tempdir().unwrap();
         let person = crate::model::new_id();
         let (lon, lat) = (112.3625, 25.515);
         let fix = Fix {
@@ -521,8 +808,9 @@ mod tests {
             lon,
             accuracy_m: None,
         });
-        let request = shard().evaluate(Submission {
+        let request = shard_in(&dir).await.evaluate(Submission {
             person_id: person,
+            heard: None,
             fixes: vec![fix.clone()],
             alarms: vec![sos],
             wifi: Vec::new(),
@@ -536,8 +824,9 @@ mod tests {
         let position = request.alerts[0].position.unwrap();
         assert_eq!((position.lon, position.lat), expected);
 
-        let unchanged = shard().evaluate(Submission {
+        let unchanged = shard_in(&dir).await.evaluate(Submission {
             person_id: person,
+            heard: None,
             fixes: vec![fix],
             alarms: Vec::new(),
             wifi: Vec::new(),
@@ -547,9 +836,10 @@ mod tests {
         assert_eq!((unchanged.fixes[0].lon, unchanged.fixes[0].lat), (lon, lat));
     }
 
-    #[test]
-    fn device_alarms_become_one_alert_per_episode_with_severity_by_kind_and_level() {
-        let mut shard = shard();
+    #[tokio::test]
+    async fn device_alarms_become_one_alert_per_episode_with_severity_by_kind_and_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shard = shard_in(&dir).await;
         let person = crate::model::new_id();
         let submit = |shard: &mut Shard, alarms: Vec<DeviceAlarm>| {
             shard
@@ -559,6 +849,7 @@ mod tests {
                     alarms,
                     wifi: Vec::new(),
                     crs: Crs::Wgs84,
+                    heard: None,
                     done: None,
                 })
                 .alerts
@@ -602,7 +893,8 @@ mod tests {
     use tokio::sync::oneshot;
 
     use crate::model::{
-        Device, Fix, Person, PositionSource, SupervisionLevel as Level, ZoneId, ZoneKind,
+        Checkin, Device, Fix, LeavePermit, MonitoringOrder, Person, PositionSource,
+        SupervisionLevel as Level, ZoneId, ZoneKind,
     };
     use crate::store::sqlite::SqliteStore;
     use crate::store::{AlertQuery, NewPerson, PersonPatch, StoreError, TokenRecord, ZoneRecord};
@@ -926,6 +1218,74 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl crate::store::SupervisionRecords for FlakyStore {
+        async fn record_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError> {
+            self.inner.record_heard(heard).await
+        }
+        async fn heard_times(&self) -> Result<Vec<DeviceHeard>, StoreError> {
+            self.inner.heard_times().await
+        }
+        async fn latest_fixes(&self) -> Result<Vec<Fix>, StoreError> {
+            self.inner.latest_fixes().await
+        }
+        async fn open_episodes(&self) -> Result<Vec<crate::store::OpenEpisode>, StoreError> {
+            self.inner.open_episodes().await
+        }
+        async fn timer_alerts(&self, since: DateTime<Utc>) -> Result<Vec<TimerAlert>, StoreError> {
+            self.inner.timer_alerts(since).await
+        }
+        async fn create_leave(&self, leave: &LeavePermit) -> Result<(), StoreError> {
+            self.inner.create_leave(leave).await
+        }
+        async fn leave(&self, id: crate::model::LeaveId) -> Result<LeavePermit, StoreError> {
+            self.inner.leave(id).await
+        }
+        async fn leaves(&self, person: PersonId) -> Result<Vec<LeavePermit>, StoreError> {
+            self.inner.leaves(person).await
+        }
+        async fn close_leave(
+            &self,
+            id: crate::model::LeaveId,
+            closing: crate::store::LeaveClosing,
+            at: DateTime<Utc>,
+        ) -> Result<LeavePermit, StoreError> {
+            self.inner.close_leave(id, closing, at).await
+        }
+        async fn leaves_ending_since(
+            &self,
+            since: DateTime<Utc>,
+        ) -> Result<Vec<LeavePermit>, StoreError> {
+            self.inner.leaves_ending_since(since).await
+        }
+        async fn create_order(&self, order: &MonitoringOrder) -> Result<(), StoreError> {
+            self.inner.create_order(order).await
+        }
+        async fn orders(&self, person: PersonId) -> Result<Vec<MonitoringOrder>, StoreError> {
+            self.inner.orders(person).await
+        }
+        async fn open_orders(&self) -> Result<Vec<MonitoringOrder>, StoreError> {
+            self.inner.open_orders().await
+        }
+        async fn step_order(
+            &self,
+            id: crate::model::OrderId,
+            step: crate::store::OrderStep,
+            at: DateTime<Utc>,
+        ) -> Result<Option<MonitoringOrder>, StoreError> {
+            self.inner.step_order(id, step, at).await
+        }
+        async fn create_checkin(&self, checkin: &Checkin) -> Result<(), StoreError> {
+            self.inner.create_checkin(checkin).await
+        }
+        async fn checkins(&self, person: PersonId, limit: u32) -> Result<Vec<Checkin>, StoreError> {
+            self.inner.checkins(person, limit).await
+        }
+        async fn checkins_since(&self, since: DateTime<Utc>) -> Result<Vec<Checkin>, StoreError> {
+            self.inner.checkins_since(since).await
+        }
+    }
+
     const IMEI: &str = "864717003283581";
 
     /// A person with one device and a 500 m home circle around (112.4, 25.6), in a fresh
@@ -978,6 +1338,8 @@ mod tests {
                 ..StoreConfig::default()
             },
             channel_capacity: 16,
+            supervision: SupervisionConfig::default(),
+            clock: Clock::System,
         };
         Pipeline::spawn(settings, store, registry, Arc::new(Metrics::new()), &resume)
     }
@@ -1016,6 +1378,7 @@ mod tests {
             .submissions
             .send(Submission {
                 person_id: person,
+                heard: None,
                 fixes,
                 alarms: Vec::new(),
                 wifi: Vec::new(),

@@ -160,12 +160,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             levels: config.levels.clone(),
             store: config.store.clone(),
             channel_capacity: config.channel_capacity,
+            supervision: config.supervision.clone(),
+            clock: crate::supervision::Clock::System,
         },
         store.clone(),
         registry.clone(),
         metrics.clone(),
         &resume,
     );
+    let notices = pipeline.notices.clone();
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
     let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
@@ -275,6 +278,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         integration: Arc::new(config.integration.clone()),
         levels: Arc::new(config.levels.clone()),
         default_timezone: config.fence.default_tz(),
+        notices,
+        supervision: config.supervision.clone(),
     };
     let api_server = HttpServer::new(
         api_socket,

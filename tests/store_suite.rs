@@ -13,14 +13,14 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
 use ewall::model::EventKind;
 use ewall::model::{
-    new_id, Actor, Alert, AlertKind, AlertPosition, AlertState, CommandStatus, Crs, DeviceCommand,
-    Disposition, Fix, Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId,
-    ZoneKind, ZoneWifi,
+    new_id, Actor, Alert, AlertKind, AlertPosition, AlertState, Checkin, CheckinMethod,
+    CommandStatus, Crs, DeviceCommand, DeviceHeard, Disposition, Fix, LeavePermit, MonitoringOrder,
+    Person, PersonId, PositionSource, Severity, SupervisionLevel, ZoneId, ZoneKind, ZoneWifi,
 };
 use ewall::store::{
     AlertActionRequest, AlertQuery, AlertStep, DeliveryState, EventQuery, IntegrationRead,
-    IntegrationReadQuery, NewPerson, PersonPatch, Role, Store, StoreConfig, StoreError,
-    TokenRecord, ZoneRecord,
+    IntegrationReadQuery, LeaveClosing, NewPerson, OrderStep, PersonPatch, Role, Store,
+    StoreConfig, StoreError, TokenRecord, ZoneRecord,
 };
 
 type Case = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -97,6 +97,12 @@ suite!(
     a_border_hit_is_raised_once_per_reference_in_the_feed,
     integration_reads_are_kept_and_listed_by_token_and_time,
     shared_and_scheduled_zones_keep_their_scope_schedule_and_persons,
+    last_heard_times_only_move_forward_and_latest_fixes_are_the_newest_valid,
+    open_episodes_are_the_unreturned_offline_and_unsupervised_alerts,
+    a_leave_overdue_is_an_open_breach_of_its_zone,
+    leaves_are_closed_once_and_listed_by_their_end,
+    order_steps_are_recorded_once_with_their_events,
+    check_ins_read_back_newest_first,
 );
 
 const IMEI: &str = "864717003283581";
@@ -1737,4 +1743,310 @@ async fn integration_reads_are_kept_and_listed_by_token_and_time(store: Arc<dyn 
         .await
         .unwrap();
     assert_eq!(limited, every[..1]);
+}
+
+async fn last_heard_times_only_move_forward_and_latest_fixes_are_the_newest_valid(
+    store: Arc<dyn Store>,
+) {
+    let p = person(store.as_ref()).await;
+    let heard = |second: i64| DeviceHeard {
+        device_id: IMEI.into(),
+        person_id: p.id,
+        received_at: at(second),
+    };
+    store.record_heard(&[heard(10), heard(30)]).await.unwrap();
+    store.record_heard(&[heard(20)]).await.unwrap();
+    assert_eq!(store.heard_times().await.unwrap(), vec![heard(30)]);
+    store.record_heard(&[]).await.unwrap();
+    let mut skewed = fix(p.id, at(500));
+    skewed.clock_skew = true;
+    let mut invalid = fix(p.id, at(400));
+    invalid.valid = false;
+    store
+        .commit(
+            &[fix(p.id, at(100)), fix(p.id, at(200)), skewed, invalid],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let latest = store.latest_fixes().await.unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0].time, at(200));
+    assert_eq!(latest[0].device_id, IMEI);
+}
+
+async fn open_episodes_are_the_unreturned_offline_and_unsupervised_alerts(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let q = person(store.as_ref()).await;
+    let on = |person: PersonId, kind, device: Option<&str>, second| Alert {
+        device_id: device.map(str::to_owned),
+        time: at(second),
+        position: None,
+        ..alert(person, kind)
+    };
+    let other = "864717003283599";
+    store
+        .commit(
+            &[],
+            vec![
+                // p's first device: offline, then back.
+                on(p.id, AlertKind::Offline, Some(IMEI), 1),
+                on(p.id, AlertKind::Returned, Some(IMEI), 2),
+                // p's second device: offline still.
+                on(p.id, AlertKind::Offline, Some(other), 3),
+                // q: unsupervised; a zone's return does not end it.
+                on(q.id, AlertKind::Unsupervised, None, 4),
+                Alert {
+                    zone_id: Some(new_id()),
+                    ..on(q.id, AlertKind::Returned, None, 5)
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let mut open = store.open_episodes().await.unwrap();
+    open.sort_by_key(|e| e.since);
+    assert_eq!(open.len(), 2, "{open:?}");
+    assert_eq!(
+        (
+            open[0].person_id,
+            open[0].device_id.as_deref(),
+            open[0].kind,
+            open[0].since
+        ),
+        (p.id, Some(other), AlertKind::Offline, at(3))
+    );
+    assert_eq!(
+        (
+            open[1].person_id,
+            open[1].device_id.as_deref(),
+            open[1].kind
+        ),
+        (q.id, None, AlertKind::Unsupervised)
+    );
+    let timer = store.timer_alerts(at(0)).await.unwrap();
+    assert!(timer.is_empty(), "{timer:?}");
+}
+
+async fn a_leave_overdue_is_an_open_breach_of_its_zone(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let zone = ZoneRecord {
+        id: new_id(),
+        name: "home".into(),
+        kind: ZoneKind::Inclusion,
+        source_crs: Crs::Wgs84,
+        radius_m: Some(300.0),
+        geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi::default(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
+        created_at: at(0),
+    };
+    store.create_zone(&zone).await.unwrap();
+    let overdue = Alert {
+        zone_id: Some(zone.id),
+        time: at(60),
+        ..alert(p.id, AlertKind::LeaveOverdue)
+    };
+    store.commit(&[], vec![overdue]).await.unwrap();
+    let open = store.open_breaches().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        (open[0].zone_id, open[0].kind, open[0].since),
+        (zone.id, ZoneKind::Inclusion, at(60))
+    );
+    let timer = store.timer_alerts(at(0)).await.unwrap();
+    assert_eq!(timer.len(), 1);
+    assert_eq!(
+        (timer[0].kind, timer[0].zone_id, timer[0].time),
+        (AlertKind::LeaveOverdue, Some(zone.id), at(60))
+    );
+    assert!(store.timer_alerts(at(61)).await.unwrap().is_empty());
+    let back = Alert {
+        zone_id: Some(zone.id),
+        time: at(90),
+        ..alert(p.id, AlertKind::Returned)
+    };
+    store.commit(&[], vec![back]).await.unwrap();
+    assert!(store.open_breaches().await.unwrap().is_empty());
+}
+
+async fn leaves_are_closed_once_and_listed_by_their_end(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let zone = ZoneRecord {
+        id: new_id(),
+        name: "home".into(),
+        kind: ZoneKind::Inclusion,
+        source_crs: Crs::Wgs84,
+        radius_m: Some(300.0),
+        geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi::default(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
+        created_at: at(0),
+    };
+    store.create_zone(&zone).await.unwrap();
+    let leave = |from: i64, to: i64| LeavePermit {
+        id: new_id(),
+        person_id: p.id,
+        from: at(from),
+        to: at(to),
+        zone_ids: vec![zone.id],
+        reason: "hospital".into(),
+        approved_by: "officer 7".into(),
+        created_at: at(0),
+        cancelled_at: None,
+        ended_at: None,
+    };
+    let (early, late) = (leave(100, 200), leave(300, 400));
+    store.create_leave(&early).await.unwrap();
+    store.create_leave(&late).await.unwrap();
+    assert_eq!(store.leave(early.id).await.unwrap(), early);
+    let unknown_zone = LeavePermit {
+        zone_ids: vec![new_id()],
+        ..leave(1, 2)
+    };
+    assert!(matches!(
+        store.create_leave(&unknown_zone).await,
+        Err(StoreError::UnknownReference(_))
+    ));
+    let listed: Vec<_> = store
+        .leaves(p.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(listed, vec![late.id, early.id]);
+    let ended = store
+        .close_leave(late.id, LeaveClosing::EndEarly, at(350))
+        .await
+        .unwrap();
+    assert_eq!(ended.ended_at, Some(at(350)));
+    assert_eq!(ended.end(), at(350));
+    // The first closing stays.
+    let again = store
+        .close_leave(late.id, LeaveClosing::Cancel, at(360))
+        .await
+        .unwrap();
+    assert_eq!((again.ended_at, again.cancelled_at), (Some(at(350)), None));
+    store
+        .close_leave(early.id, LeaveClosing::Cancel, at(150))
+        .await
+        .unwrap();
+    let current: Vec<_> = store
+        .leaves_ending_since(at(0))
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(current, vec![late.id], "cancelled leaves owe nothing");
+    assert!(store.leaves_ending_since(at(351)).await.unwrap().is_empty());
+}
+
+async fn order_steps_are_recorded_once_with_their_events(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let order = |started: Option<DateTime<Utc>>| MonitoringOrder {
+        id: new_id(),
+        person_id: p.id,
+        ground: "community correction".into(),
+        approved_by: "county court".into(),
+        from: at(0),
+        to: at(86_400),
+        created_at: at(0),
+        started_at: started,
+        ended_at: None,
+    };
+    let before = store.last_event_seq().await.unwrap();
+    let running = order(Some(at(0)));
+    let waiting = order(None);
+    store.create_order(&running).await.unwrap();
+    store.create_order(&waiting).await.unwrap();
+    let started = store
+        .step_order(waiting.id, OrderStep::Started, at(10))
+        .await
+        .unwrap()
+        .expect("started once");
+    assert_eq!(started.started_at, Some(at(10)));
+    assert!(store
+        .step_order(waiting.id, OrderStep::Started, at(11))
+        .await
+        .unwrap()
+        .is_none());
+    let ended = store
+        .step_order(running.id, OrderStep::Ended, at(20))
+        .await
+        .unwrap()
+        .expect("ended once");
+    assert_eq!(ended.ended_at, Some(at(20)));
+    assert!(!ended.is_current());
+    assert!(store
+        .step_order(running.id, OrderStep::Ended, at(21))
+        .await
+        .unwrap()
+        .is_none());
+    let open: Vec<_> = store
+        .open_orders()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(open, vec![waiting.id]);
+    assert_eq!(store.orders(p.id).await.unwrap().len(), 2);
+    let events: Vec<(EventKind, serde_json::Value)> = store
+        .events(feed(before))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.data["id"].clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (EventKind::OrderStarted, serde_json::json!(running.id)),
+            (EventKind::OrderStarted, serde_json::json!(waiting.id)),
+            (EventKind::OrderEnded, serde_json::json!(running.id)),
+        ]
+    );
+    let nobody = MonitoringOrder {
+        person_id: new_id(),
+        ..order(None)
+    };
+    assert!(matches!(
+        store.create_order(&nobody).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn check_ins_read_back_newest_first(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let checkin = |second: i64, position: Option<AlertPosition>| Checkin {
+        id: new_id(),
+        person_id: p.id,
+        time: at(second),
+        method: CheckinMethod::Kiosk,
+        position,
+        created_at: at(second),
+    };
+    let first = checkin(10, None);
+    let second = checkin(
+        20,
+        Some(AlertPosition {
+            lat: 25.5,
+            lon: 112.3,
+            accuracy_m: Some(5.0),
+        }),
+    );
+    store.create_checkin(&first).await.unwrap();
+    store.create_checkin(&second).await.unwrap();
+    assert_eq!(
+        store.checkins(p.id, 10).await.unwrap(),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(store.checkins(p.id, 1).await.unwrap(), vec![second.clone()]);
+    assert_eq!(store.checkins_since(at(15)).await.unwrap(), vec![second]);
 }

@@ -15,6 +15,7 @@ use super::AppState;
 use crate::identity;
 use crate::model::Device;
 use crate::store::Role;
+use crate::supervision::Notice;
 
 const MANAGERS: &[Role] = &[Role::Admin, Role::Operator];
 /// The monitoring centre; the integration reads alerts only.
@@ -116,6 +117,11 @@ pub async fn create(
     state
         .registry
         .device_model_set(&device.imei, device.model.as_deref());
+    state.notices.send(Notice::DeviceBound {
+        person: device.person_id,
+        device: device.imei.clone(),
+        at: device.created_at,
+    });
     Ok((StatusCode::CREATED, Json(device)))
 }
 
@@ -183,7 +189,8 @@ pub async fn get(
     Ok(Json(state.store.device(&identity::normalise(&imei)).await?))
 }
 
-/// Unbinds a device; it is refused from its next connection on.
+/// Unbinds a device; it is refused from its next connection on. A person left without a device
+/// raises `unsupervised` at once.
 #[utoipa::path(
     delete, path = "/api/v1/devices/{imei}", tag = "devices",
     security(("bearer" = [])),
@@ -197,8 +204,14 @@ pub async fn delete(
 ) -> Result<StatusCode, Problem> {
     caller.require(MANAGERS, "remove devices")?;
     let imei = identity::normalise(&imei);
+    let device = state.store.device(&imei).await?;
     state.store.delete_device(&imei).await?;
     state.registry.device_unbound(&imei);
+    state.notices.send(Notice::DeviceUnbound {
+        person: device.person_id,
+        device: device.imei,
+        at: chrono::Utc::now(),
+    });
     state.commands.forget(&imei);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,6 +21,7 @@ pub mod persons;
 pub mod problem;
 pub mod stats;
 pub mod stream;
+pub mod supervision;
 pub mod text;
 pub mod tokens;
 pub mod webhooks;
@@ -146,6 +147,10 @@ pub struct AppState {
     pub levels: Arc<crate::fence::LevelsConfig>,
     /// The time zone of a person created without one (`fence.default_timezone`).
     pub default_timezone: chrono_tz::Tz,
+    /// Where changes the timer-driven rules must know of go (to the pipeline's shards).
+    pub notices: crate::pipeline::Notices,
+    /// Monitoring orders and the timer-driven rules' settings.
+    pub supervision: crate::supervision::SupervisionConfig,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -175,6 +180,26 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             put(persons::set_zones).get(persons::zones),
         )
         .route("/persons/{id}/track", get(persons::track))
+        .route(
+            "/persons/{id}/leaves",
+            post(supervision::create_leave).get(supervision::list_leaves),
+        )
+        .route(
+            "/persons/{id}/leaves/{leave_id}/cancel",
+            post(supervision::cancel_leave),
+        )
+        .route(
+            "/persons/{id}/leaves/{leave_id}/end",
+            post(supervision::end_leave),
+        )
+        .route(
+            "/persons/{id}/orders",
+            post(supervision::create_order).get(supervision::list_orders),
+        )
+        .route(
+            "/persons/{id}/checkins",
+            post(supervision::create_checkin).get(supervision::list_checkins),
+        )
         .route("/devices", post(devices::create).get(devices::list))
         .route(
             "/devices/{imei}",

@@ -28,7 +28,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, commands, devices, feed, integration, persons, stats, stream, tokens, webhooks, zones,
+    alerts, commands, devices, feed, integration, persons, stats, stream, supervision, tokens,
+    webhooks, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -60,6 +61,14 @@ pub const BEARER: &str = "bearer";
         persons::set_zones,
         persons::zones,
         persons::track,
+        supervision::create_leave,
+        supervision::list_leaves,
+        supervision::cancel_leave,
+        supervision::end_leave,
+        supervision::create_order,
+        supervision::list_orders,
+        supervision::create_checkin,
+        supervision::list_checkins,
         devices::create,
         devices::list,
         devices::get,
@@ -98,6 +107,7 @@ pub const BEARER: &str = "bearer";
         (name = "service", description = "Health, metrics and this description (no token)."),
         (name = "persons", description = "Supervised persons, their zones and tracks."),
         (name = "devices", description = "Trackers bound to persons."),
+        (name = "supervision", description = "Leave permits, monitoring orders and check-ins."),
         (name = "zones", description = "Inclusion and exclusion zones as GeoJSON."),
         (name = "alerts", description = "The alert feed and the operator's handling."),
         (name = "tokens", description = "API tokens (admin)."),

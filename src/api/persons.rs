@@ -127,6 +127,9 @@ pub async fn create(
     };
     let person = state.store.create_person(new).await?;
     state.registry.person_saved(&person);
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonSaved(person.clone()));
     Ok((StatusCode::CREATED, Json(person)))
 }
 
@@ -203,6 +206,9 @@ pub async fn update(
             tracing::error!(person = %person.id, error = %e, "Reporting interval not queued for the new level.");
         }
     }
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonSaved(person.clone()));
     Ok(Json(person))
 }
 
@@ -225,6 +231,9 @@ pub async fn delete(
     let id = parse_id("person", &id)?;
     state.store.delete_person(id).await?;
     state.registry.person_deleted(id);
+    state
+        .notices
+        .send(crate::supervision::Notice::PersonDeleted(id));
     state.reload_zones().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -386,6 +395,9 @@ pub struct TrackProperties {
     /// Why the fix cannot be believed, with the values as sent; null for a plausible fix. Such
     /// a fix never drives the fence.
     pub implausible: Option<String>,
+    /// Received while no monitoring order of the person was current, under `[supervision]
+    /// require_order`: stored, but fenced by nothing.
+    pub outside_order: bool,
 }
 
 fn parse_time(key: &str, raw: &str) -> Result<DateTime<Utc>, Problem> {
@@ -438,6 +450,19 @@ pub async fn track(
     }
     state.store.person(id).await?;
     let fixes = state.store.track(id, from, to, limit).await?;
+    let orders = if state.supervision.require_order {
+        Some(state.store.orders(id).await?)
+    } else {
+        None
+    };
+    let outside_order = |received: DateTime<Utc>| {
+        orders.as_ref().is_some_and(|orders| {
+            !orders.iter().any(|o| {
+                o.started_at.is_some_and(|s| s <= received)
+                    && o.ended_at.is_none_or(|e| received < e)
+            })
+        })
+    };
     let features = fixes
         .into_iter()
         .map(|f| TrackPoint {
@@ -458,6 +483,7 @@ pub async fn track(
                 integrity_mismatch: f.integrity_mismatch,
                 protocol: f.protocol,
                 clock_skew: f.clock_skew,
+                outside_order: outside_order(f.received_at),
                 implausible: f.implausible,
             },
         })

@@ -40,6 +40,11 @@
 //! `low_battery_pct` (20 %, globally or per level): a fix reporting this charge or less raises
 //! `low_battery` even when the device raises no alarm of its own. At a report a minute a
 //! wristband has a few hours left at 20 %, time for an officer to call before it goes silent.
+//!
+//! Check-in windows (`checkin_windows`, `"HH:MM-HH:MM"` in the person's time zone, a window may
+//! span midnight) are empty by default: a check-in duty is an officer's decision, not a default.
+
+use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{AlertKind, Severity, SupervisionLevel};
@@ -70,6 +75,43 @@ pub struct LevelConfig {
     pub offline_after_s: u32,
     /// A fix reporting this battery charge (percent) or less raises `low_battery`.
     pub low_battery_pct: u8,
+    /// Daily windows in which the person must check in, in their time zone.
+    pub checkin_windows: Vec<CheckinWindow>,
+}
+
+/// A daily check-in window, `"HH:MM-HH:MM"` in the person's time zone; a window whose end is
+/// not after its start spans midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CheckinWindow {
+    /// Opens at (local time).
+    pub opens: NaiveTime,
+    /// Closes at (local time).
+    pub closes: NaiveTime,
+}
+
+impl TryFrom<String> for CheckinWindow {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a window like \"20:00-21:00\"");
+        let (opens, closes) = text.split_once('-').ok_or_else(bad)?;
+        let time = |t: &str| NaiveTime::parse_from_str(t.trim(), "%H:%M").map_err(|_| bad());
+        let window = CheckinWindow {
+            opens: time(opens)?,
+            closes: time(closes)?,
+        };
+        if window.opens == window.closes {
+            return Err(format!("{text:?} opens and closes at the same time"));
+        }
+        Ok(window)
+    }
+}
+
+impl From<CheckinWindow> for String {
+    fn from(w: CheckinWindow) -> String {
+        format!("{}-{}", w.opens.format("%H:%M"), w.closes.format("%H:%M"))
+    }
 }
 
 impl LevelConfig {
@@ -90,6 +132,7 @@ impl LevelConfig {
                 report_interval_s: 60,
                 offline_after_s: 600,
                 low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
+                checkin_windows: Vec::new(),
             },
             SupervisionLevel::Normal => LevelConfig {
                 confirm_fixes: 2,
@@ -98,6 +141,7 @@ impl LevelConfig {
                 report_interval_s: 300,
                 offline_after_s: 1_800,
                 low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
+                checkin_windows: Vec::new(),
             },
             SupervisionLevel::Lenient => LevelConfig {
                 confirm_fixes: 3,
@@ -106,6 +150,7 @@ impl LevelConfig {
                 report_interval_s: 900,
                 offline_after_s: 3_600,
                 low_battery_pct: DEFAULT_LOW_BATTERY_PCT,
+                checkin_windows: Vec::new(),
             },
         }
     }
@@ -124,6 +169,7 @@ struct LevelSection {
     report_interval_s: Option<u32>,
     offline_after_s: Option<u32>,
     low_battery_pct: Option<u8>,
+    checkin_windows: Option<Vec<CheckinWindow>>,
 }
 
 impl LevelSection {
@@ -139,6 +185,7 @@ impl LevelSection {
                 .low_battery_pct
                 .or(low_battery_pct)
                 .unwrap_or(base.low_battery_pct),
+            checkin_windows: self.checkin_windows.unwrap_or(base.checkin_windows),
         }
     }
 }
@@ -213,6 +260,8 @@ impl LevelsConfig {
                 Severity::of(kind, level)
             }
             AlertKind::ImplausibleJump => Severity::Low,
+            // Paperwork to renew, not a person to find.
+            AlertKind::OrderExpiring => Severity::Low,
             _ => self.get(level).severity,
         }
     }
@@ -293,6 +342,19 @@ mod tests {
         assert_eq!(levels.lenient.confirm_seconds, 300);
         assert!(toml::from_str::<LevelsConfig>("[normal]\nconfirm = 3\n").is_err());
         assert!(toml::from_str::<LevelsConfig>("[urgent]\n").is_err());
+        let windows: LevelsConfig =
+            toml::from_str("[strict]\ncheckin_windows = [\"20:00-21:00\", \"23:30-00:30\"]\n")
+                .expect("valid");
+        assert_eq!(windows.strict.checkin_windows.len(), 2);
+        assert_eq!(
+            String::from(windows.strict.checkin_windows[1]),
+            "23:30-00:30"
+        );
+        assert!(windows.normal.checkin_windows.is_empty());
+        for bad in ["\"20:00\"", "\"25:00-26:00\"", "\"08:00-08:00\""] {
+            let text = format!("[strict]\ncheckin_windows = [{bad}]\n");
+            assert!(toml::from_str::<LevelsConfig>(&text).is_err(), "{bad}");
+        }
     }
 
     #[test]

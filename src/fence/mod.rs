@@ -113,7 +113,7 @@ use thiserror::Error;
 pub use batch::{check_points, parse_points, run_batch, BatchReport, BatchZone, PointsError};
 pub use geodesy::{ellipsoidal_distance_m, haversine_m, LocalScale};
 pub use index::{envelope_entry, CatalogWarning, ZoneCatalog, ZoneEnvelope, PERSON_SCAN_MAX};
-pub use levels::{Confirmation, LevelConfig, LevelsConfig};
+pub use levels::{CheckinWindow, Confirmation, LevelConfig, LevelsConfig};
 pub use prepared::{Placement, PreparedZone, BOUNDARY_TOLERANCE_M};
 pub use state::{Recency, ZoneStatus};
 pub use zone::{
@@ -452,19 +452,23 @@ impl FenceEngine {
         fix: &Fix,
         level: SupervisionLevel,
     ) -> Vec<Transition> {
-        self.check_in(catalog, fix, level, self.default_tz)
+        self.check_in(catalog, fix, level, self.default_tz, &[])
     }
 
     /// Checks one fix against the zones that apply to the person in `catalog` (their own and
     /// the shared zones of `level`), confirming breaches by the rule of `level` and reading
     /// zone schedules in the person's time zone `tz`, and returns the transitions it causes
-    /// (usually none). See the module docs for the exact semantics.
+    /// (usually none). See the module docs for the exact semantics. The zones in `suspended`
+    /// (by a leave permit covering the fix's time) are left alone: no run, breach or return
+    /// for them, only the record of where the fix was ([`FenceEngine::latest_violation`]) for
+    /// when the leave ends.
     pub fn check_in(
         &mut self,
         catalog: &ZoneCatalog,
         fix: &Fix,
         level: SupervisionLevel,
         tz: chrono_tz::Tz,
+        suspended: &[ZoneId],
     ) -> Vec<Transition> {
         let mut out = Vec::new();
         // Ingest's plausibility check (`ingest::validate`) flags what cannot be believed; such
@@ -592,6 +596,15 @@ impl FenceEngine {
                 | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
                 _ => Verdict::Violates,
             };
+            if !late {
+                state
+                    .latest_definite
+                    .insert(zone.id(), (verdict, fix.time, position));
+            }
+            if suspended.contains(&zone.id()) {
+                continue;
+            }
+            let zone_state = state.zone_mut(zone.id(), zone.kind());
             if verdict == Verdict::Violates
                 && zone.kind() == ZoneKind::Inclusion
                 && !sees_home
@@ -707,6 +720,80 @@ impl FenceEngine {
         since: DateTime<Utc>,
     ) {
         let state = self.persons.entry(person).or_default();
+        state.zone_mut(zone, kind).resume_breach(since);
+    }
+
+    /// Where the person's newest live definite fix against `zone` was, when it violated the
+    /// zone (outside an inclusion zone, inside an exclusion zone): what a leave's end checks.
+    pub fn latest_violation(&self, person: &PersonId, zone: &ZoneId) -> Option<AlertPosition> {
+        match self.persons.get(person)?.latest_definite.get(zone)? {
+            (Verdict::Violates, _, position) => Some(*position),
+            (Verdict::Complies, _, _) => None,
+        }
+    }
+
+    /// Restores, after a restart, where a device's newest stored fix was against each of the
+    /// person's zones (for [`FenceEngine::latest_violation`]); nothing else moves. A fix older
+    /// than what the person's zones already record is ignored.
+    pub fn resume_position(&mut self, catalog: &ZoneCatalog, fix: &Fix, level: SupervisionLevel) {
+        if !catalog.has_zones(&fix.person_id, level) || !fix.valid || fix.implausible.is_some() {
+            return;
+        }
+        let radius = self.config.accuracy_radius_m(fix);
+        let position = AlertPosition {
+            lat: fix.lat,
+            lon: fix.lon,
+            accuracy_m: Some(radius),
+        };
+        let mut placements = Vec::new();
+        catalog.classify_for(
+            &fix.person_id,
+            level,
+            fix.lon,
+            fix.lat,
+            radius,
+            &mut placements,
+        );
+        let state = self.persons.entry(fix.person_id).or_default();
+        for (zone, placement) in placements {
+            let verdict = match (zone.kind(), placement) {
+                (_, Placement::Uncertain) => continue,
+                (ZoneKind::Inclusion, Placement::Inside)
+                | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
+                _ => Verdict::Violates,
+            };
+            let newer = state
+                .latest_definite
+                .get(&zone.id())
+                .is_none_or(|(_, time, _)| *time < fix.time);
+            if newer {
+                state
+                    .latest_definite
+                    .insert(zone.id(), (verdict, fix.time, position));
+            }
+        }
+    }
+
+    /// Opens a breach of `zone` at `since` now, without a fix (a leave permit ended with the
+    /// person outside): fixes still outside raise nothing new, and the first definite fix
+    /// back raises `Returned`.
+    pub fn open_breach(
+        &mut self,
+        catalog: &ZoneCatalog,
+        person: PersonId,
+        zone: ZoneId,
+        since: DateTime<Utc>,
+        level: SupervisionLevel,
+    ) {
+        let Some(kind) = catalog.zone(&zone).map(|z| z.kind()) else {
+            return;
+        };
+        let state = self.persons.entry(person).or_default();
+        if state.generation != catalog.generation() {
+            let assigned = catalog.zone_ids_of(&person, level);
+            state.retain_zones(|id| assigned.contains(id));
+            state.generation = catalog.generation();
+        }
         state.zone_mut(zone, kind).resume_breach(since);
     }
 

@@ -397,6 +397,9 @@ pub struct PersonState {
     zones: HashMap<ZoneId, ZoneState>,
     /// Separation runs per pair of devices (the two ids in order).
     pairs: HashMap<(String, String), Run>,
+    /// Per zone, the newest live definite fix: whether it violated the zone, and where it was.
+    /// Kept for suspended zones too, for the check when a leave permit ends.
+    pub latest_definite: HashMap<ZoneId, (Verdict, DateTime<Utc>, crate::model::AlertPosition)>,
 }
 
 impl PersonState {
@@ -477,6 +480,7 @@ impl PersonState {
 
     /// Drops the state of every zone for which `keep` is false.
     pub fn retain_zones(&mut self, mut keep: impl FnMut(&ZoneId) -> bool) {
+        self.latest_definite.retain(|id, _| keep(id));
         self.zones.retain(|id, _| keep(id));
     }
 

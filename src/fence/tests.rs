@@ -1649,7 +1649,7 @@ fn a_curfew_is_silent_in_the_afternoon_and_raised_at_night_across_midnight() {
     let shanghai = chrono_tz::Asia::Shanghai;
     let out = two_km_out();
     let check = |engine: &mut FenceEngine, f: Fix| {
-        kinds(&engine.check_in(&catalog, &f, SupervisionLevel::Normal, shanghai))
+        kinds(&engine.check_in(&catalog, &f, SupervisionLevel::Normal, shanghai, &[]))
     };
     // 15:00-15:30 Shanghai (07:00 UTC): out in town, the curfew asks nothing.
     for minute in (0..=30).step_by(5) {
@@ -1677,7 +1677,8 @@ fn a_curfew_is_silent_in_the_afternoon_and_raised_at_night_across_midnight() {
             &catalog,
             &fix_utc(2026, 3, 2, 14, minute, out),
             SupervisionLevel::Normal,
-            chrono_tz::Europe::Berlin
+            chrono_tz::Europe::Berlin,
+            &[],
         ))
         .is_empty());
     }
@@ -1706,6 +1707,7 @@ fn a_curfew_opening_in_berlin_follows_the_clock_change() {
             &f,
             SupervisionLevel::Normal,
             berlin,
+            &[],
         )));
     }
     assert_eq!(
@@ -1740,6 +1742,7 @@ fn a_scheduled_exclusion_zone_applies_only_in_its_windows() {
             &fix_utc(2026, 3, 7, h, mi, INSIDE),
             SupervisionLevel::Normal,
             shanghai,
+            &[],
         ))
     };
     // 2026-03-07 is a Saturday: at the school at 10:00 and 10:05 local, nothing.
@@ -1751,6 +1754,7 @@ fn a_scheduled_exclusion_zone_applies_only_in_its_windows() {
             &fix_utc(2026, 3, 9, h, mi, INSIDE),
             SupervisionLevel::Normal,
             shanghai,
+            &[],
         ))
     };
     assert!(monday(2, 0).is_empty());

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::model::{
-    normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, Fix, PersonId, Submission,
-    WifiSighting,
+    normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, DeviceHeard, Fix, PersonId,
+    Submission, WifiSighting,
 };
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
@@ -343,7 +343,8 @@ impl IngestContext {
     }
 
     /// Hands what a frame carried to the pipeline and waits until it is committed. Frames with
-    /// neither positions nor alarms return at once.
+    /// neither positions nor alarms (heartbeats) only tell the pipeline the device was heard,
+    /// and return without waiting.
     ///
     /// # Errors
     /// [`SubmitError`] when the pipeline is closed, the store failed or a position cannot be
@@ -374,7 +375,33 @@ impl IngestContext {
         };
         self.count_faults(protocol, &faults);
         let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
+        let heard = DeviceHeard {
+            device_id: device_id.to_owned(),
+            person_id,
+            received_at,
+        };
         if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
+            // A heartbeat or status frame: nothing to commit, but the device was heard, which
+            // moves its offline deadline. Nothing waits for it, and its answer does not depend
+            // on it (a pipeline shutting down still lets the heartbeat be answered).
+            if !decoded.messages.is_empty() {
+                let heard = Submission {
+                    person_id,
+                    heard: Some(heard),
+                    fixes,
+                    alarms,
+                    wifi,
+                    crs: Crs::Wgs84,
+                    done: None,
+                };
+                if self.submissions.send(heard).await.is_err() {
+                    debug!(
+                        protocol = protocol.name(),
+                        device = device_id,
+                        "Pipeline closed; heartbeat not counted for the offline deadline."
+                    );
+                }
+            }
             return Ok(());
         }
         self.metrics
@@ -385,6 +412,7 @@ impl IngestContext {
         self.submissions
             .send(Submission {
                 person_id,
+                heard: Some(heard),
                 fixes,
                 alarms,
                 wifi,

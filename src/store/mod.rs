@@ -18,6 +18,7 @@
 pub mod handling;
 pub mod postgres;
 pub mod sqlite;
+pub mod supervision;
 pub mod writer;
 
 pub use handling::{AlertActionRequest, AlertStats, AlertStep};
@@ -28,6 +29,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use supervision::{LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, TimerAlert};
 
 use crate::model::{
     Alert, AlertAction, AlertId, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
@@ -435,7 +438,7 @@ pub(crate) fn border_from_row(
 /// commit order). After each commit that appended events they announce the newest `seq` on
 /// [`Store::event_notices`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SupervisionRecords + Send + Sync + 'static {
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 
@@ -568,7 +571,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Fix>, StoreError>;
 
     /// Zone breaches whose episode is still open: for each (person, zone), the newest live zone
-    /// alert, when it is a `zone_exit`, `zone_enter` or `curfew` rather than a `returned`. The fence
+    /// alert, when it is a `zone_exit`, `zone_enter`, `curfew` or `leave_overdue` (whose kind is
+    /// then the zone's) rather than a `returned`. The fence
     /// engine resumes these after a restart.
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError>;
 

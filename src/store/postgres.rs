@@ -25,6 +25,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::handling::{self, AlertCount};
+mod supervision;
+
 use super::{
     border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
     EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
@@ -1274,12 +1276,17 @@ impl Store for PgStore {
     }
 
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
-        let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT person_id, zone_id, kind, time FROM ( \
+        let rows: Vec<(Uuid, Uuid, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+            // A `leave_overdue` is the breach of the zone the leave suspended: its side is the
+            // zone's kind.
+            "SELECT person_id, zone_id, \
+                 CASE kind WHEN 'zone_exit' THEN 'zone_exit' WHEN 'zone_enter' THEN 'zone_enter' \
+                 ELSE (SELECT CASE z.kind WHEN 'exclusion' THEN 'zone_enter' ELSE 'zone_exit' END \
+                       FROM zones z WHERE z.id = newest.zone_id) END, time FROM ( \
                  SELECT DISTINCT ON (person_id, zone_id) person_id, zone_id, kind, time \
                  FROM alerts WHERE zone_id IS NOT NULL AND NOT late \
                  ORDER BY person_id, zone_id, seq DESC) newest \
-             WHERE kind IN ('zone_exit', 'zone_enter', 'curfew')",
+             WHERE kind IN ('zone_exit', 'zone_enter', 'curfew', 'leave_overdue')",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -1288,7 +1295,7 @@ impl Store for PgStore {
             .map(|(person_id, zone_id, kind, since)| OpenBreach {
                 person_id,
                 zone_id,
-                kind: if kind == "zone_exit" || kind == "curfew" {
+                kind: if kind.as_deref() != Some("zone_enter") {
                     ZoneKind::Inclusion
                 } else {
                     ZoneKind::Exclusion

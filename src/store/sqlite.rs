@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::handling::{self, AlertCount};
+mod supervision;
+
 use super::{
     border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
     EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
@@ -1268,10 +1270,16 @@ impl Store for SqliteStore {
     }
 
     async fn open_breaches(&self) -> Result<Vec<OpenBreach>, StoreError> {
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT a.person_id, a.zone_id, a.kind, a.time FROM alerts a \
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
+            // A `leave_overdue` is the breach of the zone the leave suspended: its side is the
+            // zone's kind.
+            "SELECT a.person_id, a.zone_id, \
+                    CASE a.kind WHEN 'leave_overdue' THEN \
+                      (SELECT CASE z.kind WHEN 'exclusion' THEN 'zone_enter' ELSE 'zone_exit' END \
+                       FROM zones z WHERE z.id = a.zone_id) \
+                    ELSE a.kind END, a.time FROM alerts a \
              WHERE a.zone_id IS NOT NULL AND a.late = 0 \
-               AND a.kind IN ('zone_exit', 'zone_enter', 'curfew') \
+               AND a.kind IN ('zone_exit', 'zone_enter', 'curfew', 'leave_overdue') \
                AND a.seq = (SELECT MAX(b.seq) FROM alerts b \
                             WHERE b.person_id = a.person_id AND b.zone_id = a.zone_id \
                               AND b.late = 0)",
@@ -1283,7 +1291,7 @@ impl Store for SqliteStore {
                 Ok(OpenBreach {
                     person_id: parse("alert", person)?,
                     zone_id: parse("alert", zone)?,
-                    kind: if kind == "zone_exit" || kind == "curfew" {
+                    kind: if kind.as_deref() != Some("zone_enter") {
                         ZoneKind::Inclusion
                     } else {
                         ZoneKind::Exclusion

@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use super::{Store, StoreConfig};
-use crate::model::{Alert, CommitFailed, Fix};
+use crate::model::{Alert, CommitFailed, DeviceHeard, Fix};
 use crate::telemetry::Metrics;
 
 /// Positions and alerts to commit together, with the notice to send once they are durable.
@@ -32,6 +32,9 @@ pub struct WriteRequest {
     /// Where `alerts` go back if the batch finally fails (the shard that raised them keeps them
     /// pending), so an alert whose commit failed is not lost. Dropped once the request is done.
     pub returns: Option<mpsc::UnboundedSender<Vec<Alert>>>,
+    /// When devices were last heard from, written after the batch (a failure to write them
+    /// is logged: it only makes an offline deadline after a restart come early).
+    pub heard: Vec<DeviceHeard>,
 }
 
 /// Commits [`WriteRequest`]s in batches.
@@ -94,6 +97,21 @@ impl StoreWriter {
 
     async fn commit_batch(&self, batch: &mut Vec<WriteRequest>) {
         let fixes: Vec<Fix> = batch.iter_mut().flat_map(|r| r.fixes.drain(..)).collect();
+        let heard: Vec<DeviceHeard> = batch.iter_mut().flat_map(|r| r.heard.drain(..)).collect();
+        if !heard.is_empty() {
+            if let Err(e) = self.store.record_heard(&heard).await {
+                warn!(error = %e, devices = heard.len(), "Last-heard times not stored.");
+            }
+        }
+        let nothing_to_commit = fixes.is_empty() && batch.iter().all(|r| r.alerts.is_empty());
+        if nothing_to_commit {
+            for req in batch.drain(..) {
+                if let Some(done) = req.done {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            return;
+        }
         // Each request keeps its own alerts until the outcome is known, to hand them back.
         let alerts: Vec<Alert> = batch
             .iter()
@@ -199,6 +217,7 @@ mod tests {
                 alerts: Vec::new(),
                 done: Some(done),
                 returns: None,
+                heard: Vec::new(),
             })
             .await
             .unwrap();

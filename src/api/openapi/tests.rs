@@ -37,6 +37,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         commands,
         levels: Arc::default(),
         default_timezone: chrono_tz::Asia::Shanghai,
+        notices: Default::default(),
+        supervision: Default::default(),
     };
     (router(state, &HttpConfig::default()), dir)
 }

@@ -48,7 +48,7 @@ use gateways::GatewayLinks;
 use super::links::LinkEvent;
 use super::{convert, IngestContext, Unstorable};
 use crate::identity;
-use crate::model::{CommitFailed, Crs, Submission};
+use crate::model::{CommitFailed, Crs, DeviceHeard, Submission};
 
 /// The `[mqtt]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -507,8 +507,14 @@ impl PositionsHandler {
                 .with_label_values(&[protocol.name()])
                 .inc_by(fixes.len() as u64);
             let (done, committed) = oneshot::channel();
+            let heard = fixes.first().map(|f| DeviceHeard {
+                device_id: f.device_id.clone(),
+                person_id,
+                received_at: f.received_at,
+            });
             let submission = Submission {
                 person_id,
+                heard,
                 fixes,
                 alarms,
                 wifi: Vec::new(),
