@@ -206,6 +206,7 @@ async fn main() {
         metrics: metrics.clone(),
         shutdown: stop.clone(),
         webhooks: Arc::from(vec!["bench".to_owned()]),
+        store_health: Arc::default(),
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

@@ -27,7 +27,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
-use super::{alerts, commands, devices, feed, persons, stream, tokens, webhooks, zones};
+use super::{alerts, commands, devices, feed, health, persons, stream, tokens, webhooks, zones};
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
 
@@ -47,7 +47,8 @@ pub const BEARER: &str = "bearer";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        super::healthz,
+        health::healthz,
+        health::readyz,
         super::metrics,
         serve,
         persons::create,
@@ -86,7 +87,7 @@ pub const BEARER: &str = "bearer";
     components(schemas(Problem)),
     modifiers(&SharedResponses),
     tags(
-        (name = "service", description = "Health, metrics and this description (no token)."),
+        (name = "service", description = "Liveness, readiness, metrics and this description (no token)."),
         (name = "persons", description = "Supervised persons, their zones and tracks."),
         (name = "devices", description = "Trackers bound to persons."),
         (name = "zones", description = "Inclusion and exclusion zones as GeoJSON."),

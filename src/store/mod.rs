@@ -15,6 +15,7 @@
 //! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
 //! turned into shapes by the fence module above it.
 
+pub mod health;
 pub mod postgres;
 pub mod sqlite;
 pub mod writer;
@@ -65,6 +66,31 @@ pub enum StoreError {
     /// A schema migration failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether the error says the database could not be reached (connection refused or lost, no
+    /// connection within `acquire_timeout`, the server shutting down or not yet accepting), as
+    /// opposed to one it gave about the request. The same request may succeed once the database
+    /// is back, so the store writer holds such a batch and retries it rather than failing it.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), admin or crash shutdown, "the database
+            // system is starting up", too many connections.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// The `[store]` section: where data lives and how positions are batched.
@@ -556,6 +582,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_token_use(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// How many tokens exist.
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// One round trip to the database (`SELECT 1`), for readiness probes.
+    ///
+    /// # Errors
+    /// The database's error when it cannot be reached.
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by `url` with the default [`StoreConfig`] and migrates it.
@@ -652,5 +684,15 @@ mod tests {
         );
         let err = StoreError::UnsupportedUrl(redact_url("mysql://u:pw@h/db"));
         assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn a_lost_or_refused_connection_is_an_outage_and_a_refused_request_is_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::Database(sqlx::Error::Io(refused)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(!StoreError::Conflict("duplicate".into()).is_unavailable());
     }
 }

@@ -1631,6 +1631,11 @@ impl Store for PgStore {
             .await?;
         Ok(n.unsigned_abs())
     }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

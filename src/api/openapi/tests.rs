@@ -34,6 +34,7 @@ async fn app() -> (Router, tempfile::TempDir) {
         shutdown: tokio_util::sync::CancellationToken::new(),
         webhooks: Arc::from(Vec::<String>::new()),
         commands,
+        store_health: Arc::default(),
     };
     (router(state, &HttpConfig::default()), dir)
 }
