@@ -463,12 +463,18 @@ pub trait Store: Send + Sync + 'static {
     async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError>;
 
     /// Writes positions and the alerts they raised in one transaction, assigning each alert its
-    /// `seq`. Returns the alerts as stored.
+    /// `seq`. Returns the alerts stored by this call.
     ///
     /// **Idempotent resends.** A position whose natural key (`device_id`, `time`, `lat`, `lon`)
     /// is already stored, or appears earlier in the same batch, is skipped without error: a
     /// device that resends after a lost acknowledgement gets its acknowledgement again and the
     /// record holds the fix once.
+    ///
+    /// **A batch may be committed again.** The store writer tries a batch again when the
+    /// database could not be reached, which includes a connection lost after `COMMIT` was sent
+    /// and before its answer came: the first try may have committed. An alert whose `id` is
+    /// already stored is then left out (it is not stored twice, gets no second feed event, and
+    /// is not in the returned list), and the positions are resends as above.
     ///
     /// **The alert cursor is exact.** `seq` is strictly increasing in commit order: once a
     /// reader sees an alert with `seq` = n, every alert with a smaller `seq` is already visible,

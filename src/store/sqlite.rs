@@ -1045,7 +1045,15 @@ impl Store for SqliteStore {
         }
         let mut stored = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            stored.push(insert_alert(&mut tx, alert).await?);
+            // A batch tried again after its commit's answer was lost carries alerts already
+            // stored: they are not stored twice (see `Store::commit`).
+            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE id = ?")
+                .bind(alert.id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                stored.push(insert_alert(&mut tx, alert).await?);
+            }
         }
         tx.commit().await?;
         if let Some(last) = stored.last() {
