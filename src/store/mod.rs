@@ -108,7 +108,8 @@ pub struct StoreConfig {
     /// while the previous commit runs.
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
-    /// Attempts at one batch before its devices are told it failed (and so resend).
+    /// Attempts at a batch the database refuses before its devices are told it failed (and so
+    /// resend). A batch that cannot reach the database is held and retried until it can.
     pub commit_attempts: u32,
     /// PostgreSQL: most connections the pool opens (the store writer uses one at a time, the
     /// API the rest). SQLite keeps its own small pool.
