@@ -214,6 +214,7 @@ async fn main() {
         integration: Arc::default(),
         notices: Default::default(),
         supervision: Default::default(),
+        store_health: Arc::default(),
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

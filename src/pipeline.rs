@@ -55,6 +55,7 @@ use crate::model::{
     new_id, Alert, AlertKind, AlertState, Crs, DeviceHeard, Fix, Submission, SupervisionLevel,
 };
 use crate::registry::Registry;
+use crate::store::health::StoreHealth;
 use crate::store::writer::{StoreWriter, WriteRequest};
 use crate::store::{DeviceNewest, OpenBreach, Store, StoreConfig, StoreError, TimerAlert};
 use crate::supervision::{
@@ -137,8 +138,12 @@ pub struct Pipeline {
     pub alerts: broadcast::Sender<Alert>,
     /// Where the API tells the timer-driven rules of its changes.
     pub notices: Notices,
+    /// Whether the store writer can reach the database (for `/readyz`).
+    pub health: Arc<StoreHealth>,
     /// Closes the entrance even while stray senders (a stalled HTTP upload) still exist.
     close: CancellationToken,
+    /// Tells the store writer to stop waiting for an unreachable database.
+    give_up: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -156,11 +161,15 @@ impl Pipeline {
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
         let (writes_tx, writes_rx) = mpsc::channel(capacity);
         let mut tasks = Vec::new();
+        let health = Arc::new(StoreHealth::default());
+        let give_up = CancellationToken::new();
         let writer = StoreWriter::new(
             store.clone(),
             settings.store,
             metrics.clone(),
             alerts.clone(),
+            health.clone(),
+            give_up.clone(),
         );
         tasks.push(tokio::spawn(writer.run(writes_rx)));
         let (learned_tx, learned_rx) = mpsc::unbounded_channel();
@@ -243,7 +252,9 @@ impl Pipeline {
             notices: Notices {
                 shards: Arc::new(notice_inputs),
             },
+            health,
             close,
+            give_up,
             tasks,
         }
     }
@@ -259,6 +270,26 @@ impl Pipeline {
                 tracing::error!(error = %e, "Pipeline stage panicked.");
             }
         }
+    }
+
+    /// [`Pipeline::join`], but at `deadline` the store writer stops waiting for a database it
+    /// cannot reach: what it holds and what is still queued is reported not committed (those
+    /// devices are not acknowledged and resend after the restart), and the stages end. Returns
+    /// false when the deadline cut the drain short.
+    pub async fn join_by(self, deadline: tokio::time::Instant) -> bool {
+        let give_up = self.give_up.clone();
+        let drained = self.join();
+        tokio::pin!(drained);
+        if tokio::time::timeout_at(deadline, &mut drained)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        warn!("The pipeline did not drain by the shutdown deadline (the database does not answer); what is not committed is not acknowledged.");
+        give_up.cancel();
+        drained.await;
+        false
     }
 }
 
@@ -887,7 +918,7 @@ mod tests {
 
     // ---- through the running pipeline, over a store that fails on demand ------------------
 
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
     use async_trait::async_trait;
     use tokio::sync::oneshot;
@@ -899,10 +930,12 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::store::{AlertQuery, NewPerson, PersonPatch, StoreError, TokenRecord, ZoneRecord};
 
-    /// SQLite, except that the next `fail_commits` commits fail.
+    /// SQLite, except that the next `fail_commits` commits are refused, and that while
+    /// `unreachable` is set every commit and ping fails as an unreachable database does.
     struct FlakyStore {
         inner: SqliteStore,
         fail_commits: AtomicU32,
+        unreachable: AtomicBool,
     }
 
     #[async_trait]
@@ -1067,6 +1100,9 @@ mod tests {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
             if failing {
+                return Err(StoreError::Conflict("commit refused by the test".into()));
+            }
+            if self.unreachable.load(Ordering::SeqCst) {
                 return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
             }
             self.inner.commit(fixes, alerts).await
@@ -1216,6 +1252,12 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.record_token_use(id, at).await
         }
+        async fn ping(&self) -> Result<(), StoreError> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+            }
+            self.inner.ping().await
+        }
     }
 
     #[async_trait]
@@ -1295,6 +1337,7 @@ mod tests {
         let store = Arc::new(FlakyStore {
             inner: SqliteStore::open(&url).await.unwrap(),
             fail_commits: AtomicU32::new(0),
+            unreachable: AtomicBool::new(false),
         });
         store.migrate().await.unwrap();
         let person = store
@@ -1424,6 +1467,101 @@ mod tests {
             zone_alerts(&store).await,
             vec![(AlertKind::ZoneExit, false)]
         );
+    }
+
+    /// Waits (up to five seconds) until `check` holds.
+    async fn until(mut check: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not met within 5 s");
+    }
+
+    #[tokio::test]
+    async fn a_breach_decided_while_the_database_is_unreachable_is_committed_once_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let pipeline = start(store.clone()).await;
+        assert!(submit(&pipeline, person, vec![fix(person, 0, false)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 1, true)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 3, true)]).await);
+        store.unreachable.store(true, Ordering::SeqCst);
+        // The fix that confirms the breach: its batch is held, not failed, and not acknowledged.
+        let (done, mut notice) = oneshot::channel();
+        pipeline
+            .submissions
+            .send(Submission {
+                person_id: person,
+                fixes: vec![fix(person, 4, true)],
+                alarms: Vec::new(),
+                wifi: Vec::new(),
+                crs: Crs::Wgs84,
+                heard: None,
+                done: Some(done),
+            })
+            .await
+            .unwrap();
+        until(|| pipeline.health.outage().is_some()).await;
+        assert_eq!(pipeline.health.outage().unwrap().held_positions, 1);
+        // Several retries later (1 commit attempt is configured) it is still held.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(matches!(
+            notice.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert!(zone_alerts(&store).await.is_empty());
+        store.unreachable.store(false, Ordering::SeqCst);
+        assert_eq!(notice.await.unwrap(), Ok(()));
+        assert!(pipeline.health.outage().is_none());
+        // The device resends what it had sent during the outage, then goes on.
+        assert!(submit(&pipeline, person, vec![fix(person, 4, true)]).await);
+        assert!(submit(&pipeline, person, vec![fix(person, 5, true)]).await);
+        pipeline.join().await;
+        assert_eq!(
+            zone_alerts(&store).await,
+            vec![(AlertKind::ZoneExit, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_with_the_database_unreachable_ends_at_the_deadline_unacknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, person) = flaky_setup(&dir).await;
+        let pipeline = start(store.clone()).await;
+        store.unreachable.store(true, Ordering::SeqCst);
+        let mut notices = Vec::new();
+        for minute in 0..3 {
+            let (done, notice) = oneshot::channel();
+            pipeline
+                .submissions
+                .send(Submission {
+                    person_id: person,
+                    fixes: vec![fix(person, minute, false)],
+                    alarms: Vec::new(),
+                    wifi: Vec::new(),
+                    crs: Crs::Wgs84,
+                    heard: None,
+                    done: Some(done),
+                })
+                .await
+                .unwrap();
+            notices.push(notice);
+        }
+        until(|| pipeline.health.outage().is_some()).await;
+        let started = tokio::time::Instant::now();
+        let drained = pipeline.join_by(started + Duration::from_millis(300)).await;
+        assert!(!drained, "the drain was cut short");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        for notice in notices {
+            assert!(notice.await.unwrap().is_err(), "not acknowledged");
+        }
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@
 //! its stages drain one after another; the store writer commits the last batch; the alert
 //! dispatchers finish the delivery in hand (what is left goes out after the next start, from
 //! their stored cursors); then the API stops, ending the SSE streams. The whole sequence is
-//! capped by `shutdown_timeout`.
+//! capped by `shutdown_timeout`, a database that does not answer included.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -280,6 +280,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         default_timezone: config.fence.default_tz(),
         notices,
         supervision: config.supervision.clone(),
+        store_health: pipeline.health.clone(),
     };
     let api_server = HttpServer::new(
         api_socket,
@@ -335,10 +336,19 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
                 osmand.abort();
             }
         }
-        // Whatever was handed to the pipeline is committed before the process ends; a stalled
-        // upload can delay this no further, because closing refuses late submissions.
-        pipeline.join().await;
-        info!("Pipeline drained; last batch committed.");
+        // What was handed to the pipeline is committed before the process ends, within the
+        // deadline: a stalled upload cannot delay it, because closing refuses late submissions,
+        // and a database that does not answer delays it only until the deadline (what is not
+        // committed by then is not acknowledged, and its devices resend it).
+        let store_health = pipeline.health.clone();
+        if pipeline.join_by(deadline).await {
+            info!("Pipeline drained; last batch committed.");
+        } else {
+            clean = false;
+            if let Some(outage) = store_health.outage() {
+                warn!(reason = outage.reason.as_str(), held = outage.held_positions, "Stopped with the database unreachable; the held positions were not acknowledged and the devices will resend them.");
+            }
+        }
         if tokio::time::timeout_at(deadline, dispatchers.stop())
             .await
             .is_err()

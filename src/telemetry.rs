@@ -6,8 +6,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracing::warn;
 
@@ -40,6 +40,13 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Failed commit attempts.
     pub commit_failures: IntCounter,
+    /// 1 while the store writer cannot reach the database and holds a batch, else 0.
+    pub store_unavailable: IntGauge,
+    /// Positions in the batch held while the database cannot be reached.
+    pub store_held_positions: IntGauge,
+    /// Frames (or MQTT publish runs) that found the pipeline's entrance full and waited for
+    /// room, by protocol: back-pressure from a slow or unreachable store.
+    pub ingest_waits: IntCounterVec,
     /// Time the fence engine spends on one fix.
     pub fence_check_seconds: Histogram,
     /// Downlink commands entering each status (pending when created).
@@ -143,6 +150,25 @@ impl Metrics {
                     "Failed batch commit attempts.",
                 ),
             ),
+            store_unavailable: register(
+                &registry,
+                IntGauge::new(
+                    "ewall_store_unavailable",
+                    "1 while the database cannot be reached and the store writer holds a batch.",
+                ),
+            ),
+            store_held_positions: register(
+                &registry,
+                IntGauge::new(
+                    "ewall_store_held_positions",
+                    "Positions held by the store writer until the database can be reached.",
+                ),
+            ),
+            ingest_waits: counters(
+                "ewall_ingest_waits_total",
+                "Frames that found the pipeline full and waited for room, by protocol.",
+                &["protocol"],
+            ),
             fence_check_seconds: histogram(
                 "ewall_fence_check_duration_seconds",
                 "Time the fence engine spends on one position.",
@@ -192,6 +218,7 @@ impl Metrics {
             metrics.frames_integrity_mismatch.with_label_values(&name);
             metrics.fixes_received.with_label_values(&name);
             metrics.connections_open.with_label_values(&name);
+            metrics.ingest_waits.with_label_values(&name);
         }
         for protocol in ewall_protocol::Protocol::ALL {
             for reason in crate::ingest::validate::FAULT_LABELS {

@@ -75,6 +75,7 @@ suite!(
     a_stored_fix_and_alert_read_back_exactly,
     a_batch_larger_than_one_statement_is_stored_whole_and_in_order,
     a_resent_fix_is_stored_once_and_its_batch_still_commits,
+    a_batch_committed_again_stores_its_alerts_once,
     the_track_crosses_day_boundaries_and_keeps_old_and_odd_times,
     open_breaches_are_the_unreturned_live_ones,
     the_alert_workflow_moves_forward_only,
@@ -449,6 +450,46 @@ async fn a_resent_fix_is_stored_once_and_its_batch_still_commits(store: Arc<dyn 
         track, expected,
         "the first copy is kept, with its own receipt time"
     );
+}
+
+/// The store writer tries a batch again when the connection dropped during its commit; if the
+/// commit had in fact gone through, the second try must not store its alerts (or their feed
+/// events) again, nor refuse the batch.
+async fn a_batch_committed_again_stores_its_alerts_once(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let fixes = [fix(p.id, at(0))];
+    let breach = alert(p.id, AlertKind::ZoneExit);
+    let first = store.commit(&fixes, vec![breach.clone()]).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let sos = alert(p.id, AlertKind::Sos);
+    let again = store
+        .commit(&fixes, vec![breach.clone(), sos.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        again.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [sos.id],
+        "only the alert not stored before is new"
+    );
+    let alerts = store
+        .alerts(AlertQuery {
+            limit: 100,
+            ..AlertQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        alerts.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [breach.id, sos.id]
+    );
+    let raised: Vec<_> = store
+        .events(feed(0))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::AlertRaised)
+        .collect();
+    assert_eq!(raised.len(), 2, "one feed event per alert");
 }
 
 async fn the_track_crosses_day_boundaries_and_keeps_old_and_odd_times(store: Arc<dyn Store>) {

@@ -1,5 +1,5 @@
 //! The HTTP API (`/api/v1`, JSON, bearer tokens) the monitoring centre and integrations use,
-//! plus the open `/healthz` and `/metrics`.
+//! plus the open `/healthz`, `/readyz` and `/metrics`.
 //!
 //! Handlers live one file per resource. They read and write through the [`Store`] trait, and
 //! after each committed change tell the [`Registry`] so the change reaches the fence engine and
@@ -14,6 +14,7 @@ pub mod body;
 pub mod commands;
 pub mod devices;
 pub mod feed;
+pub mod health;
 pub mod integration;
 pub mod openapi;
 pub mod params;
@@ -36,7 +37,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use crate::http::limits::{with_body_limit, BodyLimit};
@@ -151,6 +152,8 @@ pub struct AppState {
     pub notices: crate::pipeline::Notices,
     /// Monitoring orders and the timer-driven rules' settings.
     pub supervision: crate::supervision::SupervisionConfig,
+    /// Whether the store writer can reach the database, for `/readyz`.
+    pub store_health: Arc<crate::store::health::StoreHealth>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -247,7 +250,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         ));
     let open = with_body_limit(
         Router::new()
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(health::healthz))
+            .route("/readyz", get(health::readyz))
             .route("/metrics", get(metrics)),
         general,
     );
@@ -276,43 +280,6 @@ impl AppState {
                 )
             })
     }
-}
-
-/// The service's health: whether the database answers.
-#[utoipa::path(
-    get, path = "/healthz", tag = "service",
-    responses(
-        (status = 200, description = "The database answers.", body = Health),
-        (status = 503, response = openapi::ServiceUnavailable),
-    ),
-)]
-pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.store.token_count().await {
-        Ok(_) => Json(Health {
-            status: HealthStatus::Ok,
-        })
-        .into_response(),
-        Err(e) => problem::Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the database does not answer: {e}"),
-        )
-        .into_response(),
-    }
-}
-
-/// What `/healthz` answers when the database does.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok`.
-    pub status: HealthStatus,
-}
-
-/// The healthy status.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthStatus {
-    /// Serving.
-    Ok,
 }
 
 /// Prometheus metrics, text exposition format.

@@ -28,8 +28,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, commands, devices, feed, integration, persons, stats, stream, supervision, tokens,
-    webhooks, zones,
+    alerts, commands, devices, feed, health, integration, persons, stats, stream, supervision,
+    tokens, webhooks, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -50,7 +50,8 @@ pub const BEARER: &str = "bearer";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        super::healthz,
+        health::healthz,
+        health::readyz,
         super::metrics,
         serve,
         persons::create,
@@ -104,7 +105,7 @@ pub const BEARER: &str = "bearer";
     components(schemas(Problem)),
     modifiers(&SharedResponses),
     tags(
-        (name = "service", description = "Health, metrics and this description (no token)."),
+        (name = "service", description = "Liveness, readiness, metrics and this description (no token)."),
         (name = "persons", description = "Supervised persons, their zones and tracks."),
         (name = "devices", description = "Trackers bound to persons."),
         (name = "supervision", description = "Leave permits, monitoring orders and check-ins."),

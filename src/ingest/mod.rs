@@ -409,8 +409,9 @@ impl IngestContext {
             .with_label_values(&[protocol.name()])
             .inc_by(fixes.len() as u64);
         let (done, committed) = oneshot::channel();
-        self.submissions
-            .send(Submission {
+        self.enter(
+            protocol,
+            Submission {
                 person_id,
                 heard: Some(heard),
                 fixes,
@@ -418,11 +419,45 @@ impl IngestContext {
                 wifi,
                 crs: Crs::Wgs84,
                 done: Some(done),
-            })
-            .await
-            .map_err(|_| SubmitError::Closed)?;
+            },
+        )
+        .await?;
         committed.await.map_err(|_| SubmitError::Closed)??;
         Ok(())
+    }
+
+    /// Hands `submission` to the pipeline, waiting for room when its entrance is full (a slow
+    /// or unreachable store pushes back this far: the frame waits here, unacknowledged, and the
+    /// connection reads nothing more meanwhile). Each wait is counted in
+    /// `ewall_ingest_waits_total{protocol}` and logged a few times per window.
+    ///
+    /// # Errors
+    /// [`SubmitError::Closed`] when the pipeline is shutting down.
+    pub async fn enter(
+        &self,
+        protocol: Protocol,
+        submission: Submission,
+    ) -> Result<(), SubmitError> {
+        let submission = match self.submissions.try_send(submission) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SubmitError::Closed),
+            Err(mpsc::error::TrySendError::Full(submission)) => submission,
+        };
+        self.metrics
+            .ingest_waits
+            .with_label_values(&[protocol.name()])
+            .inc();
+        if let Some(suppressed) = crate::log_limit::allow(protocol.name(), "pipeline_full") {
+            warn!(
+                protocol = protocol.name(),
+                suppressed,
+                "Pipeline full (the store is slow or unreachable); frames wait unacknowledged."
+            );
+        }
+        self.submissions
+            .send(submission)
+            .await
+            .map_err(|_| SubmitError::Closed)
     }
 }
 

@@ -16,6 +16,7 @@
 //! turned into shapes by the fence module above it.
 
 pub mod handling;
+pub mod health;
 pub mod postgres;
 pub mod sqlite;
 pub mod supervision;
@@ -74,6 +75,31 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// Whether the error says the database could not be reached (connection refused or lost, no
+    /// connection within `acquire_timeout`, the server shutting down or not yet accepting), as
+    /// opposed to one it gave about the request. The same request may succeed once the database
+    /// is back, so the store writer holds such a batch and retries it rather than failing it.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), admin or crash shutdown, "the database
+            // system is starting up", too many connections.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// The `[store]` section: where data lives and how positions are batched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,7 +115,8 @@ pub struct StoreConfig {
     /// while the previous commit runs.
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
-    /// Attempts at one batch before its devices are told it failed (and so resend).
+    /// Attempts at a batch the database refuses before its devices are told it failed (and so
+    /// resend). A batch that cannot reach the database is held and retried until it can.
     pub commit_attempts: u32,
     /// PostgreSQL: most connections the pool opens (the store writer uses one at a time, the
     /// API the rest). SQLite keeps its own small pool.
@@ -539,7 +566,7 @@ pub trait Store: SupervisionRecords + Send + Sync + 'static {
     async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError>;
 
     /// Writes positions and the alerts they raised in one transaction, assigning each alert its
-    /// `seq`. Returns the alerts as stored.
+    /// `seq`. Returns the alerts stored by this call.
     ///
     /// **One alert per episode in the queue.** At most one alert per (person, kind, zone) is
     /// not closed. An alert raised while one of its person, kind and zone is still being
@@ -554,6 +581,12 @@ pub trait Store: SupervisionRecords + Send + Sync + 'static {
     /// is already stored, or appears earlier in the same batch, is skipped without error: a
     /// device that resends after a lost acknowledgement gets its acknowledgement again and the
     /// record holds the fix once.
+    ///
+    /// **A batch may be committed again.** The store writer tries a batch again when the
+    /// database could not be reached, which includes a connection lost after `COMMIT` was sent
+    /// and before its answer came: the first try may have committed. An alert whose `id` is
+    /// already stored is then left out (it is not stored twice, gets no second feed event, and
+    /// is not in the returned list), and the positions are resends as above.
     ///
     /// **The alert cursor is exact.** `seq` is strictly increasing in commit order: once a
     /// reader sees an alert with `seq` = n, every alert with a smaller `seq` is already visible,
@@ -700,6 +733,12 @@ pub trait Store: SupervisionRecords + Send + Sync + 'static {
     async fn record_token_use(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// How many tokens exist.
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// One round trip to the database (`SELECT 1`), for readiness probes.
+    ///
+    /// # Errors
+    /// The database's error when it cannot be reached.
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the store named by `url` with the default [`StoreConfig`] and migrates it.
@@ -796,5 +835,15 @@ mod tests {
         );
         let err = StoreError::UnsupportedUrl(redact_url("mysql://u:pw@h/db"));
         assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn a_lost_or_refused_connection_is_an_outage_and_a_refused_request_is_not() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(StoreError::Database(sqlx::Error::Io(refused)).is_unavailable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::PoolClosed).is_unavailable());
+        assert!(!StoreError::Conflict("duplicate".into()).is_unavailable());
     }
 }

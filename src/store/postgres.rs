@@ -1129,6 +1129,16 @@ impl Store for PgStore {
         }
         let mut stored = alerts;
         if !stored.is_empty() {
+            // A batch tried again after its commit's answer was lost carries alerts already
+            // stored: they are not stored twice (see `Store::commit`).
+            let ids: Vec<Uuid> = stored.iter().map(|a| a.id).collect();
+            let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM alerts WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+            stored.retain(|a| !known.contains(&a.id));
+        }
+        if !stored.is_empty() {
             // Taken last, just before the commit: the counter row stays locked until then, and
             // every other transaction writing alerts waits on it, so seq order is commit order.
             let count = i64::try_from(stored.len()).map_err(|_| {
@@ -1995,6 +2005,11 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n.unsigned_abs())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 

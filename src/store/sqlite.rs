@@ -1200,6 +1200,19 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         let mut alerts = alerts;
+        // A batch tried again after its commit's answer was lost carries alerts already
+        // stored: they are not stored twice (see `Store::commit`).
+        let mut fresh = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM alerts WHERE id = ?")
+                .bind(alert.id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if known.is_none() {
+                fresh.push(alert);
+            }
+        }
+        alerts = fresh;
         let mut unclosed = HashMap::new();
         for alert in alerts.iter().filter(|a| a.kind.needs_handling()) {
             if let Entry::Vacant(slot) = unclosed.entry(handling::episode_key(alert)) {
@@ -1758,6 +1771,11 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 

@@ -3,22 +3,45 @@
 //! ingest side that the device may be acknowledged.
 //!
 //! Batches form by themselves: the writer takes everything queued while the previous commit ran,
-//! up to `batch_max` positions, optionally lingering a moment for more. A failed commit is
-//! retried with back-off while the channel fills and pushes back on ingest; if it keeps
-//! failing, the waiting senders are told so and their devices are not acknowledged, so they
-//! resend, and the alerts of each request go back to the shard that raised them
-//! ([`WriteRequest::returns`]) to be committed with its next request. The writer never drops
-//! a request it has taken.
+//! up to `batch_max` positions, optionally lingering a moment for more.
+//!
+//! A commit can fail in two ways, handled differently:
+//! - **The database cannot be reached** ([`StoreError::is_unavailable`]: connection refused or
+//!   lost, no connection within `acquire_timeout`). The writer holds the batch and retries it,
+//!   with back-off up to [`OUTAGE_RETRY_MAX`], for as long as the outage lasts, and reads
+//!   nothing new meanwhile: the channel fills and pushes back on the fence shards and on ingest,
+//!   whose connections stay open with their frames unacknowledged (each holds at most the frame
+//!   in hand). So memory stays bounded by the channels and one batch however long the outage
+//!   lasts, the fence decisions already made are committed with their positions when the
+//!   database returns, and nothing is decided twice. The outage is recorded in
+//!   [`StoreHealth`] (for `/readyz`) and the `ewall_store_unavailable` gauge.
+//! - **The database refused the batch** (any other error). It is retried `commit_attempts`
+//!   times; if it keeps failing, the waiting senders are told so and their devices are not
+//!   acknowledged, so they resend, and the alerts of each request go back to the shard that
+//!   raised them ([`WriteRequest::returns`]) to be committed with its next request.
+//!
+//! Cancelling the `give_up` token (shutdown past its deadline) ends the wait: the batch in hand
+//! and everything still queued are reported failed at once, unacknowledged. The writer never
+//! drops a request it has taken without telling its sender.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use tokio::sync::{broadcast, mpsc, oneshot};
-use tracing::{debug, error, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
-use super::{Store, StoreConfig};
+use super::health::StoreHealth;
+use super::{Store, StoreConfig, StoreError};
 use crate::model::{Alert, CommitFailed, DeviceHeard, Fix};
 use crate::telemetry::Metrics;
+
+/// Longest wait between two attempts at a held batch while the database cannot be reached.
+pub const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// How often, at most, the writer says that it is still waiting for the database.
+const OUTAGE_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Positions and alerts to commit together, with the notice to send once they are durable.
 #[derive(Debug)]
@@ -43,21 +66,29 @@ pub struct StoreWriter {
     config: StoreConfig,
     metrics: Arc<Metrics>,
     committed_alerts: broadcast::Sender<Alert>,
+    health: Arc<StoreHealth>,
+    give_up: CancellationToken,
 }
 
 impl StoreWriter {
-    /// A writer over `store`; committed alerts are published on `committed_alerts`.
+    /// A writer over `store`; committed alerts are published on `committed_alerts`, outages
+    /// recorded in `health`, and cancelling `give_up` stops waiting for an unreachable
+    /// database.
     pub fn new(
         store: Arc<dyn Store>,
         config: StoreConfig,
         metrics: Arc<Metrics>,
         committed_alerts: broadcast::Sender<Alert>,
+        health: Arc<StoreHealth>,
+        give_up: CancellationToken,
     ) -> Self {
         StoreWriter {
             store,
             config,
             metrics,
             committed_alerts,
+            health,
+            give_up,
         }
     }
 
@@ -117,36 +148,7 @@ impl StoreWriter {
             .iter()
             .flat_map(|r| r.alerts.iter().cloned())
             .collect();
-        let mut outcome = Err(CommitFailed("no attempt made".into()));
-        let mut backoff = Duration::from_millis(50);
-        for attempt in 1..=self.config.commit_attempts.max(1) {
-            let started = Instant::now();
-            match self.store.commit(&fixes, alerts.clone()).await {
-                Ok(stored) => {
-                    self.metrics
-                        .batch_commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    self.metrics.batch_size.observe(fixes.len() as f64);
-                    self.metrics.fixes_stored.inc_by(fixes.len() as u64);
-                    for alert in stored {
-                        self.metrics.alert_raised(alert.kind);
-                        // No subscriber is fine: the alert is in the store and the feed.
-                        let _ = self.committed_alerts.send(alert);
-                    }
-                    outcome = Ok(());
-                    break;
-                }
-                Err(e) => {
-                    self.metrics.commit_failures.inc();
-                    warn!(attempt, error = %e, positions = fixes.len(), "Batch commit failed; retrying.");
-                    outcome = Err(CommitFailed(e.to_string()));
-                    if attempt < self.config.commit_attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
-            }
-        }
+        let outcome = self.commit_with_retries(&fixes, alerts).await;
         if let Err(e) = &outcome {
             error!(error = %e, positions = fixes.len(), "Batch not committed; devices will not be acknowledged and will resend.");
         }
@@ -159,6 +161,95 @@ impl StoreWriter {
                     error!("Alerts of a failed batch could not be handed back; they are lost.");
                 }
             }
+        }
+    }
+
+    /// Commits one batch: refused batches up to `commit_attempts` times, batches that meet an
+    /// unreachable database for as long as the outage lasts (or until `give_up`).
+    async fn commit_with_retries(
+        &self,
+        fixes: &[Fix],
+        alerts: Vec<Alert>,
+    ) -> Result<(), CommitFailed> {
+        let mut refusals = 0;
+        let mut backoff = Duration::from_millis(50);
+        let mut outage_logged = Instant::now();
+        loop {
+            if self.give_up.is_cancelled() {
+                return Err(CommitFailed(
+                    "the service is stopping and the database did not commit in time".into(),
+                ));
+            }
+            let started = Instant::now();
+            let result = tokio::select! {
+                result = self.store.commit(fixes, alerts.clone()) => result,
+                // An attempt against an unreachable database can take `acquire_timeout`; a
+                // stopping service does not wait for it. Whatever the attempt did is rolled
+                // back or, if it had committed, is found again as a resend.
+                _ = self.give_up.cancelled() => continue,
+            };
+            let error = match result {
+                Ok(stored) => {
+                    self.committed(fixes.len(), stored, started);
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            self.metrics.commit_failures.inc();
+            if error.is_unavailable() {
+                self.unavailable(&error, fixes.len(), &mut outage_logged);
+            } else {
+                refusals += 1;
+                warn!(attempt = refusals, error = %error, positions = fixes.len(), "Batch commit failed; retrying.");
+                if refusals >= self.config.commit_attempts.max(1) {
+                    return Err(CommitFailed(error.to_string()));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.give_up.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(OUTAGE_RETRY_MAX);
+        }
+    }
+
+    /// Counts a committed batch, ends an outage in progress and publishes the alerts.
+    fn committed(&self, positions: usize, stored: Vec<Alert>, started: Instant) {
+        self.metrics
+            .batch_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_size.observe(positions as f64);
+        self.metrics.fixes_stored.inc_by(positions as u64);
+        if let Some(outage) = self.health.available() {
+            self.metrics.store_unavailable.set(0);
+            self.metrics.store_held_positions.set(0);
+            let seconds = (Utc::now() - outage.since).num_milliseconds() as f64 / 1000.0;
+            info!(
+                seconds,
+                positions, "Database reachable again; the held batch is committed."
+            );
+        }
+        for alert in stored {
+            self.metrics.alert_raised(alert.kind);
+            // No subscriber is fine: the alert is in the store and the feed.
+            let _ = self.committed_alerts.send(alert);
+        }
+    }
+
+    /// Records a commit that failed for want of the database; logs the start of the outage and
+    /// then at most every [`OUTAGE_LOG_EVERY`].
+    fn unavailable(&self, error: &StoreError, positions: usize, logged: &mut Instant) {
+        self.metrics.store_unavailable.set(1);
+        self.metrics.store_held_positions.set(positions as i64);
+        if self
+            .health
+            .unavailable(error.to_string(), positions, Utc::now())
+        {
+            *logged = Instant::now();
+            error!(error = %error, positions, "Database unreachable; holding the batch and retrying until it answers. Devices are not acknowledged meanwhile and ingest waits.");
+        } else if logged.elapsed() >= OUTAGE_LOG_EVERY {
+            *logged = Instant::now();
+            warn!(error = %error, positions, "Database still unreachable; batch held.");
         }
     }
 }
@@ -204,6 +295,17 @@ mod tests {
         Arc::new(store)
     }
 
+    fn writer(store: Arc<dyn Store>, config: StoreConfig, metrics: Arc<Metrics>) -> StoreWriter {
+        StoreWriter::new(
+            store,
+            config,
+            metrics,
+            broadcast::channel(8).0,
+            Arc::new(StoreHealth::default()),
+            CancellationToken::new(),
+        )
+    }
+
     /// Queues `n` one-fix requests and returns their commit notices.
     async fn queue(
         tx: &mpsc::Sender<WriteRequest>,
@@ -235,7 +337,7 @@ mod tests {
             batch_max: 40,
             ..StoreConfig::default()
         };
-        let writer = StoreWriter::new(store, config, metrics.clone(), broadcast::channel(8).0);
+        let writer = writer(store, config, metrics.clone());
         let (tx, rx) = mpsc::channel(200);
         // Everything is queued before the writer starts, so batches are as large as allowed.
         let notices = queue(&tx, 100).await;
@@ -262,7 +364,7 @@ mod tests {
             commit_attempts: 2,
             ..StoreConfig::default()
         };
-        let writer = StoreWriter::new(store, config, metrics.clone(), broadcast::channel(8).0);
+        let writer = writer(store, config, metrics.clone());
         let (tx, rx) = mpsc::channel(10);
         let notices = queue(&tx, 3).await;
         drop(tx);

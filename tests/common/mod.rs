@@ -6,6 +6,7 @@
 pub mod binary;
 pub mod gateway;
 pub mod pg;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

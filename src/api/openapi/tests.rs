@@ -39,6 +39,7 @@ async fn app() -> (Router, tempfile::TempDir) {
         default_timezone: chrono_tz::Asia::Shanghai,
         notices: Default::default(),
         supervision: Default::default(),
+        store_health: Arc::default(),
     };
     (router(state, &HttpConfig::default()), dir)
 }

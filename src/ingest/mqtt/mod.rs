@@ -524,7 +524,7 @@ impl PositionsHandler {
                 },
                 done: Some(done),
             };
-            if self.context.submissions.send(submission).await.is_err() {
+            if self.context.enter(protocol, submission).await.is_err() {
                 return Pending::Ready(Outcome::NotCommitted("pipeline closed".into()));
             }
             notices.push(committed);

@@ -1,0 +1,143 @@
+//! The two open probes: `/healthz` says the process is up and serving HTTP (liveness: a
+//! supervisor restarts it when this fails), `/readyz` says whether it can do its work, that is
+//! whether the database answers and the store writer is committing (readiness: a load balancer
+//! or an operator's dashboard reads it). During a database outage `/healthz` stays 200, because
+//! restarting would lose nothing but also fix nothing and drop every device connection, while
+//! `/readyz` answers 503 with a problem document titled `degraded` whose detail is the reason.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::AppState;
+use crate::http::problem::PROBLEM_JSON;
+
+/// Longest `/readyz` waits for the database to answer its probe; a probe must answer sooner
+/// than the probers' own timeouts (often 1 to 5 s), and a database slower than this is not
+/// ready to take a batch either.
+pub const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The process is up.
+#[utoipa::path(
+    get, path = "/healthz", tag = "service",
+    responses(
+        (status = 200, description = "The process serves HTTP. Says nothing of the database: see `/readyz`.", body = Health),
+    ),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// What `/healthz` answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: HealthStatus,
+}
+
+/// The liveness status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Serving.
+    Ok,
+}
+
+/// The problem type of a degraded service.
+pub const DEGRADED: &str = "urn:ewall:problem:degraded";
+
+/// Whether the service can store positions: the database answers a probe within
+/// [`READY_PROBE_TIMEOUT`] and the store writer is not holding a batch for want of it.
+#[utoipa::path(
+    get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready: the database answers and batches commit.", body = Readiness),
+        (status = 503, description = "Degraded: the database does not answer or the store \
+            writer cannot reach it. Device connections stay open; their positions are held and \
+            not acknowledged until the database answers.",
+         content_type = "application/problem+json", body = Degraded),
+    ),
+)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let outage = state.store_health.outage();
+    let reason = match &outage {
+        Some(outage) => format!(
+            "the store writer cannot reach the database ({}); {} positions held, devices not acknowledged",
+            outage.reason, outage.held_positions
+        ),
+        None => match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => {
+                return Json(Readiness {
+                    status: ReadinessStatus::Ready,
+                })
+                .into_response()
+            }
+            Ok(Err(e)) => format!("the database does not answer: {e}"),
+            Err(_) => format!(
+                "the database did not answer within {} s",
+                READY_PROBE_TIMEOUT.as_secs()
+            ),
+        },
+    };
+    let degraded = Degraded {
+        kind: DEGRADED,
+        title: "degraded".into(),
+        status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+        detail: reason,
+        since: outage.as_ref().map(|o| o.since),
+        held_positions: outage.map(|o| o.held_positions as u64),
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONTENT_TYPE, PROBLEM_JSON)],
+        Json(degraded),
+    )
+        .into_response()
+}
+
+/// What `/readyz` answers when ready.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: ReadinessStatus,
+}
+
+/// The ready status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadinessStatus {
+    /// The database answers and batches commit.
+    Ready,
+}
+
+/// What `/readyz` answers when degraded: a problem document (RFC 9457) with two extension
+/// members saying since when the store writer has been waiting and what it holds.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Degraded {
+    /// Always `urn:ewall:problem:degraded`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: &'static str,
+    /// Always `degraded`.
+    pub title: String,
+    /// Always 503.
+    #[schema(minimum = 503, maximum = 503)]
+    pub status: u16,
+    /// The reason: what the database last answered, or that it did not answer in time.
+    pub detail: String,
+    /// When the store writer's first commit failed for want of the database; absent when only
+    /// the probe failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Positions the store writer holds until the database answers; absent as `since` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
+    pub held_positions: Option<u64>,
+}
