@@ -25,6 +25,7 @@
 //! - [`config`]: the configuration tree and its environment overrides.
 //! - [`server`]: `ewall serve`, start and ordered shutdown.
 //! - [`decode`]: `ewall decode`.
+//! - [`simulate`]: `ewall simulate`, the load generator that plays devices against a service.
 //! - [`telemetry`]: Prometheus metrics.
 //! - [`http`]: serving for both HTTP ports (bounds, TLS, limits, problem documents).
 //! - [`descriptors`]: the open-file budget shared out among the listeners.
@@ -45,5 +46,6 @@ pub mod model;
 pub mod pipeline;
 pub mod registry;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;
