@@ -16,11 +16,11 @@ use serde_json::Value;
 const DEVICES: u64 = 5;
 const BREACHING: u64 = 2;
 
-/// A config with every listener and the API on `127.0.0.1:0`, and a dwell short enough that a
-/// three-second run (fixes ten track-seconds apart) confirms a departure.
+/// A config with every listener and the API on `127.0.0.1:0`, and otherwise the defaults (the
+/// three-minute dwell of the normal level too: the simulator's track clock outlasts it).
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let mut text = format!(
-        "data_dir = {data:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[levels.normal]\nconfirm_seconds = 30\n",
+        "data_dir = {data:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
         data = dir.join("data").display().to_string(),
     );
     for protocol in ["gt06", "jt808", "h02", "watch", "osmand"] {

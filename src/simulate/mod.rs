@@ -263,6 +263,9 @@ struct Plan {
     planned: u64,
     /// Devices `0..breaching` leave the zone.
     breaching: u64,
+    /// The default dwell of the registered persons' level, which the track clock must
+    /// outlast for a departure to be confirmed.
+    confirmation: crate::fence::Confirmation,
     topic_prefix: String,
 }
 
@@ -312,6 +315,13 @@ async fn plan(args: &SimulateArgs) -> Result<Plan, SimulateError> {
     let planned = (args.duration.as_secs_f64() / interval.as_secs_f64())
         .ceil()
         .max(1.0) as u64;
+    let level: crate::model::SupervisionLevel = args
+        .level
+        .parse()
+        .map_err(|_| SimulateError::Usage(format!("--level {:?}", args.level)))?;
+    let confirmation = crate::fence::LevelsConfig::default()
+        .get(level)
+        .confirmation();
     Ok(Plan {
         protocol: args.protocol,
         devices: args.devices,
@@ -330,6 +340,7 @@ async fn plan(args: &SimulateArgs) -> Result<Plan, SimulateError> {
         },
         planned,
         breaching: (args.breach_share * args.devices as f64).round() as u64,
+        confirmation,
         topic_prefix: args.topic_prefix.trim_end_matches('/').to_owned(),
     })
 }
@@ -484,7 +495,7 @@ async fn run_devices(plan: &Plan, range: Range<u64>, counters: Arc<Counters>) ->
         connect_slots: Semaphore::new(CONNECTS_AT_ONCE),
     });
     let (start_tx, start_rx) = watch::channel::<Option<Instant>>(None);
-    let clock = TrackClock::for_run(plan.planned, Utc::now());
+    let clock = TrackClock::for_run(plan.planned, Utc::now(), plan.confirmation);
     let begun = Instant::now();
     let mut devices = tokio::task::JoinSet::new();
     let count = range.end - range.start;
@@ -503,7 +514,8 @@ async fn run_devices(plan: &Plan, range: Range<u64>, counters: Arc<Counters>) ->
     shared.counters.running.store(true, Ordering::Relaxed);
     let _ = start_tx.send(Some(start));
     while devices.join_next().await.is_some() {}
-    let elapsed_s = start.elapsed().as_secs_f64();
+    // The run lasts its duration, or longer when the last acknowledgements came after it.
+    let elapsed_s = start.elapsed().max(plan.duration).as_secs_f64();
     let snapshot = shared.counters.snapshot();
     Tally {
         devices: count,
@@ -590,7 +602,16 @@ async fn device(
         if next_at >= end {
             break;
         }
-        tokio::time::sleep_until(next_at).await;
+        // A JT/T 808 terminal's blind-area batch holds the fixes of `batch_size` intervals
+        // without signal, sent at the end of them (when that is still within the run).
+        let batch = plan.protocol == LoadProtocol::Jt808
+            && link.is_some()
+            && plan.batch_every > 0
+            && reports % u64::from(plan.batch_every) == u64::from(plan.batch_every) - 1
+            && next_at + plan.interval * (plan.batch_size - 1) < end;
+        let n = if batch { plan.batch_size } else { 1 };
+        let send_at = next_at + plan.interval * (n - 1);
+        tokio::time::sleep_until(send_at).await;
         let Some(current) = link.as_mut() else {
             if Instant::now() < retry_at {
                 next_at = retry_at.max(next_at + plan.interval);
@@ -612,10 +633,6 @@ async fn device(
             }
             continue;
         };
-        let batch = plan.protocol == LoadProtocol::Jt808
-            && plan.batch_every > 0
-            && reports % u64::from(plan.batch_every) == u64::from(plan.batch_every) - 1;
-        let n = if batch { plan.batch_size } else { 1 };
         let points: Vec<TrackPoint> = (0..n).map(|_| walker.next_point()).collect();
         shared
             .counters
@@ -648,9 +665,9 @@ async fn device(
             }
         }
         reports += 1;
-        // A batch stands for `n` reporting intervals. A device that fell behind (a slow
-        // acknowledgement) goes on from now rather than sending its missed fixes in a burst.
-        next_at = (next_at + plan.interval * n).max(Instant::now());
+        // A device that fell behind (a slow acknowledgement) goes on from now rather than
+        // sending its missed fixes in a burst.
+        next_at = (send_at + plan.interval).max(Instant::now());
     }
     if let Some(link) = link {
         link.close(Duration::from_secs(1)).await;
@@ -761,6 +778,8 @@ fn shard_args(args: &SimulateArgs, shard: Shard) -> Vec<String> {
         format!("--zone-radius-m={}", args.zone_radius_m),
         "--topic-prefix".into(),
         args.topic_prefix.clone(),
+        "--level".into(),
+        args.level.clone(),
         "--shard".into(),
         format!("{}/{}", shard.index, shard.count),
     ];
@@ -796,6 +815,7 @@ fn summary(
         "processes": processes.max(1),
         "connected": tally.connected,
         "interval_s": plan.interval.as_secs_f64(),
+        "track_step_s": TrackClock::for_run(plan.planned, Utc::now(), plan.confirmation).step.num_seconds(),
         "duration_s": plan.duration.as_secs_f64(),
         "connect_s": (tally.connect_s * 1000.0).round() / 1000.0,
         "elapsed_s": (tally.elapsed_s * 1000.0).round() / 1000.0,

@@ -12,10 +12,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::fence::Confirmation;
+
 /// Metres per degree of latitude (and of longitude at the equator).
 const METRES_PER_DEGREE: f64 = 111_320.0;
-/// Walking speed inside the zone, m/s.
+/// Walking speed, m/s, when the reporting interval is short enough.
 const WALK_SPEED: f64 = 1.2;
+/// Longest step of a walk, as a share of the zone's radius: long intervals slow the walk
+/// rather than carry an inside walker out of the zone in one step.
+const LONGEST_WALK_STEP: f64 = 0.05;
 /// Fastest departure, m/s (a bicycle): far below the service's implausible-speed bound.
 const MAX_LEAVE_SPEED: f64 = 8.0;
 /// Share of the radius the inside walk keeps within, leaving room for GPS accuracy.
@@ -76,13 +81,22 @@ pub struct TrackClock {
 }
 
 impl TrackClock {
-    /// Ten seconds between fixes (a wristband under normal supervision), shortened down to one
-    /// second when the run is so long that the track would start more than 20 days ago (the
+    /// Ten seconds between fixes (a wristband under normal supervision), or more when the run
+    /// is too short for a departure to last `confirmation` on the track clock otherwise (a
+    /// breaching wearer is out for about the second half of the run), and less, down to one
+    /// second, when the run is so long that the track would start more than 20 days ago (the
     /// service refuses fixes older than its `max_fix_age`, 30 days by default). The last fix
     /// falls a step before `now`.
-    pub fn for_run(fixes: u64, now: DateTime<Utc>) -> TrackClock {
+    pub fn for_run(fixes: u64, now: DateTime<Utc>, confirmation: Confirmation) -> TrackClock {
         const BUDGET_SECS: u64 = 20 * 86_400;
-        let step_secs = (BUDGET_SECS / fixes.max(1)).clamp(1, 10);
+        const LONGEST_STEP_SECS: u64 = 600;
+        let outside = (fixes / 2).saturating_sub(1).max(1);
+        // Half as long again as the dwell, for the fixes that are still uncertain at the edge.
+        let for_dwell = (u64::from(confirmation.seconds) * 3).div_ceil(2 * outside);
+        let step_secs = for_dwell
+            .clamp(10, LONGEST_STEP_SECS)
+            .min(BUDGET_SECS / fixes.max(1))
+            .max(1);
         let span =
             i64::try_from(step_secs.saturating_mul(fixes.saturating_add(1))).unwrap_or(i64::MAX);
         let start = now
@@ -149,6 +163,7 @@ impl Walker {
     /// The next point of the track.
     pub fn next_point(&mut self) -> TrackPoint {
         let step_s = self.clock.step.num_seconds() as f64;
+        let walk = WALK_SPEED.min(LONGEST_WALK_STEP * self.zone.radius_m / step_s);
         let inner = INNER_SHARE * self.zone.radius_m;
         let outer = self.zone.radius_m + self.zone.margin();
         let r = self.radius();
@@ -171,7 +186,7 @@ impl Walker {
                     if r > outer + self.zone.margin() {
                         self.heading = outward + std::f64::consts::PI;
                     }
-                    WALK_SPEED
+                    walk
                 }
             }
             _ => {
@@ -214,18 +229,35 @@ mod tests {
         radius_m: 500.0,
     };
 
+    const TWO_FIXES_30_S: Confirmation = Confirmation {
+        fixes: 2,
+        seconds: 30,
+    };
+
     fn clock() -> TrackClock {
-        TrackClock::for_run(40, Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap())
+        TrackClock::for_run(
+            40,
+            Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
+            TWO_FIXES_30_S,
+        )
     }
 
     #[test]
     fn the_clock_ends_before_now_in_whole_seconds() {
         let now = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
-        let c = TrackClock::for_run(40, now);
+        let c = TrackClock::for_run(40, now, TWO_FIXES_30_S);
         assert_eq!(c.step, TimeDelta::seconds(10));
         assert_eq!(c.start + c.step * 40, now - TimeDelta::seconds(10));
-        let long = TrackClock::for_run(10_000_000, now);
+        let long = TrackClock::for_run(10_000_000, now, TWO_FIXES_30_S);
         assert_eq!(long.step, TimeDelta::seconds(1));
+        // Sixteen fixes and the default three-minute dwell: seven outside must span 270 s.
+        let dwell = Confirmation {
+            fixes: 2,
+            seconds: 180,
+        };
+        let short = TrackClock::for_run(16, now, dwell);
+        assert_eq!(short.step, TimeDelta::seconds(39));
+        assert!(short.step * 6 >= TimeDelta::seconds(180));
     }
 
     #[test]

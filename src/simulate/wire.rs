@@ -357,6 +357,10 @@ mod tests {
         let clock = TrackClock::for_run(
             n as u64,
             Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap(),
+            crate::fence::Confirmation {
+                fixes: 2,
+                seconds: 0,
+            },
         );
         let mut walker = Walker::new(ZONE, 3, 0, clock, n as u64, false);
         (0..n).map(|_| walker.next_point()).collect()
