@@ -29,6 +29,7 @@
 //! - [`config`]: the configuration tree and its environment overrides.
 //! - [`server`]: `ewall serve`, start and ordered shutdown.
 //! - [`decode`]: `ewall decode`.
+//! - [`simulate`]: `ewall simulate`, the load generator that plays devices against a service.
 //! - [`telemetry`]: Prometheus metrics.
 //! - [`http`]: serving for both HTTP ports (bounds, TLS, limits, problem documents).
 //! - [`descriptors`]: the open-file budget shared out among the listeners.
@@ -51,6 +52,7 @@ pub mod pipeline;
 pub mod registry;
 pub mod schedule;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod supervision;
 pub mod telemetry;

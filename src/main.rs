@@ -51,6 +51,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Play many devices against a running service and print a JSON summary of what it
+    /// acknowledged, how fast, and the alerts raised.
+    Simulate(Box<ewall::simulate::SimulateArgs>),
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -151,6 +154,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             points,
             threads,
         } => fence(&zones, &points, threads),
+        Command::Simulate(args) => {
+            let summary = runtime()?.block_on(ewall::simulate::run(*args))?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::Token { command } => token(command),
         Command::Migrate(config) => {
             let config = config.load()?;

@@ -357,6 +357,27 @@ impl IngestContext {
         decoded: &Decoded,
         received_at: DateTime<Utc>,
     ) -> Result<(), SubmitError> {
+        self.enqueue(protocol, device_id, person_id, decoded, received_at)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// Hands what a frame carried to the pipeline and returns once the pipeline has taken it,
+    /// with the [`Pending`] commit to wait for before the device is acknowledged; a connection
+    /// reads on meanwhile. Frames with neither positions nor alarms have nothing to wait for.
+    ///
+    /// # Errors
+    /// [`SubmitError::Closed`] when the pipeline is closed and [`SubmitError::Unstorable`] when
+    /// a position cannot be stored (counted as a rejected frame; nothing was submitted).
+    pub async fn enqueue(
+        &self,
+        protocol: Protocol,
+        device_id: &str,
+        person_id: PersonId,
+        decoded: &Decoded,
+        received_at: DateTime<Utc>,
+    ) -> Result<Pending, SubmitError> {
         let converted = convert(
             protocol,
             device_id,
@@ -402,7 +423,7 @@ impl IngestContext {
                     );
                 }
             }
-            return Ok(());
+            return Ok(Pending(None));
         }
         self.metrics
             .fixes_received
@@ -422,8 +443,7 @@ impl IngestContext {
             },
         )
         .await?;
-        committed.await.map_err(|_| SubmitError::Closed)??;
-        Ok(())
+        Ok(Pending(Some(committed)))
     }
 
     /// Hands `submission` to the pipeline, waiting for room when its entrance is full (a slow
@@ -458,6 +478,28 @@ impl IngestContext {
             .send(submission)
             .await
             .map_err(|_| SubmitError::Closed)
+    }
+}
+
+/// A submission's commit, not yet known: what [`IngestContext::enqueue`] hands back.
+#[derive(Debug)]
+pub struct Pending(Option<oneshot::Receiver<Result<(), CommitFailed>>>);
+
+impl Pending {
+    /// Waits for the commit (at once when there was nothing to commit).
+    ///
+    /// # Errors
+    /// [`SubmitError::NotCommitted`] when the store failed, [`SubmitError::Closed`] when the
+    /// pipeline stopped before telling.
+    pub async fn committed(&mut self) -> Result<(), SubmitError> {
+        match &mut self.0 {
+            None => Ok(()),
+            Some(receiver) => {
+                let outcome = receiver.await.map_err(|_| SubmitError::Closed)?;
+                self.0 = None;
+                Ok(outcome?)
+            }
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! TCP ingest: the accept loop of one protocol's listener and the task that serves each device
 //! connection.
 //!
-//! A connection reads frames through [`SessionCodec`], one at a time and in order, so a device's
-//! fixes reach the pipeline in the order it sent them. For each frame it checks the device is
-//! registered, hands positions and alarms to the pipeline, waits for the commit, and only then
-//! writes the reply the protocol expects. Bad frames are counted and skipped; a corrupt stream,
+//! A connection reads frames through [`SessionCodec`] in order, so a device's fixes reach the
+//! pipeline in the order it sent them. For each frame it checks the device is registered and
+//! hands positions and alarms to the pipeline; it reads on while they are committed (up to
+//! [`MAX_IN_FLIGHT`] frames ahead), and writes each frame's reply only once that frame is
+//! committed, in the order the frames came. Bad frames are counted and skipped; a corrupt stream,
 //! an idle timeout or an unregistered device closes that connection alone.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use tracing::{debug, info, info_span, trace, warn, Instrument};
 
 use super::codec::{CodecError, SessionCodec};
 use super::links::{ConnectionSink, LinkEvent, LinkGuard, Outbound, SinkError};
-use super::{IngestContext, ListenerConfig, SubmitError};
+use super::{IngestContext, ListenerConfig, Pending, SubmitError};
 use crate::descriptors::ACCEPT_BACKOFF;
 use crate::identity;
 use crate::log_limit;
@@ -135,6 +137,59 @@ impl TcpIngest {
     }
 }
 
+/// Frames of one connection read ahead of their commits. More wait in the socket, where TCP's
+/// own flow control holds the device back; so a device emptying a blind-area backlog has it
+/// committed in a few batches instead of one commit per frame.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A frame handed to the pipeline, waiting for its commit before it is answered.
+struct InFlight {
+    pending: Pending,
+    /// The commit's outcome once [`oldest_commit`] has seen it.
+    outcome: Option<Result<(), SubmitError>>,
+    reply: Option<Vec<u8>>,
+    answers: Vec<ewall_protocol::CommandReply>,
+    device_id: String,
+    received_at: chrono::DateTime<Utc>,
+}
+
+/// What woke a connection.
+enum Event {
+    /// The service is stopping.
+    Shutdown,
+    /// The oldest frame in flight has its commit's outcome.
+    Committed,
+    /// A downlink command to write.
+    Outbound(Outbound),
+    /// The next frame, the end of the stream, or the idle timeout.
+    Read(Result<Option<Result<Item, CodecError>>, tokio::time::error::Elapsed>),
+}
+
+/// Resolves once the oldest frame in flight has its commit's outcome (kept in the frame);
+/// never while nothing is in flight.
+async fn oldest_commit(in_flight: &mut VecDeque<InFlight>) {
+    match in_flight.front_mut() {
+        Some(frame) if frame.outcome.is_none() => {
+            frame.outcome = Some(frame.pending.committed().await);
+        }
+        Some(_) => {}
+        None => std::future::pending().await,
+    }
+}
+
+/// The next frame; with `idle` set, bounded by the idle deadline.
+async fn read_next(
+    framed: &mut Framed<TcpStream, SessionCodec>,
+    idle_deadline: Instant,
+    idle: bool,
+) -> Result<Option<Result<Item, CodecError>>, tokio::time::error::Elapsed> {
+    if idle {
+        tokio::time::timeout_at(idle_deadline, framed.next()).await
+    } else {
+        Ok(framed.next().await)
+    }
+}
+
 /// One device connection.
 struct Connection {
     protocol: Protocol,
@@ -237,20 +292,76 @@ impl Connection {
         // the guard unregisters it when the connection ends.
         let (outbound_tx, mut outbound_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
         let mut link: Option<LinkGuard> = None;
+        // Frames handed to the pipeline whose replies wait for their commits, oldest first.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
-            let next = tokio::select! {
-                _ = self.token.cancelled() => return CloseReason::Shutdown,
-                Some(outbound) = outbound_rx.recv(), if link.is_some() => {
+            let waiting = in_flight.len();
+            let event = tokio::select! {
+                // Oldest first: a frame's reply never overtakes an earlier one's.
+                biased;
+                _ = self.token.cancelled() => Event::Shutdown,
+                () = oldest_commit(&mut in_flight) => Event::Committed,
+                Some(outbound) = outbound_rx.recv(), if link.is_some() => Event::Outbound(outbound),
+                // While frames wait for their commits, a store slower than the idle timeout
+                // is not the device's silence.
+                next = read_next(framed, idle_deadline, waiting == 0),
+                    if waiting < MAX_IN_FLIGHT => Event::Read(next),
+            };
+            let next = match event {
+                Event::Shutdown => {
+                    // Finish the frames in hand: their commits come before the store stops.
+                    while let Some(frame) = in_flight.pop_front() {
+                        if let Err(closed) = self.answer(framed, frame).await {
+                            return closed;
+                        }
+                    }
+                    return CloseReason::Shutdown;
+                }
+                Event::Committed => {
+                    let Some(frame) = in_flight.pop_front() else {
+                        continue;
+                    };
+                    let device_id = frame.device_id.clone();
+                    if let Err(closed) = self.answer(framed, frame).await {
+                        return closed;
+                    }
+                    // Queued commands go out only after the login (or first frame) is
+                    // answered, and after a JT/T 808 terminal's authentication: before that it
+                    // is not listening.
+                    if link.is_none()
+                        && self.context.link_events.is_some()
+                        && framed.codec().ready_for_commands()
+                    {
+                        let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
+                        link = Some(self.context.links.register(&device_id, Arc::new(sink)));
+                        self.context
+                            .report(LinkEvent::Connected {
+                                device_id,
+                                protocol: self.protocol,
+                            })
+                            .await;
+                    }
+                    continue;
+                }
+                Event::Outbound(outbound) => {
                     if let Err(closed) = self.write_command(framed, outbound).await {
                         return closed;
                     }
                     continue;
                 }
-                next = tokio::time::timeout_at(idle_deadline, framed.next()) => next,
+                Event::Read(next) => next,
             };
             let item = match next {
                 Err(_) => return CloseReason::Idle(self.idle_timeout),
-                Ok(None) => return CloseReason::ByPeer,
+                Ok(None) => {
+                    // The peer has written all it will; what it wrote is still answered.
+                    while let Some(frame) = in_flight.pop_front() {
+                        if self.answer(framed, frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    return CloseReason::ByPeer;
+                }
                 Ok(Some(Err(e))) => return e.into(),
                 Ok(Some(Ok(item))) => item,
             };
@@ -299,63 +410,74 @@ impl Connection {
             }
             match self
                 .context
-                .submit(self.protocol, &device_id, person, &decoded, received_at)
+                .enqueue(self.protocol, &device_id, person, &decoded, received_at)
                 .await
             {
-                Ok(()) => {}
+                Ok(pending) => in_flight.push_back(InFlight {
+                    pending,
+                    outcome: None,
+                    reply: decoded.reply,
+                    answers: decoded
+                        .messages
+                        .into_iter()
+                        .filter_map(|m| m.command_reply)
+                        .collect(),
+                    device_id,
+                    received_at,
+                }),
                 Err(SubmitError::Closed) => return CloseReason::PipelineClosed,
                 Err(SubmitError::Unstorable(e)) => {
                     // Counted as a rejected frame; not acknowledged, so the device knows.
                     debug!(error = %e, "Frame with an unstorable position; not acknowledged.");
-                    continue;
                 }
                 Err(SubmitError::NotCommitted(e)) => {
-                    // Not acknowledged: the device keeps the fix and sends it again. A failing
-                    // store fails every connection at once: a few lines per window say so.
-                    if let Some(suppressed) =
-                        log_limit::allow(self.protocol.name(), "not_committed")
-                    {
-                        warn!(device = device_id.as_str(), suppressed, error = %e, "Frame not committed; not acknowledged.");
-                    }
-                    continue;
+                    debug!(error = %e, "Frame not committed; not acknowledged.");
                 }
-            }
-            for answer in decoded
-                .messages
-                .iter()
-                .filter_map(|m| m.command_reply.clone())
-            {
-                self.context
-                    .report(LinkEvent::Reply {
-                        device_id: device_id.clone(),
-                        reply: answer,
-                        received_at,
-                    })
-                    .await;
-            }
-            if let Some(reply) = decoded.reply {
-                match tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return e.into(),
-                    Err(_) => return CloseReason::WriteTimeout(WRITE_TIMEOUT),
-                }
-            }
-            // Queued commands go out only after the login (or first frame) is answered, and
-            // after a JT/T 808 terminal's authentication: before that it is not listening.
-            if link.is_none()
-                && self.context.link_events.is_some()
-                && framed.codec().ready_for_commands()
-            {
-                let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
-                link = Some(self.context.links.register(&device_id, Arc::new(sink)));
-                self.context
-                    .report(LinkEvent::Connected {
-                        device_id: device_id.clone(),
-                        protocol: self.protocol,
-                    })
-                    .await;
             }
         }
+    }
+
+    /// Waits for `frame`'s commit (if it has not come yet) and then reports the command
+    /// answers it carried and writes its reply. A failed commit is not acknowledged: the
+    /// device keeps the fix and sends it again.
+    async fn answer(
+        &self,
+        framed: &mut Framed<TcpStream, SessionCodec>,
+        mut frame: InFlight,
+    ) -> Result<(), CloseReason> {
+        let outcome = match frame.outcome.take() {
+            Some(outcome) => outcome,
+            None => frame.pending.committed().await,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(SubmitError::Closed) => return Err(CloseReason::PipelineClosed),
+            Err(e) => {
+                // A failing store fails every connection at once: a few lines per window say
+                // so.
+                if let Some(suppressed) = log_limit::allow(self.protocol.name(), "not_committed") {
+                    warn!(device = frame.device_id.as_str(), suppressed, error = %e, "Frame not committed; not acknowledged.");
+                }
+                return Ok(());
+            }
+        }
+        for answer in frame.answers {
+            self.context
+                .report(LinkEvent::Reply {
+                    device_id: frame.device_id.clone(),
+                    reply: answer,
+                    received_at: frame.received_at,
+                })
+                .await;
+        }
+        if let Some(reply) = frame.reply {
+            match tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(CloseReason::WriteTimeout(WRITE_TIMEOUT)),
+            }
+        }
+        Ok(())
     }
 
     /// Encodes a downlink command with the connection's session and writes it; tells the

@@ -1,0 +1,342 @@
+//! The simulator's side of the HTTP API: registering the run's zone, persons and devices before
+//! the devices connect (`--register`), and counting the alerts the run raises from the alert
+//! stream (`GET /api/v1/alerts/stream`, server-sent events) while it runs.
+//!
+//! The API has no bulk route, so registration is one request per person, device and zone
+//! assignment, at most [`CONCURRENT_REQUESTS`] at a time. The alert stream is opened before
+//! the first fix is sent and starts from then (no `after`), so it counts this run's alerts and
+//! no earlier ones.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::track::Zone;
+use super::SimulateError;
+
+/// Registration requests in flight at once.
+pub const CONCURRENT_REQUESTS: usize = 32;
+
+/// How long one API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of one service's API.
+#[derive(Clone)]
+pub struct Api {
+    client: reqwest::Client,
+    /// `http://host:port/api/v1`.
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// A client of the API at `url` (`http://host:port`, with or without `/api/v1`).
+    ///
+    /// # Errors
+    /// [`SimulateError::Usage`] for a URL that is not http(s), [`SimulateError::Api`] when the
+    /// client cannot be built.
+    pub fn new(url: &str, token: &str) -> Result<Api, SimulateError> {
+        let trimmed = url.trim_end_matches('/');
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+            return Err(SimulateError::Usage(format!(
+                "--api {url:?} must be an http:// or https:// URL, like http://127.0.0.1:8080"
+            )));
+        }
+        let root = trimmed.strip_suffix("/api/v1").unwrap_or(trimmed);
+        crate::alert::dispatch::webhook::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| SimulateError::Api(format!("building the HTTP client: {e}")))?;
+        Ok(Api {
+            client,
+            base: format!("{root}/api/v1"),
+            token: token.to_owned(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Result<Value, SimulateError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token)
+            .timeout(REQUEST_TIMEOUT)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| SimulateError::Api(format!("{method} {url}: {e}")))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| SimulateError::Api(format!("{method} {url}: {e}")))?;
+        if !status.is_success() {
+            // The problem document's detail says why (a duplicate IMEI, a bad token, ...).
+            let detail = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["detail"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(SimulateError::Api(format!(
+                "{method} {url}: {status}: {detail}"
+            )));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Creates the run's zone (a circle, inclusion) and returns its id.
+    ///
+    /// # Errors
+    /// [`SimulateError::Api`] when the service refuses it.
+    pub async fn create_zone(&self, zone: &Zone, name: &str) -> Result<String, SimulateError> {
+        let created = self
+            .send(
+                reqwest::Method::POST,
+                "/zones",
+                json!({
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [zone.lon, zone.lat]},
+                    "properties": {"name": name, "kind": "inclusion", "crs": "wgs84", "radius_m": zone.radius_m},
+                }),
+            )
+            .await?;
+        id_of(&created, "zone")
+    }
+
+    /// Creates a person at `level`, binds `device_id` to them and assigns `zone_id`.
+    ///
+    /// # Errors
+    /// [`SimulateError::Api`] when the service refuses a step (a device already registered,
+    /// for one).
+    pub async fn register_wearer(
+        &self,
+        device_id: &str,
+        level: &str,
+        zone_id: &str,
+    ) -> Result<(), SimulateError> {
+        let person = self
+            .send(
+                reqwest::Method::POST,
+                "/persons",
+                json!({"name": format!("simulated wearer {device_id}"), "level": level, "timezone": "Asia/Shanghai"}),
+            )
+            .await?;
+        let person_id = id_of(&person, "person")?;
+        self.send(
+            reqwest::Method::POST,
+            "/devices",
+            json!({"imei": device_id, "person_id": person_id}),
+        )
+        .await?;
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/persons/{person_id}/zones"),
+            json!({"zone_ids": [zone_id]}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Registers every device of `ids`, [`CONCURRENT_REQUESTS`] at a time; `done` is called
+    /// after each.
+    ///
+    /// # Errors
+    /// The first refusal; the registrations in flight finish first.
+    pub async fn register_all(
+        &self,
+        ids: impl Iterator<Item = String>,
+        level: &str,
+        zone_id: &str,
+        done: impl Fn(),
+    ) -> Result<(), SimulateError> {
+        futures::stream::iter(ids.map(Ok))
+            .try_for_each_concurrent(CONCURRENT_REQUESTS, |id| {
+                let done = &done;
+                async move {
+                    self.register_wearer(&id, level, zone_id).await?;
+                    done();
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    /// Opens the alert stream and counts what it delivers, until the returned watcher is
+    /// finished.
+    ///
+    /// # Errors
+    /// [`SimulateError::Api`] when the stream cannot be opened.
+    pub async fn watch_alerts(&self) -> Result<AlertWatcher, SimulateError> {
+        let url = format!("{}/alerts/stream", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| SimulateError::Api(format!("GET {url}: {e}")))?;
+        if !response.status().is_success() {
+            return Err(SimulateError::Api(format!(
+                "GET {url}: {}",
+                response.status()
+            )));
+        }
+        let seen = Arc::new(Mutex::new(AlertsSeen::default()));
+        let counts = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut response = response;
+            let mut parser = EventParser::default();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                for event in parser.push(&chunk) {
+                    // A poisoned lock means a panic elsewhere; counting stops with it.
+                    let Ok(mut seen) = counts.lock() else { return };
+                    seen.count(&event);
+                }
+            }
+        });
+        Ok(AlertWatcher { seen, task })
+    }
+}
+
+fn id_of(created: &Value, what: &str) -> Result<String, SimulateError> {
+    created["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| SimulateError::Api(format!("the created {what} has no id: {created}")))
+}
+
+/// Alerts counted from the stream.
+#[derive(Debug, Default)]
+struct AlertsSeen {
+    by_kind: BTreeMap<String, u64>,
+    last: Option<Instant>,
+}
+
+impl AlertsSeen {
+    fn count(&mut self, event: &SseEvent) {
+        if event.event != "alert.raised" {
+            return;
+        }
+        let kind = serde_json::from_str::<Value>(&event.data)
+            .ok()
+            .and_then(|v| v["data"]["kind"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        *self.by_kind.entry(kind).or_default() += 1;
+        self.last = Some(Instant::now());
+    }
+}
+
+/// The running alert count.
+pub struct AlertWatcher {
+    seen: Arc<Mutex<AlertsSeen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AlertWatcher {
+    /// Waits until no alert has arrived for `quiet` (at most `cap`), since the last fixes'
+    /// alerts are delivered a moment after their commit; then stops and returns the counts by
+    /// kind.
+    pub async fn finish(self, quiet: Duration, cap: Duration) -> BTreeMap<String, u64> {
+        let started = Instant::now();
+        loop {
+            let last = self.seen.lock().ok().and_then(|s| s.last);
+            let since = last.map_or(started, |l| l.max(started));
+            let now = Instant::now();
+            if now >= since + quiet || now >= started + cap {
+                break;
+            }
+            tokio::time::sleep((since + quiet).min(started + cap) - now).await;
+        }
+        self.task.abort();
+        self.seen
+            .lock()
+            .map(|s| s.by_kind.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SseEvent {
+    event: String,
+    data: String,
+}
+
+/// Cuts server-sent events out of the chunks of a response.
+#[derive(Debug, Default)]
+struct EventParser {
+    buffer: String,
+}
+
+impl EventParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buffer
+            .push_str(&String::from_utf8_lossy(chunk).replace("\r\n", "\n"));
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.find("\n\n") {
+            let block: String = self.buffer.drain(..end + 2).collect();
+            let mut event = SseEvent::default();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event:") {
+                    event.event = value.trim_start().to_owned();
+                } else if let Some(value) = line.strip_prefix("data:") {
+                    if !event.data.is_empty() {
+                        event.data.push('\n');
+                    }
+                    event
+                        .data
+                        .push_str(value.strip_prefix(' ').unwrap_or(value));
+                }
+            }
+            // Keep-alive comments make blocks with neither.
+            if !event.event.is_empty() || !event.data.is_empty() {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_cut_across_chunks_and_counted_by_alert_kind() {
+        let mut parser = EventParser::default();
+        let mut events =
+            parser.push(b": keep-alive\n\nid: 3\nevent: alert.raised\ndata: {\"data\": {\"ki");
+        assert!(events.is_empty());
+        events.extend(
+            parser.push(b"nd\": \"zone_exit\"}}\n\nid: 4\nevent: alert.acknowledged\ndata: {}\n\n"),
+        );
+        assert_eq!(events.len(), 2);
+        let mut seen = AlertsSeen::default();
+        for event in &events {
+            seen.count(event);
+        }
+        assert_eq!(seen.by_kind, BTreeMap::from([("zone_exit".to_owned(), 1)]));
+    }
+
+    #[test]
+    fn the_api_url_may_name_the_version() {
+        let a = Api::new("http://127.0.0.1:8080/api/v1/", "t").unwrap();
+        assert_eq!(a.base, "http://127.0.0.1:8080/api/v1");
+        let b = Api::new("http://127.0.0.1:8080", "t").unwrap();
+        assert_eq!(b.base, "http://127.0.0.1:8080/api/v1");
+        assert!(matches!(
+            Api::new("127.0.0.1:8080", "t"),
+            Err(SimulateError::Usage(_))
+        ));
+    }
+}
