@@ -90,6 +90,8 @@ pub struct Config {
     pub listeners: Listeners,
     /// Webhook receivers of the alert events (`[[webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
+    /// The audit trail: retention of positions and its checkpoint key.
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for Config {
@@ -106,6 +108,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             listeners: Listeners::default(),
             webhooks: Vec::new(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -234,6 +237,9 @@ impl Config {
         self.ingest
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("ingest.{key}"), problem))?;
+        self.audit
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("audit.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

@@ -13,6 +13,7 @@
 //!
 //! # Layout
 //! - [`alert`]: the outbox reader and the MQTT, webhook and SSE dispatchers.
+//! - [`audit`]: `ewall audit verify` and `export` over the store's hash chains, and retention.
 //! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
 //! - [`identity`]: the canonical form of device ids (IMEIs, terminal numbers, app ids).
 //! - [`ingest`]: TCP listeners (one per protocol) and the OsmAnd HTTP listener.
@@ -32,6 +33,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod audit;
 pub mod commands;
 pub mod config;
 pub mod decode;

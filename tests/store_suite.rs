@@ -132,6 +132,7 @@ fn fix(person: PersonId, time: DateTime<Utc>) -> Fix {
         wifi_bssids: Vec::new(),
         clock_skew: false,
         implausible: None,
+        raw: Default::default(),
     }
 }
 

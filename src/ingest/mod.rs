@@ -343,7 +343,8 @@ impl IngestContext {
     }
 
     /// Hands what a frame carried to the pipeline and waits until it is committed. Frames with
-    /// neither positions nor alarms return at once.
+    /// neither positions nor alarms return at once. `raw` is the frame as received; every fix
+    /// of the frame keeps it (shared, not copied) for the audit trail.
     ///
     /// # Errors
     /// [`SubmitError`] when the pipeline is closed, the store failed or a position cannot be
@@ -354,6 +355,7 @@ impl IngestContext {
         device_id: &str,
         person_id: PersonId,
         decoded: &Decoded,
+        raw: bytes::Bytes,
         received_at: DateTime<Utc>,
     ) -> Result<(), SubmitError> {
         let converted = convert(
@@ -365,7 +367,7 @@ impl IngestContext {
             received_at,
             &self.rules,
         );
-        let (fixes, alarms, faults) = match converted {
+        let (mut fixes, alarms, faults) = match converted {
             Ok(converted) => converted,
             Err(e) => {
                 self.count_rejected(protocol, "unstorable_position");
@@ -373,6 +375,9 @@ impl IngestContext {
             }
         };
         self.count_faults(protocol, &faults);
+        for fix in &mut fixes {
+            fix.raw = raw.clone();
+        }
         let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
         if fixes.is_empty() && alarms.is_empty() && wifi.is_empty() {
             return Ok(());
@@ -471,6 +476,7 @@ pub fn convert(
                 .collect(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         });
         if let Some(fix) = position.as_mut() {
             let unreadable = message

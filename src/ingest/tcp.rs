@@ -262,6 +262,7 @@ impl Connection {
                 }
                 Item::Frame(decoded) => decoded,
             };
+            let raw = framed.codec_mut().take_frame();
             idle_deadline = Instant::now() + self.idle_timeout;
             let received_at = Utc::now();
             self.context.count_frame(self.protocol, &decoded);
@@ -299,7 +300,14 @@ impl Connection {
             }
             match self
                 .context
-                .submit(self.protocol, &device_id, person, &decoded, received_at)
+                .submit(
+                    self.protocol,
+                    &device_id,
+                    person,
+                    &decoded,
+                    raw,
+                    received_at,
+                )
                 .await
             {
                 Ok(()) => {}
