@@ -228,10 +228,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             .with_context(|| format!("opening the store at {}", ewall::store::redact_url(&url)))?;
         match command {
             AuditCommand::Verify {
-                device,
-                from,
-                to,
-                ..
+                device, from, to, ..
             } => {
                 let key = ewall::audit::checkpoint_key(&config.audit, &config.data_dir, false)?;
                 let options = ewall::audit::VerifyOptions {
