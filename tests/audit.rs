@@ -671,3 +671,57 @@ cases!(
     retention_keeps_what_remains_verifiable,
     an_export_checks_without_ewall,
 );
+
+/// Through the running service: a GT06 position is stored with the frame's bytes as received,
+/// and the device's binding over the API is recorded as the admin token's action.
+#[tokio::test]
+async fn a_device_s_frame_and_an_api_action_reach_the_trail() {
+    use common::{Device, Service};
+    use ewall_protocol::gt06::encode;
+
+    let mut service = Service::start().await;
+    let person: PersonId = service.person_with_device(IMEI, &[]).await.parse().unwrap();
+    let frame = encode::location(
+        2,
+        &encode::Fix::new(
+            Utc.with_ymd_and_hms(2026, 6, 2, 21, 0, 0).unwrap(),
+            25.515,
+            112.36,
+        ),
+    );
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&encode::login(IMEI, 1, None), 10).await;
+    device.exchange(&frame, 10).await;
+    service.stop().await;
+
+    let url = format!("sqlite://{}", service.data_dir().join("ewall.db").display());
+    let store = ewall::store::open(&url).await.unwrap();
+    let (from, to) = (
+        Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap(),
+    );
+    let track = store.track(person, from, to, 10).await.unwrap();
+    assert_eq!(track.len(), 1);
+    assert_eq!(
+        track[0].raw.as_ref(),
+        frame.as_slice(),
+        "the frame as received"
+    );
+    let actions = store
+        .person_records(ewall::store::ChainTable::Actions, person, from, to, 0, 10)
+        .await
+        .unwrap();
+    let bind = actions
+        .iter()
+        .map(|a| serde_json::from_slice::<Value>(&a.canonical).unwrap())
+        .find(|a| a["kind"] == "device.bind")
+        .expect("the binding is an action");
+    assert!(
+        bind["actor"].as_str().unwrap().starts_with("token:"),
+        "{bind}"
+    );
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+}
