@@ -382,6 +382,7 @@ fn engine(c: &mut Criterion) {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         })
         .collect();
     let mut g = c.benchmark_group("fence engine");

@@ -199,7 +199,7 @@ fn decode_fixes(
         .iter()
         .find_map(|m| m.position.as_ref().map(|p| p.time))
         .unwrap_or_else(start_time);
-    let (fixes, _alarms, _faults) = convert(
+    let (mut fixes, _alarms, _faults) = convert(
         Protocol::Gt06,
         device,
         person,
@@ -209,6 +209,11 @@ fn decode_fixes(
         &IngestConfig::default(),
     )
     .expect("recorded coordinates are numbers");
+    // Each fix keeps its frame, as TCP ingest does, so commits store and hash it.
+    let raw = session.take_frame();
+    for fix in &mut fixes {
+        fix.raw = raw.clone();
+    }
     fixes
 }
 

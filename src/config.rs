@@ -96,6 +96,8 @@ pub struct Config {
     pub integration: IntegrationConfig,
     /// Monitoring orders and the timer-driven rules (`[supervision]`).
     pub supervision: SupervisionConfig,
+    /// The audit trail: retention of positions and its checkpoint key.
+    pub audit: crate::audit::AuditConfig,
 }
 
 impl Default for Config {
@@ -114,6 +116,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             integration: IntegrationConfig::default(),
             supervision: SupervisionConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
         }
     }
 }
@@ -248,6 +251,9 @@ impl Config {
         self.supervision
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("supervision.{key}"), problem))?;
+        self.audit
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("audit.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

@@ -61,6 +61,53 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate(ConfigArg),
+    /// Check or export the audit trail (hash-chained positions, alerts and actions).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chains; print a JSON summary and exit non-zero on any altered,
+    /// inserted or deleted record.
+    Verify {
+        /// Only this device's positions and alerts.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only records at or after this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only records at or before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Write a person's positions, alerts and actions with their hashes as JSON lines.
+    Export {
+        /// The person's id.
+        #[arg(long)]
+        person: uuid::Uuid,
+        /// From this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// To this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-01-31T08:00:00Z: {e}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token { command } => token(command),
+        Command::Audit { command } => audit(command),
         Command::Migrate(config) => {
             let config = config.load()?;
             runtime()?.block_on(async {
@@ -175,13 +223,80 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    let config = match &command {
+        AuditCommand::Verify { config, .. } | AuditCommand::Export { config, .. } => {
+            config.load()?
+        }
+    };
+    runtime()?.block_on(async {
+        let url = config.store_url();
+        let store = ewall::store::open_with(&url, &config.store)
+            .await
+            .with_context(|| format!("opening the store at {}", ewall::store::redact_url(&url)))?;
+        match command {
+            AuditCommand::Verify {
+                device, from, to, ..
+            } => {
+                let key = ewall::audit::checkpoint_key(&config.audit, &config.data_dir, false)?;
+                let options = ewall::audit::VerifyOptions {
+                    device: device.map(|d| ewall::identity::normalise(&d).into_owned()),
+                    from,
+                    to,
+                    key,
+                };
+                let summary = ewall::audit::verify(store.as_ref(), &options)
+                    .await
+                    .context("verifying the audit trail")?;
+                println!("{}", serde_json::to_string(&summary)?);
+                if let Some(broken) = summary.broken {
+                    bail!(
+                        "the audit trail is broken at {} {} ({}): {}",
+                        broken.table,
+                        broken.id.as_deref().unwrap_or("-"),
+                        broken.chain,
+                        broken.reason
+                    );
+                }
+            }
+            AuditCommand::Export {
+                person,
+                from,
+                to,
+                out,
+                ..
+            } => {
+                if from > to {
+                    bail!("--from must not be after --to");
+                }
+                let summary = match &out {
+                    Some(path) => {
+                        let file = std::fs::File::create(path)
+                            .with_context(|| format!("creating {}", path.display()))?;
+                        let mut writer = std::io::BufWriter::new(file);
+                        ewall::audit::export(store.as_ref(), person, from, to, &mut writer).await?
+                    }
+                    None => {
+                        let stdout = std::io::stdout();
+                        let mut writer = stdout.lock();
+                        ewall::audit::export(store.as_ref(), person, from, to, &mut writer).await?
+                    }
+                };
+                eprintln!("{}", serde_json::to_string(&summary)?);
+            }
+        }
+        Ok(())
+    })
+}
+
 fn token(command: TokenCommand) -> anyhow::Result<()> {
     let config = match &command {
         TokenCommand::Create { config, .. }
         | TokenCommand::List(config)
         | TokenCommand::Revoke { config, .. } => config.load()?,
     };
-    runtime()?.block_on(async {
+    // Token changes made here are recorded in the audit trail as the command line's.
+    let scope = ewall::store::chain::with_actor(Some("cli".into()), async {
         let url = config.store_url();
         let store = ewall::store::open_with(&url, &config.store)
             .await
@@ -247,7 +362,8 @@ fn token(command: TokenCommand) -> anyhow::Result<()> {
             }
         }
         Ok(())
-    })
+    });
+    runtime()?.block_on(scope)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

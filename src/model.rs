@@ -99,6 +99,11 @@ pub struct Fix {
     /// Such a fix is stored as evidence but never drives the fence (see `ingest::validate`).
     #[serde(default)]
     pub implausible: Option<String>,
+    /// The frame the fix was decoded from, exactly as received (a TCP frame, an OsmAnd
+    /// request, an MQTT payload), kept as evidence in the audit trail. Shared, not copied, by
+    /// every fix of one frame; empty where there is no frame (tests, benches).
+    #[serde(skip)]
+    pub raw: bytes::Bytes,
 }
 
 /// A zone as the fence engine sees it: WGS-84 geometry plus what it means to be in it.

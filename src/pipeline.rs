@@ -832,6 +832,7 @@ mod tests {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         };
         let mut sos = alarm(person, Alarm::Sos, 0);
         sos.position = Some(crate::model::AlertPosition {
@@ -1235,6 +1236,61 @@ mod tests {
         async fn token_count(&self) -> Result<u64, StoreError> {
             self.inner.token_count().await
         }
+        async fn record_action(
+            &self,
+            action: crate::store::chain::NewAction,
+        ) -> Result<crate::store::chain::ActionRecord, StoreError> {
+            self.inner.record_action(action).await
+        }
+        async fn chain_heads(&self) -> Result<Vec<crate::store::chain::ChainHead>, StoreError> {
+            self.inner.chain_heads().await
+        }
+        async fn position_devices(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.position_devices().await
+        }
+        async fn chain_records(
+            &self,
+            chain: &str,
+            after: i64,
+            limit: u32,
+        ) -> Result<Vec<crate::store::chain::ChainRecord>, StoreError> {
+            self.inner.chain_records(chain, after, limit).await
+        }
+        async fn chain_hash(
+            &self,
+            chain: &str,
+            n: i64,
+        ) -> Result<Option<crate::store::chain::Hash>, StoreError> {
+            self.inner.chain_hash(chain, n).await
+        }
+        async fn unchained(
+            &self,
+        ) -> Result<(u64, Option<crate::store::chain::Unchained>), StoreError> {
+            self.inner.unchained().await
+        }
+        async fn checkpoints(&self) -> Result<Vec<crate::store::chain::Checkpoint>, StoreError> {
+            self.inner.checkpoints().await
+        }
+        async fn person_records(
+            &self,
+            table: crate::store::ChainTable,
+            person: PersonId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+            after: i64,
+            limit: u32,
+        ) -> Result<Vec<crate::store::chain::ChainRecord>, StoreError> {
+            self.inner
+                .person_records(table, person, from, to, after, limit)
+                .await
+        }
+        async fn drop_positions_before(
+            &self,
+            before: DateTime<Utc>,
+            key: &[u8],
+        ) -> Result<crate::store::chain::RetentionOutcome, StoreError> {
+            self.inner.drop_positions_before(before, key).await
+        }
         async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
             self.inner.tokens().await
         }
@@ -1411,6 +1467,7 @@ mod tests {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         }
     }
 

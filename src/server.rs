@@ -70,6 +70,9 @@ pub enum ServeError {
     /// The MQTT alert publisher's broker address is unusable.
     #[error("config key `mqtt.url`: {0}")]
     MqttUrl(String),
+    /// Retention is on and its checkpoint key cannot be read or created.
+    #[error("cannot set up retention: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -300,6 +303,16 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let api_task = tokio::spawn(api_server.run(api_stop.clone()));
     // Started once everything is bound, so a failed start leaves no delivery running.
     let dispatchers = dispatchers.spawn();
+    if config.audit.retention_days > 0 {
+        let key = crate::audit::checkpoint_key(&config.audit, &config.data_dir, true)?
+            .expect("created when missing");
+        tokio::spawn(crate::audit::run_retention(
+            store.clone(),
+            config.audit.clone(),
+            key,
+            token.clone(),
+        ));
+    }
     if store.token_count().await? == 0 {
         warn!("No API tokens exist yet, so the API refuses every request. Create an admin token with `ewall token create --role admin`, giving it the same --config as this server.");
     }

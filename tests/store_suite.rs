@@ -104,6 +104,8 @@ suite!(
     leaves_are_closed_once_and_listed_by_their_end,
     order_steps_are_recorded_once_with_their_events,
     check_ins_read_back_newest_first,
+    the_chains_hold_through_resends_and_concurrent_writers,
+    recorded_actions_name_their_actor_and_extend_one_chain,
 );
 
 const IMEI: &str = "864717003283581";
@@ -147,6 +149,7 @@ fn fix(person: PersonId, time: DateTime<Utc>) -> Fix {
         wifi_bssids: Vec::new(),
         clock_skew: false,
         implausible: None,
+        raw: Default::default(),
     }
 }
 
@@ -2090,4 +2093,97 @@ async fn check_ins_read_back_newest_first(store: Arc<dyn Store>) {
     );
     assert_eq!(store.checkins(p.id, 1).await.unwrap(), vec![second.clone()]);
     assert_eq!(store.checkins_since(at(15)).await.unwrap(), vec![second]);
+}
+
+async fn the_chains_hold_through_resends_and_concurrent_writers(store: Arc<dyn Store>) {
+    const WRITERS: i64 = 4;
+    const BATCHES: i64 = 10;
+    let p = person(store.as_ref()).await;
+    let devices = ["864717003283581", "356938035643809"];
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for b in 0..BATCHES {
+                let mut batch = Vec::new();
+                for (d, device) in devices.iter().enumerate() {
+                    let second = (w * BATCHES + b) * 10 + d as i64;
+                    batch.push(Fix {
+                        device_id: (*device).into(),
+                        ..fix(p.id, at(second))
+                    });
+                }
+                // A resend inside the batch, and the previous batch's first fix again.
+                batch.push(batch[0].clone());
+                if b > 0 {
+                    batch.push(Fix {
+                        device_id: devices[0].into(),
+                        ..fix(p.id, at((w * BATCHES + b - 1) * 10))
+                    });
+                }
+                store
+                    .commit(&batch, vec![alert(p.id, AlertKind::Sos)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+    let fixes = (WRITERS * BATCHES * 2) as u64;
+    let alerts = (WRITERS * BATCHES) as u64;
+    // The person's creation is the one action.
+    assert_eq!(summary.records_checked, fixes + alerts + 1, "{summary:?}");
+    let heads = store.chain_heads().await.unwrap();
+    for device in devices {
+        let head = heads
+            .iter()
+            .find(|h| h.chain == format!("positions:{device}"))
+            .unwrap();
+        assert_eq!(
+            head.n,
+            WRITERS * BATCHES,
+            "{device}: one place per distinct fix"
+        );
+    }
+}
+
+/// Actions recorded by the store carry the actor of their scope, or `system` outside one, and
+/// take consecutive places in the one actions chain.
+async fn recorded_actions_name_their_actor_and_extend_one_chain(store: Arc<dyn Store>) {
+    use ewall::store::chain::{with_actor, NewAction};
+    let p = with_actor(Some("token:test".into()), person(store.as_ref())).await;
+    let recorded = store
+        .record_action(
+            NewAction::new(
+                "leave.create",
+                "leave-1",
+                serde_json::json!({"zone": "home"}),
+            )
+            .person(p.id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.n, 2);
+    assert_eq!(recorded.actor, "system");
+    assert_eq!(recorded.detail, r#"{"zone":"home"}"#);
+    let (from, to) = all_time();
+    let records = store
+        .person_records(ewall::store::ChainTable::Actions, p.id, from, to, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 2);
+    let first: serde_json::Value = serde_json::from_slice(&records[0].canonical).unwrap();
+    assert_eq!(first["kind"], "person.create");
+    assert_eq!(first["actor"], "token:test");
+    assert_eq!(records[1].id, recorded.id.to_string());
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
 }

@@ -154,6 +154,7 @@ impl Setup {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         };
         let (done, committed) = oneshot::channel();
         pipeline

@@ -49,7 +49,7 @@ pub mod watch;
 use std::fmt;
 use std::str::FromStr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 pub use command::{Command, CommandError, CommandKind, CommandReply, Downlink, ReplyRef};
 pub use error::{DecodeError, FrameError};
@@ -84,6 +84,14 @@ pub trait Session: Send {
 
     /// The device identifier learnt from a login or frame header, once known.
     fn device_id(&self) -> Option<&str>;
+
+    /// The bytes, exactly as received, of the frame the last [`Item::Frame`] was decoded from
+    /// (escapes and checksum included), taken out of the session: the service keeps them as
+    /// evidence. Shares the stream buffer's memory; empty when the protocol does not keep them
+    /// or after they were taken.
+    fn take_frame(&mut self) -> Bytes {
+        Bytes::new()
+    }
 
     /// Whether the device is ready to be sent commands: it has identified itself and, where
     /// the protocol has such a step, finished it (a JT/T 808 terminal that has registered but

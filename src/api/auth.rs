@@ -113,6 +113,8 @@ impl FromRequestParts<AppState> for Caller {
                 }
             });
         }
+        // Actions this request makes are recorded as this token's (the audit trail).
+        crate::store::chain::set_actor(format!("token:{}", record.id));
         Ok(Caller {
             role: record.role,
             token_id: record.id,

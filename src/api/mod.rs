@@ -259,7 +259,17 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .nest("/api/v1", v1)
         .merge(open)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(actor_scope))
         .with_state(state)
+}
+
+/// Runs each request in its own audit actor scope: the authentication names the token there
+/// ([`auth::Caller`]), and the actions the store records for the request carry it.
+async fn actor_scope(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::store::chain::with_actor(None, next.run(request)).await
 }
 
 impl AppState {

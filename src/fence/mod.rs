@@ -383,7 +383,7 @@ pub fn shard_for(person: &PersonId, shards: usize) -> usize {
 /// #     lat, lon, valid: true, accuracy_m: Some(10.0), speed_kmh: None, course: None,
 /// #     altitude_m: None, satellites: None, hdop: None, source: PositionSource::Gps,
 /// #     battery_pct: None, archived: false, integrity_mismatch: false, protocol: "json".into(),
-/// #     wifi_bssids: Vec::new(), clock_skew: false, implausible: None,
+/// #     wifi_bssids: Vec::new(), clock_skew: false, implausible: None, raw: Default::default(),
 /// # };
 /// // A 1 km circle the person must stay in.
 /// let zone = ZoneSpec::parse(r#"{"type": "Feature",

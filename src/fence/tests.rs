@@ -43,6 +43,7 @@ fn fix_at(time: DateTime<Utc>, lon: f64, lat: f64, accuracy_m: Option<f64>) -> F
         wifi_bssids: Vec::new(),
         clock_skew: false,
         implausible: None,
+        raw: Default::default(),
     }
 }
 

@@ -42,6 +42,12 @@ impl SessionCodec {
         self.session.ready_for_commands()
     }
 
+    /// The raw bytes of the frame just yielded (see [`Session::take_frame`]). Framed decodes
+    /// one item per `next()`, so after a frame item this is that frame.
+    pub fn take_frame(&mut self) -> bytes::Bytes {
+        self.session.take_frame()
+    }
+
     /// Tells the session the device's model.
     pub fn set_model(&mut self, model: Option<&str>) {
         self.session.set_model(model);

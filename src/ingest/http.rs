@@ -50,8 +50,10 @@ async fn report(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let decoded = if method == Method::POST && is_json {
-        osmand::decode_json(&body)
+    // `raw`: what was decoded, kept with the fixes as evidence (the JSON body, or the request
+    // target with any form body joined to it).
+    let (decoded, raw) = if method == Method::POST && is_json {
+        (osmand::decode_json(&body), body)
     } else if method == Method::POST && !body.is_empty() {
         // A form body carries the same keys as the query string; both are read.
         let query = uri.query().unwrap_or_default();
@@ -61,9 +63,10 @@ async fn report(
         } else {
             format!("/?{query}&{form}")
         };
-        osmand::decode_request(&joined)
+        (osmand::decode_request(&joined), Bytes::from(joined))
     } else if method == Method::GET || method == Method::POST {
-        osmand::decode_request(&uri.to_string())
+        let target = uri.to_string();
+        (osmand::decode_request(&target), Bytes::from(target))
     } else {
         let mut response =
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST").into_response();
@@ -94,7 +97,7 @@ async fn report(
         return Problem::not_found(format!("device {device_id} is not registered")).into_response();
     };
     match context
-        .submit(protocol, &device_id, person, &decoded, Utc::now())
+        .submit(protocol, &device_id, person, &decoded, raw, Utc::now())
         .await
     {
         Ok(()) => {

@@ -344,7 +344,8 @@ impl IngestContext {
 
     /// Hands what a frame carried to the pipeline and waits until it is committed. Frames with
     /// neither positions nor alarms (heartbeats) only tell the pipeline the device was heard,
-    /// and return without waiting.
+    /// and return without waiting. `raw` is the frame as received; every fix of the frame keeps
+    /// it (shared, not copied) for the audit trail.
     ///
     /// # Errors
     /// [`SubmitError`] when the pipeline is closed, the store failed or a position cannot be
@@ -355,9 +356,10 @@ impl IngestContext {
         device_id: &str,
         person_id: PersonId,
         decoded: &Decoded,
+        raw: bytes::Bytes,
         received_at: DateTime<Utc>,
     ) -> Result<(), SubmitError> {
-        self.enqueue(protocol, device_id, person_id, decoded, received_at)
+        self.enqueue(protocol, device_id, person_id, decoded, raw, received_at)
             .await?
             .committed()
             .await
@@ -376,6 +378,7 @@ impl IngestContext {
         device_id: &str,
         person_id: PersonId,
         decoded: &Decoded,
+        raw: bytes::Bytes,
         received_at: DateTime<Utc>,
     ) -> Result<Pending, SubmitError> {
         let converted = convert(
@@ -387,7 +390,7 @@ impl IngestContext {
             received_at,
             &self.rules,
         );
-        let (fixes, alarms, faults) = match converted {
+        let (mut fixes, alarms, faults) = match converted {
             Ok(converted) => converted,
             Err(e) => {
                 self.count_rejected(protocol, "unstorable_position");
@@ -395,6 +398,9 @@ impl IngestContext {
             }
         };
         self.count_faults(protocol, &faults);
+        for fix in &mut fixes {
+            fix.raw = raw.clone();
+        }
         let wifi = convert_wifi(device_id, person_id, &decoded.messages, received_at);
         let heard = DeviceHeard {
             device_id: device_id.to_owned(),
@@ -576,6 +582,7 @@ pub fn convert(
                 .collect(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         });
         if let Some(fix) = position.as_mut() {
             let unreadable = message

@@ -373,6 +373,7 @@ impl Connection {
                 }
                 Item::Frame(decoded) => decoded,
             };
+            let raw = framed.codec_mut().take_frame();
             idle_deadline = Instant::now() + self.idle_timeout;
             let received_at = Utc::now();
             self.context.count_frame(self.protocol, &decoded);
@@ -410,7 +411,14 @@ impl Connection {
             }
             match self
                 .context
-                .enqueue(self.protocol, &device_id, person, &decoded, received_at)
+                .enqueue(
+                    self.protocol,
+                    &device_id,
+                    person,
+                    &decoded,
+                    raw,
+                    received_at,
+                )
                 .await
             {
                 Ok(pending) => in_flight.push_back(InFlight {

@@ -267,6 +267,7 @@ mod tests {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@
 //! The store knows nothing of wire protocols or geometry: zones are kept as GeoJSON text and
 //! turned into shapes by the fence module above it.
 
+pub mod chain;
 pub mod handling;
 pub mod health;
 pub mod postgres;
@@ -451,6 +452,29 @@ pub(crate) fn border_from_row(
     })
 }
 
+/// Which chained table an audit read is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainTable {
+    /// `positions`: one chain per device.
+    Positions,
+    /// `alerts`: one chain.
+    Alerts,
+    /// `audit_actions`: one chain.
+    Actions,
+}
+
+impl ChainTable {
+    /// The table's name.
+    pub fn table(&self) -> &'static str {
+        match self {
+            ChainTable::Positions => "positions",
+            ChainTable::Alerts => "alerts",
+            ChainTable::Actions => "audit_actions",
+        }
+    }
+}
+
 /// The service's durable state.
 ///
 /// Every method is one short transaction; implementations are cheap to clone and share.
@@ -739,6 +763,57 @@ pub trait Store: SupervisionRecords + Send + Sync + 'static {
     /// # Errors
     /// The database's error when it cannot be reached.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // The audit trail (see `store::chain` and the README's "Audit" section).
+    //
+    // Every method above that changes persons, devices, zones, assignments, tokens or an
+    // alert's state records its action in the actions chain inside its own transaction, under
+    // the actor of `chain::with_actor`. Code that adds a new kind of operator action records it
+    // the same way: inside its transaction with the backend's `append_action`, or, for an
+    // action with no change of its own, with `record_action`.
+
+    /// Records an action in the actions chain, in a transaction of its own.
+    async fn record_action(
+        &self,
+        action: chain::NewAction,
+    ) -> Result<chain::ActionRecord, StoreError>;
+    /// The newest record of every chain.
+    async fn chain_heads(&self) -> Result<Vec<chain::ChainHead>, StoreError>;
+    /// Every device that has positions stored, chained or not.
+    async fn position_devices(&self) -> Result<Vec<String>, StoreError>;
+    /// The chained records of `chain` with `n > after`, ascending by `n`, at most `limit`.
+    async fn chain_records(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<chain::ChainRecord>, StoreError>;
+    /// The hash stored with record `n` of `chain`, if that record is stored.
+    async fn chain_hash(&self, chain: &str, n: i64) -> Result<Option<chain::Hash>, StoreError>;
+    /// How many rows carry no hash because they were stored before the audit trail existed,
+    /// and the first row that carries none although stored after (written around ewall).
+    async fn unchained(&self) -> Result<(u64, Option<chain::Unchained>), StoreError>;
+    /// Every retention checkpoint.
+    async fn checkpoints(&self) -> Result<Vec<chain::Checkpoint>, StoreError>;
+    /// The records of `table` concerning `person` with time in `[from, to]` and a paging key
+    /// above `after` (row id, alert `seq`, action `n`), ascending by it, at most `limit`.
+    async fn person_records(
+        &self,
+        table: ChainTable,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<chain::ChainRecord>, StoreError>;
+    /// Retention: drops positions with fix time before `before`, each device's chain only from
+    /// its start (a position is dropped once every earlier one of its chain is), and moves each
+    /// chain's checkpoint, signed with `key`, to the last record dropped.
+    async fn drop_positions_before(
+        &self,
+        before: DateTime<Utc>,
+        key: &[u8],
+    ) -> Result<chain::RetentionOutcome, StoreError>;
 }
 
 /// Opens the store named by `url` with the default [`StoreConfig`] and migrates it.

@@ -12,8 +12,7 @@
 //! writing transaction: the row lock is held to commit, so seq order is commit order and a
 //! consumer paging `after=` never skips an alert that becomes visible later.
 
-use std::collections::BTreeSet;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::Mutex;
 
@@ -24,13 +23,18 @@ use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::chain::{
+    self, alert_state_action, assignment_action, device_action, person_action, token_action,
+    zone_action, ActionRecord, ChainHead, ChainRecord, Checkpoint, Hash, NewAction,
+    RetentionOutcome, Unchained, GENESIS,
+};
 use super::handling::{self, AlertCount};
 mod supervision;
 
 use super::{
-    border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
-    EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
-    Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+    border_from_row, AlertActionRequest, AlertQuery, AlertStats, ChainTable, DeliveryState,
+    DeviceNewest, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach,
+    PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
@@ -312,6 +316,10 @@ fn fix_from_row(row: &PgRow) -> Result<Fix, StoreError> {
         wifi_bssids: Vec::new(),
         clock_skew: row.try_get("clock_skew")?,
         implausible: row.try_get("implausible")?,
+        raw: row
+            .try_get::<Option<Vec<u8>>, _>("raw")?
+            .map(bytes::Bytes::from)
+            .unwrap_or_default(),
     })
 }
 
@@ -583,6 +591,298 @@ fn command_from_row(row: &PgRow) -> Result<DeviceCommand, StoreError> {
     })
 }
 
+fn stored_hash(what: &'static str, bytes: &[u8]) -> Result<Hash, StoreError> {
+    chain::hash_of(bytes).ok_or_else(|| StoreError::Corrupt {
+        what,
+        reason: format!("a hash of {} bytes", bytes.len()),
+    })
+}
+
+/// The head of `chain_name`, locked until the caller's transaction ends, so transactions that
+/// extend one chain do so one after another. The `alerts` and `actions` heads always exist
+/// (migration 0013).
+async fn lock_head(conn: &mut PgConnection, chain_name: &str) -> Result<ChainHead, StoreError> {
+    let (n, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT n, hash FROM audit_heads WHERE chain = $1 FOR UPDATE")
+            .bind(chain_name)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(ChainHead {
+        chain: chain_name.to_owned(),
+        n,
+        hash: stored_hash("audit_head", &hash)?,
+    })
+}
+
+/// Writes chain heads (that exist) inside the caller's transaction.
+async fn write_heads(conn: &mut PgConnection, heads: &[&ChainHead]) -> Result<(), StoreError> {
+    let chains: Vec<&str> = heads.iter().map(|h| h.chain.as_str()).collect();
+    let ns: Vec<i64> = heads.iter().map(|h| h.n).collect();
+    let hashes: Vec<Vec<u8>> = heads.iter().map(|h| h.hash.to_vec()).collect();
+    sqlx::query(
+        "UPDATE audit_heads SET n = u.n, hash = u.hash \
+         FROM UNNEST($1::text[], $2::int8[], $3::bytea[]) AS u(chain, n, hash) \
+         WHERE audit_heads.chain = u.chain",
+    )
+    .bind(chains)
+    .bind(ns)
+    .bind(hashes)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends an operator or admin action to the actions chain inside the caller's transaction,
+/// under the current actor ([`chain::current_actor`]). Every change an operator makes calls
+/// this in the transaction of the change, so the record exists exactly when the change does.
+/// The actions head stays locked until that transaction ends.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn append_action(
+    conn: &mut PgConnection,
+    action: NewAction,
+) -> Result<ActionRecord, StoreError> {
+    let mut head = lock_head(conn, chain::ACTIONS_CHAIN).await?;
+    let record = ActionRecord {
+        n: head.n + 1,
+        id: new_id(),
+        time: now(),
+        actor: chain::current_actor(),
+        kind: action.kind,
+        subject: action.subject,
+        person_id: action.person_id,
+        detail: action.detail.to_string(),
+    };
+    let hash = chain::link(&head.hash, &chain::action_canonical(&record));
+    sqlx::query(
+        "INSERT INTO audit_actions (chain_n, id, time, actor, kind, subject, person_id, detail, \
+         hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(record.n)
+    .bind(record.id)
+    .bind(record.time)
+    .bind(&record.actor)
+    .bind(&record.kind)
+    .bind(&record.subject)
+    .bind(record.person_id)
+    .bind(&record.detail)
+    .bind(hash.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    head.n = record.n;
+    head.hash = hash;
+    write_heads(conn, &[&head]).await?;
+    Ok(record)
+}
+
+fn audit_action_from_row(row: &PgRow) -> Result<ActionRecord, StoreError> {
+    Ok(ActionRecord {
+        n: row.try_get("chain_n")?,
+        id: row.try_get("id")?,
+        time: row.try_get("time")?,
+        actor: row.try_get("actor")?,
+        kind: row.try_get("kind")?,
+        subject: row.try_get("subject")?,
+        person_id: row.try_get("person_id")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+/// Inserts `fixes` (distinct within the batch) with their chain links, extending each device's
+/// chain in order, and moves the heads (locked first, in chain order, so concurrent writers
+/// never deadlock on them). Returns how many rows went in: fewer than given when some were
+/// already stored (a resend), and then the links written are wrong and the caller rolls them
+/// back.
+async fn insert_chained_positions(
+    conn: &mut PgConnection,
+    fixes: &[&Fix],
+) -> Result<usize, StoreError> {
+    if fixes.is_empty() {
+        return Ok(0);
+    }
+    let chains: BTreeSet<String> = fixes
+        .iter()
+        .map(|f| chain::positions_chain(&f.device_id))
+        .collect();
+    let chains: Vec<String> = chains.into_iter().collect();
+    sqlx::query(
+        "INSERT INTO audit_heads (chain, n, hash) \
+         SELECT c, 0, $2 FROM UNNEST($1::text[]) AS c ORDER BY c ON CONFLICT (chain) DO NOTHING",
+    )
+    .bind(&chains)
+    .bind(GENESIS.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT chain, n, hash FROM audit_heads WHERE chain = ANY($1) ORDER BY chain FOR UPDATE",
+    )
+    .bind(&chains)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut heads: HashMap<String, ChainHead> = HashMap::with_capacity(rows.len());
+    for (chain_name, n, hash) in rows {
+        let hash = stored_hash("audit_head", &hash)?;
+        heads.insert(
+            chain_name.clone(),
+            ChainHead {
+                chain: chain_name,
+                n,
+                hash,
+            },
+        );
+    }
+    let mut c = PositionColumns::of(fixes.iter().copied());
+    for fix in fixes {
+        let head = heads
+            .get_mut(&chain::positions_chain(&fix.device_id))
+            .expect("every chain's head was read above");
+        head.n += 1;
+        head.hash = chain::link(&head.hash, &chain::position_canonical(fix, head.n));
+        c.chain_n.push(head.n);
+        c.hash.push(head.hash.to_vec());
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
+         accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
+         battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible, raw, \
+         chain_n, hash) \
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], \
+         $4::timestamptz[], $5::float8[], $6::float8[], $7::bool[], $8::float8[], \
+         $9::float8[], $10::float8[], $11::float8[], $12::int2[], $13::float8[], \
+         $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[], \
+         $19::bool[], $20::text[], $21::bytea[], $22::int8[], $23::bytea[]) \
+         ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
+    )
+    .bind(&c.device_id)
+    .bind(&c.person_id)
+    .bind(&c.time)
+    .bind(c.received_at)
+    .bind(c.lat)
+    .bind(c.lon)
+    .bind(&c.valid)
+    .bind(c.accuracy_m)
+    .bind(c.speed_kmh)
+    .bind(c.course)
+    .bind(c.altitude_m)
+    .bind(c.satellites)
+    .bind(c.hdop)
+    .bind(c.source)
+    .bind(c.battery_pct)
+    .bind(c.archived)
+    .bind(c.integrity_mismatch)
+    .bind(c.protocol)
+    .bind(c.clock_skew)
+    .bind(c.implausible)
+    .bind(c.raw)
+    .bind(c.chain_n)
+    .bind(c.hash)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let heads: Vec<&ChainHead> = heads.values().collect();
+    write_heads(conn, &heads).await?;
+    Ok(inserted as usize)
+}
+
+/// The fixes of `fixes` whose natural key is not stored yet, in one round trip.
+async fn unstored<'a>(
+    conn: &mut PgConnection,
+    fixes: &[&'a Fix],
+) -> Result<Vec<&'a Fix>, StoreError> {
+    let devices: Vec<&str> = fixes.iter().map(|f| f.device_id.as_str()).collect();
+    let times: Vec<DateTime<Utc>> = fixes.iter().map(|f| f.time).collect();
+    let lats: Vec<f64> = fixes.iter().map(|f| f.lat).collect();
+    let lons: Vec<f64> = fixes.iter().map(|f| f.lon).collect();
+    let stored: Vec<i64> = sqlx::query_scalar(
+        "SELECT u.i FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[]) \
+         WITH ORDINALITY AS u(device_id, time, lat, lon, i) \
+         WHERE EXISTS (SELECT 1 FROM positions p WHERE p.device_id = u.device_id \
+                       AND p.time = u.time AND p.lat = u.lat AND p.lon = u.lon)",
+    )
+    .bind(devices)
+    .bind(times)
+    .bind(lats)
+    .bind(lons)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stored: std::collections::HashSet<i64> = stored.into_iter().collect();
+    Ok(fixes
+        .iter()
+        .zip(1_i64..)
+        .filter(|(_, i)| !stored.contains(i))
+        .map(|(f, _)| *f)
+        .collect())
+}
+
+/// A chain's record rebuilt from a positions row.
+fn position_record(row: &PgRow) -> Result<ChainRecord, StoreError> {
+    let fix = fix_from_row(row)?;
+    let n: Option<i64> = row.try_get("chain_n")?;
+    let n = n.unwrap_or(0);
+    let id: i64 = row.try_get("id")?;
+    Ok(ChainRecord {
+        table: "positions",
+        chain: chain::positions_chain(&fix.device_id),
+        id: id.to_string(),
+        key: id,
+        n,
+        time: fix.time,
+        canonical: chain::position_canonical(&fix, n),
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .and_then(|h| chain::hash_of(&h)),
+        device_id: Some(fix.device_id),
+    })
+}
+
+/// A chain's record rebuilt from an alerts row.
+fn alert_record(row: &PgRow) -> Result<ChainRecord, StoreError> {
+    let alert = alert_from_row(row)?;
+    let n: Option<i64> = row.try_get("chain_n")?;
+    let n = n.unwrap_or(0);
+    Ok(ChainRecord {
+        table: "alerts",
+        chain: chain::ALERTS_CHAIN.to_owned(),
+        id: alert.id.to_string(),
+        key: alert.seq,
+        n,
+        time: alert.raised_at,
+        canonical: chain::alert_canonical(&alert, n),
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .and_then(|h| chain::hash_of(&h)),
+        device_id: alert.device_id,
+    })
+}
+
+/// A chain's record rebuilt from an audit_actions row.
+fn action_record(row: &PgRow) -> Result<ChainRecord, StoreError> {
+    let action = audit_action_from_row(row)?;
+    Ok(ChainRecord {
+        table: "audit_actions",
+        chain: chain::ACTIONS_CHAIN.to_owned(),
+        id: action.id.to_string(),
+        key: action.n,
+        n: action.n,
+        time: action.time,
+        canonical: chain::action_canonical(&action),
+        hash: chain::hash_of(&row.try_get::<Vec<u8>, _>("hash")?),
+        device_id: None,
+    })
+}
+
+fn checkpoint_from_row(row: &PgRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        chain: row.try_get("chain")?,
+        n: row.try_get("n")?,
+        hash: stored_hash("audit_checkpoint", &row.try_get::<Vec<u8>, _>("hash")?)?,
+        before: row.try_get("before")?,
+        at: row.try_get("at")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
 /// Maps a unique-constraint violation to a conflict with `message`.
 fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -623,12 +923,16 @@ struct PositionColumns {
     protocol: Vec<String>,
     clock_skew: Vec<bool>,
     implausible: Vec<Option<String>>,
+    raw: Vec<Vec<u8>>,
     /// Valid, not clock-skewed and plausible: may be the device's newest fix.
     may_be_newest: Vec<bool>,
+    /// Each fix's place in its device's chain and its hash, filled in by the caller.
+    chain_n: Vec<i64>,
+    hash: Vec<Vec<u8>>,
 }
 
 impl PositionColumns {
-    fn of(fixes: &[Fix]) -> Self {
+    fn of<'a>(fixes: impl IntoIterator<Item = &'a Fix>) -> Self {
         let mut c = PositionColumns::default();
         for f in fixes {
             c.device_id.push(f.device_id.clone());
@@ -651,6 +955,8 @@ impl PositionColumns {
             c.protocol.push(f.protocol.clone());
             c.clock_skew.push(f.clock_skew);
             c.implausible.push(f.implausible.clone());
+            // The one copy of the frame on the way to the database.
+            c.raw.push(f.raw.to_vec());
             c.may_be_newest
                 .push(f.valid && !f.clock_skew && f.implausible.is_none());
         }
@@ -682,6 +988,9 @@ struct AlertColumns {
     disposed_at: Vec<Option<DateTime<Utc>>>,
     disposition: Vec<Option<&'static str>>,
     repeat_of: Vec<Option<Uuid>>,
+    /// Each alert's place in the alerts chain and its hash, filled in by the caller.
+    chain_n: Vec<i64>,
+    hash: Vec<Vec<u8>>,
 }
 
 impl AlertColumns {
@@ -758,6 +1067,7 @@ impl Store for PgStore {
         .bind(person.created_at)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, person_action("person.create", &person)).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -783,6 +1093,7 @@ impl Store for PgStore {
     }
 
     async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError> {
+        let mut tx = self.pool.begin().await?;
         // One statement: fields left out keep their stored value, even under a concurrent patch.
         let row = sqlx::query(
             "UPDATE persons SET name = COALESCE($1, name), level = COALESCE($2, level), \
@@ -792,10 +1103,13 @@ impl Store for PgStore {
         .bind(patch.level.map(|l| l.as_str()))
         .bind(patch.timezone)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found("person", id))?;
-        person_from_row(&row)
+        let person = person_from_row(&row)?;
+        append_action(&mut tx, person_action("person.update", &person)).await?;
+        tx.commit().await?;
+        Ok(person)
     }
 
     async fn delete_person(&self, id: PersonId) -> Result<(), StoreError> {
@@ -819,6 +1133,7 @@ impl Store for PgStore {
             .map_err(|e| on_foreign_key(e, in_use))?
             .ok_or_else(|| not_found("person", id))?;
         let person = person_from_row(&row)?;
+        append_action(&mut tx, person_action("person.delete", &person)).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
         self.announce(seq);
@@ -833,11 +1148,12 @@ impl Store for PgStore {
             model: None,
             protocol: None,
         };
+        let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES ($1, $2, $3)")
             .bind(&device.imei)
             .bind(person_id)
             .bind(device.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
@@ -845,6 +1161,8 @@ impl Store for PgStore {
                 }
                 _ => conflict_on_unique(e, || format!("device {imei} is already registered")),
             })?;
+        append_action(&mut tx, device_action("device.bind", &device)).await?;
+        tx.commit().await?;
         Ok(device)
     }
 
@@ -867,13 +1185,15 @@ impl Store for PgStore {
     }
 
     async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM devices WHERE imei = $1")
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("DELETE FROM devices WHERE imei = $1 RETURNING *")
             .bind(imei)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("device", imei));
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        let device = device_from_row(&row)?;
+        append_action(&mut tx, device_action("device.unbind", &device)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -916,6 +1236,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        append_action(&mut tx, zone_action("zone.create", zone)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -989,14 +1310,14 @@ impl Store for PgStore {
         if assigned > 0 {
             return Err(in_use());
         }
-        let done = sqlx::query("DELETE FROM zones WHERE id = $1")
+        let row = sqlx::query("DELETE FROM zones WHERE id = $1 RETURNING *")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| on_foreign_key(e, in_use))?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("zone", id));
-        }
+            .map_err(|e| on_foreign_key(e, in_use))?
+            .ok_or_else(|| not_found("zone", id))?;
+        let zone = zone_from_row(&row)?;
+        append_action(&mut tx, zone_action("zone.delete", &zone)).await?;
         tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
         Ok(())
     }
@@ -1047,6 +1368,7 @@ impl Store for PgStore {
         .await
         // A zone deleted since the check above.
         .map_err(|e| on_foreign_key(e, || unknown_zones(zones)))?;
+        append_action(&mut tx, assignment_action(person, zones)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1074,40 +1396,26 @@ impl Store for PgStore {
             .await?;
         let mut tx = self.pool.begin().await?;
         if !fixes.is_empty() {
-            let c = PositionColumns::of(fixes);
-            sqlx::query(
-                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
-                 accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
-                 battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible) \
-                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[], \
-                 $4::timestamptz[], $5::float8[], $6::float8[], $7::bool[], $8::float8[], \
-                 $9::float8[], $10::float8[], $11::float8[], $12::int2[], $13::float8[], \
-                 $14::text[], $15::int2[], $16::bool[], $17::bool[], $18::text[], \
-                 $19::bool[], $20::text[]) \
-                 ON CONFLICT (device_id, time, lat, lon) DO NOTHING",
-            )
-            .bind(&c.device_id)
-            .bind(&c.person_id)
-            .bind(&c.time)
-            .bind(c.received_at)
-            .bind(c.lat)
-            .bind(c.lon)
-            .bind(&c.valid)
-            .bind(c.accuracy_m)
-            .bind(c.speed_kmh)
-            .bind(c.course)
-            .bind(c.altitude_m)
-            .bind(c.satellites)
-            .bind(c.hdop)
-            .bind(c.source)
-            .bind(c.battery_pct)
-            .bind(c.archived)
-            .bind(c.integrity_mismatch)
-            .bind(c.protocol)
-            .bind(c.clock_skew)
-            .bind(c.implausible)
-            .execute(&mut *tx)
-            .await?;
+            let fresh = chain::distinct_positions(fixes);
+            // Resends are rare, so the batch is first chained as if every fix were new; when
+            // some turn out stored already (fewer rows went in), their links are rolled back to
+            // the savepoint and the batch is chained again without them. A skipped resend never
+            // takes a place in a chain.
+            let mut attempt = sqlx::Acquire::begin(&mut tx).await?;
+            if insert_chained_positions(&mut attempt, &fresh).await? == fresh.len() {
+                attempt.commit().await?;
+            } else {
+                attempt.rollback().await?;
+                let new = unstored(&mut tx, &fresh).await?;
+                insert_chained_positions(&mut tx, &new).await?;
+            }
+            let devices: Vec<&str> = fixes.iter().map(|f| f.device_id.as_str()).collect();
+            let persons: Vec<Uuid> = fixes.iter().map(|f| f.person_id).collect();
+            let times: Vec<DateTime<Utc>> = fixes.iter().map(|f| f.time).collect();
+            let may_be_newest: Vec<bool> = fixes
+                .iter()
+                .map(|f| f.valid && !f.clock_skew && f.implausible.is_none())
+                .collect();
             // Each (device, person)'s newest valid fix time, for Store::newest_fix_times, leaving
             // out clock-skewed and implausible fixes (they never become the newest); in key
             // order, so concurrent writers lock the rows in one order.
@@ -1120,10 +1428,10 @@ impl Store for PgStore {
                  ON CONFLICT (device_id, person_id) \
                  DO UPDATE SET time = GREATEST(device_newest.time, EXCLUDED.time)",
             )
-            .bind(&c.device_id)
-            .bind(&c.person_id)
-            .bind(&c.time)
-            .bind(&c.may_be_newest)
+            .bind(devices)
+            .bind(persons)
+            .bind(times)
+            .bind(may_be_newest)
             .execute(&mut *tx)
             .await?;
         }
@@ -1189,16 +1497,24 @@ impl Store for PgStore {
                     })
                 })
                 .collect();
-            let c = AlertColumns::of(&stored);
+            let mut c = AlertColumns::of(&stored);
+            let mut head = lock_head(&mut tx, chain::ALERTS_CHAIN).await?;
+            for alert in &stored {
+                head.n += 1;
+                head.hash = chain::link(&head.hash, &chain::alert_canonical(alert, head.n));
+                c.chain_n.push(head.n);
+                c.hash.push(head.hash.to_vec());
+            }
+            write_heads(&mut tx, &[&head]).await?;
             sqlx::query(
                 "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, \
                  time, raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, \
-                 closed_at, verified_at, disposed_at, disposition, repeat_of) \
+                 closed_at, verified_at, disposed_at, disposition, repeat_of, chain_n, hash) \
                  SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::uuid[], \
                  $5::text[], $6::uuid[], $7::text[], $8::timestamptz[], $9::timestamptz[], \
                  $10::float8[], $11::float8[], $12::float8[], $13::text[], $14::bool[], \
                  $15::text[], $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], \
-                 $19::timestamptz[], $20::text[], $21::uuid[])",
+                 $19::timestamptz[], $20::text[], $21::uuid[], $22::int8[], $23::bytea[])",
             )
             .bind(&c.seq)
             .bind(&c.id)
@@ -1221,6 +1537,8 @@ impl Store for PgStore {
             .bind(c.disposed_at)
             .bind(c.disposition)
             .bind(c.repeat_of)
+            .bind(c.chain_n)
+            .bind(c.hash)
             .execute(&mut *tx)
             .await?;
             insert_actions(&mut tx, &born_closed).await?;
@@ -1385,6 +1703,7 @@ impl Store for PgStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, alert_state_action(&alert)).await?;
         tx.commit().await?;
         self.announce(last_seq);
         Ok(alert)
@@ -1422,12 +1741,16 @@ impl Store for PgStore {
         // Hand back exactly what a later read returns: times at microsecond precision.
         alert.time = alert.time.trunc_subsecs(6);
         alert.raised_at = alert.raised_at.trunc_subsecs(6);
+        let mut head = lock_head(&mut tx, chain::ALERTS_CHAIN).await?;
+        head.n += 1;
+        head.hash = chain::link(&head.hash, &chain::alert_canonical(&alert, head.n));
+        write_heads(&mut tx, &[&head]).await?;
         sqlx::query(
             "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
              raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, closed_at, \
-             border_port, border_reference) \
+             border_port, border_reference, chain_n, hash) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-             $17, $18, $19)",
+             $17, $18, $19, $20, $21)",
         )
         .bind(alert.seq)
         .bind(alert.id)
@@ -1448,6 +1771,8 @@ impl Store for PgStore {
         .bind(alert.closed_at)
         .bind(&border.port)
         .bind(&border.reference)
+        .bind(head.n)
+        .bind(head.hash.to_vec())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -1751,13 +2076,17 @@ impl Store for PgStore {
         imei: &str,
         model: Option<&str>,
     ) -> Result<Device, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query("UPDATE devices SET model = $1 WHERE imei = $2 RETURNING *")
             .bind(model)
             .bind(imei)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found("device", imei))?;
-        device_from_row(&row)
+        let device = device_from_row(&row)?;
+        append_action(&mut tx, device_action("device.model", &device)).await?;
+        tx.commit().await?;
+        Ok(device)
     }
 
     async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
@@ -1941,6 +2270,7 @@ impl Store for PgStore {
         record: &TokenRecord,
         secret_sha256: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at, expires_at, \
              revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1953,8 +2283,10 @@ impl Store for PgStore {
         .bind(record.expires_at)
         .bind(record.revoked_at)
         .bind(record.last_used_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, token_action("token.create", record)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1976,16 +2308,20 @@ impl Store for PgStore {
     }
 
     async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
              RETURNING *",
         )
         .bind(at)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found("token", id))?;
-        token_from_row(&row)
+        let record = token_from_row(&row)?;
+        append_action(&mut tx, token_action("token.revoke", &record)).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     async fn record_token_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -2010,6 +2346,314 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn record_action(&self, action: NewAction) -> Result<ActionRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let record = append_action(&mut tx, action).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT chain, n, hash FROM audit_heads ORDER BY chain")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(chain, n, hash)| {
+                Ok(ChainHead {
+                    chain,
+                    n,
+                    hash: stored_hash("audit_head", &hash)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn position_devices(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT device_id FROM positions ORDER BY device_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn chain_records(
+        &self,
+        chain_name: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainRecord>, StoreError> {
+        let limit = i64::from(limit);
+        if let Some(device) = chain_name.strip_prefix(chain::POSITIONS_CHAIN_PREFIX) {
+            sqlx::query(
+                "SELECT * FROM positions WHERE device_id = $1 AND chain_n > $2 \
+                 ORDER BY chain_n, id LIMIT $3",
+            )
+            .bind(device)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(position_record)
+            .collect()
+        } else if chain_name == chain::ALERTS_CHAIN {
+            sqlx::query("SELECT * FROM alerts WHERE chain_n > $1 ORDER BY chain_n, seq LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(alert_record)
+                .collect()
+        } else if chain_name == chain::ACTIONS_CHAIN {
+            sqlx::query("SELECT * FROM audit_actions WHERE chain_n > $1 ORDER BY chain_n LIMIT $2")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(action_record)
+                .collect()
+        } else {
+            Err(not_found("chain", chain_name))
+        }
+    }
+
+    async fn chain_hash(&self, chain_name: &str, n: i64) -> Result<Option<Hash>, StoreError> {
+        let hash: Option<Option<Vec<u8>>> =
+            if let Some(device) = chain_name.strip_prefix(chain::POSITIONS_CHAIN_PREFIX) {
+                sqlx::query_scalar(
+                    "SELECT hash FROM positions WHERE device_id = $1 AND chain_n = $2 LIMIT 1",
+                )
+                .bind(device)
+                .bind(n)
+                .fetch_optional(&self.pool)
+                .await?
+            } else if chain_name == chain::ALERTS_CHAIN {
+                sqlx::query_scalar("SELECT hash FROM alerts WHERE chain_n = $1 LIMIT 1")
+                    .bind(n)
+                    .fetch_optional(&self.pool)
+                    .await?
+            } else if chain_name == chain::ACTIONS_CHAIN {
+                sqlx::query_scalar("SELECT hash FROM audit_actions WHERE chain_n = $1")
+                    .bind(n)
+                    .fetch_optional(&self.pool)
+                    .await?
+            } else {
+                return Err(not_found("chain", chain_name));
+            };
+        Ok(hash.flatten().as_deref().and_then(chain::hash_of))
+    }
+
+    async fn unchained(&self) -> Result<(u64, Option<Unchained>), StoreError> {
+        let legacy: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM positions WHERE chain_n IS NULL AND id <= \
+                    (SELECT last_id FROM audit_legacy WHERE tbl = 'positions')) + \
+                    (SELECT COUNT(*) FROM alerts WHERE chain_n IS NULL AND seq <= \
+                    (SELECT last_id FROM audit_legacy WHERE tbl = 'alerts'))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM positions WHERE (chain_n IS NULL OR hash IS NULL) AND id > \
+             (SELECT last_id FROM audit_legacy WHERE tbl = 'positions') ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let foreign = match position {
+            Some(id) => Some(Unchained {
+                table: "positions",
+                id: id.to_string(),
+            }),
+            None => sqlx::query_scalar::<_, Uuid>(
+                "SELECT id FROM alerts WHERE (chain_n IS NULL OR hash IS NULL) AND seq > \
+                 (SELECT last_id FROM audit_legacy WHERE tbl = 'alerts') ORDER BY seq LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|id| Unchained {
+                table: "alerts",
+                id: id.to_string(),
+            }),
+        };
+        Ok((legacy.unsigned_abs(), foreign))
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        sqlx::query("SELECT * FROM audit_checkpoints ORDER BY chain")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(checkpoint_from_row)
+            .collect()
+    }
+
+    async fn person_records(
+        &self,
+        table: ChainTable,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainRecord>, StoreError> {
+        let (sql, record): (&str, fn(&PgRow) -> Result<ChainRecord, StoreError>) = match table {
+            ChainTable::Positions => (
+                "SELECT * FROM positions WHERE person_id = $1 AND time >= $2 AND time <= $3 \
+                 AND id > $4 ORDER BY id LIMIT $5",
+                position_record,
+            ),
+            ChainTable::Alerts => (
+                "SELECT * FROM alerts WHERE person_id = $1 AND time >= $2 AND time <= $3 \
+                 AND seq > $4 ORDER BY seq LIMIT $5",
+                alert_record,
+            ),
+            ChainTable::Actions => (
+                "SELECT * FROM audit_actions WHERE person_id = $1 AND time >= $2 \
+                 AND time <= $3 AND chain_n > $4 ORDER BY chain_n LIMIT $5",
+                action_record,
+            ),
+        };
+        sqlx::query(sql)
+            .bind(person)
+            .bind(from)
+            .bind(to)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record)
+            .collect()
+    }
+
+    async fn drop_positions_before(
+        &self,
+        before: DateTime<Utc>,
+        key: &[u8],
+    ) -> Result<RetentionOutcome, StoreError> {
+        let before = before.trunc_subsecs(6);
+        let mut outcome = RetentionOutcome::default();
+        let mut tx = self.pool.begin().await?;
+        // No statement timeout: the first read scans the positions of every device.
+        sqlx::query("SET LOCAL statement_timeout = 0")
+            .execute(&mut *tx)
+            .await?;
+        // One retention run at a time.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('ewall_retention'))")
+            .execute(&mut *tx)
+            .await?;
+        // Per device, the prefix of its chain older than the cutoff: up to its first record
+        // kept, and beyond any checkpoint already written.
+        let prefixes: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+            "WITH old AS (SELECT device_id, MAX(chain_n) AS last_old FROM positions \
+                          WHERE chain_n > 0 AND time < $1 GROUP BY device_id), \
+                  kept AS (SELECT device_id, MIN(chain_n) AS first_kept FROM positions \
+                           WHERE chain_n > 0 AND time >= $1 AND device_id IN \
+                           (SELECT device_id FROM old) GROUP BY device_id), \
+                  prefix AS (SELECT old.device_id, \
+                                    COALESCE(kept.first_kept - 1, old.last_old) AS n \
+                             FROM old LEFT JOIN kept USING (device_id)) \
+             SELECT prefix.device_id, prefix.n, p.hash FROM prefix \
+             JOIN positions p ON p.device_id = prefix.device_id AND p.chain_n = prefix.n \
+             LEFT JOIN audit_checkpoints c ON c.chain = 'positions:' || prefix.device_id \
+             WHERE prefix.n > COALESCE(c.n, 0) AND p.hash IS NOT NULL",
+        )
+        .bind(before)
+        .fetch_all(&mut *tx)
+        .await?;
+        let at = now();
+        for (device, n, hash) in &prefixes {
+            let mut checkpoint = Checkpoint {
+                chain: chain::positions_chain(device),
+                n: *n,
+                hash: stored_hash("position", hash)?,
+                before,
+                at,
+                signature: String::new(),
+            };
+            checkpoint.signature = chain::sign_checkpoint(key, &checkpoint);
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (chain, n, hash, before, at, signature) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (chain) DO UPDATE SET \
+                 n = EXCLUDED.n, hash = EXCLUDED.hash, before = EXCLUDED.before, \
+                 at = EXCLUDED.at, signature = EXCLUDED.signature",
+            )
+            .bind(&checkpoint.chain)
+            .bind(checkpoint.n)
+            .bind(checkpoint.hash.to_vec())
+            .bind(checkpoint.before)
+            .bind(checkpoint.at)
+            .bind(&checkpoint.signature)
+            .execute(&mut *tx)
+            .await?;
+            outcome.checkpoints += 1;
+        }
+        // Whole days before the cutoff: each such partition is detached, the few rows in it
+        // that are not yet in their chain's dropped prefix (a late fix committed after newer
+        // ones) go back into the table (to positions_default), and the partition is dropped.
+        let cutoff_day = before.date_naive();
+        let partitions: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'positions' AND c.relname ~ '^positions_[0-9]{8}$' \
+             ORDER BY c.relname",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let dropped_through = "SELECT COALESCE(MAX(c.n), 0) FROM audit_checkpoints c \
+                               WHERE c.chain = 'positions:' || x.device_id";
+        for partition in partitions {
+            let Ok(day) = NaiveDate::parse_from_str(&partition["positions_".len()..], "%Y%m%d")
+            else {
+                continue;
+            };
+            // The partition holds [day, day + 1): wholly old when the next day starts by the
+            // cutoff.
+            if day + Days::new(1) > cutoff_day {
+                continue;
+            }
+            let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {partition}"))
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "ALTER TABLE positions DETACH PARTITION {partition}"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            let kept = sqlx::query(&format!(
+                "INSERT INTO positions SELECT x.* FROM {partition} x \
+                 WHERE x.chain_n > ({dropped_through})"
+            ))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(&format!("DROP TABLE {partition}"))
+                .execute(&mut *tx)
+                .await?;
+            outcome.partitions_dropped += 1;
+            outcome.positions_dropped += rows.unsigned_abs().saturating_sub(kept);
+            if let Ok(mut known) = self.partitioned_days.lock() {
+                known.remove(&day);
+            }
+        }
+        // What is left of the dropped prefixes (rows in positions_default, or in the day of the
+        // cutoff), and rows from before the trail that are older than the cutoff.
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM positions x WHERE x.time < $1 AND ((x.chain_n > 0 AND x.chain_n <= \
+             ({dropped_through})) OR (x.chain_n IS NULL AND x.id <= \
+             (SELECT last_id FROM audit_legacy WHERE tbl = 'positions')))"
+        ))
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        outcome.positions_dropped += deleted;
+        tx.commit().await?;
+        Ok(outcome)
     }
 }
 
@@ -2054,6 +2698,7 @@ mod tests {
             wifi_bssids: Vec::new(),
             clock_skew: false,
             implausible: None,
+            raw: Default::default(),
         };
         let today = day(20);
         let days = PgStore::days_for(

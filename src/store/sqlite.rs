@@ -19,13 +19,18 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::chain::{
+    self, alert_state_action, assignment_action, device_action, person_action, token_action,
+    zone_action, ActionRecord, ChainHead, ChainRecord, Checkpoint, Hash, NewAction,
+    RetentionOutcome, Unchained, GENESIS,
+};
 use super::handling::{self, AlertCount};
 mod supervision;
 
 use super::{
-    border_from_row, AlertActionRequest, AlertQuery, AlertStats, DeliveryState, DeviceNewest,
-    EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach, PersonPatch, Role,
-    Store, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+    border_from_row, AlertActionRequest, AlertQuery, AlertStats, ChainTable, DeliveryState,
+    DeviceNewest, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach,
+    PersonPatch, Role, Store, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
@@ -169,8 +174,12 @@ async fn append_alert_changed(
 
 /// Inserts a new alert with its `alert.raised` event: the event takes the next `seq` and the
 /// alert is stored under the same one. Every alert insert goes through here, so alert `seq`s and
-/// event `seq`s never collide.
-async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<Alert, StoreError> {
+/// event `seq`s never collide. The alert extends the alerts chain whose head is `head`.
+async fn insert_alert(
+    conn: &mut SqliteConnection,
+    mut alert: Alert,
+    head: &mut ChainHead,
+) -> Result<Alert, StoreError> {
     let seq = append_event(
         conn,
         NewEvent {
@@ -183,11 +192,26 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
         },
     )
     .await?;
+    alert.seq = seq;
+    // Hand back exactly what a later read returns: times at microsecond precision.
+    alert.time = truncate_micros(alert.time);
+    alert.raised_at = truncate_micros(alert.raised_at);
+    for t in [
+        &mut alert.acknowledged_at,
+        &mut alert.verified_at,
+        &mut alert.disposed_at,
+        &mut alert.closed_at,
+    ] {
+        *t = t.map(truncate_micros);
+    }
+    head.n += 1;
+    head.hash = chain::link(&head.hash, &chain::alert_canonical(&alert, head.n));
     sqlx::query(
         "INSERT INTO alerts (seq, id, kind, person_id, device_id, zone_id, severity, time, \
          raised_at, lat, lon, accuracy_m, state, late, note, acknowledged_at, closed_at, \
-         verified_at, disposed_at, disposition, repeat_of, border_port, border_reference) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         verified_at, disposed_at, disposition, repeat_of, border_port, border_reference, \
+         chain_n, hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(seq)
     .bind(alert.id.to_string())
@@ -212,20 +236,10 @@ async fn insert_alert(conn: &mut SqliteConnection, mut alert: Alert) -> Result<A
     .bind(alert.repeat_of.map(|a| a.to_string()))
     .bind(alert.border.as_ref().map(|b| b.port.as_str()))
     .bind(alert.border.as_ref().map(|b| b.reference.as_str()))
+    .bind(head.n)
+    .bind(head.hash.to_vec())
     .execute(&mut *conn)
     .await?;
-    alert.seq = seq;
-    // Hand back exactly what a later read returns: times at microsecond precision.
-    alert.time = truncate_micros(alert.time);
-    alert.raised_at = truncate_micros(alert.raised_at);
-    for t in [
-        &mut alert.acknowledged_at,
-        &mut alert.verified_at,
-        &mut alert.disposed_at,
-        &mut alert.closed_at,
-    ] {
-        *t = t.map(truncate_micros);
-    }
     sqlx::query("UPDATE events SET data = ? WHERE seq = ?")
         .bind(to_json(&alert)?)
         .bind(seq)
@@ -507,6 +521,10 @@ fn fix_from_row(row: &SqliteRow) -> Result<Fix, StoreError> {
         wifi_bssids: Vec::new(),
         clock_skew: row.try_get("clock_skew")?,
         implausible: row.try_get("implausible")?,
+        raw: row
+            .try_get::<Option<Vec<u8>>, _>("raw")?
+            .map(bytes::Bytes::from)
+            .unwrap_or_default(),
     })
 }
 
@@ -624,6 +642,273 @@ async fn unclosed_alert(
     id.map(|id| parse("alert", &id)).transpose()
 }
 
+/// Chain heads per multi-row upsert: 3 bound values each.
+const HEADS_PER_STATEMENT: usize = 300;
+
+fn stored_hash(what: &'static str, bytes: &[u8]) -> Result<Hash, StoreError> {
+    chain::hash_of(bytes).ok_or_else(|| StoreError::Corrupt {
+        what,
+        reason: format!("a hash of {} bytes", bytes.len()),
+    })
+}
+
+/// The head of `chain_name` inside the caller's transaction (an empty chain when none).
+async fn read_head(conn: &mut SqliteConnection, chain_name: &str) -> Result<ChainHead, StoreError> {
+    let row: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT n, hash FROM audit_heads WHERE chain = ?")
+            .bind(chain_name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(match row {
+        Some((n, hash)) => ChainHead {
+            chain: chain_name.to_owned(),
+            n,
+            hash: stored_hash("audit_head", &hash)?,
+        },
+        None => ChainHead {
+            chain: chain_name.to_owned(),
+            n: 0,
+            hash: GENESIS,
+        },
+    })
+}
+
+/// Writes chain heads inside the caller's transaction.
+async fn write_heads(conn: &mut SqliteConnection, heads: &[&ChainHead]) -> Result<(), StoreError> {
+    for chunk in heads.chunks(HEADS_PER_STATEMENT) {
+        let mut upsert = QueryBuilder::<Sqlite>::new("INSERT INTO audit_heads (chain, n, hash) ");
+        upsert.push_values(chunk, |mut row, head| {
+            row.push_bind(&head.chain)
+                .push_bind(head.n)
+                .push_bind(head.hash.to_vec());
+        });
+        upsert.push(" ON CONFLICT (chain) DO UPDATE SET n = excluded.n, hash = excluded.hash");
+        upsert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Appends an operator or admin action to the actions chain inside the caller's transaction,
+/// under the current actor ([`chain::current_actor`]). Every change an operator makes calls
+/// this in the transaction of the change, so the record exists exactly when the change does.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn append_action(
+    conn: &mut SqliteConnection,
+    action: NewAction,
+) -> Result<ActionRecord, StoreError> {
+    let mut head = read_head(conn, chain::ACTIONS_CHAIN).await?;
+    let record = ActionRecord {
+        n: head.n + 1,
+        id: new_id(),
+        time: now(),
+        actor: chain::current_actor(),
+        kind: action.kind,
+        subject: action.subject,
+        person_id: action.person_id,
+        detail: action.detail.to_string(),
+    };
+    let hash = chain::link(&head.hash, &chain::action_canonical(&record));
+    sqlx::query(
+        "INSERT INTO audit_actions (chain_n, id, time, actor, kind, subject, person_id, detail, \
+         hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(record.n)
+    .bind(record.id.to_string())
+    .bind(micros(record.time))
+    .bind(&record.actor)
+    .bind(&record.kind)
+    .bind(&record.subject)
+    .bind(record.person_id.map(|p| p.to_string()))
+    .bind(&record.detail)
+    .bind(hash.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    head.n = record.n;
+    head.hash = hash;
+    write_heads(conn, &[&head]).await?;
+    Ok(record)
+}
+
+fn audit_action_from_row(row: &SqliteRow) -> Result<ActionRecord, StoreError> {
+    Ok(ActionRecord {
+        n: row.try_get("chain_n")?,
+        id: parse("audit_action", row.try_get::<&str, _>("id")?)?,
+        time: from_micros("audit_action", row.try_get("time")?)?,
+        actor: row.try_get("actor")?,
+        kind: row.try_get("kind")?,
+        subject: row.try_get("subject")?,
+        person_id: row
+            .try_get::<Option<&str>, _>("person_id")?
+            .map(|p| parse("audit_action", p))
+            .transpose()?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+/// Inserts `fixes` (distinct within the batch) with their chain links, extending each device's
+/// chain in order, and moves the heads. Returns how many rows went in: fewer than given when
+/// some were already stored (a resend), and then the links written are wrong and the caller
+/// rolls them back.
+async fn insert_chained_positions(
+    conn: &mut SqliteConnection,
+    fixes: &[&Fix],
+) -> Result<usize, StoreError> {
+    if fixes.is_empty() {
+        return Ok(0);
+    }
+    let mut heads: HashMap<&str, ChainHead> = HashMap::new();
+    for fix in fixes {
+        if !heads.contains_key(fix.device_id.as_str()) {
+            let head = read_head(conn, &chain::positions_chain(&fix.device_id)).await?;
+            heads.insert(fix.device_id.as_str(), head);
+        }
+    }
+    let mut links = Vec::with_capacity(fixes.len());
+    for fix in fixes {
+        let head = heads
+            .get_mut(fix.device_id.as_str())
+            .expect("every device's head was read above");
+        head.n += 1;
+        head.hash = chain::link(&head.hash, &chain::position_canonical(fix, head.n));
+        links.push((head.n, head.hash));
+    }
+    let mut inserted = 0;
+    // Multi-row inserts: one statement per chunk costs a few microseconds a row, against
+    // tens for a statement per row.
+    for (chunk, chunk_links) in fixes
+        .chunks(POSITIONS_PER_INSERT)
+        .zip(links.chunks(POSITIONS_PER_INSERT))
+    {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
+             accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
+             battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible, \
+             raw, chain_n, hash) ",
+        );
+        insert.push_values(
+            chunk.iter().zip(chunk_links),
+            |mut row, (fix, (n, hash))| {
+                row.push_bind(&fix.device_id)
+                    .push_bind(fix.person_id.to_string())
+                    .push_bind(micros(fix.time))
+                    .push_bind(micros(fix.received_at))
+                    .push_bind(fix.lat)
+                    .push_bind(fix.lon)
+                    .push_bind(fix.valid)
+                    .push_bind(fix.accuracy_m)
+                    .push_bind(fix.speed_kmh)
+                    .push_bind(fix.course)
+                    .push_bind(fix.altitude_m)
+                    .push_bind(fix.satellites.map(i64::from))
+                    .push_bind(fix.hdop)
+                    .push_bind(source_name(fix.source))
+                    .push_bind(fix.battery_pct.map(i64::from))
+                    .push_bind(fix.archived)
+                    .push_bind(fix.integrity_mismatch)
+                    .push_bind(&fix.protocol)
+                    .push_bind(fix.clock_skew)
+                    .push_bind(&fix.implausible)
+                    .push_bind(fix.raw.as_ref())
+                    .push_bind(*n)
+                    .push_bind(hash.to_vec());
+            },
+        );
+        // A resent fix (same natural key) is skipped: see `Store::commit`.
+        insert.push(" ON CONFLICT (device_id, time, lat, lon) DO NOTHING");
+        inserted += insert.build().execute(&mut *conn).await?.rows_affected() as usize;
+    }
+    let heads: Vec<&ChainHead> = heads.values().collect();
+    write_heads(conn, &heads).await?;
+    Ok(inserted)
+}
+
+/// Whether a fix with the natural key of `fix` is already stored.
+async fn position_stored(conn: &mut SqliteConnection, fix: &Fix) -> Result<bool, StoreError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM positions WHERE device_id = ? AND time = ? AND lat = ? AND lon = ?",
+    )
+    .bind(&fix.device_id)
+    .bind(micros(fix.time))
+    .bind(fix.lat)
+    .bind(fix.lon)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(found.is_some())
+}
+
+/// A chain's record rebuilt from a positions row.
+fn position_record(row: &SqliteRow) -> Result<ChainRecord, StoreError> {
+    let fix = fix_from_row(row)?;
+    let n: Option<i64> = row.try_get("chain_n")?;
+    let n = n.unwrap_or(0);
+    let id: i64 = row.try_get("id")?;
+    Ok(ChainRecord {
+        table: "positions",
+        chain: chain::positions_chain(&fix.device_id),
+        id: id.to_string(),
+        key: id,
+        n,
+        time: fix.time,
+        canonical: chain::position_canonical(&fix, n),
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .and_then(|h| chain::hash_of(&h)),
+        device_id: Some(fix.device_id),
+    })
+}
+
+/// A chain's record rebuilt from an alerts row.
+fn alert_record(row: &SqliteRow) -> Result<ChainRecord, StoreError> {
+    let alert = alert_from_row(row)?;
+    let n: Option<i64> = row.try_get("chain_n")?;
+    let n = n.unwrap_or(0);
+    Ok(ChainRecord {
+        table: "alerts",
+        chain: chain::ALERTS_CHAIN.to_owned(),
+        id: alert.id.to_string(),
+        key: alert.seq,
+        n,
+        time: alert.raised_at,
+        canonical: chain::alert_canonical(&alert, n),
+        hash: row
+            .try_get::<Option<Vec<u8>>, _>("hash")?
+            .and_then(|h| chain::hash_of(&h)),
+        device_id: alert.device_id,
+    })
+}
+
+/// A chain's record rebuilt from an audit_actions row.
+fn action_record(row: &SqliteRow) -> Result<ChainRecord, StoreError> {
+    let action = audit_action_from_row(row)?;
+    Ok(ChainRecord {
+        table: "audit_actions",
+        chain: chain::ACTIONS_CHAIN.to_owned(),
+        id: action.id.to_string(),
+        key: action.n,
+        n: action.n,
+        time: action.time,
+        canonical: chain::action_canonical(&action),
+        hash: chain::hash_of(&row.try_get::<Vec<u8>, _>("hash")?),
+        device_id: None,
+    })
+}
+
+fn checkpoint_from_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        chain: row.try_get("chain")?,
+        n: row.try_get("n")?,
+        hash: stored_hash("audit_checkpoint", &row.try_get::<Vec<u8>, _>("hash")?)?,
+        before: from_micros("audit_checkpoint", row.try_get("before")?)?,
+        at: from_micros("audit_checkpoint", row.try_get("at")?)?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+/// Rows deleted per statement by retention, so the write lock is never held long.
+const RETENTION_BATCH: i64 = 5000;
+
 /// Maps a unique-constraint violation to a conflict with `message`.
 fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
     match &err {
@@ -663,6 +948,7 @@ impl Store for SqliteStore {
         .bind(micros(person.created_at))
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, person_action("person.create", &person)).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -688,7 +974,13 @@ impl Store for SqliteStore {
     }
 
     async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError> {
-        let mut person = self.person(id).await?;
+        let mut tx = self.write_transaction().await?;
+        let row = sqlx::query("SELECT * FROM persons WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("person", id))?;
+        let mut person = person_from_row(&row)?;
         if let Some(name) = patch.name {
             person.name = name;
         }
@@ -703,8 +995,10 @@ impl Store for SqliteStore {
             .bind(person.level.as_str())
             .bind(&person.timezone)
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        append_action(&mut tx, person_action("person.update", &person)).await?;
+        tx.commit().await?;
         Ok(person)
     }
 
@@ -729,6 +1023,7 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        append_action(&mut tx, person_action("person.delete", &person)).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -749,15 +1044,18 @@ impl Store for SqliteStore {
             model: None,
             protocol: None,
         };
+        let mut tx = self.write_transaction().await?;
         sqlx::query("INSERT INTO devices (imei, person_id, created_at) VALUES (?, ?, ?)")
             .bind(&device.imei)
             .bind(person_id.to_string())
             .bind(micros(device.created_at))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(|e| {
                 conflict_on_unique(e, || format!("device {imei} is already registered"))
             })?;
+        append_action(&mut tx, device_action("device.bind", &device)).await?;
+        tx.commit().await?;
         Ok(device)
     }
 
@@ -780,13 +1078,15 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device(&self, imei: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM devices WHERE imei = ?")
+        let mut tx = self.write_transaction().await?;
+        let row = sqlx::query("DELETE FROM devices WHERE imei = ? RETURNING *")
             .bind(imei)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("device", imei));
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        let device = device_from_row(&row)?;
+        append_action(&mut tx, device_action("device.unbind", &device)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -795,15 +1095,17 @@ impl Store for SqliteStore {
         imei: &str,
         model: Option<&str>,
     ) -> Result<Device, StoreError> {
-        let done = sqlx::query("UPDATE devices SET model = ? WHERE imei = ?")
+        let mut tx = self.write_transaction().await?;
+        let row = sqlx::query("UPDATE devices SET model = ? WHERE imei = ? RETURNING *")
             .bind(model)
             .bind(imei)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("device", imei));
-        }
-        self.device(imei).await
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("device", imei))?;
+        let device = device_from_row(&row)?;
+        append_action(&mut tx, device_action("device.model", &device)).await?;
+        tx.commit().await?;
+        Ok(device)
     }
 
     async fn set_device_protocol(&self, imei: &str, protocol: &str) -> Result<(), StoreError> {
@@ -1021,6 +1323,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        append_action(&mut tx, zone_action("zone.create", zone)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1091,13 +1394,13 @@ impl Store for SqliteStore {
                 "zone {id} is assigned to {assigned} person(s); remove it from their zones first"
             )));
         }
-        let done = sqlx::query("DELETE FROM zones WHERE id = ?")
+        let row = sqlx::query("DELETE FROM zones WHERE id = ? RETURNING *")
             .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(not_found("zone", id));
-        }
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| not_found("zone", id))?;
+        let zone = zone_from_row(&row)?;
+        append_action(&mut tx, zone_action("zone.delete", &zone)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1138,6 +1441,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        append_action(&mut tx, assignment_action(person, zones)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1165,39 +1469,22 @@ impl Store for SqliteStore {
 
     async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
         let mut tx = self.write_transaction().await?;
-        // Multi-row inserts: one statement per chunk costs a few microseconds a row, against
-        // tens for a statement per row.
-        for chunk in fixes.chunks(POSITIONS_PER_INSERT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, valid, \
-                 accuracy_m, speed_kmh, course, altitude_m, satellites, hdop, source, \
-                 battery_pct, archived, integrity_mismatch, protocol, clock_skew, implausible) ",
-            );
-            insert.push_values(chunk, |mut row, fix| {
-                row.push_bind(&fix.device_id)
-                    .push_bind(fix.person_id.to_string())
-                    .push_bind(micros(fix.time))
-                    .push_bind(micros(fix.received_at))
-                    .push_bind(fix.lat)
-                    .push_bind(fix.lon)
-                    .push_bind(fix.valid)
-                    .push_bind(fix.accuracy_m)
-                    .push_bind(fix.speed_kmh)
-                    .push_bind(fix.course)
-                    .push_bind(fix.altitude_m)
-                    .push_bind(fix.satellites.map(i64::from))
-                    .push_bind(fix.hdop)
-                    .push_bind(source_name(fix.source))
-                    .push_bind(fix.battery_pct.map(i64::from))
-                    .push_bind(fix.archived)
-                    .push_bind(fix.integrity_mismatch)
-                    .push_bind(&fix.protocol)
-                    .push_bind(fix.clock_skew)
-                    .push_bind(&fix.implausible);
-            });
-            // A resent fix (same natural key) is skipped: see `Store::commit`.
-            insert.push(" ON CONFLICT (device_id, time, lat, lon) DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
+        let fresh = chain::distinct_positions(fixes);
+        // Resends are rare, so the batch is first chained as if every fix were new; when some
+        // turn out stored already (fewer rows went in), their links are rolled back and the
+        // batch is chained again without them. A skipped resend never takes a place in a chain.
+        let mut attempt = sqlx::Acquire::begin(&mut tx).await?;
+        if insert_chained_positions(&mut attempt, &fresh).await? == fresh.len() {
+            attempt.commit().await?;
+        } else {
+            attempt.rollback().await?;
+            let mut new = Vec::with_capacity(fresh.len());
+            for fix in fresh {
+                if !position_stored(&mut tx, fix).await? {
+                    new.push(fix);
+                }
+            }
+            insert_chained_positions(&mut tx, &new).await?;
         }
         let mut alerts = alerts;
         // A batch tried again after its commit's answer was lost carries alerts already
@@ -1223,14 +1510,18 @@ impl Store for SqliteStore {
         }
         let births = handling::admit(&mut alerts, unclosed);
         let mut stored = Vec::with_capacity(alerts.len());
-        for (alert, birth) in alerts.into_iter().zip(births) {
-            let alert = insert_alert(&mut tx, alert).await?;
-            if let Some(mut action) = birth {
-                action.at = truncate_micros(action.at);
-                action.event_seq = Some(alert.seq);
-                insert_action(&mut tx, &action).await?;
+        if !alerts.is_empty() {
+            let mut head = read_head(&mut tx, chain::ALERTS_CHAIN).await?;
+            for (alert, birth) in alerts.into_iter().zip(births) {
+                let alert = insert_alert(&mut tx, alert, &mut head).await?;
+                if let Some(mut action) = birth {
+                    action.at = truncate_micros(action.at);
+                    action.event_seq = Some(alert.seq);
+                    insert_action(&mut tx, &action).await?;
+                }
+                stored.push(alert);
             }
-            stored.push(alert);
+            write_heads(&mut tx, &[&head]).await?;
         }
         tx.commit().await?;
         if let Some(last) = stored.last() {
@@ -1384,6 +1675,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, alert_state_action(&alert)).await?;
         tx.commit().await?;
         self.announce(last_seq);
         Ok(alert)
@@ -1413,7 +1705,9 @@ impl Store for SqliteStore {
                 alert.person_id
             )));
         }
-        let stored = insert_alert(&mut tx, alert).await?;
+        let mut head = read_head(&mut tx, chain::ALERTS_CHAIN).await?;
+        let stored = insert_alert(&mut tx, alert, &mut head).await?;
+        write_heads(&mut tx, &[&head]).await?;
         tx.commit().await?;
         self.announce(stored.seq);
         Ok((stored, true))
@@ -1706,6 +2000,7 @@ impl Store for SqliteStore {
         record: &TokenRecord,
         secret_sha256: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.write_transaction().await?;
         sqlx::query(
             "INSERT INTO api_tokens (id, role, label, secret_sha256, created_at, expires_at, \
              revoked_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1718,8 +2013,10 @@ impl Store for SqliteStore {
         .bind(record.expires_at.map(micros))
         .bind(record.revoked_at.map(micros))
         .bind(record.last_used_at.map(micros))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, token_action("token.create", record)).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1739,20 +2036,19 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_token(&self, id: Uuid, at: DateTime<Utc>) -> Result<TokenRecord, StoreError> {
+        let mut tx = self.write_transaction().await?;
         let row = sqlx::query(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? RETURNING *",
         )
         .bind(micros(at))
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => token_from_row(&row),
-            None => Err(StoreError::NotFound {
-                what: "token",
-                id: id.to_string(),
-            }),
-        }
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found("token", id))?;
+        let record = token_from_row(&row)?;
+        append_action(&mut tx, token_action("token.revoke", &record)).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     async fn record_token_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
@@ -1776,6 +2072,294 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn record_action(&self, action: NewAction) -> Result<ActionRecord, StoreError> {
+        let mut tx = self.write_transaction().await?;
+        let record = append_action(&mut tx, action).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn chain_heads(&self) -> Result<Vec<ChainHead>, StoreError> {
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT chain, n, hash FROM audit_heads ORDER BY chain")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter()
+            .map(|(chain, n, hash)| {
+                Ok(ChainHead {
+                    chain,
+                    n,
+                    hash: stored_hash("audit_head", &hash)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn position_devices(&self) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT device_id FROM positions ORDER BY device_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn chain_records(
+        &self,
+        chain_name: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainRecord>, StoreError> {
+        let limit = i64::from(limit);
+        if let Some(device) = chain_name.strip_prefix(chain::POSITIONS_CHAIN_PREFIX) {
+            sqlx::query(
+                "SELECT * FROM positions WHERE device_id = ? AND chain_n > ? \
+                 ORDER BY chain_n, id LIMIT ?",
+            )
+            .bind(device)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(position_record)
+            .collect()
+        } else if chain_name == chain::ALERTS_CHAIN {
+            sqlx::query("SELECT * FROM alerts WHERE chain_n > ? ORDER BY chain_n, seq LIMIT ?")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(alert_record)
+                .collect()
+        } else if chain_name == chain::ACTIONS_CHAIN {
+            sqlx::query("SELECT * FROM audit_actions WHERE chain_n > ? ORDER BY chain_n LIMIT ?")
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(action_record)
+                .collect()
+        } else {
+            Err(not_found("chain", chain_name))
+        }
+    }
+
+    async fn chain_hash(&self, chain_name: &str, n: i64) -> Result<Option<Hash>, StoreError> {
+        let hash: Option<Option<Vec<u8>>> =
+            if let Some(device) = chain_name.strip_prefix(chain::POSITIONS_CHAIN_PREFIX) {
+                sqlx::query_scalar(
+                    "SELECT hash FROM positions WHERE device_id = ? AND chain_n = ? LIMIT 1",
+                )
+                .bind(device)
+                .bind(n)
+                .fetch_optional(&self.pool)
+                .await?
+            } else if chain_name == chain::ALERTS_CHAIN {
+                sqlx::query_scalar("SELECT hash FROM alerts WHERE chain_n = ? LIMIT 1")
+                    .bind(n)
+                    .fetch_optional(&self.pool)
+                    .await?
+            } else if chain_name == chain::ACTIONS_CHAIN {
+                sqlx::query_scalar("SELECT hash FROM audit_actions WHERE chain_n = ?")
+                    .bind(n)
+                    .fetch_optional(&self.pool)
+                    .await?
+            } else {
+                return Err(not_found("chain", chain_name));
+            };
+        Ok(hash.flatten().as_deref().and_then(chain::hash_of))
+    }
+
+    async fn unchained(&self) -> Result<(u64, Option<Unchained>), StoreError> {
+        let legacy: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM positions WHERE chain_n IS NULL AND id <= \
+                    (SELECT last_id FROM audit_legacy WHERE tbl = 'positions')) + \
+                    (SELECT COUNT(*) FROM alerts WHERE chain_n IS NULL AND seq <= \
+                    (SELECT last_id FROM audit_legacy WHERE tbl = 'alerts'))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM positions WHERE (chain_n IS NULL OR hash IS NULL) AND id > \
+             (SELECT last_id FROM audit_legacy WHERE tbl = 'positions') ORDER BY id LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        let foreign = match position {
+            Some(id) => Some(Unchained {
+                table: "positions",
+                id: id.to_string(),
+            }),
+            None => sqlx::query_scalar::<_, String>(
+                "SELECT id FROM alerts WHERE (chain_n IS NULL OR hash IS NULL) AND seq > \
+                 (SELECT last_id FROM audit_legacy WHERE tbl = 'alerts') ORDER BY seq LIMIT 1",
+            )
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|id| Unchained {
+                table: "alerts",
+                id,
+            }),
+        };
+        Ok((legacy as u64, foreign))
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        sqlx::query("SELECT * FROM audit_checkpoints ORDER BY chain")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(checkpoint_from_row)
+            .collect()
+    }
+
+    async fn person_records(
+        &self,
+        table: ChainTable,
+        person: PersonId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<ChainRecord>, StoreError> {
+        let (sql, record): (&str, fn(&SqliteRow) -> Result<ChainRecord, StoreError>) = match table {
+            ChainTable::Positions => (
+                "SELECT * FROM positions WHERE person_id = ? AND time >= ? AND time <= ? \
+                 AND id > ? ORDER BY id LIMIT ?",
+                position_record,
+            ),
+            ChainTable::Alerts => (
+                "SELECT * FROM alerts WHERE person_id = ? AND time >= ? AND time <= ? \
+                 AND seq > ? ORDER BY seq LIMIT ?",
+                alert_record,
+            ),
+            ChainTable::Actions => (
+                "SELECT * FROM audit_actions WHERE person_id = ? AND time >= ? AND time <= ? \
+                 AND chain_n > ? ORDER BY chain_n LIMIT ?",
+                action_record,
+            ),
+        };
+        sqlx::query(sql)
+            .bind(person.to_string())
+            .bind(micros(from))
+            .bind(micros(to))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record)
+            .collect()
+    }
+
+    async fn drop_positions_before(
+        &self,
+        before: DateTime<Utc>,
+        key: &[u8],
+    ) -> Result<RetentionOutcome, StoreError> {
+        let before = truncate_micros(before);
+        let cutoff = micros(before);
+        let mut outcome = RetentionOutcome::default();
+        let devices: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT device_id FROM positions WHERE time < ?")
+                .bind(cutoff)
+                .fetch_all(&self.pool)
+                .await?;
+        for device in devices {
+            let chain_name = chain::positions_chain(&device);
+            // The prefix of the chain older than the cutoff: up to the first record kept.
+            let mut tx = self.write_transaction().await?;
+            let (first_kept, last_old): (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT (SELECT MIN(chain_n) FROM positions \
+                         WHERE device_id = ?1 AND chain_n > 0 AND time >= ?2), \
+                        (SELECT MAX(chain_n) FROM positions \
+                         WHERE device_id = ?1 AND chain_n > 0 AND time < ?2)",
+            )
+            .bind(&device)
+            .bind(cutoff)
+            .fetch_one(&mut *tx)
+            .await?;
+            let through = match (first_kept, last_old) {
+                (_, None) => None,
+                (Some(first), Some(_)) => Some(first - 1),
+                (None, Some(last)) => Some(last),
+            };
+            let checkpointed: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(MAX(n), 0) FROM audit_checkpoints WHERE chain = ?",
+            )
+            .bind(&chain_name)
+            .fetch_one(&mut *tx)
+            .await?;
+            let through = through.filter(|&n| n > checkpointed);
+            if let Some(n) = through {
+                let hash: Vec<u8> = sqlx::query_scalar(
+                    "SELECT hash FROM positions WHERE device_id = ? AND chain_n = ? LIMIT 1",
+                )
+                .bind(&device)
+                .bind(n)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten()
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "position",
+                    reason: format!(
+                        "record {n} of chain {chain_name} is missing; run `ewall audit verify`"
+                    ),
+                })?;
+                let mut checkpoint = Checkpoint {
+                    chain: chain_name.clone(),
+                    n,
+                    hash: stored_hash("position", &hash)?,
+                    before,
+                    at: now(),
+                    signature: String::new(),
+                };
+                checkpoint.signature = chain::sign_checkpoint(key, &checkpoint);
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (chain, n, hash, before, at, signature) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (chain) DO UPDATE SET n = excluded.n, \
+                     hash = excluded.hash, before = excluded.before, at = excluded.at, \
+                     signature = excluded.signature",
+                )
+                .bind(&checkpoint.chain)
+                .bind(checkpoint.n)
+                .bind(checkpoint.hash.to_vec())
+                .bind(micros(checkpoint.before))
+                .bind(micros(checkpoint.at))
+                .bind(&checkpoint.signature)
+                .execute(&mut *tx)
+                .await?;
+                outcome.checkpoints += 1;
+            }
+            // The checkpoint commits with the first batch; a run cut short leaves records the
+            // checkpoint already covers, which verification skips and the next run deletes.
+            let through = through.unwrap_or(checkpointed);
+            loop {
+                let done = sqlx::query(
+                    "DELETE FROM positions WHERE id IN (SELECT id FROM positions \
+                     WHERE device_id = ?1 AND ((chain_n BETWEEN 1 AND ?2) OR (chain_n IS NULL \
+                       AND time < ?3 AND id <= (SELECT last_id FROM audit_legacy \
+                                                WHERE tbl = 'positions'))) LIMIT ?4)",
+                )
+                .bind(&device)
+                .bind(through)
+                .bind(cutoff)
+                .bind(RETENTION_BATCH)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                outcome.positions_dropped += done.rows_affected();
+                if done.rows_affected() < RETENTION_BATCH as u64 {
+                    break;
+                }
+                tx = self.write_transaction().await?;
+            }
+        }
+        Ok(outcome)
     }
 }
 
@@ -1848,6 +2432,7 @@ mod tests {
             wifi_bssids: Vec::new(),
             clock_skew: second == 1,
             implausible: (second == 2).then(|| "speed_kmh inf".to_owned()),
+            raw: Default::default(),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct Gt06Session {
     stated_offset: Option<i32>,
     family: alarm::Family,
     clock: fn() -> DateTime<Utc>,
+    /// The last frame cut, for [`Session::take_frame`].
+    last_frame: bytes::Bytes,
 }
 
 impl Gt06Session {
@@ -73,6 +75,7 @@ impl Gt06Session {
             stated_offset: None,
             family: alarm::Family::of(options.model.as_deref()),
             clock: Utc::now,
+            last_frame: bytes::Bytes::new(),
         }
     }
 
@@ -247,9 +250,12 @@ impl Session for Gt06Session {
                 })))
             }
             Cut::Frame(len) => {
-                let bytes = buf.split_to(len);
+                let bytes = buf.split_to(len).freeze();
                 Ok(Some(match self.decode_frame(&bytes) {
-                    Ok(decoded) => Item::Frame(decoded),
+                    Ok(decoded) => {
+                        self.last_frame = bytes;
+                        Item::Frame(decoded)
+                    }
                     Err(e) => Item::Rejected(e),
                 }))
             }
@@ -258,6 +264,10 @@ impl Session for Gt06Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn take_frame(&mut self) -> bytes::Bytes {
+        std::mem::take(&mut self.last_frame)
     }
 
     fn set_model(&mut self, model: Option<&str>) {

@@ -68,6 +68,8 @@ pub struct H02Session {
     device_id: Option<String>,
     utc_offset_minutes: i32,
     clock: fn() -> DateTime<Utc>,
+    /// The last frame cut, for [`Session::take_frame`].
+    last_frame: bytes::Bytes,
 }
 
 impl H02Session {
@@ -83,6 +85,7 @@ impl H02Session {
             device_id: None,
             utc_offset_minutes: options.device_utc_offset_minutes.unwrap_or(0),
             clock,
+            last_frame: bytes::Bytes::new(),
         }
     }
 
@@ -187,7 +190,10 @@ impl Session for H02Session {
             None => None,
             Some(Split::Skipped(error)) => Some(Item::Rejected(error)),
             Some(Split::Frame(frame)) => Some(match self.decode_frame(&frame) {
-                Ok(decoded) => Item::Frame(decoded),
+                Ok(decoded) => {
+                    self.last_frame = frame;
+                    Item::Frame(decoded)
+                }
                 Err(error) => Item::Rejected(error),
             }),
         })
@@ -195,6 +201,10 @@ impl Session for H02Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn take_frame(&mut self) -> bytes::Bytes {
+        std::mem::take(&mut self.last_frame)
     }
 
     fn encode_command(

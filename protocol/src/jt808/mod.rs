@@ -166,6 +166,8 @@ pub struct Jt808Session {
     model: model::Model,
     next_serial: u16,
     reassembly: Reassembly,
+    /// The last frame cut, as received (escaped), for [`Session::take_frame`].
+    last_frame: bytes::Bytes,
 }
 
 impl Jt808Session {
@@ -182,6 +184,7 @@ impl Jt808Session {
             model: model::Model::of(options.model.as_deref()),
             next_serial: 0,
             reassembly: Reassembly::default(),
+            last_frame: bytes::Bytes::new(),
         }
     }
 
@@ -474,7 +477,14 @@ impl Session for Jt808Session {
                 // A rejected binary frame leaves its closing flag: if we were out of step, that
                 // flag opens the next frame.
                 let keep_flag = matches!(item, Item::Rejected(_)) && bytes.first() == Some(&FLAG);
-                buf.advance(if keep_flag { len - 1 } else { len });
+                if keep_flag {
+                    buf.advance(len - 1);
+                } else {
+                    let wire = buf.split_to(len).freeze();
+                    if matches!(item, Item::Frame(_)) {
+                        self.last_frame = wire;
+                    }
+                }
                 Ok(Some(item))
             }
         }
@@ -482,6 +492,10 @@ impl Session for Jt808Session {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn take_frame(&mut self) -> bytes::Bytes {
+        std::mem::take(&mut self.last_frame)
     }
 
     fn set_model(&mut self, model: Option<&str>) {

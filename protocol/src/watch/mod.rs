@@ -59,6 +59,8 @@ pub struct WatchSession {
     addressing: Option<(String, Option<String>)>,
     /// Dates a position whose own date and time are not a real date.
     clock: fn() -> DateTime<Utc>,
+    /// The last frame cut, for [`Session::take_frame`].
+    last_frame: bytes::Bytes,
 }
 
 impl WatchSession {
@@ -73,6 +75,7 @@ impl WatchSession {
             device_id: None,
             addressing: None,
             clock: Utc::now,
+            last_frame: bytes::Bytes::new(),
         }
     }
 
@@ -194,8 +197,12 @@ impl Session for WatchSession {
                     })));
                 }
                 Cut::Frame(n) => {
-                    let raw = buf.split_to(n);
-                    return Ok(Some(self.decode_frame(&raw)));
+                    let raw = buf.split_to(n).freeze();
+                    let item = self.decode_frame(&raw);
+                    if matches!(item, Item::Frame(_)) {
+                        self.last_frame = raw;
+                    }
+                    return Ok(Some(item));
                 }
             }
         }
@@ -203,6 +210,10 @@ impl Session for WatchSession {
 
     fn device_id(&self) -> Option<&str> {
         self.device_id.as_deref()
+    }
+
+    fn take_frame(&mut self) -> bytes::Bytes {
+        std::mem::take(&mut self.last_frame)
     }
 
     fn encode_command(

@@ -435,7 +435,7 @@ impl PositionsHandler {
     /// once the pipeline has taken it (waiting here is the back-pressure a full pipeline puts
     /// on a gateway); the commit is awaited on the returned [`Pending`], so that a connection
     /// can read on while earlier publishes commit.
-    pub async fn submit(&self, imei: &str, topic: &str, payload: &[u8]) -> Pending {
+    pub async fn submit(&self, imei: &str, topic: &str, payload: &bytes::Bytes) -> Pending {
         let protocol = Protocol::Json;
         let reports = match json::decode(payload) {
             Ok(reports) => reports,
@@ -499,8 +499,12 @@ impl PositionsHandler {
             }
         }
         let mut notices = Vec::new();
-        for ((fixes, alarms, faults), crs) in runs {
+        for ((mut fixes, alarms, faults), crs) in runs {
             self.context.count_faults(protocol, &faults);
+            // The publish is the frame: every fix of it keeps the payload (shared) as evidence.
+            for fix in &mut fixes {
+                fix.raw = payload.clone();
+            }
             self.context
                 .metrics
                 .fixes_received
