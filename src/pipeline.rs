@@ -218,8 +218,9 @@ impl Pipeline {
                 |person| shard_for(person, shards) == index,
                 now,
             );
+            let catalog_swaps = registry.catalog_swaps();
             let (returns, returned) = mpsc::unbounded_channel();
-            let shard = Shard {
+            let mut shard = Shard {
                 index,
                 engine,
                 registry: registry.clone(),
@@ -234,10 +235,12 @@ impl Pipeline {
                 heard_writes: Vec::new(),
                 clock: settings.clock,
             };
+            shard.arm_curfews(None, true);
             tasks.push(tokio::spawn(shard.run(
                 rx,
                 returned,
                 notice_rx,
+                catalog_swaps,
                 writes_tx.clone(),
             )));
         }
@@ -377,6 +380,7 @@ enum Wake {
     Returned(Vec<Alert>),
     Due(TimerKey, DateTime<Utc>),
     Notice(Notice),
+    CatalogSwapped,
     Submission(Option<Submission>),
     Retry,
 }
@@ -387,6 +391,7 @@ impl Shard {
         mut rx: mpsc::Receiver<Submission>,
         mut returned: mpsc::UnboundedReceiver<Vec<Alert>>,
         mut notices: mpsc::UnboundedReceiver<Notice>,
+        mut catalog_swaps: tokio::sync::watch::Receiver<u64>,
         writes: mpsc::Sender<WriteRequest>,
     ) {
         loop {
@@ -397,6 +402,7 @@ impl Shard {
                 Some(alerts) = returned.recv() => Wake::Returned(alerts),
                 Some((key, at)) = self.supervisor.next_due() => Wake::Due(key, at),
                 Some(notice) = notices.recv() => Wake::Notice(notice),
+                Ok(()) = catalog_swaps.changed() => Wake::CatalogSwapped,
                 submission = rx.recv() => Wake::Submission(submission),
                 _ = tokio::time::sleep(PENDING_RETRY), if retry_pending => Wake::Retry,
             };
@@ -412,6 +418,11 @@ impl Shard {
                 }
                 Wake::Due(key, at) => self.deadline_passed(key, at).await,
                 Wake::Notice(notice) => self.take_notice(notice).await,
+                Wake::CatalogSwapped => {
+                    // Zones, schedules or assignments changed: curfew openings follow.
+                    self.arm_curfews(None, false);
+                    continue;
+                }
                 Wake::Submission(Some(submission)) => self.evaluate(submission),
                 Wake::Submission(None) => break,
                 Wake::Retry => self.request(Vec::new(), Vec::new(), None),
@@ -647,8 +658,75 @@ impl Shard {
 
     /// A change the API committed.
     async fn take_notice(&mut self, notice: Notice) -> WriteRequest {
+        // A level or time zone change moves the curfews that apply and their openings.
+        let saved = match &notice {
+            Notice::PersonSaved(person) => Some(person.id),
+            _ => None,
+        };
         let actions = self.supervisor.notice(notice, self.clock.now());
+        if saved.is_some() {
+            self.arm_curfews(saved, false);
+        }
         self.carry_out(actions).await
+    }
+
+    /// Hands the supervisor the curfew zones (scheduled inclusion zones) of `person`, or of
+    /// every person of the shard, from the catalog in force.
+    fn arm_curfews(&mut self, person: Option<crate::model::PersonId>, resuming: bool) {
+        let catalog = self.registry.catalog();
+        let now = self.clock.now();
+        let persons = match person {
+            Some(person) => vec![person],
+            None => self.supervisor.persons(),
+        };
+        for person in persons {
+            let level = self.registry.level_of(person);
+            let curfews = catalog
+                .zones_of(&person, level)
+                .filter(|z| z.kind() == crate::model::ZoneKind::Inclusion)
+                .filter_map(|z| z.zone().schedule.clone().map(|s| (z.id(), s)))
+                .collect();
+            self.supervisor.set_curfews(person, curfews, now, resuming);
+        }
+    }
+
+    /// A curfew window opened at `at`: `curfew` at once when the person's newest fix was
+    /// definitely outside; uncertain, the engine waits for the next definite fix.
+    fn check_curfew(
+        &mut self,
+        person: crate::model::PersonId,
+        zone: crate::model::ZoneId,
+        at: DateTime<Utc>,
+        raised_at: DateTime<Utc>,
+    ) -> Option<Alert> {
+        let catalog = self.registry.catalog();
+        let level = self.registry.level_of(person);
+        let still_curfew = catalog.applies(&person, level, &zone)
+            && catalog.zone(&zone).is_some_and(|z| {
+                z.kind() == crate::model::ZoneKind::Inclusion && z.zone().schedule.is_some()
+            });
+        if !still_curfew {
+            return None;
+        }
+        let crate::fence::CurfewOpening::Outside(position) =
+            self.engine.curfew_opened(&catalog, person, zone, at, level)
+        else {
+            return None;
+        };
+        let mut alert = self.rule_alert(
+            Raise {
+                kind: AlertKind::Curfew,
+                person,
+                device: None,
+                time: at,
+                note: "outside when the curfew began".into(),
+            },
+            level,
+            raised_at,
+        );
+        alert.zone_id = Some(zone);
+        alert.position = Some(position);
+        Some(alert)
     }
 
     /// A deadline passed.
@@ -669,6 +747,9 @@ impl Shard {
                 }
                 Action::CheckReturn { person, zones, at } => {
                     alerts.extend(self.check_return(person, &zones, at, raised_at));
+                }
+                Action::CheckCurfew { person, zone, at } => {
+                    alerts.extend(self.check_curfew(person, zone, at, raised_at));
                 }
                 Action::StepOrder { order, step, at } => {
                     match self.store.step_order(order, step, at).await {

@@ -34,7 +34,6 @@ pub enum RegistryError {
 }
 
 /// Devices, persons and zones as the hot path needs them.
-#[derive(Default)]
 pub struct Registry {
     devices: RwLock<HashMap<String, PersonId>>,
     /// Device models, for the devices that have one.
@@ -45,6 +44,9 @@ pub struct Registry {
     catalog: RwLock<Arc<ZoneCatalog>>,
     /// Serialises reloads so the last one to finish reflects the latest store state.
     reload: tokio::sync::Mutex<()>,
+    /// The generation of the catalog in force, sent on every swap: the timer-driven rules
+    /// re-arm curfews from it without waiting for a fix.
+    catalog_swaps: tokio::sync::watch::Sender<u64>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -57,7 +59,26 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            devices: RwLock::default(),
+            models: RwLock::default(),
+            levels: RwLock::default(),
+            timezones: RwLock::default(),
+            catalog: RwLock::default(),
+            reload: tokio::sync::Mutex::default(),
+            catalog_swaps: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
 impl Registry {
+    /// Tells of every swap of the zone catalog (the value is the new catalog's generation).
+    pub fn catalog_swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.catalog_swaps.subscribe()
+    }
+
     /// Loads everything from the store.
     ///
     /// # Errors
@@ -170,7 +191,9 @@ impl Registry {
         for warning in catalog.warnings() {
             warn!(?warning, "Zone catalog warning.");
         }
+        let generation = catalog.generation();
         *write(&self.catalog) = Arc::new(catalog);
+        self.catalog_swaps.send_replace(generation);
         Ok(())
     }
 }

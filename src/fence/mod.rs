@@ -299,6 +299,17 @@ pub struct Transition {
     pub late: bool,
 }
 
+/// What a curfew's opening found ([`FenceEngine::curfew_opened`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CurfewOpening {
+    /// Definitely outside at the opening: `curfew` is due now, at this position.
+    Outside(AlertPosition),
+    /// Whereabouts uncertain: the next definite fix decides.
+    Awaiting,
+    /// Inside, already in breach, or already judged by a fix.
+    Nothing,
+}
+
 /// What the speed check made of a live fix.
 enum SpeedCheck {
     /// Plausible (or the first fix of the device): the fix is the device's new accepted place.
@@ -589,6 +600,17 @@ impl FenceEngine {
             } else {
                 placement
             };
+            if !late {
+                let place = match (zone.kind(), placement) {
+                    (_, Placement::Uncertain) => None,
+                    (ZoneKind::Inclusion, Placement::Inside)
+                    | (ZoneKind::Exclusion, Placement::Outside) => Some(Verdict::Complies),
+                    _ => Some(Verdict::Violates),
+                };
+                state
+                    .latest_place
+                    .insert(zone.id(), (place, fix.time, position));
+            }
             let verdict = match (zone.kind(), placement) {
                 _ if off_schedule => Verdict::Complies,
                 (_, Placement::Uncertain) => continue,
@@ -613,6 +635,18 @@ impl FenceEngine {
                 // Seen at home by its Wi-Fi moments ago (or soon after): this GPS fix is noise.
                 continue;
             }
+            // A curfew that opened while the person's whereabouts were uncertain: this first
+            // definite fix settles it, outside raising `curfew` at once (the opening already
+            // stood for the confirmation run).
+            if !late && state.curfew_pending.remove(&zone.id()).is_some() {
+                let zone_state = state.zone_mut(zone.id(), zone.kind());
+                if verdict == Verdict::Violates && !zone_state.is_breached() {
+                    zone_state.resume_breach(fix.time);
+                    out.push(transition(AlertKind::Curfew, Some(zone.id()), false));
+                    continue;
+                }
+            }
+            let zone_state = state.zone_mut(zone.id(), zone.kind());
             let (event, judged_late) = if late {
                 (
                     zone_state.apply_late(verdict, fix.time, confirm, max_gap),
@@ -756,11 +790,23 @@ impl FenceEngine {
         );
         let state = self.persons.entry(fix.person_id).or_default();
         for (zone, placement) in placements {
-            let verdict = match (zone.kind(), placement) {
-                (_, Placement::Uncertain) => continue,
+            let place = match (zone.kind(), placement) {
+                (_, Placement::Uncertain) => None,
                 (ZoneKind::Inclusion, Placement::Inside)
-                | (ZoneKind::Exclusion, Placement::Outside) => Verdict::Complies,
-                _ => Verdict::Violates,
+                | (ZoneKind::Exclusion, Placement::Outside) => Some(Verdict::Complies),
+                _ => Some(Verdict::Violates),
+            };
+            if state
+                .latest_place
+                .get(&zone.id())
+                .is_none_or(|(_, time, _)| *time < fix.time)
+            {
+                state
+                    .latest_place
+                    .insert(zone.id(), (place, fix.time, position));
+            }
+            let Some(verdict) = place else {
+                continue;
             };
             let newer = state
                 .latest_definite
@@ -795,6 +841,47 @@ impl FenceEngine {
             state.generation = catalog.generation();
         }
         state.zone_mut(zone, kind).resume_breach(since);
+    }
+
+    /// A curfew (scheduled inclusion `zone`) opened at `at` with no fix since: judges the
+    /// person by their newest live fix before it. Definitely outside: the breach opens at `at`
+    /// (fixes still outside raise nothing new, the first definite fix back raises `Returned`)
+    /// and the answer carries that fix's position. Uncertain, or no fix known: the next
+    /// definite live fix decides ([`FenceEngine::check_in`] raises `Curfew` on it when it is
+    /// outside). Inside, a breach already open, or a fix at or after the opening (the engine
+    /// judged it itself): nothing.
+    pub fn curfew_opened(
+        &mut self,
+        catalog: &ZoneCatalog,
+        person: PersonId,
+        zone: ZoneId,
+        at: DateTime<Utc>,
+        level: SupervisionLevel,
+    ) -> CurfewOpening {
+        if matches!(self.status(&person, &zone), ZoneStatus::Breached { .. }) {
+            return CurfewOpening::Nothing;
+        }
+        let latest = self
+            .persons
+            .get(&person)
+            .and_then(|p| p.latest_place.get(&zone))
+            .copied();
+        match latest {
+            Some((_, time, _)) if time >= at => CurfewOpening::Nothing,
+            Some((Some(Verdict::Complies), _, _)) => CurfewOpening::Nothing,
+            Some((Some(Verdict::Violates), _, position)) => {
+                self.open_breach(catalog, person, zone, at, level);
+                CurfewOpening::Outside(position)
+            }
+            Some((None, _, _)) | None => {
+                self.persons
+                    .entry(person)
+                    .or_default()
+                    .curfew_pending
+                    .insert(zone, at);
+                CurfewOpening::Awaiting
+            }
+        }
     }
 
     /// Forgets everything about a person (deleted, or moved to another shard).

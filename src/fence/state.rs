@@ -400,6 +400,13 @@ pub struct PersonState {
     /// Per zone, the newest live definite fix: whether it violated the zone, and where it was.
     /// Kept for suspended zones too, for the check when a leave permit ends.
     pub latest_definite: HashMap<ZoneId, (Verdict, DateTime<Utc>, crate::model::AlertPosition)>,
+    /// Per zone, where the newest live fix was against the zone's shape, schedule aside:
+    /// `Some` verdict when definite, `None` when uncertain. What a curfew's opening checks.
+    pub latest_place:
+        HashMap<ZoneId, (Option<Verdict>, DateTime<Utc>, crate::model::AlertPosition)>,
+    /// Curfews that opened with the person's whereabouts uncertain, by opening time: the next
+    /// definite live fix decides (outside raises `curfew` at once, inside clears it).
+    pub curfew_pending: HashMap<ZoneId, DateTime<Utc>>,
 }
 
 impl PersonState {
@@ -481,6 +488,8 @@ impl PersonState {
     /// Drops the state of every zone for which `keep` is false.
     pub fn retain_zones(&mut self, mut keep: impl FnMut(&ZoneId) -> bool) {
         self.latest_definite.retain(|id, _| keep(id));
+        self.latest_place.retain(|id, _| keep(id));
+        self.curfew_pending.retain(|id, _| keep(id));
         self.zones.retain(|id, _| keep(id));
     }
 

@@ -10,6 +10,7 @@
 //! | leave permit | the window's end | `leave_overdue` per suspended zone the latest definite fix is outside |
 //! | monitoring order | its start, `order_expiring_days` before its end, its end | `order.started`, `order_expiring`, `order.ended` |
 //! | check-in | each window's close | `missed_checkin` when no check-in fell in the window |
+//! | curfew (a scheduled inclusion zone) | each window's opening | `curfew` when the newest fix was definitely outside; uncertain, the next definite fix decides |
 //!
 //! Role in the pipeline: the shard loop (`pipeline.rs`) feeds it every device heard from,
 //! every change the API made ([`Notice`]) and every deadline that passed, and carries out the
@@ -22,7 +23,9 @@
 //! Every deadline is recomputed from the store at start ([`Recorded`]): when each device was
 //! last heard from, the `offline` and `unsupervised` episodes still open, the timer alerts
 //! already raised (so none is raised twice), the leaves, orders and check-ins. A deadline that
-//! passed while the service was down fires at once, at its own time.
+//! passed while the service was down fires at once, at its own time. Curfews come from the
+//! zone catalog ([`Supervisor::set_curfews`]); at start a window open now has its opening
+//! judged again (the fence engine says whether that is still to do).
 //!
 //! # Monitoring orders
 //!
@@ -44,6 +47,7 @@ use crate::model::{
     AlertKind, Checkin, Device, DeviceHeard, LeaveId, LeavePermit, MonitoringOrder, OrderId,
     Person, PersonId, SupervisionLevel, ZoneId,
 };
+use crate::schedule::Schedule;
 use crate::store::{OpenEpisode, OrderStep, TimerAlert};
 use wheel::Wheel;
 
@@ -145,6 +149,8 @@ pub enum Due {
     OrderEnd(OrderId),
     /// The close of the person's next check-in window.
     CheckinClose,
+    /// The next opening of a curfew zone's window.
+    CurfewOpens(ZoneId),
 }
 
 /// One deadline: whose and what for.
@@ -234,6 +240,17 @@ pub enum Action {
         /// The leave's end.
         at: DateTime<Utc>,
     },
+    /// A curfew window of `zone` opened at `at` (no leave covers the zone, the person is
+    /// monitored): judge the person's newest fix ([`crate::fence::FenceEngine::curfew_opened`])
+    /// and raise `curfew` at `at` when it was definitely outside.
+    CheckCurfew {
+        /// Whose.
+        person: PersonId,
+        /// The curfew zone.
+        zone: ZoneId,
+        /// The opening.
+        at: DateTime<Utc>,
+    },
     /// Record the order step in the store (with its event), then call
     /// [`Supervisor::order_stepped`].
     StepOrder {
@@ -290,6 +307,8 @@ struct Watch {
     checkins: Vec<DateTime<Utc>>,
     /// The check-in window the `CheckinClose` deadline closes.
     window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The curfew zones that apply, with their schedules.
+    curfews: HashMap<ZoneId, Schedule>,
 }
 
 impl Watch {
@@ -304,6 +323,7 @@ impl Watch {
             orders: HashMap::new(),
             checkins: Vec::new(),
             window: None,
+            curfews: HashMap::new(),
         }
     }
 }
@@ -316,6 +336,24 @@ pub struct Supervisor {
     /// Timer alerts raised (or recorded as raised): never raised again.
     raised: HashSet<TimerAlert>,
     wheel: Wheel<TimerKey>,
+}
+
+fn key_of(person: PersonId, due: Due) -> TimerKey {
+    TimerKey { person, due }
+}
+
+/// When the window of `schedule` open at `now` opened (`None` when none is open, or the
+/// schedule is always in force).
+fn current_opening(schedule: &Schedule, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+    if !schedule.in_force(now, tz) {
+        return None;
+    }
+    // A window lasts at most a day (two adjacent ones read as one): look back two.
+    let mut opening = schedule.next_opening(now - Duration::days(2), tz)?;
+    while let Some(next) = schedule.next_opening(opening, tz).filter(|t| *t <= now) {
+        opening = next;
+    }
+    (opening <= now).then_some(opening)
 }
 
 fn timezone(name: &str) -> Tz {
@@ -583,6 +621,19 @@ impl Supervisor {
         if let Some((_, close)) = window {
             sets.push((Due::CheckinClose, close));
         }
+        for (zone, schedule) in &watch.curfews {
+            let key = TimerKey {
+                person,
+                due: Due::CurfewOpens(*zone),
+            };
+            // An opening already due stays due (it is served next, at its own time).
+            if self.wheel.deadline(&key).is_some_and(|d| d <= now) {
+                continue;
+            }
+            if let Some(at) = schedule.next_opening(now, watch.timezone) {
+                sets.push((Due::CurfewOpens(*zone), at));
+            }
+        }
         if let Some(watch) = self.persons.get_mut(&person) {
             watch.window = window;
         }
@@ -603,6 +654,7 @@ impl Supervisor {
         };
         let mut dues = vec![Due::Unsupervised, Due::CheckinClose];
         dues.extend(watch.devices.keys().cloned().map(Due::Offline));
+        dues.extend(watch.curfews.keys().copied().map(Due::CurfewOpens));
         dues.extend(watch.leaves.keys().copied().map(Due::LeaveEnd));
         for id in watch.orders.keys() {
             dues.extend([
@@ -862,6 +914,20 @@ impl Supervisor {
                     }));
                 }
             }
+            Due::CurfewOpens(zone) => {
+                let Some(schedule) = watch.curfews.get(&zone) else {
+                    return actions;
+                };
+                let next = schedule.next_opening(at, watch.timezone);
+                let on_leave = watch.leaves.values().any(|l| l.suspends(&zone, at));
+                if let Some(next) = next {
+                    self.wheel
+                        .set(key_of(person, Due::CurfewOpens(zone)), next, now);
+                }
+                if monitored && !on_leave {
+                    actions.push(Action::CheckCurfew { person, zone, at });
+                }
+            }
             Due::CheckinClose => {
                 if let Some((open, close)) = watch.window {
                     let checked_in = watch.checkins.iter().any(|t| open <= *t && *t <= close);
@@ -904,6 +970,48 @@ impl Supervisor {
             }
         }
         actions
+    }
+
+    /// The persons this supervisor knows.
+    pub fn persons(&self) -> Vec<PersonId> {
+        self.persons.keys().copied().collect()
+    }
+
+    /// Sets the curfew zones that apply to `person` (scheduled inclusion zones, from the zone
+    /// catalog) and arms each one's next opening; zones no longer listed lose theirs. At a
+    /// start (`resuming`), a window open now is armed at its own opening, which fires at once:
+    /// an opening that passed while the service was down (or just before a restart) is
+    /// judged as it would have been.
+    pub fn set_curfews(
+        &mut self,
+        person: PersonId,
+        curfews: Vec<(ZoneId, Schedule)>,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) {
+        let watch = self.watch(person, now);
+        let tz = watch.timezone;
+        let old: Vec<ZoneId> = watch.curfews.keys().copied().collect();
+        watch.curfews = curfews.into_iter().collect();
+        let kept: HashMap<ZoneId, Schedule> = watch.curfews.clone();
+        for zone in old.into_iter().filter(|z| !kept.contains_key(z)) {
+            self.wheel.cancel(&key_of(person, Due::CurfewOpens(zone)));
+        }
+        for (zone, schedule) in kept {
+            let key = key_of(person, Due::CurfewOpens(zone));
+            let opened = if resuming {
+                current_opening(&schedule, now, tz)
+            } else {
+                None
+            };
+            if opened.is_none() && self.wheel.deadline(&key).is_some_and(|d| d <= now) {
+                continue;
+            }
+            match opened.or_else(|| schedule.next_opening(now, tz)) {
+                Some(at) => self.wheel.set(key, at, now),
+                None => self.wheel.cancel(&key),
+            }
+        }
     }
 
     /// Tries an order step again at `at` (the store refused it).
