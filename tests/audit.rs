@@ -13,7 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use common::pg::TestDatabase;
 use ewall::model::{
-    new_id, Alert, AlertKind, AlertPosition, AlertState, Crs, Fix, PersonId, PositionSource,
+    new_id, Alert, AlertKind, AlertPosition, AlertState, BorderCheck, Checkin, CheckinMethod,
+    CommandStatus, Crs, DeviceCommand, Fix, LeavePermit, MonitoringOrder, PersonId, PositionSource,
     Severity, SupervisionLevel, ZoneKind, ZoneWifi,
 };
 use ewall::store::{NewPerson, Store, ZoneRecord};
@@ -651,6 +652,233 @@ async fn an_export_checks_without_ewall(target: Target) {
     assert_eq!(first["record"]["lat"], 25.5);
 }
 
+/// The person's supervision records and the integration's and operators' other writes, each
+/// as the store method the API calls: leave permits (create, cancel, end early), monitoring
+/// orders (create, renew, and the service's start and end steps), a check-in, a downlink
+/// command, a border hit and a webhook redelivery.
+async fn supervision_writes(store: &dyn Store, person: PersonId) {
+    use ewall::store::LeaveClosing;
+    let zone = store.person_zones(person).await.unwrap()[0];
+    let leave = |from: i64| LeavePermit {
+        id: new_id(),
+        person_id: person,
+        from: at(from),
+        to: at(from + 60),
+        zone_ids: vec![zone],
+        reason: "hospital".into(),
+        approved_by: "officer 7".into(),
+        created_at: at(0),
+        cancelled_at: None,
+        ended_at: None,
+    };
+    let (cancelled, ended) = (leave(100), leave(200));
+    for l in [&cancelled, &ended] {
+        store.create_leave(l).await.unwrap();
+    }
+    store
+        .close_leave(cancelled.id, LeaveClosing::Cancel, at(90))
+        .await
+        .unwrap();
+    store
+        .close_leave(ended.id, LeaveClosing::EndEarly, at(230))
+        .await
+        .unwrap();
+    // Closing one already closed changes nothing, and records nothing.
+    store
+        .close_leave(ended.id, LeaveClosing::EndEarly, at(240))
+        .await
+        .unwrap();
+    let order = |from: i64, days: i64| MonitoringOrder {
+        id: new_id(),
+        person_id: person,
+        ground: "community correction".into(),
+        approved_by: "county court".into(),
+        from: at(from),
+        to: at(from) + Duration::days(days),
+        created_at: at(0),
+        started_at: None,
+        ended_at: None,
+    };
+    let first = order(0, 30);
+    store.create_order(&first).await.unwrap();
+    store.create_order(&order(30 * 1440, 60)).await.unwrap();
+    store
+        .step_order(first.id, ewall::store::OrderStep::Started, at(1))
+        .await
+        .unwrap();
+    store
+        .step_order(first.id, ewall::store::OrderStep::Ended, at(2))
+        .await
+        .unwrap();
+    store
+        .create_checkin(&Checkin {
+            id: new_id(),
+            person_id: person,
+            time: at(20),
+            method: CheckinMethod::Kiosk,
+            position: None,
+            created_at: at(20),
+        })
+        .await
+        .unwrap();
+    store
+        .create_command(&DeviceCommand {
+            id: new_id(),
+            seq: 0,
+            device_id: IMEI.into(),
+            kind: "locate".into(),
+            text: None,
+            interval_s: None,
+            status: CommandStatus::Pending,
+            protocol: None,
+            reference: None,
+            created_at: at(21),
+            expires_at: at(21) + Duration::days(7),
+            sent_at: None,
+            completed_at: None,
+            reply: None,
+            error: None,
+        })
+        .await
+        .unwrap();
+    let mut hit = alert(person, AlertKind::BorderHit, at(22));
+    hit.border = Some(BorderCheck {
+        port: "Luohu".into(),
+        reference: "BC-2026-0001".into(),
+    });
+    let (_, raised) = store.raise_border_hit(hit.clone()).await.unwrap();
+    assert!(raised);
+    // The same check reported again: nothing changes, nothing is recorded.
+    let (_, raised) = store
+        .raise_border_hit(Alert {
+            id: new_id(),
+            ..hit
+        })
+        .await
+        .unwrap();
+    assert!(!raised);
+    let seq = store.last_event_seq().await.unwrap();
+    store
+        .dead_letter("hook", "webhook:hook", seq, 3, "connection refused")
+        .await
+        .unwrap();
+    assert_eq!(store.request_redelivery("hook", None).await.unwrap(), 1);
+    // Nothing dead any more: no change, no action.
+    assert_eq!(store.request_redelivery("hook", None).await.unwrap(), 0);
+}
+
+/// The action kinds [`supervision_writes`] records, in order.
+const SUPERVISION_ACTIONS: [&str; 12] = [
+    "leave.create",
+    "leave.create",
+    "leave.cancel",
+    "leave.end",
+    "order.create",
+    "order.renew",
+    "order.start",
+    "order.end",
+    "checkin.create",
+    "command.create",
+    "border_hit.report",
+    "webhook.redeliver",
+];
+
+async fn supervision_and_integration_actions_are_chained(target: Target) {
+    let person = seed(target.store.as_ref()).await;
+    let before: i64 = target
+        .sql
+        .text("SELECT CAST(MAX(chain_n) AS TEXT) FROM audit_actions")
+        .await
+        .parse()
+        .unwrap();
+    supervision_writes(target.store.as_ref(), person).await;
+    // Each write is one action, in the order made, right after the seed's.
+    let mut kinds = Vec::new();
+    for (i, _) in SUPERVISION_ACTIONS.iter().enumerate() {
+        let n = before + 1 + i as i64;
+        kinds.push(
+            target
+                .sql
+                .text(&format!(
+                    "SELECT kind FROM audit_actions WHERE chain_n = {n}"
+                ))
+                .await,
+        );
+    }
+    assert_eq!(kinds, SUPERVISION_ACTIONS);
+    let count: i64 = target
+        .sql
+        .text("SELECT CAST(COUNT(*) AS TEXT) FROM audit_actions")
+        .await
+        .parse()
+        .unwrap();
+    assert_eq!(count, before + SUPERVISION_ACTIONS.len() as i64, "no more");
+    let renewal = target
+        .sql
+        .text("SELECT detail FROM audit_actions WHERE kind = 'order.renew'")
+        .await;
+    assert!(renewal.contains("\"renews\""), "{renewal}");
+    let (ok, summary) = verify(&target);
+    assert!(ok, "{summary}");
+    // Tampering with any of them is caught and names it.
+    for n in before + 1..=count {
+        let id = target
+            .sql
+            .text(&format!(
+                "SELECT CAST(id AS TEXT) FROM audit_actions WHERE chain_n = {n}"
+            ))
+            .await;
+        let actor = target
+            .sql
+            .text(&format!(
+                "SELECT actor FROM audit_actions WHERE chain_n = {n}"
+            ))
+            .await;
+        let set =
+            |actor: &str| format!("UPDATE audit_actions SET actor = '{actor}' WHERE chain_n = {n}");
+        target
+            .sql
+            .run(&set("token:forged"), &set("token:forged"))
+            .await;
+        let (ok, summary) = verify(&target);
+        assert!(!ok, "action {n} altered");
+        assert_eq!(broken(&summary)["table"], "audit_actions");
+        assert_eq!(broken(&summary)["id"], id.as_str(), "action {n}");
+        target.sql.run(&set(&actor), &set(&actor)).await;
+    }
+    let (ok, summary) = verify(&target);
+    assert!(ok, "restored: {summary}");
+    // The person's export carries every one of them but the webhook's.
+    let out = target.config.with_file_name("export.jsonl");
+    let (ok, _, stderr) = audit(
+        &target,
+        &[
+            "export",
+            "--person",
+            &person.to_string(),
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let exported: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["table"] == "audit_actions")
+        .map(|r| r["record"]["kind"].as_str().unwrap().to_owned())
+        .collect();
+    for kind in &SUPERVISION_ACTIONS[..SUPERVISION_ACTIONS.len() - 1] {
+        assert!(exported.iter().any(|k| k == kind), "{kind} in {exported:?}");
+    }
+    assert!(!exported.iter().any(|k| k == "webhook.redeliver"));
+}
+
 /// Declares each case once per backend.
 macro_rules! cases {
     ($($case:ident),* $(,)?) => {
@@ -684,6 +912,7 @@ cases!(
     a_changed_action_is_named,
     retention_keeps_what_remains_verifiable,
     an_export_checks_without_ewall,
+    supervision_and_integration_actions_are_chained,
 );
 
 /// Through the running service: a GT06 position is stored with the frame's bytes as received,

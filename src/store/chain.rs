@@ -283,6 +283,100 @@ pub(crate) fn token_action(kind: &str, token: &super::TokenRecord) -> NewAction 
     )
 }
 
+/// `leave.create`, `leave.cancel` or `leave.end` with the permit as it then was.
+pub(crate) fn leave_action(kind: &str, leave: &crate::model::LeavePermit) -> NewAction {
+    NewAction::new(
+        kind,
+        leave.id,
+        serde_json::json!({
+            "from": leave.from,
+            "to": leave.to,
+            "zone_ids": leave.zone_ids,
+            "reason": leave.reason,
+            "approved_by": leave.approved_by,
+            "cancelled_at": leave.cancelled_at,
+            "ended_at": leave.ended_at,
+        }),
+    )
+    .person(leave.person_id)
+}
+
+/// `order.create` or `order.renew` (an order that carries on from one not yet ended, named in
+/// `renews`), `order.start` or `order.end` with the order as it then was.
+pub(crate) fn order_action(
+    kind: &str,
+    order: &crate::model::MonitoringOrder,
+    renews: Option<crate::model::OrderId>,
+) -> NewAction {
+    let mut detail = serde_json::json!({
+        "ground": order.ground,
+        "approved_by": order.approved_by,
+        "from": order.from,
+        "to": order.to,
+        "started_at": order.started_at,
+        "ended_at": order.ended_at,
+    });
+    if let Some(renews) = renews {
+        detail["renews"] = serde_json::json!(renews);
+    }
+    NewAction::new(kind, order.id, detail).person(order.person_id)
+}
+
+/// `checkin.create`: when, how and where the person checked in.
+pub(crate) fn checkin_action(checkin: &crate::model::Checkin) -> NewAction {
+    NewAction::new(
+        "checkin.create",
+        checkin.id,
+        serde_json::json!({
+            "time": checkin.time,
+            "method": checkin.method.as_str(),
+            "position": checkin.position,
+        }),
+    )
+    .person(checkin.person_id)
+}
+
+/// `command.create`: a downlink command queued for a device (of `person`, when bound).
+pub(crate) fn command_action(
+    command: &crate::model::DeviceCommand,
+    person: Option<PersonId>,
+) -> NewAction {
+    let action = NewAction::new(
+        "command.create",
+        command.id,
+        serde_json::json!({
+            "device_id": command.device_id,
+            "kind": command.kind,
+            "text": command.text,
+            "interval_s": command.interval_s,
+            "expires_at": command.expires_at,
+        }),
+    );
+    match person {
+        Some(person) => action.person(person),
+        None => action,
+    }
+}
+
+/// `border_hit.report`: a border check's hit stored as an alert.
+pub(crate) fn border_hit_action(alert: &Alert) -> NewAction {
+    NewAction::new(
+        "border_hit.report",
+        alert.id,
+        serde_json::json!({ "border": alert.border, "time": alert.time }),
+    )
+    .person(alert.person_id)
+}
+
+/// `webhook.redeliver`: dead deliveries of a webhook put back to pending (one event's, or all).
+pub(crate) fn redelivery_action(webhook: &str, event: Option<uuid::Uuid>, count: u64) -> NewAction {
+    NewAction::new(
+        "webhook.redeliver",
+        webhook,
+        serde_json::json!({ "event_id": event, "deliveries": count }),
+    )
+}
+
 /// A recorded action, as the actions chain holds it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionRecord {

@@ -24,9 +24,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::chain::{
-    self, alert_state_action, assignment_action, device_action, person_action, token_action,
-    zone_action, ActionRecord, ChainHead, ChainRecord, Checkpoint, Hash, NewAction,
-    RetentionOutcome, Unchained, GENESIS,
+    self, alert_state_action, assignment_action, border_hit_action, command_action, device_action,
+    person_action, redelivery_action, token_action, zone_action, ActionRecord, ChainHead,
+    ChainRecord, Checkpoint, Hash, NewAction, RetentionOutcome, Unchained, GENESIS,
 };
 use super::handling::{self, AlertCount};
 mod supervision;
@@ -1787,6 +1787,7 @@ impl Store for PgStore {
         .bind(to_json(&alert)?)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, border_hit_action(&alert)).await?;
         tx.commit().await?;
         self.announce(alert.seq);
         Ok((alert, true))
@@ -2009,14 +2010,20 @@ impl Store for PgStore {
         event_id: Option<Uuid>,
     ) -> Result<u64, StoreError> {
         let Some(event_id) = event_id else {
+            let mut tx = self.pool.begin().await?;
             let done = sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'pending' \
                  WHERE webhook = $1 AND state = 'dead'",
             )
             .bind(webhook)
-            .execute(&self.pool)
-            .await?;
-            return Ok(done.rows_affected());
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 {
+                append_action(&mut tx, redelivery_action(webhook, None, done)).await?;
+            }
+            tx.commit().await?;
+            return Ok(done);
         };
         let mut tx = self.pool.begin().await?;
         let found: Option<(i64, String)> = sqlx::query_as(
@@ -2043,6 +2050,7 @@ impl Store for PgStore {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, redelivery_action(webhook, Some(event_id), 1)).await?;
         tx.commit().await?;
         Ok(1)
     }
@@ -2101,6 +2109,7 @@ impl Store for PgStore {
     }
 
     async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO commands (id, device_id, kind, text, interval_s, status, protocol, \
              reference, created_at, expires_at, sent_at, completed_at, reply, error) \
@@ -2120,8 +2129,15 @@ impl Store for PgStore {
         .bind(command.completed_at)
         .bind(&command.reply)
         .bind(&command.error)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let person: Option<Uuid> =
+            sqlx::query_scalar("SELECT person_id FROM devices WHERE imei = $1")
+                .bind(&command.device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        append_action(&mut tx, command_action(command, person)).await?;
+        tx.commit().await?;
         command_from_row(&row)
     }
 

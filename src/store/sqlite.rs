@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::chain::{
-    self, alert_state_action, assignment_action, device_action, person_action, token_action,
-    zone_action, ActionRecord, ChainHead, ChainRecord, Checkpoint, Hash, NewAction,
-    RetentionOutcome, Unchained, GENESIS,
+    self, alert_state_action, assignment_action, border_hit_action, command_action, device_action,
+    person_action, redelivery_action, token_action, zone_action, ActionRecord, ChainHead,
+    ChainRecord, Checkpoint, Hash, NewAction, RetentionOutcome, Unchained, GENESIS,
 };
 use super::handling::{self, AlertCount};
 mod supervision;
@@ -1119,6 +1119,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_command(&self, command: &DeviceCommand) -> Result<DeviceCommand, StoreError> {
+        let mut tx = self.write_transaction().await?;
         let seq: i64 = sqlx::query_scalar(
             "INSERT INTO commands (id, device_id, kind, text, interval_s, status, protocol, \
              reference, created_at, expires_at, sent_at, completed_at, reply, error) \
@@ -1138,8 +1139,16 @@ impl Store for SqliteStore {
         .bind(command.completed_at.map(micros))
         .bind(&command.reply)
         .bind(&command.error)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let person: Option<String> =
+            sqlx::query_scalar("SELECT person_id FROM devices WHERE imei = ?")
+                .bind(&command.device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let person = person.map(|p| parse("device", &p)).transpose()?;
+        append_action(&mut tx, command_action(command, person)).await?;
+        tx.commit().await?;
         Ok(DeviceCommand {
             seq,
             ..command.clone()
@@ -1708,6 +1717,7 @@ impl Store for SqliteStore {
         let mut head = read_head(&mut tx, chain::ALERTS_CHAIN).await?;
         let stored = insert_alert(&mut tx, alert, &mut head).await?;
         write_heads(&mut tx, &[&head]).await?;
+        append_action(&mut tx, border_hit_action(&stored)).await?;
         tx.commit().await?;
         self.announce(stored.seq);
         Ok((stored, true))
@@ -1934,14 +1944,20 @@ impl Store for SqliteStore {
         event_id: Option<Uuid>,
     ) -> Result<u64, StoreError> {
         let Some(event_id) = event_id else {
+            let mut tx = self.write_transaction().await?;
             let done = sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'pending' \
                  WHERE webhook = ? AND state = 'dead'",
             )
             .bind(webhook)
-            .execute(&self.pool)
-            .await?;
-            return Ok(done.rows_affected());
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 {
+                append_action(&mut tx, redelivery_action(webhook, None, done)).await?;
+            }
+            tx.commit().await?;
+            return Ok(done);
         };
         let mut tx = self.write_transaction().await?;
         let found: Option<(i64, String)> = sqlx::query_as(
@@ -1967,6 +1983,7 @@ impl Store for SqliteStore {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, redelivery_action(webhook, Some(event_id), 1)).await?;
         tx.commit().await?;
         Ok(1)
     }

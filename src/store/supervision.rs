@@ -50,6 +50,16 @@ pub enum LeaveClosing {
     EndEarly,
 }
 
+impl LeaveClosing {
+    /// The kind of the action recorded for it in the actions chain.
+    pub fn action_kind(self) -> &'static str {
+        match self {
+            LeaveClosing::Cancel => "leave.cancel",
+            LeaveClosing::EndEarly => "leave.end",
+        }
+    }
+}
+
 /// A step in a monitoring order's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStep {
@@ -57,6 +67,16 @@ pub enum OrderStep {
     Started,
     /// Monitoring under it stopped (`order.ended`).
     Ended,
+}
+
+impl OrderStep {
+    /// The kind of the action recorded for it in the actions chain.
+    pub fn action_kind(self) -> &'static str {
+        match self {
+            OrderStep::Started => "order.start",
+            OrderStep::Ended => "order.end",
+        }
+    }
 }
 
 /// The supervision rules' records.

@@ -8,11 +8,14 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{append_event, fix_from_row, not_found, parse, to_json, NewEvent, PgStore};
+use super::{
+    append_action, append_event, fix_from_row, not_found, parse, to_json, NewEvent, PgStore,
+};
 use crate::model::{
     new_id, AlertKind, AlertPosition, Checkin, DeviceHeard, EventKind, Fix, LeaveId, LeavePermit,
     MonitoringOrder, OrderId, PersonId,
 };
+use crate::store::chain::{checkin_action, leave_action, order_action};
 use crate::store::supervision::{
     LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, TimerAlert,
 };
@@ -203,6 +206,7 @@ impl SupervisionRecords for PgStore {
         .bind(leave.ended_at)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, leave_action("leave.create", leave)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -243,14 +247,23 @@ impl SupervisionRecords for PgStore {
             }
         };
         let mut tx = self.pool.begin().await?;
-        sqlx::query(sql).bind(at).bind(id).execute(&mut *tx).await?;
+        let changed = sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         let row = sqlx::query("SELECT * FROM leave_permits WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found("leave", id))?;
+        let leave = leave_from_row(&row)?;
+        if changed > 0 {
+            append_action(&mut tx, leave_action(closing.action_kind(), &leave)).await?;
+        }
         tx.commit().await?;
-        leave_from_row(&row)
+        Ok(leave)
     }
 
     async fn leaves_ending_since(
@@ -272,6 +285,15 @@ impl SupervisionRecords for PgStore {
     async fn create_order(&self, order: &MonitoringOrder) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         person_exists(&mut tx, order.person_id).await?;
+        // A renewal: an order not ended whose window the new one starts within or right after.
+        let renews: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM monitoring_orders WHERE person_id = $1 AND ended_at IS NULL \
+             AND from_time <= $2 AND to_time >= $2 ORDER BY to_time DESC, id LIMIT 1",
+        )
+        .bind(order.person_id)
+        .bind(order.from)
+        .fetch_optional(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO monitoring_orders (id, person_id, ground, approved_by, from_time, \
              to_time, created_at, started_at, ended_at) \
@@ -288,6 +310,12 @@ impl SupervisionRecords for PgStore {
         .bind(order.ended_at)
         .execute(&mut *tx)
         .await?;
+        let kind = if renews.is_some() {
+            "order.renew"
+        } else {
+            "order.create"
+        };
+        append_action(&mut tx, order_action(kind, order, renews)).await?;
         let seq = match order.started_at {
             Some(_) => Some(order_event(&mut tx, EventKind::OrderStarted, order).await?),
             None => None,
@@ -348,6 +376,7 @@ impl SupervisionRecords for PgStore {
             return Ok(None);
         };
         let order = order_from_row(&row)?;
+        append_action(&mut tx, order_action(step.action_kind(), &order, None)).await?;
         let seq = order_event(&mut tx, kind, &order).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -371,6 +400,7 @@ impl SupervisionRecords for PgStore {
         .bind(checkin.created_at)
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, checkin_action(checkin)).await?;
         tx.commit().await?;
         Ok(())
     }

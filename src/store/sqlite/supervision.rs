@@ -7,13 +7,14 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
 use super::{
-    append_event, fix_from_row, from_micros, micros, not_found, parse, to_json, NewEvent,
-    SqliteStore,
+    append_action, append_event, fix_from_row, from_micros, micros, not_found, parse, to_json,
+    NewEvent, SqliteStore,
 };
 use crate::model::{
     new_id, AlertKind, AlertPosition, Checkin, DeviceHeard, EventKind, Fix, LeaveId, LeavePermit,
     MonitoringOrder, OrderId, PersonId, ZoneId,
 };
+use crate::store::chain::{checkin_action, leave_action, order_action};
 use crate::store::supervision::{
     LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, TimerAlert,
 };
@@ -221,6 +222,7 @@ impl SupervisionRecords for SqliteStore {
         .bind(leave.ended_at.map(micros))
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, leave_action("leave.create", leave)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -255,21 +257,26 @@ impl SupervisionRecords for SqliteStore {
             LeaveClosing::EndEarly => "ended_at",
         };
         let mut tx = self.write_transaction().await?;
-        sqlx::query(&format!(
+        let changed = sqlx::query(&format!(
             "UPDATE leave_permits SET {column} = ? \
              WHERE id = ? AND cancelled_at IS NULL AND ended_at IS NULL"
         ))
         .bind(micros(at))
         .bind(id.to_string())
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         let row = sqlx::query("SELECT * FROM leave_permits WHERE id = ?")
             .bind(id.to_string())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| not_found("leave", id))?;
+        let leave = leave_from_row(&row)?;
+        if changed > 0 {
+            append_action(&mut tx, leave_action(closing.action_kind(), &leave)).await?;
+        }
         tx.commit().await?;
-        leave_from_row(&row)
+        Ok(leave)
     }
 
     async fn leaves_ending_since(
@@ -297,6 +304,19 @@ impl SupervisionRecords for SqliteStore {
         if person.is_none() {
             return Err(not_found("person", order.person_id));
         }
+        // A renewal: an order not ended whose window the new one starts within or right after.
+        let renews: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM monitoring_orders WHERE person_id = ? AND ended_at IS NULL \
+             AND from_time <= ? AND to_time >= ? ORDER BY to_time DESC, id LIMIT 1",
+        )
+        .bind(order.person_id.to_string())
+        .bind(micros(order.from))
+        .bind(micros(order.from))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let renews: Option<OrderId> = renews
+            .map(|id| parse("monitoring_order", &id))
+            .transpose()?;
         sqlx::query(
             "INSERT INTO monitoring_orders (id, person_id, ground, approved_by, from_time, \
              to_time, created_at, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -312,6 +332,12 @@ impl SupervisionRecords for SqliteStore {
         .bind(order.ended_at.map(micros))
         .execute(&mut *tx)
         .await?;
+        let kind = if renews.is_some() {
+            "order.renew"
+        } else {
+            "order.create"
+        };
+        append_action(&mut tx, order_action(kind, order, renews)).await?;
         let seq = match order.started_at {
             Some(_) => Some(order_event(&mut tx, EventKind::OrderStarted, order).await?),
             None => None,
@@ -376,6 +402,7 @@ impl SupervisionRecords for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let order = order_from_row(&row)?;
+        append_action(&mut tx, order_action(step.action_kind(), &order, None)).await?;
         let seq = order_event(&mut tx, kind, &order).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -405,6 +432,7 @@ impl SupervisionRecords for SqliteStore {
         .bind(micros(checkin.created_at))
         .execute(&mut *tx)
         .await?;
+        append_action(&mut tx, checkin_action(checkin)).await?;
         tx.commit().await?;
         Ok(())
     }
