@@ -1761,3 +1761,84 @@ fn a_scheduled_exclusion_zone_applies_only_in_its_windows() {
     assert!(monday(2, 0).is_empty());
     assert_eq!(monday(2, 5), vec![AlertKind::ZoneEnter]);
 }
+
+#[test]
+fn a_curfew_opening_judges_the_newest_fix_by_the_zone_s_shape() {
+    use super::CurfewOpening;
+    let catalog = catalog_with(curfew_home());
+    let home = catalog.zones()[0].id();
+    let shanghai = chrono_tz::Asia::Shanghai;
+    let out = two_km_out();
+    let opening = Utc.with_ymd_and_hms(2026, 3, 2, 14, 0, 0).unwrap();
+    let check = |engine: &mut FenceEngine, f: Fix| {
+        kinds(&engine.check_in(&catalog, &f, SupervisionLevel::Normal, shanghai, &[]))
+    };
+    // Out at 21:50, before the window (the fix itself complies with the schedule): the opening
+    // finds it outside, opens the breach, and the fixes still out raise nothing more.
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 13, 50, out)).is_empty());
+    let CurfewOpening::Outside(position) =
+        engine.curfew_opened(&catalog, PERSON, home, opening, SupervisionLevel::Normal)
+    else {
+        panic!("outside at the opening");
+    };
+    assert!((position.lon - out.0).abs() < 1e-12);
+    assert_eq!(
+        engine.status(&PERSON, &home),
+        ZoneStatus::Breached { since: opening }
+    );
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 14, 2, out)).is_empty());
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 14, 6, out)).is_empty());
+    assert_eq!(
+        check(&mut engine, fix_utc(2026, 3, 2, 14, 20, INSIDE)),
+        vec![AlertKind::Returned]
+    );
+    // Judged once: a second opening call for the same instant finds a fix after it.
+    assert_eq!(
+        engine.curfew_opened(&catalog, PERSON, home, opening, SupervisionLevel::Normal),
+        CurfewOpening::Nothing
+    );
+    // Home at 21:50: nothing.
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    check(&mut engine, fix_utc(2026, 3, 2, 13, 50, INSIDE));
+    assert_eq!(
+        engine.curfew_opened(&catalog, PERSON, home, opening, SupervisionLevel::Normal),
+        CurfewOpening::Nothing
+    );
+    // A cell fix that cannot tell: the next definite fix decides, alone.
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    let vague = fix_at(
+        Utc.with_ymd_and_hms(2026, 3, 2, 13, 50, 0).unwrap(),
+        out.0,
+        out.1,
+        Some(5_000.0),
+    );
+    check(&mut engine, vague);
+    assert_eq!(
+        engine.curfew_opened(&catalog, PERSON, home, opening, SupervisionLevel::Normal),
+        CurfewOpening::Awaiting
+    );
+    assert_eq!(
+        check(&mut engine, fix_utc(2026, 3, 2, 14, 3, out)),
+        vec![AlertKind::Curfew]
+    );
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 14, 8, out)).is_empty());
+    // Awaiting, then home: cleared; out again later goes by the engine's own run.
+    let mut engine = FenceEngine::new(FenceConfig::default());
+    check(
+        &mut engine,
+        fix_at(
+            Utc.with_ymd_and_hms(2026, 3, 2, 13, 50, 0).unwrap(),
+            out.0,
+            out.1,
+            Some(5_000.0),
+        ),
+    );
+    engine.curfew_opened(&catalog, PERSON, home, opening, SupervisionLevel::Normal);
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 14, 3, INSIDE)).is_empty());
+    assert!(check(&mut engine, fix_utc(2026, 3, 2, 15, 0, out)).is_empty());
+    assert_eq!(
+        check(&mut engine, fix_utc(2026, 3, 2, 15, 4, out)),
+        vec![AlertKind::Curfew]
+    );
+}
