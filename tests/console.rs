@@ -1,0 +1,514 @@
+//! The operator console in a real headless Chromium, driven over WebDriver (chromedriver named
+//! by `EWALL_TEST_CHROMEDRIVER`; without it the test says so and skips): an operator signs in
+//! with a token in the fragment, which leaves the address bar at once, and is not offered the
+//! admin pages; an alert raised by a GT06 device over TCP appears in the queue without a reload;
+//! the operator acknowledges, verifies and disposes of it with notes, and the API records each
+//! step; the alert opens the person's page at its minute, whose track renders its points; a
+//! polygon drawn in the zone editor is created through the API; an admin is offered the token
+//! page. The console's pages carry a strict Content-Security-Policy and its data routes refuse
+//! a request without a token. A screenshot of the live scenario is kept in `docs/console.png`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use common::{north_of, Device, Service};
+use ewall_protocol::gt06::encode;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const HOME: (f64, f64) = (112.3625, 25.515);
+const IMEI: &str = "864717003287038";
+/// Longest the page may take to show what the API already holds, before the test gives up.
+const PAGE_WAIT: Duration = Duration::from_secs(30);
+
+/// A chromedriver process on an ephemeral port, ended with the test.
+struct Driver {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start(path: &str) -> Driver {
+        let mut child = tokio::process::Command::new(path)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // "ChromeDriver was started successfully on port 41235."
+        let port = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("on port ").nth(1) {
+                    return rest.trim_end_matches('.').trim().parse::<u16>().unwrap();
+                }
+            }
+            panic!("chromedriver ended without naming its port");
+        })
+        .await
+        .expect("chromedriver names its port");
+        // Its further output is not needed, but the pipe must not fill up.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Driver {
+            _child: child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        let mut options = json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,900", "--lang=en-GB", "--autoplay-policy=no-user-gesture-required"],
+        });
+        if let Ok(binary) = std::env::var("EWALL_TEST_CHROMIUM") {
+            options["binary"] = json!(binary);
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a browser session")
+    }
+}
+
+/// Waits until `script` (a function body returning a value) returns something truthy.
+async fn until(browser: &Client, what: &str, script: &str) -> Value {
+    let deadline = Instant::now() + PAGE_WAIT;
+    loop {
+        let value = browser.execute(script, vec![]).await.unwrap();
+        let truthy = match &value {
+            Value::Null | Value::Bool(false) => false,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "the page never showed {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn fill(browser: &Client, css: &str, text: &str) {
+    let field = browser.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Takes one handling step on the alert's row through the dialog.
+async fn take_step(
+    browser: &Client,
+    alert: &str,
+    step: &str,
+    note: &str,
+    disposition: Option<&str>,
+) {
+    click(
+        browser,
+        &format!("tr[data-alert-id='{alert}'] button[data-step='{step}']"),
+    )
+    .await;
+    until(
+        browser,
+        "the handling dialog",
+        "return document.getElementById('handle-dialog').open",
+    )
+    .await;
+    if let Some(disposition) = disposition {
+        browser
+            .find(Locator::Css("#handle-disposition"))
+            .await
+            .unwrap()
+            .select_by_value(disposition)
+            .await
+            .unwrap();
+    }
+    fill(browser, "#handle-note", note).await;
+    click(browser, "#handle-confirm").await;
+    until(
+        browser,
+        "the dialog closed",
+        "return !document.getElementById('handle-dialog').open",
+    )
+    .await;
+}
+
+/// A GT06 device walking through fixes 30 s apart from a fixed start; returns the fix times.
+async fn walk(service: &Service, points: &[(f64, f64)]) -> Vec<chrono::DateTime<Utc>> {
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&encode::login(IMEI, 1, None), 10).await;
+    let start = Utc.with_ymd_and_hms(2026, 6, 1, 20, 0, 0).unwrap();
+    let mut times = Vec::new();
+    for (i, (lon, lat)) in points.iter().enumerate() {
+        let time = start + chrono::Duration::seconds(30 * i as i64);
+        let fix = encode::Fix::new(time, *lat, *lon);
+        let reply = device
+            .exchange(&encode::location(2 + i as u16, &fix), 10)
+            .await;
+        assert_eq!(reply[3], 0x12, "position acknowledged");
+        times.push(time);
+    }
+    times
+}
+
+#[tokio::test]
+async fn an_operator_works_an_alert_through_the_console() {
+    let Ok(chromedriver) = std::env::var("EWALL_TEST_CHROMEDRIVER") else {
+        println!("skipped: EWALL_TEST_CHROMEDRIVER is not set (the path of chromedriver)");
+        return;
+    };
+    let service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
+    let zone = service
+        .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
+        .await;
+    let person = service.person_with_device(IMEI, &[zone]).await;
+    let operator = service.token("operator").await;
+
+    // The console's pages: a strict policy, no inline code; its data needs a token.
+    let page = service.client.get(service.url("/")).send().await.unwrap();
+    assert_eq!(page.url().path(), "/console/", "/ redirects to the console");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(policy.contains("connect-src 'self';"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
+    for path in ["/api/v1/whoami", "/api/v1/positions/stream"] {
+        let status = service
+            .client
+            .get(service.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{path} without a token");
+    }
+
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.browser().await;
+
+    // Signing in with the fragment; the token leaves the address bar at once.
+    browser
+        .goto(&service.url(&format!("/console/#token={operator}")))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the navigation",
+        "return !document.getElementById('nav').hidden",
+    )
+    .await;
+    let address = browser.current_url().await.unwrap();
+    assert!(!address.as_str().contains("token="), "{address}");
+    assert_eq!(
+        browser
+            .execute("return sessionStorage.getItem('ewall.token')", vec![])
+            .await
+            .unwrap(),
+        json!(operator)
+    );
+    // An operator is not offered the admin pages, not even by their address.
+    let tokens_link = browser
+        .find(Locator::Css("a[data-page='tokens']"))
+        .await
+        .unwrap();
+    assert!(!tokens_link.is_displayed().await.unwrap());
+    browser
+        .execute("location.hash = '#/tokens'", vec![])
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the alert queue instead of the token page",
+        "return !document.getElementById('page-alerts').hidden \
+         && document.getElementById('page-tokens').hidden",
+    )
+    .await;
+    // Both live streams are open before the device reports.
+    until(
+        &browser,
+        "the streams live",
+        "return document.getElementById('live').classList.contains('on')",
+    )
+    .await;
+    browser
+        .execute("window.notReloaded = true", vec![])
+        .await
+        .unwrap();
+
+    // A GT06 device leaves its home zone: the alert reaches the queue without a reload.
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
+    let times = walk(&service, &[HOME, HOME, away, away, away]).await;
+    let alert = common::eventually(|| async {
+        service
+            .alerts_of(&person)
+            .await
+            .into_iter()
+            .find(|a| a["kind"] == "zone_exit")
+    })
+    .await;
+    let committed = Instant::now();
+    let alert_id = alert["id"].as_str().unwrap().to_owned();
+    until(
+        &browser,
+        "the new alert in the queue",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}']\") !== null"),
+    )
+    .await;
+    println!(
+        "the alert appeared in the queue {:?} after the API held it",
+        committed.elapsed()
+    );
+    assert_eq!(
+        browser
+            .execute("return window.notReloaded === true", vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "the page was not reloaded"
+    );
+    let title = browser.title().await.unwrap();
+    if alert["severity"] == "high" || alert["severity"] == "critical" {
+        assert!(title.starts_with("(1)"), "title badge: {title}");
+    }
+
+    // Acknowledge, verify and dispose with notes; the API records each step.
+    take_step(&browser, &alert_id, "ack", "seen on the console", None).await;
+    until(
+        &browser,
+        "the acknowledged state",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}'] button[data-step='verify']\") !== null"),
+    )
+    .await;
+    take_step(&browser, &alert_id, "verify", "called the person", None).await;
+    until(
+        &browser,
+        "the verified state",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}'] button[data-step='dispose']\") !== null"),
+    )
+    .await;
+    take_step(
+        &browser,
+        &alert_id,
+        "dispose",
+        "warned by phone",
+        Some("warned"),
+    )
+    .await;
+    until(
+        &browser,
+        "the disposed state",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}'] button[data-step='close']\") !== null"),
+    )
+    .await;
+    let actions = service
+        .get(&format!("/api/v1/alerts/{alert_id}/actions"))
+        .await;
+    let steps: Vec<(&str, &str)> = actions["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap(),
+                a["note"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(
+        steps.contains(&("acknowledged", "seen on the console")),
+        "{steps:?}"
+    );
+    assert!(
+        steps.contains(&("disposed", "warned by phone")),
+        "{steps:?}"
+    );
+    let disposed = service.get(&format!("/api/v1/alerts/{alert_id}")).await;
+    assert_eq!(disposed["state"], "disposed");
+    assert_eq!(disposed["disposition"], "warned");
+
+    // The alert opens the person at its minute; the track shows every point around it.
+    click(
+        &browser,
+        &format!("tr[data-alert-id='{alert_id}'] a.person-link"),
+    )
+    .await;
+    let stored = service.track_of(&person).await.len();
+    assert_eq!(stored, times.len());
+    let drawn = until(
+        &browser,
+        "the track's points",
+        &format!("const n = document.querySelectorAll('#person-map path.track-point').length; return n >= {stored} ? n : 0"),
+    )
+    .await;
+    assert_eq!(drawn, json!(stored), "one marker per stored point");
+    until(
+        &browser,
+        "the alert on the track",
+        "return document.querySelectorAll('#person-map path.track-alert').length",
+    )
+    .await;
+    let screenshot = browser.screenshot().await.unwrap();
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("console.png"), screenshot).unwrap();
+
+    // A polygon drawn in the zone editor is created through the API.
+    browser
+        .execute("location.hash = '#/zones'", vec![])
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the zone editor",
+        "return !document.getElementById('page-zones').hidden",
+    )
+    .await;
+    click(&browser, "#draw-polygon").await;
+    let map = browser.find(Locator::Css("#zone-map")).await.unwrap();
+    for (x, y) in [
+        (-120.0, -80.0),
+        (120.0, -80.0),
+        (120.0, 80.0),
+        (-120.0, 80.0),
+    ] {
+        let corner = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveToElement {
+                element: map.clone(),
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        browser.perform_actions(corner).await.unwrap();
+        // Two clicks in quick succession would read as a double click (a zoom).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    fill(&browser, "#zone-name", "drawn in the console").await;
+    click(&browser, "#zone-save").await;
+    until(
+        &browser,
+        "the zone created",
+        "return document.getElementById('zone-status').textContent",
+    )
+    .await;
+    let zones = service.get("/api/v1/zones").await;
+    let drawn = zones["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["properties"]["name"] == "drawn in the console")
+        .expect("the drawn zone is stored");
+    assert_eq!(drawn["geometry"]["type"], "Polygon");
+    assert_eq!(
+        drawn["geometry"]["coordinates"][0]
+            .as_array()
+            .unwrap()
+            .len(),
+        5,
+        "four corners and the closing position"
+    );
+    // An invalid shape gets the API's message: two corners enclose no area.
+    click(&browser, "#draw-polygon").await;
+    for (x, y) in [(-60.0, 0.0), (60.0, 0.0)] {
+        let corner = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveToElement {
+                element: map.clone(),
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        browser.perform_actions(corner).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    fill(&browser, "#zone-name", "a line").await;
+    click(&browser, "#zone-save").await;
+    let message = until(
+        &browser,
+        "the API's message",
+        "return document.getElementById('zone-error').textContent",
+    )
+    .await;
+    let message = message.as_str().unwrap();
+    assert!(
+        message.contains("ring"),
+        "the API's reason is shown: {message}"
+    );
+    let zones = service.get("/api/v1/zones").await;
+    assert!(
+        !zones["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|z| z["properties"]["name"] == "a line"),
+        "nothing stored for the refused shape"
+    );
+
+    // An admin is offered the token page.
+    click(&browser, "#sign-out").await;
+    until(
+        &browser,
+        "the sign-in form",
+        "return !document.getElementById('signin').hidden",
+    )
+    .await;
+    fill(&browser, "#signin-token", &service.admin_token).await;
+    click(&browser, "#signin-form button[type='submit']").await;
+    until(
+        &browser,
+        "the token link",
+        "return !document.querySelector(\"a[data-page='tokens']\").hidden",
+    )
+    .await;
+    browser
+        .execute("location.hash = '#/tokens'", vec![])
+        .await
+        .unwrap();
+    let rows = until(
+        &browser,
+        "the token list",
+        "return document.querySelectorAll('#token-rows tr').length",
+    )
+    .await;
+    assert!(rows.as_u64().unwrap() >= 2, "the admin and operator tokens");
+
+    browser.close().await.unwrap();
+    drop(driver);
+}
