@@ -512,3 +512,111 @@ async fn an_operator_works_an_alert_through_the_console() {
     browser.close().await.unwrap();
     drop(driver);
 }
+
+/// Reads server-sent events from `response` until `wanted` accepts one's data.
+async fn next_event(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wanted: impl Fn(&str, &Value) -> bool,
+) -> Value {
+    tokio::time::timeout(PAGE_WAIT, async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let name = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("event:"))
+                    .map(str::trim)
+                    .unwrap_or("message")
+                    .to_owned();
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                if let Ok(data) = serde_json::from_str::<Value>(&data) {
+                    if wanted(&name, &data) {
+                        return data;
+                    }
+                }
+            }
+            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the event arrives")
+}
+
+#[tokio::test]
+async fn the_positions_stream_sends_latest_positions_and_state_changes() {
+    let service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
+    let zone = service
+        .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
+        .await;
+    let person = service.person_with_device(IMEI, &[zone]).await;
+    walk(&service, &[HOME]).await;
+    common::eventually(|| async { (service.track_of(&person).await.len() == 1).then_some(()) })
+        .await;
+    let operator = service.token("operator").await;
+    let integration = service.token("integration").await;
+
+    // Who the token is, and what the console is told to draw on.
+    let (status, me) = service
+        .call_as(&operator, reqwest::Method::GET, "/api/v1/whoami", None)
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["role"], "operator");
+    assert_eq!(me["timezone"], "Asia/Shanghai");
+    assert_eq!(me["map"], json!({"tile_url": null, "tile_crs": "wgs84"}));
+    let capabilities = me["capabilities"].as_array().unwrap();
+    assert!(capabilities.contains(&json!("handle_alerts")));
+    assert!(!capabilities.contains(&json!("manage_tokens")));
+    let (_, admin) = service.call(reqwest::Method::GET, "/api/v1/whoami", None).await;
+    assert!(admin["capabilities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("manage_tokens")));
+
+    // The integration may not follow positions.
+    let (status, problem) = service
+        .call_as(&integration, reqwest::Method::GET, "/api/v1/positions/stream", None)
+        .await;
+    assert_eq!(status, 403, "{problem}");
+
+    let mut stream = service
+        .client
+        .get(service.url("/api/v1/positions/stream"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut buffer = String::new();
+    let first = next_event(&mut stream, &mut buffer, |name, _| name == "position").await;
+    assert_eq!(first["person_id"], json!(person));
+    assert_eq!(first["device_id"], IMEI);
+    assert_eq!(first["state"], "compliant");
+    assert!((first["lat"].as_f64().unwrap() - HOME.1).abs() < 1e-4, "{first}");
+
+    // Leaving the zone moves the person and turns the state to breach.
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&encode::login(IMEI, 1, None), 10).await;
+    let start = Utc.with_ymd_and_hms(2026, 6, 1, 21, 0, 0).unwrap();
+    for i in 0..3 {
+        let fix = encode::Fix::new(start + chrono::Duration::seconds(30 * i), away.1, away.0);
+        device
+            .exchange(&encode::location(10 + i as u16, &fix), 10)
+            .await;
+    }
+    let breach = next_event(&mut stream, &mut buffer, |name, data| {
+        name == "position" && data["state"] == "breach"
+    })
+    .await;
+    assert!((breach["lat"].as_f64().unwrap() - away.1).abs() < 1e-4, "{breach}");
+}
