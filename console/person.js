@@ -145,7 +145,7 @@ export class PersonPage {
             .bindTooltip(formatTime(this.points[i].properties.time))
             .addTo(this.trackLayer);
         });
-        this.map.fitBounds(L.latLngBounds(latlngs).pad(0.3), { maxZoom: 16 });
+        this.map.fitBounds(L.latLngBounds(latlngs).pad(0.3), { maxZoom: 16, animate: false });
       }
       document.getElementById("track-count").textContent = t("track.count", { n: this.points.length });
       const slider = document.getElementById("track-slider");

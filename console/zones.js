@@ -155,7 +155,7 @@ export class ZoneEditor {
       } else {
         const layer = L.geoJSON(feature.geometry, { coordsToLatLng: toDisplay, style: { color: "#dd6b20" } }).addTo(this.drawLayer);
         const bounds = layer.getBounds();
-        if (bounds.isValid()) this.map.fitBounds(bounds.pad(0.2));
+        if (bounds.isValid()) this.map.fitBounds(bounds.pad(0.2), { animate: false });
       }
       document.getElementById("draw-hint").textContent = t("zones.import.loaded", { name: file.name });
     } catch (e) {

@@ -237,4 +237,31 @@ mod tests {
             );
         }
     }
+
+    /// The keys of a message catalogue (`  "key": "text",` lines).
+    fn catalogue_keys(path: &str) -> std::collections::BTreeSet<String> {
+        let (_, bytes) = asset(path).expect("embedded");
+        std::str::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix('"')?.split_once("\":"))
+            .map(|(key, _)| key.to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn both_languages_have_every_text_the_page_names() {
+        let en = catalogue_keys("messages/en.js");
+        let zh = catalogue_keys("messages/zh-CN.js");
+        assert!(en.len() > 100, "{} keys read", en.len());
+        assert_eq!(en, zh, "the catalogues hold the same keys");
+        let (_, page) = asset("index.html").unwrap();
+        let page = std::str::from_utf8(page).unwrap();
+        for attribute in ["data-i18n=\"", "data-i18n-placeholder=\""] {
+            for part in page.split(attribute).skip(1) {
+                let key = part.split('"').next().unwrap();
+                assert!(en.contains(key), "{key} has no text");
+            }
+        }
+    }
 }

@@ -45,7 +45,7 @@ impl Driver {
         // "ChromeDriver was started successfully on port 41235."
         let port = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("on port ").nth(1) {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
                     return rest.trim_end_matches('.').trim().parse::<u16>().unwrap();
                 }
             }
@@ -183,32 +183,6 @@ async fn an_operator_works_an_alert_through_the_console() {
         .await;
     let person = service.person_with_device(IMEI, &[zone]).await;
     let operator = service.token("operator").await;
-
-    // The console's pages: a strict policy, no inline code; its data needs a token.
-    let page = service.client.get(service.url("/")).send().await.unwrap();
-    assert_eq!(page.url().path(), "/console/", "/ redirects to the console");
-    let policy = page.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(policy.contains("script-src 'self';"), "{policy}");
-    assert!(policy.contains("connect-src 'self';"), "{policy}");
-    assert!(!policy.contains("unsafe-inline"), "{policy}");
-    let html = page.text().await.unwrap();
-    assert!(
-        !html.contains("<script>") && !html.contains("style="),
-        "no inline script or style"
-    );
-    for path in ["/api/v1/whoami", "/api/v1/positions/stream"] {
-        let status = service
-            .client
-            .get(service.url(path))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 401, "{path} without a token");
-    }
 
     let driver = Driver::start(&chromedriver).await;
     let browser = driver.browser().await;
@@ -372,6 +346,12 @@ async fn an_operator_works_an_alert_through_the_console() {
         &browser,
         "the alert on the track",
         "return document.querySelectorAll('#person-map path.track-alert').length",
+    )
+    .await;
+    until(
+        &browser,
+        "the map at rest",
+        "return document.querySelector('#person-map .leaflet-zoom-anim') === null",
     )
     .await;
     let screenshot = browser.screenshot().await.unwrap();
@@ -572,7 +552,9 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
     let capabilities = me["capabilities"].as_array().unwrap();
     assert!(capabilities.contains(&json!("handle_alerts")));
     assert!(!capabilities.contains(&json!("manage_tokens")));
-    let (_, admin) = service.call(reqwest::Method::GET, "/api/v1/whoami", None).await;
+    let (_, admin) = service
+        .call(reqwest::Method::GET, "/api/v1/whoami", None)
+        .await;
     assert!(admin["capabilities"]
         .as_array()
         .unwrap()
@@ -580,7 +562,12 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
 
     // The integration may not follow positions.
     let (status, problem) = service
-        .call_as(&integration, reqwest::Method::GET, "/api/v1/positions/stream", None)
+        .call_as(
+            &integration,
+            reqwest::Method::GET,
+            "/api/v1/positions/stream",
+            None,
+        )
         .await;
     assert_eq!(status, 403, "{problem}");
 
@@ -601,7 +588,10 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
     assert_eq!(first["person_id"], json!(person));
     assert_eq!(first["device_id"], IMEI);
     assert_eq!(first["state"], "compliant");
-    assert!((first["lat"].as_f64().unwrap() - HOME.1).abs() < 1e-4, "{first}");
+    assert!(
+        (first["lat"].as_f64().unwrap() - HOME.1).abs() < 1e-4,
+        "{first}"
+    );
 
     // Leaving the zone moves the person and turns the state to breach.
     let away = north_of(HOME.0, HOME.1, 1_500.0);
@@ -618,5 +608,70 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
         name == "position" && data["state"] == "breach"
     })
     .await;
-    assert!((breach["lat"].as_f64().unwrap() - away.1).abs() < 1e-4, "{breach}");
+    assert!(
+        (breach["lat"].as_f64().unwrap() - away.1).abs() < 1e-4,
+        "{breach}"
+    );
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_strict_policy_and_its_data_needs_a_token() {
+    let service = Service::start().await;
+    // The console's pages: a strict policy, no inline code; its data needs a token.
+    let page = service.client.get(service.url("/")).send().await.unwrap();
+    assert_eq!(page.url().path(), "/console/", "/ redirects to the console");
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    assert!(policy.contains("connect-src 'self';"), "{policy}");
+    assert!(!policy.contains("unsafe-inline"), "{policy}");
+    let html = page.text().await.unwrap();
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
+    for path in ["/api/v1/whoami", "/api/v1/positions/stream"] {
+        let status = service
+            .client
+            .get(service.url(path))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 401, "{path} without a token");
+    }
+
+    // Every embedded file is served with the policy; an unknown one is a problem document.
+    for path in [
+        "/console/app.js",
+        "/console/vendor/leaflet/leaflet.js",
+        "/console/console.css",
+    ] {
+        let response = service.client.get(service.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(
+            response.headers().contains_key("content-security-policy"),
+            "{path}"
+        );
+    }
+    let missing = service
+        .client
+        .get(service.url("/console/../Cargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let missing = service
+        .client
+        .get(service.url("/console/nothing.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
 }
