@@ -327,6 +327,23 @@ async fn an_operator_works_an_alert_through_the_console() {
     assert_eq!(disposed["state"], "disposed");
     assert_eq!(disposed["disposition"], "warned");
 
+    // The state filter hides the disposed alert and shows it again.
+    let state_filter = browser.find(Locator::Css("#filter-state")).await.unwrap();
+    state_filter.select_by_value("open").await.unwrap();
+    until(
+        &browser,
+        "the alert filtered out",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}']\") === null"),
+    )
+    .await;
+    state_filter.select_by_value("disposed").await.unwrap();
+    until(
+        &browser,
+        "the alert filtered in",
+        &format!("return document.querySelector(\"tr[data-alert-id='{alert_id}']\") !== null"),
+    )
+    .await;
+
     // The alert opens the person at its minute; the track shows every point around it.
     click(
         &browser,
@@ -358,6 +375,68 @@ async fn an_operator_works_an_alert_through_the_console() {
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("console.png"), screenshot).unwrap();
+
+    // A message to the device goes to the commands API, whose answer the page shows: a GT06
+    // wristband has no text display, and the API says so.
+    fill(&browser, "#message-text", "Please go home now").await;
+    click(&browser, "#message-form button[type='submit']").await;
+    let status = until(
+        &browser,
+        "the command's answer",
+        "return document.getElementById('message-status').textContent",
+    )
+    .await;
+    let (code, refusal) = service
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/devices/{IMEI}/commands"),
+            Some(json!({"type": "message", "text": "Please go home now"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{refusal}");
+    assert_eq!(status, refusal["detail"], "the API's reason, as it gave it");
+
+    // The console's datum shift is the server's (a GCJ-02 map shows points where they are).
+    let shifted = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             import('/console/geo.js').then((g) => {
+               const gcj = g.wgsToGcj(25.515, 112.3625);
+               done([gcj, g.gcjToWgs(gcj[0], gcj[1])]);
+             });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (lon, lat) = ewall::fence::crs::wgs84_to_gcj02(112.3625, 25.515);
+    assert!(
+        (shifted[0][0].as_f64().unwrap() - lat).abs() < 1e-9,
+        "{shifted}"
+    );
+    assert!(
+        (shifted[0][1].as_f64().unwrap() - lon).abs() < 1e-9,
+        "{shifted}"
+    );
+    assert!(
+        (shifted[1][0].as_f64().unwrap() - 25.515).abs() < 1e-7,
+        "{shifted}"
+    );
+    assert!(
+        (shifted[1][1].as_f64().unwrap() - 112.3625).abs() < 1e-7,
+        "{shifted}"
+    );
+
+    // The map shows the person where they last were, in the state the server reports.
+    browser
+        .execute("location.hash = '#/map'", vec![])
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the person's position as a breach",
+        "return document.querySelectorAll('#overview-map path.position.state-breach').length",
+    )
+    .await;
 
     // A polygon drawn in the zone editor is created through the API.
     browser
@@ -459,6 +538,120 @@ async fn an_operator_works_an_alert_through_the_console() {
             .iter()
             .any(|z| z["properties"]["name"] == "a line"),
         "nothing stored for the refused shape"
+    );
+
+    // A circle: its centre, then a point on its edge.
+    click(&browser, "#draw-circle").await;
+    for (x, y) in [(0.0, 0.0), (80.0, 0.0)] {
+        let point = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveToElement {
+                element: map.clone(),
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        browser.perform_actions(point).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    fill(&browser, "#zone-name", "circle in the console").await;
+    browser
+        .find(Locator::Css("#zone-kind"))
+        .await
+        .unwrap()
+        .select_by_value("exclusion")
+        .await
+        .unwrap();
+    click(&browser, "#zone-save").await;
+    until(
+        &browser,
+        "the circle created",
+        "return document.getElementById('zone-status').textContent.includes('circle in the console')",
+    )
+    .await;
+
+    // A GeoJSON file drawn in GCJ-02 (a county boundary), shared with everyone.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/zones/jiahe-county-431024.gcj02.geojson");
+    browser
+        .find(Locator::Css("#zone-file"))
+        .await
+        .unwrap()
+        .send_keys(file.to_str().unwrap())
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the file loaded",
+        "return document.getElementById('draw-hint').textContent",
+    )
+    .await;
+    browser
+        .find(Locator::Css("#zone-crs"))
+        .await
+        .unwrap()
+        .select_by_value("gcj02")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#zone-assign"))
+        .await
+        .unwrap()
+        .select_by_value("everyone")
+        .await
+        .unwrap();
+    fill(&browser, "#zone-name", "Jiahe county").await;
+    click(&browser, "#zone-save").await;
+    until(
+        &browser,
+        "the imported zone created",
+        "return document.getElementById('zone-status').textContent.includes('Jiahe county')",
+    )
+    .await;
+    let zones = service.get("/api/v1/zones").await;
+    let named = |name: &str| {
+        zones["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|z| z["properties"]["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is stored: {zones}"))
+            .clone()
+    };
+    let circle = named("circle in the console");
+    assert_eq!(circle["geometry"]["type"], "Point");
+    assert_eq!(circle["properties"]["kind"], "exclusion");
+    assert!(
+        circle["properties"]["radius_m"].as_f64().unwrap() > 100.0,
+        "{circle}"
+    );
+    let county = named("Jiahe county");
+    assert_eq!(county["properties"]["source_crs"], "gcj02");
+    assert_eq!(
+        county["properties"]["assigned_to"],
+        json!({"scope": "everyone"})
+    );
+    let source: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let first = &source["coordinates"][0][0][0];
+    let (lon, lat) =
+        ewall::fence::crs::gcj02_to_wgs84(first[0].as_f64().unwrap(), first[1].as_f64().unwrap());
+    // One part comes back as a Polygon, several as a MultiPolygon.
+    let stored = match county["geometry"]["type"].as_str().unwrap() {
+        "Polygon" => &county["geometry"]["coordinates"][0][0],
+        _ => &county["geometry"]["coordinates"][0][0][0],
+    };
+    assert!(
+        (stored[0].as_f64().unwrap() - lon).abs() < 1e-6,
+        "{stored} against {lon}"
+    );
+    assert!(
+        (stored[1].as_f64().unwrap() - lat).abs() < 1e-6,
+        "{stored} against {lat}"
     );
 
     // An admin is offered the token page.
@@ -616,7 +809,11 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
 
 #[tokio::test]
 async fn the_console_is_served_with_a_strict_policy_and_its_data_needs_a_token() {
-    let service = Service::start().await;
+    let service = Service::start_with(|c| {
+        c.console.tile_url = Some("https://tiles.example.test/{z}/{x}/{y}.png".into());
+        c.console.tile_crs = ewall::console::TileCrs::Gcj02;
+    })
+    .await;
     // The console's pages: a strict policy, no inline code; its data needs a token.
     let page = service.client.get(service.url("/")).send().await.unwrap();
     assert_eq!(page.url().path(), "/console/", "/ redirects to the console");
@@ -627,6 +824,15 @@ async fn the_console_is_served_with_a_strict_policy_and_its_data_needs_a_token()
     assert!(policy.contains("script-src 'self';"), "{policy}");
     assert!(policy.contains("connect-src 'self';"), "{policy}");
     assert!(!policy.contains("unsafe-inline"), "{policy}");
+    assert!(
+        policy.contains("img-src 'self' data: https://tiles.example.test;"),
+        "only the tile server's origin besides this one: {policy}"
+    );
+    let me = service.get("/api/v1/whoami").await;
+    assert_eq!(
+        me["map"],
+        json!({"tile_url": "https://tiles.example.test/{z}/{x}/{y}.png", "tile_crs": "gcj02"})
+    );
     let html = page.text().await.unwrap();
     assert!(
         !html.contains("<script>") && !html.contains("style="),
