@@ -272,6 +272,37 @@ async fn an_operator_works_an_alert_through_the_console() {
         assert!(title.starts_with("(1)"), "title badge: {title}");
     }
 
+    // Times are shown in the centre's time zone (Asia/Shanghai by default).
+    let raised: chrono::DateTime<Utc> = alert["time"].as_str().unwrap().parse().unwrap();
+    let local = raised
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%H:%M:%S")
+        .to_string();
+    let shown = browser
+        .find(Locator::Css(&format!("tr[data-alert-id='{alert_id}'] td")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains(&local), "{shown} shows {local}");
+    // The texts switch to Chinese and back.
+    let language = browser.find(Locator::Css("#language")).await.unwrap();
+    language.select_by_value("zh-CN").await.unwrap();
+    until(
+        &browser,
+        "the Chinese texts",
+        "return document.querySelector(\"a[data-page='alerts']\").textContent === '告警'",
+    )
+    .await;
+    language.select_by_value("en").await.unwrap();
+    until(
+        &browser,
+        "the English texts",
+        "return document.querySelector(\"a[data-page='alerts']\").textContent === 'Alerts'",
+    )
+    .await;
+
     // Acknowledge, verify and dispose with notes; the API records each step.
     take_step(&browser, &alert_id, "ack", "seen on the console", None).await;
     until(
