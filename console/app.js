@@ -25,6 +25,7 @@ const context = {
     const { features } = await api.get("/zones");
     this.zones = new Map(features.map((z) => [z.id, z]));
     pages.overview?.drawZones();
+    pages.alerts?.fillFilters();
   },
   async reloadPersons() {
     const { persons } = await api.get("/persons");

@@ -776,6 +776,10 @@ async fn the_positions_stream_sends_latest_positions_and_state_changes() {
     let capabilities = me["capabilities"].as_array().unwrap();
     assert!(capabilities.contains(&json!("handle_alerts")));
     assert!(!capabilities.contains(&json!("manage_tokens")));
+    let (status, _) = service
+        .call_as(&operator, reqwest::Method::GET, "/api/v1/tokens", None)
+        .await;
+    assert_eq!(status, 403, "what whoami leaves out, the API refuses");
     let (_, admin) = service
         .call(reqwest::Method::GET, "/api/v1/whoami", None)
         .await;
