@@ -457,6 +457,22 @@ async fn an_operator_works_an_alert_through_the_console() {
         "{shifted}"
     );
 
+    // Positions close together on screen are drawn as one cluster, apart ones alone.
+    let groups = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             import('/console/geo.js').then((g) => {
+               const flat = { getZoom: () => 1, project: (p) => p, unproject: ([x, y]) => ({ x, y }) };
+               const items = [{ latlng: { x: 5, y: 5 } }, { latlng: { x: 10, y: 12 } },
+                              { latlng: { x: 20, y: 30 } }, { latlng: { x: 500, y: 500 } }];
+               done(g.cluster(flat, items).map((c) => c.items.length).sort());
+             });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(groups, json!([1, 3]));
+
     // The map shows the person where they last were, in the state the server reports.
     browser
         .execute("location.hash = '#/map'", vec![])
@@ -591,6 +607,15 @@ async fn an_operator_works_an_alert_through_the_console() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     fill(&browser, "#zone-name", "circle in the console").await;
+    click(&browser, "#zone-days input[value='mon']").await;
+    browser
+        .execute(
+            "document.getElementById('zone-from').value = '22:00';
+             document.getElementById('zone-to').value = '06:00';",
+            vec![],
+        )
+        .await
+        .unwrap();
     browser
         .find(Locator::Css("#zone-kind"))
         .await
@@ -660,6 +685,10 @@ async fn an_operator_works_an_alert_through_the_console() {
     assert!(
         circle["properties"]["radius_m"].as_f64().unwrap() > 100.0,
         "{circle}"
+    );
+    assert_eq!(
+        circle["properties"]["schedule"],
+        json!([{"days": ["mon"], "from": "22:00", "to": "06:00"}])
     );
     let county = named("Jiahe county");
     assert_eq!(county["properties"]["source_crs"], "gcj02");
