@@ -19,7 +19,6 @@ const DISPOSITIONS = ["false_alarm", "warned", "escalated", "returned_by_itself"
 const NEXT_STEP = { open: "ack", acknowledged: "verify", verified: "dispose", disposed: "close" };
 const KEPT = 1000;
 const PAGE = 1000;
-const MAX_PAGES = 50;
 
 export class AlertQueue {
   constructor(context) {
@@ -71,13 +70,19 @@ export class AlertQueue {
 
   async start() {
     this.fillFilters();
+    // The newest alerts, then every alert still being handled however old, so an open alert
+    // never drops out of the queue; the stream goes on from the newest seq read.
     let after = 0;
     try {
-      for (let page = 0; page < MAX_PAGES; page++) {
-        const result = await api.get(`/alerts?after=${after}&limit=${PAGE}`);
-        result.alerts.forEach((alert) => this.alerts.set(alert.id, alert));
-        after = result.next;
-        if (result.alerts.length < PAGE) break;
+      const newest = await api.get(`/alerts?order=desc&limit=${PAGE}`);
+      newest.alerts.forEach((alert) => this.alerts.set(alert.id, alert));
+      after = newest.next;
+      let cursor = 0;
+      for (;;) {
+        const open = await api.get(`/alerts?open=true&after=${cursor}&limit=${PAGE}`);
+        open.alerts.forEach((alert) => this.alerts.set(alert.id, alert));
+        cursor = open.next;
+        if (open.alerts.length < PAGE) break;
       }
       this.trim();
       this.render();
@@ -102,10 +107,11 @@ export class AlertQueue {
     this.context.alertChanged(alert);
   }
 
+  // Drops the oldest closed alerts beyond KEPT; an alert still being handled always stays.
   trim() {
     if (this.alerts.size <= KEPT) return;
-    const bySeq = [...this.alerts.values()].sort((a, b) => a.seq - b.seq);
-    for (const alert of bySeq.slice(0, bySeq.length - KEPT)) this.alerts.delete(alert.id);
+    const closed = [...this.alerts.values()].filter((a) => a.state === "closed").sort((a, b) => a.seq - b.seq);
+    for (const alert of closed.slice(0, Math.max(0, this.alerts.size - KEPT))) this.alerts.delete(alert.id);
   }
 
   urgentOpen() {
