@@ -215,6 +215,8 @@ async fn main() {
         notices: Default::default(),
         supervision: Default::default(),
         store_health: Arc::default(),
+        live: Default::default(),
+        console: Arc::default(),
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

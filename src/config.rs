@@ -98,6 +98,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// The audit trail: retention of positions and its checkpoint key.
     pub audit: crate::audit::AuditConfig,
+    /// The operator console's map (`[console]`).
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl Default for Config {
@@ -117,6 +119,7 @@ impl Default for Config {
             integration: IntegrationConfig::default(),
             supervision: SupervisionConfig::default(),
             audit: crate::audit::AuditConfig::default(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }
@@ -254,6 +257,9 @@ impl Config {
         self.audit
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("audit.{key}"), problem))?;
+        self.console
+            .validate()
+            .map_err(|(key, problem)| ConfigError::key(format!("console.{key}"), problem))?;
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

@@ -27,6 +27,7 @@
 //! - [`schedule`]: weekly zone schedules read in the person's time zone (curfews).
 //! - [`api`]: the HTTP API, tokens and problem responses.
 //! - [`commands`]: downlink commands, from the API to the device's answer, and their expiry.
+//! - [`console`]: the operator console's embedded files, served at `/console/`.
 //! - [`config`]: the configuration tree and its environment overrides.
 //! - [`server`]: `ewall serve`, start and ordered shutdown.
 //! - [`decode`]: `ewall decode`.
@@ -42,6 +43,7 @@ pub mod api;
 pub mod audit;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod descriptors;
 pub mod fence;

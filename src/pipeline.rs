@@ -67,6 +67,10 @@ use crate::telemetry::Metrics;
 /// resume from the cursor feed).
 const ALERT_BROADCAST_CAPACITY: usize = 1024;
 
+/// How many committed batches of positions a slow live subscriber may fall behind before it
+/// skips ahead (the positions stream then sends every person's latest position afresh).
+const FIX_BROADCAST_CAPACITY: usize = 256;
+
 /// How long alerts handed back by a failed commit wait for a submission to ride with before
 /// the shard sends them on their own.
 pub const PENDING_RETRY: Duration = Duration::from_secs(1);
@@ -136,6 +140,8 @@ pub struct Pipeline {
     pub submissions: mpsc::Sender<Submission>,
     /// Alerts as they are committed.
     pub alerts: broadcast::Sender<Alert>,
+    /// Positions as they are committed, a batch at a time.
+    pub fixes: broadcast::Sender<Arc<[Fix]>>,
     /// Where the API tells the timer-driven rules of its changes.
     pub notices: Notices,
     /// Whether the store writer can reach the database (for `/readyz`).
@@ -159,6 +165,7 @@ impl Pipeline {
     ) -> Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
+        let (fixes, _) = broadcast::channel(FIX_BROADCAST_CAPACITY);
         let (writes_tx, writes_rx) = mpsc::channel(capacity);
         let mut tasks = Vec::new();
         let health = Arc::new(StoreHealth::default());
@@ -170,7 +177,8 @@ impl Pipeline {
             alerts.clone(),
             health.clone(),
             give_up.clone(),
-        );
+        )
+        .publishing_fixes(fixes.clone());
         tasks.push(tokio::spawn(writer.run(writes_rx)));
         let (learned_tx, learned_rx) = mpsc::unbounded_channel();
         tasks.push(tokio::spawn(learn_wifi(
@@ -252,6 +260,7 @@ impl Pipeline {
         Pipeline {
             submissions,
             alerts,
+            fixes,
             notices: Notices {
                 shards: Arc::new(notice_inputs),
             },

@@ -284,10 +284,15 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         notices,
         supervision: config.supervision.clone(),
         store_health: pipeline.health.clone(),
+        live: api::positions::LiveFeeds {
+            fixes: pipeline.fixes.clone(),
+            alerts: pipeline.alerts.clone(),
+        },
+        console: Arc::new(config.console.clone()),
     };
     let api_server = HttpServer::new(
         api_socket,
-        api::router(state, &config.http),
+        api::router(state, &config.http).merge(crate::console::router(&config.console)),
         ServeOptions {
             name: API_PORT,
             max_connections: caps

@@ -281,6 +281,21 @@ async fn persons_devices_and_assignments_are_validated() {
         .call(Method::GET, "/api/v1/alerts?limit=0", None)
         .await;
     assert_eq!(status, 400, "{body}");
+    for bad in ["order=sideways", "open=maybe"] {
+        let (status, body) = service
+            .call(Method::GET, &format!("/api/v1/alerts?{bad}"), None)
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = service
+        .call(Method::GET, "/api/v1/alerts?order=desc&open=true", None)
+        .await;
+    // Unbinding the device above left the person unsupervised: the one alert still open.
+    assert_eq!(status, 200, "{body}");
+    let open = body["alerts"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{body}");
+    assert_eq!(open[0]["kind"], "unsupervised", "{body}");
+    assert_eq!(body["next"], open[0]["seq"], "{body}");
     let (status, body) = service
         .call(Method::GET, "/api/v1/nothing-here", None)
         .await;

@@ -237,6 +237,7 @@ async fn seed(store: &dyn Store) -> PersonId {
             after: 0,
             person_id: Some(person.id),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap()[0]

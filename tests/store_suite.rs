@@ -73,6 +73,7 @@ macro_rules! suite {
 suite!(
     persons_devices_and_zones_keep_their_references,
     a_stored_fix_and_alert_read_back_exactly,
+    a_queue_reads_the_newest_alerts_first_and_every_unclosed_one,
     a_batch_larger_than_one_statement_is_stored_whole_and_in_order,
     a_resent_fix_is_stored_once_and_its_batch_still_commits,
     a_batch_committed_again_stores_its_alerts_once,
@@ -357,6 +358,7 @@ async fn a_stored_fix_and_alert_read_back_exactly(store: Arc<dyn Store>) {
             after: seqs[0],
             person_id: Some(p.id),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -371,6 +373,7 @@ async fn a_stored_fix_and_alert_read_back_exactly(store: Arc<dyn Store>) {
             after: 0,
             person_id: None,
             limit: 1,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -380,6 +383,7 @@ async fn a_stored_fix_and_alert_read_back_exactly(store: Arc<dyn Store>) {
             after: 0,
             person_id: Some(new_id()),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -388,6 +392,76 @@ async fn a_stored_fix_and_alert_read_back_exactly(store: Arc<dyn Store>) {
         store.alert(new_id()).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+async fn a_queue_reads_the_newest_alerts_first_and_every_unclosed_one(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    // A second alert of an episode still being handled is born closed (a repeat), so seq
+    // order is: open, closed, closed, open, closed.
+    let stored = store
+        .commit(
+            &[],
+            [
+                AlertKind::Sos,
+                AlertKind::Sos,
+                AlertKind::Sos,
+                AlertKind::Fall,
+                AlertKind::Fall,
+            ]
+            .into_iter()
+            .map(|kind| alert(p.id, kind))
+            .collect(),
+        )
+        .await
+        .unwrap();
+    let states: Vec<AlertState> = stored.iter().map(|a| a.state).collect();
+    assert_eq!(
+        states,
+        [
+            AlertState::Open,
+            AlertState::Closed,
+            AlertState::Closed,
+            AlertState::Open,
+            AlertState::Closed
+        ]
+    );
+    let seqs = |alerts: Vec<Alert>| alerts.iter().map(|a| a.seq).collect::<Vec<_>>();
+    let query = AlertQuery {
+        person_id: Some(p.id),
+        limit: 2,
+        ..Default::default()
+    };
+    let newest = store
+        .alerts(AlertQuery {
+            newest_first: true,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs(newest), [stored[4].seq, stored[3].seq]);
+    let unclosed = store
+        .alerts(AlertQuery {
+            open_only: true,
+            limit: 10,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(unclosed),
+        [stored[0].seq, stored[3].seq],
+        "oldest first"
+    );
+    let unclosed_after_first = store
+        .alerts(AlertQuery {
+            after: stored[0].seq,
+            open_only: true,
+            newest_first: true,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs(unclosed_after_first), [stored[3].seq]);
 }
 
 async fn a_batch_larger_than_one_statement_is_stored_whole_and_in_order(store: Arc<dyn Store>) {
@@ -1080,6 +1154,7 @@ async fn a_pager_misses_no_alert_while_writers_commit_concurrently(store: Arc<dy
                         after,
                         person_id: None,
                         limit: 7,
+                        ..Default::default()
                     })
                     .await
                     .unwrap();
@@ -1275,6 +1350,7 @@ async fn every_change_is_one_event_in_the_same_seq_space_as_alerts(store: Arc<dy
             after: 0,
             person_id: None,
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -1702,6 +1778,7 @@ async fn a_border_hit_is_raised_once_per_reference_in_the_feed(store: Arc<dyn St
             after: 0,
             person_id: Some(p.id),
             limit: 100,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -1,4 +1,5 @@
-//! `/api/v1/alerts`: the cursor feed (ascending `seq`, resumable with `after`), and the
+//! `/api/v1/alerts`: the cursor feed (ascending `seq`, resumable with `after`; newest first or
+//! only the unclosed ones for an operator's queue), and the
 //! handling chain an operator takes an alert through: acknowledge, verify, dispose, close (or
 //! resolve, every missing step at once), each step recorded with who took it; and the list of
 //! those steps. An integration token is shown the alert fields its configuration allows
@@ -46,14 +47,33 @@ pub struct FeedQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// `true`: only alerts not yet closed, whatever their age.
+    #[serde(default)]
+    open: Option<bool>,
+    /// `desc`: the newest `limit` alerts after `after`, newest first (an operator's queue);
+    /// `asc`, the default, pages forwards from `after`.
+    #[serde(default)]
+    #[param(inline)]
+    order: Option<FeedOrder>,
+}
+
+/// The order of a page of `GET /alerts`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedOrder {
+    /// Oldest first, from `after` on: the cursor feed.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
 }
 
 /// A page of the alert feed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlertPage {
-    /// In ascending `seq`.
+    /// In ascending `seq`, or descending with `order=desc`.
     pub alerts: Vec<Alert>,
-    /// The `seq` to pass as `after` for the next page (the last one here, or `after` itself).
+    /// The `seq` to pass as `after` to read on: the highest one here, or `after` itself.
     pub next: i64,
 }
 
@@ -95,9 +115,11 @@ pub async fn list(
             after,
             person_id,
             limit,
+            open_only: query.open.unwrap_or(false),
+            newest_first: query.order == Some(FeedOrder::Desc),
         })
         .await?;
-    let next = alerts.last().map_or(after, |a| a.seq);
+    let next = alerts.iter().map(|a| a.seq).max().unwrap_or(after);
     let count = alerts.len();
     let page = if caller.role == Role::Integration {
         let shown: Vec<Value> = alerts.iter().map(|a| state.integration.alert(a)).collect();

@@ -19,6 +19,7 @@ pub mod integration;
 pub mod openapi;
 pub mod params;
 pub mod persons;
+pub mod positions;
 pub mod problem;
 pub mod stats;
 pub mod stream;
@@ -26,6 +27,7 @@ pub mod supervision;
 pub mod text;
 pub mod tokens;
 pub mod webhooks;
+pub mod whoami;
 pub mod zones;
 
 use std::net::SocketAddr;
@@ -154,6 +156,10 @@ pub struct AppState {
     pub supervision: crate::supervision::SupervisionConfig,
     /// Whether the store writer can reach the database, for `/readyz`.
     pub store_health: Arc<crate::store::health::StoreHealth>,
+    /// Committed positions and alerts, for the live positions stream.
+    pub live: positions::LiveFeeds,
+    /// The operator console's settings (its base map), which `whoami` hands the console.
+    pub console: Arc<crate::console::ConsoleConfig>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,
@@ -218,6 +224,8 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/zones/{id}", get(zones::get).delete(zones::delete))
         .route("/alerts", get(alerts::list))
         .route("/alerts/stream", get(stream::stream))
+        .route("/positions/stream", get(positions::stream))
+        .route("/whoami", get(whoami::whoami))
         .route("/alerts/{id}", get(alerts::get))
         .route("/alerts/{id}/ack", post(alerts::acknowledge))
         .route("/alerts/{id}/verify", post(alerts::verify))

@@ -28,8 +28,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, commands, devices, feed, health, integration, persons, stats, stream, supervision,
-    tokens, webhooks, zones,
+    alerts, commands, devices, feed, health, integration, persons, positions, stats, stream,
+    supervision, tokens, webhooks, whoami, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -92,6 +92,8 @@ pub const BEARER: &str = "bearer";
         alerts::actions,
         stats::alerts,
         stream::stream,
+        positions::stream,
+        whoami::whoami,
         feed::feed,
         integration::reads,
         integration::border_hit,

@@ -335,6 +335,11 @@ pub struct AlertQuery {
     pub person_id: Option<PersonId>,
     /// At most this many.
     pub limit: u32,
+    /// Only alerts not yet closed (whatever their age: an operator's queue must hold them all).
+    pub open_only: bool,
+    /// The newest `limit` alerts after `after`, newest first, instead of the oldest in `seq`
+    /// order (a queue shows the latest first; a cursor reader pages forwards).
+    pub newest_first: bool,
 }
 
 /// Which events to list.

@@ -1634,18 +1634,21 @@ impl Store for PgStore {
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
-        sqlx::query(
+        let sql = format!(
             "SELECT * FROM alerts WHERE seq > $1 AND ($2::uuid IS NULL OR person_id = $2) \
-             ORDER BY seq LIMIT $3",
-        )
-        .bind(query.after)
-        .bind(query.person_id)
-        .bind(i64::from(query.limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(alert_from_row)
-        .collect()
+             AND (NOT $3 OR state <> 'closed') ORDER BY seq {} LIMIT $4",
+            if query.newest_first { "DESC" } else { "ASC" }
+        );
+        sqlx::query(&sql)
+            .bind(query.after)
+            .bind(query.person_id)
+            .bind(query.open_only)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(alert_from_row)
+            .collect()
     }
 
     async fn alert(&self, id: AlertId) -> Result<Alert, StoreError> {

@@ -1616,26 +1616,23 @@ impl Store for SqliteStore {
     }
 
     async fn alerts(&self, query: AlertQuery) -> Result<Vec<Alert>, StoreError> {
-        let rows = match query.person_id {
-            Some(person) => {
-                sqlx::query(
-                    "SELECT * FROM alerts WHERE seq > ? AND person_id = ? ORDER BY seq LIMIT ?",
-                )
-                .bind(query.after)
-                .bind(person.to_string())
-                .bind(i64::from(query.limit))
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query("SELECT * FROM alerts WHERE seq > ? ORDER BY seq LIMIT ?")
-                    .bind(query.after)
-                    .bind(i64::from(query.limit))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
-        rows.iter().map(alert_from_row).collect()
+        let sql = format!(
+            "SELECT * FROM alerts WHERE seq > ? AND (? IS NULL OR person_id = ?) \
+             AND (? = 0 OR state <> 'closed') ORDER BY seq {} LIMIT ?",
+            if query.newest_first { "DESC" } else { "ASC" }
+        );
+        let person = query.person_id.map(|p| p.to_string());
+        sqlx::query(&sql)
+            .bind(query.after)
+            .bind(&person)
+            .bind(&person)
+            .bind(query.open_only)
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(alert_from_row)
+            .collect()
     }
 
     async fn alert(&self, id: AlertId) -> Result<Alert, StoreError> {
@@ -2540,6 +2537,7 @@ mod tests {
                 after: seqs[0],
                 person_id: Some(p.id),
                 limit: 10,
+                ..Default::default()
             })
             .await
             .unwrap();

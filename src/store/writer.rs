@@ -66,6 +66,7 @@ pub struct StoreWriter {
     config: StoreConfig,
     metrics: Arc<Metrics>,
     committed_alerts: broadcast::Sender<Alert>,
+    committed_fixes: Option<broadcast::Sender<Arc<[Fix]>>>,
     health: Arc<StoreHealth>,
     give_up: CancellationToken,
 }
@@ -87,9 +88,17 @@ impl StoreWriter {
             config,
             metrics,
             committed_alerts,
+            committed_fixes: None,
             health,
             give_up,
         }
+    }
+
+    /// Also publishes each committed batch's positions on `committed_fixes` (the live
+    /// positions stream reads them), in commit order.
+    pub fn publishing_fixes(mut self, committed_fixes: broadcast::Sender<Arc<[Fix]>>) -> Self {
+        self.committed_fixes = Some(committed_fixes);
+        self
     }
 
     /// Runs until `rx` is closed and drained: every request received is committed (or reported
@@ -191,6 +200,12 @@ impl StoreWriter {
             let error = match result {
                 Ok(stored) => {
                     self.committed(fixes.len(), stored, started);
+                    if let Some(sender) = &self.committed_fixes {
+                        // Only when someone listens: a batch is copied for no one otherwise.
+                        if sender.receiver_count() > 0 && !fixes.is_empty() {
+                            let _ = sender.send(Arc::from(fixes));
+                        }
+                    }
                     return Ok(());
                 }
                 Err(e) => e,

@@ -40,6 +40,8 @@ async fn app() -> (Router, tempfile::TempDir) {
         notices: Default::default(),
         supervision: Default::default(),
         store_health: Arc::default(),
+        live: Default::default(),
+        console: Arc::default(),
     };
     (router(state, &HttpConfig::default()), dir)
 }
