@@ -210,7 +210,9 @@ fn offline_intervals(alerts: &[Alert], now: DateTime<Utc>) -> Vec<Interval> {
     sorted.sort_by_key(|a| (a.time, a.seq));
     let mut episodes = Vec::new();
     for (i, alert) in sorted.iter().enumerate() {
-        if alert.kind != AlertKind::Offline || alert.repeat_of.is_some() {
+        // A repeat is still an episode of its own: the alert it repeats was merely not yet
+        // closed by the operators when the device fell silent again.
+        if alert.kind != AlertKind::Offline {
             continue;
         }
         let end = sorted[i + 1..]
@@ -326,7 +328,8 @@ pub struct PersonRecord {
     pub person_id: PersonId,
     /// The person's name; `null` once released.
     pub name: Option<String>,
-    /// The level now (at release, for a released person).
+    /// The level at the end of the supervised part of the month (the level now, when the
+    /// person was not supervised in it).
     pub level: SupervisionLevel,
     /// The time zone the month is read in (the person's).
     pub timezone: String,
@@ -655,7 +658,10 @@ pub async fn person_record(
     Ok(PersonRecord {
         person_id: person,
         name: subject.name,
-        level: subject.level,
+        level: windows
+            .iter()
+            .max_by_key(|(_, (start, _))| *start)
+            .map_or(subject.level, |(level, _)| *level),
         timezone: subject.timezone,
         month: month.to_string(),
         from,
@@ -739,7 +745,7 @@ pub async fn level_review(
         records.push(person_record(store, levels, person, m, now).await?);
         m = m.previous();
     }
-    let current = records[0].level;
+    let current = subject(store, person).await?.level;
     let mut reasons = Vec::new();
     let breaches = records[0].confirmed_breaches;
     let suggested = if breaches >= STRICT_AFTER_BREACHES {
