@@ -152,13 +152,16 @@ impl CommandDispatcher {
         Ok(stored)
     }
 
-    /// Takes commands already stored as `pending` by another transaction (a broadcast's) and
-    /// sends each at once to its device if it is connected; the rest stay queued for their
+    /// Takes commands already stored by another transaction (a broadcast's) and sends each
+    /// `pending` one at once to its device if it is connected; the rest stay queued for their
     /// device's next connection, as [`CommandDispatcher::submit`] leaves them.
     pub fn stored(self: &Arc<Self>, commands: &[DeviceCommand]) {
         let mut devices: Vec<&str> = Vec::new();
         for command in commands {
-            self.count(CommandStatus::Pending);
+            self.count(command.status);
+            if command.status != CommandStatus::Pending {
+                continue;
+            }
             if !devices.contains(&command.device_id.as_str()) {
                 devices.push(&command.device_id);
             }

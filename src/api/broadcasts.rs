@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use ewall_protocol::CommandKind;
+use ewall_protocol::{command::reply_ref, CommandKind, Protocol};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -123,8 +123,8 @@ async fn addressed(state: &AppState, target: &BroadcastTarget) -> Result<Vec<Per
 
 /// Sends a text to every device of the persons addressed, as one `message` command per device
 /// (queued for a device that is offline, until `expires_at`). A device whose protocol cannot
-/// carry a message gets a command that fails, counted as `failed`. Recorded in the actions
-/// chain (`broadcast.create`).
+/// carry a message (GT06 wristbands have no display) gets a command failed with the reason,
+/// counted as `failed`. Recorded in the actions chain (`broadcast.create`).
 #[utoipa::path(
     post, path = "/api/v1/broadcasts", tag = "devices",
     security(("bearer" = [])),
@@ -181,24 +181,46 @@ pub async fn create(
     let mut devices = state.store.devices().await?;
     devices.retain(|d| persons.contains(&d.person_id));
     devices.sort_by(|a, b| a.imei.cmp(&b.imei));
+    let wanted = ewall_protocol::Command::Message { text: text.clone() };
     let commands: Vec<DeviceCommand> = devices
         .iter()
-        .map(|device| DeviceCommand {
-            id: new_id(),
-            seq: 0,
-            device_id: device.imei.clone(),
-            kind: CommandKind::Message.name().to_owned(),
-            text: Some(text.clone()),
-            interval_s: None,
-            status: CommandStatus::Pending,
-            protocol: None,
-            reference: None,
-            created_at: now,
-            expires_at,
-            sent_at: None,
-            completed_at: None,
-            reply: None,
-            error: None,
+        .map(|device| {
+            // Judged as a single command is: by the device's live link, else by the protocol
+            // it last used. One that cannot be carried (a GT06 wristband has no display) is
+            // stored failed with the reason, so the counts say so at once; a device never
+            // seen is queued and judged when it connects.
+            let verdict = state
+                .commands
+                .check_live(&device.imei, &wanted)
+                .or_else(|| {
+                    let protocol = device.protocol.as_deref()?.parse::<Protocol>().ok()?;
+                    Some(reply_ref(protocol, &wanted, 0).map(drop))
+                });
+            let refusal = match verdict {
+                Some(Err(e)) => Some(e.to_string()),
+                _ => None,
+            };
+            DeviceCommand {
+                id: new_id(),
+                seq: 0,
+                device_id: device.imei.clone(),
+                kind: CommandKind::Message.name().to_owned(),
+                text: Some(text.clone()),
+                interval_s: None,
+                status: if refusal.is_some() {
+                    CommandStatus::Failed
+                } else {
+                    CommandStatus::Pending
+                },
+                protocol: None,
+                reference: None,
+                created_at: now,
+                expires_at,
+                sent_at: None,
+                completed_at: refusal.as_ref().map(|_| now),
+                reply: None,
+                error: refusal,
+            }
         })
         .collect();
     let stored = state.store.create_broadcast(&broadcast, &commands).await?;
