@@ -37,7 +37,7 @@ pub struct RecordQuery {
     month: String,
     /// `csv` for CSV (as `Accept: text/csv` asks), `json` (the default) for JSON.
     #[serde(default)]
-    #[param(value_type = Option<RecordFormat>)]
+    #[param(inline, value_type = Option<RecordFormat>)]
     format: Option<String>,
 }
 
