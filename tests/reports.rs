@@ -115,7 +115,7 @@ fn fix(device: &str, person: PersonId, time: DateTime<Utc>) -> Fix {
 
 /// What happens in the scenario, in time order.
 enum Happening {
-    Raise(String, Alert),
+    Raise(String, Box<Alert>),
     Resolve(String, Disposition),
 }
 
@@ -207,7 +207,7 @@ async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Load
                 repeat_of: None,
                 border: None,
             };
-            happenings.push((a.time, Happening::Raise(a.key.clone(), alert)));
+            happenings.push((a.time, Happening::Raise(a.key.clone(), Box::new(alert))));
             if let Some(d) = a.disposition {
                 happenings.push((
                     a.time + Duration::seconds(a.disposed_after_s),
@@ -293,7 +293,7 @@ async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Load
         match happening {
             Happening::Raise(key, alert) => {
                 alerts.insert(key, alert.id);
-                store.commit(&[], vec![alert]).await.unwrap();
+                store.commit(&[], vec![*alert]).await.unwrap();
             }
             Happening::Resolve(key, disposition) => {
                 store
