@@ -503,12 +503,12 @@ async fn subject(store: &dyn Store, person: PersonId) -> Result<Subject, StoreEr
             timezone: p.timezone,
         }),
         Err(StoreError::NotFound { what, id }) => {
+            // All time, within what every backend stores (PostgreSQL ends in the year 294276):
+            // 1970 to the end of 9999.
+            let never =
+                DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::UNIX_EPOCH);
             let spans = store
-                .level_spans(
-                    Some(person),
-                    DateTime::<Utc>::MIN_UTC,
-                    DateTime::<Utc>::MAX_UTC,
-                )
+                .level_spans(Some(person), DateTime::UNIX_EPOCH, never)
                 .await?;
             let last = spans.last().ok_or(StoreError::NotFound { what, id })?;
             Ok(Subject {

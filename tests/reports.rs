@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use common::Service;
+use common::{Backend, Service};
 use ewall::model::{
     new_id, Actor, Alert, AlertKind, AlertState, Checkin, CheckinMethod, CommandStatus,
     DeviceCommand, Disposition, Fix, LeavePermit, PersonId, PositionSource, Severity,
@@ -128,7 +128,7 @@ struct Loaded {
 /// Writes the scenario into the store as it would have been recorded at the time. The store
 /// stamps enrolments and releases with the time of the call, so those are moved back to the
 /// scenario's times with SQL, as if the persons had been enrolled then.
-async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Loaded {
+async fn load(store: &dyn Store, data: &Scenario, db: &Backdate) -> Loaded {
     let mut zones: HashMap<&str, uuid::Uuid> = HashMap::new();
     for name in &data.zones {
         let zone = ewall::store::ZoneRecord {
@@ -159,18 +159,10 @@ async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Load
             .await
             .unwrap();
         persons.insert(p.key.clone(), person.id);
-        sqlx::query("UPDATE persons SET created_at = ? WHERE id = ?")
-            .bind(p.enrolled.timestamp_micros())
-            .bind(person.id.to_string())
-            .execute(db)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE person_levels SET since = ? WHERE person_id = ?")
-            .bind(p.enrolled.timestamp_micros())
-            .bind(person.id.to_string())
-            .execute(db)
-            .await
-            .unwrap();
+        db.set("persons", "created_at", "id", person.id, p.enrolled)
+            .await;
+        db.set("person_levels", "since", "person_id", person.id, p.enrolled)
+            .await;
 
         let mut fixes = Vec::new();
         let mut time = p.fixes.from;
@@ -320,12 +312,7 @@ async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Load
         match p.released {
             Some(at) => {
                 store.delete_person(id).await.unwrap();
-                sqlx::query("UPDATE person_levels SET until = ? WHERE person_id = ?")
-                    .bind(at.timestamp_micros())
-                    .bind(id.to_string())
-                    .execute(db)
-                    .await
-                    .unwrap();
+                db.set("person_levels", "until", "person_id", id, at).await;
             }
             // A bound device keeps the supervisor from finding a person without one.
             None => {
@@ -336,8 +323,62 @@ async fn load(store: &dyn Store, data: &Scenario, db: &sqlx::SqlitePool) -> Load
     Loaded { persons, alerts }
 }
 
-/// A service on a store holding the scenario.
-async fn service_with_scenario() -> (Service, Loaded) {
+/// Moves a stored time back to the scenario's, in the backend's own SQL.
+enum Backdate {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Backdate {
+    async fn open(url: &str) -> Backdate {
+        if url.starts_with("sqlite:") {
+            Backdate::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+        } else {
+            Backdate::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+        }
+    }
+
+    async fn set(&self, table: &str, column: &str, key: &str, id: PersonId, at: DateTime<Utc>) {
+        match self {
+            Backdate::Sqlite(pool) => {
+                sqlx::query(&format!("UPDATE {table} SET {column} = ? WHERE {key} = ?"))
+                    .bind(at.timestamp_micros())
+                    .bind(id.to_string())
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Backdate::Postgres(pool) => {
+                sqlx::query(&format!(
+                    "UPDATE {table} SET {column} = $1 WHERE {key} = $2"
+                ))
+                .bind(at)
+                .bind(id)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Backdate::Sqlite(pool) => pool.close().await,
+            Backdate::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The URL of the store a service runs on.
+fn store_url(service: &Service) -> String {
+    match &service.database {
+        Some(database) => database.url.clone(),
+        None => format!("sqlite://{}", service.data_dir().join("ewall.db").display()),
+    }
+}
+
+/// A service on `backend`, its store holding the scenario.
+async fn service_with_scenario(backend: Backend) -> (Service, Loaded) {
     let data = scenario();
     let intervals = data.report_interval_s.clone();
     let adjust = move |config: &mut ewall::config::Config| {
@@ -351,11 +392,11 @@ async fn service_with_scenario() -> (Service, Loaded) {
         }
         config.fence.default_timezone = "Asia/Shanghai".into();
     };
-    let mut service = Service::start_with(adjust.clone()).await;
+    let mut service = Service::start_on_with(backend, adjust.clone()).await;
     service.stop().await;
-    let url = format!("sqlite://{}", service.data_dir().join("ewall.db").display());
+    let url = store_url(&service);
     let store = ewall::store::open(&url).await.unwrap();
-    let db = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let db = Backdate::open(&url).await;
     let loaded = load(store.as_ref(), &data, &db).await;
     db.close().await;
     drop(store);
@@ -369,12 +410,35 @@ fn kind(record: &Value, kind: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_of_the_scenario_gives_the_records_and_figures_worked_out_by_hand() {
-    let (service, loaded) = service_with_scenario().await;
+    records_and_figures(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_of_the_scenario_on_postgres_gives_the_same_records_and_figures() {
+    if let Some(backend) = Backend::postgres("reports_month").await {
+        records_and_figures(backend).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_level_review_suggests_and_only_an_officer_applies_it() {
+    level_review(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_level_review_on_postgres_suggests_and_only_an_officer_applies_it() {
+    if let Some(backend) = Backend::postgres("reports_review").await {
+        level_review(backend).await;
+    }
+}
+
+async fn records_and_figures(backend: Backend) {
+    let (mut service, loaded) = service_with_scenario(backend).await;
     let [a, b, c] = ["A", "B", "C"].map(|k| loaded.persons[k]);
-    let service = &service;
+    let api = &service;
     let record = |person: PersonId, month: &str| {
         let path = format!("/api/v1/persons/{person}/record?month={month}");
-        async move { service.get(&path).await }
+        async move { api.get(&path).await }
     };
 
     // The officer's entries, through the API: a warning citing two of A's alerts, praise for
@@ -641,11 +705,11 @@ async fn a_month_of_the_scenario_gives_the_records_and_figures_worked_out_by_han
         )
         .await;
     assert_eq!(status, 404);
+    service.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_level_review_suggests_and_only_an_officer_applies_it() {
-    let (service, loaded) = service_with_scenario().await;
+async fn level_review(backend: Backend) {
+    let (mut service, loaded) = service_with_scenario(backend).await;
     let [a, c] = ["A", "C"].map(|k| loaded.persons[k]);
 
     // A: three confirmed breaches in January make the suggestion strict, which A already is.
@@ -707,8 +771,7 @@ async fn the_level_review_suggests_and_only_an_officer_applies_it() {
         )
         .await;
     assert_eq!(status, 200, "{person}");
-    let url = format!("sqlite://{}", service.data_dir().join("ewall.db").display());
-    let store = ewall::store::open(&url).await.unwrap();
+    let store = ewall::store::open(&store_url(&service)).await.unwrap();
     let actions = store
         .person_records(
             ewall::store::ChainTable::Actions,
@@ -742,4 +805,5 @@ async fn the_level_review_suggests_and_only_an_officer_applies_it() {
         .await;
     assert_eq!(after["current_level"], "lenient");
     assert_eq!(after["suggested_level"], "lenient");
+    service.stop().await;
 }
