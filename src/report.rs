@@ -130,7 +130,7 @@ impl FromStr for Month {
         }
         let year: i32 = year.parse().map_err(|_| bad())?;
         let month: u32 = month.parse().map_err(|_| bad())?;
-        if !(1970..=9998).contains(&year) || !(1..=12).contains(&month) {
+        if !(1..=12).contains(&month) {
             return Err(bad());
         }
         Ok(Month { year, month })
