@@ -17,7 +17,7 @@ const DENSITY_CLASSES = 5;
 const METRES_PER_DEGREE = 111320;
 const ALERT_PAGES = 20;
 // The three one-row charts share a line.
-const SMALL = { width: 300, label: 70 };
+const SMALL = { width: 230, label: 50 };
 
 // The current month, YYYY-MM, in the centre's time zone.
 export function currentMonth() {
@@ -35,7 +35,9 @@ function validMonth(month) {
 
 function number(value, digits = 0) {
   if (value === null || value === undefined) return "—";
-  return Number(value).toLocaleString(document.documentElement.lang === "zh-CN" ? "zh-CN" : "en-GB", {
+  // Rounded first, so a small negative shows as 0 rather than -0.
+  const factor = 10 ** digits;
+  return (Math.round(Number(value) * factor) / factor + 0).toLocaleString(document.documentElement.lang === "zh-CN" ? "zh-CN" : "en-GB", {
     minimumFractionDigits: digits,
     maximumFractionDigits: digits,
   });
@@ -332,7 +334,7 @@ function barChart(title, rows, format, { width = 640, label = 200 } = {}) {
   const rowHeight = bar * 2 + 12;
   const height = rows.length * rowHeight + 8;
   const max = Math.max(0, ...rows.flatMap((r) => [r.current ?? 0, r.previous ?? 0]));
-  const scale = (value) => (max > 0 ? ((value ?? 0) / max) * (width - label - 70) : 0);
+  const scale = (value) => (max > 0 ? ((value ?? 0) / max) * (width - label - 96) : 0);
   const chart = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": title });
   rows.forEach((row, i) => {
     const y = i * rowHeight + 4;

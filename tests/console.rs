@@ -7,6 +7,9 @@
 //! polygon drawn in the zone editor is created through the API; an admin is offered the token
 //! page. The console's pages carry a strict Content-Security-Policy and its data routes refuse
 //! a request without a token. A screenshot of the live scenario is kept in `docs/console.png`.
+//! The report pages of a small month (a person's, the county's) render the API's figures and
+//! print through WebDriver's Print Page to an A4 PDF of the expected page count, in both
+//! languages.
 
 mod common;
 

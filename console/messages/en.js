@@ -72,6 +72,7 @@ export default {
   "alert.order_expiring": "order expiring",
   "alert.missed_checkin": "missed check-in",
   "alert.returned": "returned",
+  "alert.implausible_jump": "implausible jump",
   "pstate.compliant": "compliant",
   "pstate.breach": "breach",
   "pstate.offline": "offline",

@@ -72,6 +72,7 @@ export default {
   "alert.order_expiring": "监管令将到期",
   "alert.missed_checkin": "未按时报到",
   "alert.returned": "已返回",
+  "alert.implausible_jump": "定位跳变",
   "pstate.compliant": "正常",
   "pstate.breach": "越界",
   "pstate.offline": "脱管",
