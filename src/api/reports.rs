@@ -325,4 +325,18 @@ mod tests {
         assert!(wants_csv(Some("csv"), &HeaderMap::new()).unwrap());
         assert_eq!(wants_csv(Some("xml"), &headers).unwrap_err().status, 400);
     }
+
+    /// The console offers the entry form by `record_assessments`; it must name exactly the
+    /// roles this module lets record one.
+    #[test]
+    fn whoami_offers_assessments_to_the_roles_that_may_record_them() {
+        use crate::api::whoami::{capabilities, Capability};
+        for role in [Role::Admin, Role::Operator, Role::Integration] {
+            assert_eq!(
+                capabilities(role).contains(&Capability::RecordAssessments),
+                OFFICERS.contains(&role),
+                "{role:?}"
+            );
+        }
+    }
 }
