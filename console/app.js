@@ -10,6 +10,7 @@ import { Overview } from "./overview.js";
 import { PersonPage } from "./person.js";
 import { ZoneEditor } from "./zones.js";
 import { TokensPage } from "./tokens.js";
+import { PersonReport, CountyReport } from "./reports.js";
 
 const context = {
   whoami: null,
@@ -63,6 +64,12 @@ async function route() {
   if (page === "person" && parts[1]) {
     showPage("person");
     await pages.person.show(parts[1], params.get("at"));
+  } else if (page === "report" && parts[1] && context.may("read_records")) {
+    showPage("report");
+    await pages.report.show(parts[1], params.get("month"));
+  } else if (page === "county" && context.may("read_records")) {
+    showPage("county");
+    await pages.county.show(params.get("month"));
   } else if (page === "map") {
     showPage("map");
     pages.overview.show();
@@ -117,6 +124,8 @@ async function signIn(secret) {
   pages.person = new PersonPage(context);
   pages.zones = new ZoneEditor(context);
   pages.tokens = new TokensPage(context);
+  pages.report = new PersonReport(context);
+  pages.county = new CountyReport(context);
   pages.alerts.start();
   if (context.may("follow_positions")) {
     context.stops.push(api.follow("/positions/stream", (name, position) => {

@@ -6,6 +6,7 @@ import * as api from "./api.js";
 import { createMap, drawZones, zoneLabel } from "./map.js";
 import { t, formatTime, toLocalInput, fromLocalInput } from "./i18n.js";
 import { el, clear } from "./dom.js";
+import { currentMonth } from "./reports.js";
 
 const HOUR = 3600 * 1000;
 
@@ -67,6 +68,7 @@ export class PersonPage {
 
   renderDetails(person) {
     document.getElementById("person-name").textContent = person.name;
+    document.getElementById("person-report").href = `#/report/${person.id}?month=${currentMonth()}`;
     const details = document.getElementById("person-details");
     clear(details);
     const position = this.context.positions.get(person.id);

@@ -152,6 +152,30 @@ impl CommandDispatcher {
         Ok(stored)
     }
 
+    /// Takes commands already stored by another transaction (a broadcast's) and sends each
+    /// `pending` one at once to its device if it is connected; the rest stay queued for their
+    /// device's next connection, as [`CommandDispatcher::submit`] leaves them.
+    pub fn stored(self: &Arc<Self>, commands: &[DeviceCommand]) {
+        let mut devices: Vec<&str> = Vec::new();
+        for command in commands {
+            self.count(command.status);
+            if command.status != CommandStatus::Pending {
+                continue;
+            }
+            if !devices.contains(&command.device_id.as_str()) {
+                devices.push(&command.device_id);
+            }
+        }
+        self.added.notify_one();
+        for device in devices {
+            if self.links.get(device).is_some() {
+                let this = self.clone();
+                let device = device.to_owned();
+                tokio::spawn(async move { this.send_pending(&device).await });
+            }
+        }
+    }
+
     /// Sends every pending command of `imei` over its live link, oldest first.
     async fn send_pending(&self, imei: &str) {
         let lane = self

@@ -24,6 +24,7 @@
 //!   orders, check-ins) and each shard's deadline wheel.
 //! - [`store`]: the `Store` trait, SQLite, and the group-commit writer.
 //! - [`registry`]: in-memory devices, levels and the zone catalog.
+//! - [`report`]: monthly records per person, level reviews and the county's figures.
 //! - [`schedule`]: weekly zone schedules read in the person's time zone (curfews).
 //! - [`api`]: the HTTP API, tokens and problem responses.
 //! - [`commands`]: downlink commands, from the API to the device's answer, and their expiry.
@@ -54,6 +55,7 @@ pub mod log_limit;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
+pub mod report;
 pub mod schedule;
 pub mod server;
 pub mod simulate;

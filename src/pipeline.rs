@@ -1407,6 +1407,74 @@ mod tests {
     }
 
     #[async_trait]
+    impl crate::store::ReportRecords for FlakyStore {
+        async fn level_spans(
+            &self,
+            person: Option<PersonId>,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<crate::store::reports::LevelSpan>, StoreError> {
+            self.inner.level_spans(person, from, to).await
+        }
+        async fn position_counts(
+            &self,
+            person: PersonId,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<(String, u64)>, StoreError> {
+            self.inner.position_counts(person, from, to).await
+        }
+        async fn alerts_between(
+            &self,
+            person: Option<PersonId>,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<Alert>, StoreError> {
+            self.inner.alerts_between(person, from, to).await
+        }
+        async fn commands_between(
+            &self,
+            device: &str,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<crate::model::DeviceCommand>, StoreError> {
+            self.inner.commands_between(device, from, to).await
+        }
+        async fn create_assessment(
+            &self,
+            assessment: &crate::store::reports::Assessment,
+        ) -> Result<(), StoreError> {
+            self.inner.create_assessment(assessment).await
+        }
+        async fn assessments(
+            &self,
+            person: PersonId,
+            month: Option<&str>,
+        ) -> Result<Vec<crate::store::reports::Assessment>, StoreError> {
+            self.inner.assessments(person, month).await
+        }
+        async fn create_broadcast(
+            &self,
+            broadcast: &crate::store::reports::Broadcast,
+            commands: &[crate::model::DeviceCommand],
+        ) -> Result<Vec<crate::model::DeviceCommand>, StoreError> {
+            self.inner.create_broadcast(broadcast, commands).await
+        }
+        async fn broadcast(
+            &self,
+            id: uuid::Uuid,
+        ) -> Result<crate::store::reports::BroadcastSummary, StoreError> {
+            self.inner.broadcast(id).await
+        }
+        async fn broadcasts(
+            &self,
+            limit: u32,
+        ) -> Result<Vec<crate::store::reports::BroadcastSummary>, StoreError> {
+            self.inner.broadcasts(limit).await
+        }
+    }
+
+    #[async_trait]
     impl crate::store::SupervisionRecords for FlakyStore {
         async fn record_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError> {
             self.inner.record_heard(heard).await

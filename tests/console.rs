@@ -7,6 +7,9 @@
 //! polygon drawn in the zone editor is created through the API; an admin is offered the token
 //! page. The console's pages carry a strict Content-Security-Policy and its data routes refuse
 //! a request without a token. A screenshot of the live scenario is kept in `docs/console.png`.
+//! The report pages of a small month (a person's, the county's) render the API's figures and
+//! print through WebDriver's Print Page to an A4 PDF of the expected page count, in both
+//! languages.
 
 mod common;
 
@@ -944,4 +947,373 @@ async fn the_console_is_served_with_a_strict_policy_and_its_data_needs_a_token()
         missing.headers()["content-type"],
         "application/problem+json"
     );
+}
+
+/// The pages of a PDF: its `/Type /Page` objects (not `/Pages`), which must agree with the
+/// page tree's `/Count`.
+fn pdf_pages(pdf: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(pdf);
+    let mut pages = 0;
+    for (at, _) in text.match_indices("/Type") {
+        let rest = text[at + "/Type".len()..].trim_start();
+        if rest.starts_with("/Page") && !rest.starts_with("/Pages") {
+            pages += 1;
+        }
+    }
+    let counts: Vec<usize> = text
+        .match_indices("/Count ")
+        .filter_map(|(at, _)| {
+            let digits: String = text[at + "/Count ".len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect();
+    assert!(
+        counts.contains(&pages),
+        "{pages} page objects, page tree counts {counts:?}"
+    );
+    pages
+}
+
+async fn print_a4(browser: &Client) -> Vec<u8> {
+    use fantoccini::wd::{PrintConfiguration, PrintSize};
+    let pdf = browser
+        .print(
+            PrintConfiguration::builder()
+                .size(PrintSize::A4)
+                .background(true)
+                .build()
+                .unwrap(),
+        )
+        .await
+        .expect("the page prints");
+    assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+    pdf
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_month_reports_render_and_print_on_a4() {
+    let Ok(chromedriver) = std::env::var("EWALL_TEST_CHROMEDRIVER") else {
+        println!("skipped: EWALL_TEST_CHROMEDRIVER is not set (the path of chromedriver)");
+        return;
+    };
+    let service = Service::start_with(|c| c.levels.normal.confirm_seconds = 0).await;
+    let zone = service
+        .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
+        .await;
+    let person = service.person_with_device(IMEI, &[zone]).await;
+    let operator = service.token("operator").await;
+
+    // A small month: five fixes (two at home, three away, so one zone exit), dated as they
+    // are sent, after the enrolment, so the month's record counts each.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
+    let mut device = Device::connect(service.listener("gt06")).await;
+    device.exchange(&encode::login(IMEI, 1, None), 10).await;
+    for (i, (lon, lat)) in [HOME, HOME, away, away, away].iter().enumerate() {
+        let fix = encode::Fix::new(Utc::now(), *lat, *lon);
+        let reply = device
+            .exchange(&encode::location(2 + i as u16, &fix), 10)
+            .await;
+        assert_eq!(reply[3], 0x12, "position acknowledged");
+        // GT06 dates to the second; one fix a second keeps them apart.
+        tokio::time::sleep(Duration::from_millis(1_050)).await;
+    }
+    let alert = common::eventually(|| async {
+        service
+            .alerts_of(&person)
+            .await
+            .into_iter()
+            .find(|a| a["kind"] == "zone_exit")
+    })
+    .await;
+    let alert_id = alert["id"].as_str().unwrap().to_owned();
+    service
+        .post(&format!("/api/v1/alerts/{alert_id}/ack"), json!({}))
+        .await;
+    service
+        .post(&format!("/api/v1/alerts/{alert_id}/verify"), json!({}))
+        .await;
+    service
+        .post(
+            &format!("/api/v1/alerts/{alert_id}/dispose"),
+            json!({"disposition": "false_alarm", "note": "the wristband's fix drifted"}),
+        )
+        .await;
+    let checkin = service
+        .post(
+            &format!("/api/v1/persons/{person}/checkins"),
+            json!({"time": Utc::now().to_rfc3339(), "method": "kiosk"}),
+        )
+        .await;
+    let month = Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .format("%Y-%m")
+        .to_string();
+    service
+        .post(
+            &format!("/api/v1/persons/{person}/assessments"),
+            json!({"kind": "praise", "reason": "reported to the office on time", "month": month}),
+        )
+        .await;
+    let record = service
+        .get(&format!("/api/v1/persons/{person}/record?month={month}"))
+        .await;
+    assert_eq!(record["reporting"]["fixes_received"], 5, "{record}");
+    assert_eq!(record["alerts"]["false_alarms"], 1, "{record}");
+    assert_eq!(record["checkins"]["made"], 1, "{record}");
+    let review = service
+        .get(&format!(
+            "/api/v1/persons/{person}/level-review?month={month}"
+        ))
+        .await;
+    let county = service
+        .get(&format!("/api/v1/stats/county?month={month}"))
+        .await;
+
+    let driver = Driver::start(&chromedriver).await;
+    let browser = driver.browser().await;
+    browser
+        .goto(&service.url(&format!("/console/#token={operator}")))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the navigation",
+        "return !document.getElementById('nav').hidden",
+    )
+    .await;
+    // The person's page offers the month report.
+    browser
+        .execute(&format!("location.hash = '#/person/{person}'"), vec![])
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the report link",
+        &format!("return document.getElementById('person-report').getAttribute('href') === '#/report/{person}?month={month}'"),
+    )
+    .await;
+    click(&browser, "#person-report").await;
+    until(
+        &browser,
+        "the person's month",
+        &format!("return document.getElementById('page-report').dataset.ready === '{month}'"),
+    )
+    .await;
+
+    // The record table shows the API's figures.
+    assert_eq!(
+        text_of(&browser, "#report-record tr[data-item='fixes_received'] td").await,
+        "5"
+    );
+    assert_eq!(
+        text_of(&browser, "#report-record tr[data-item='false_alarms'] td").await,
+        "1"
+    );
+    assert_eq!(
+        text_of(&browser, "#report-record tr[data-item='checkins_made'] td").await,
+        "1"
+    );
+    let exits = browser
+        .execute(
+            "return [...document.querySelectorAll(\"#report-kinds tr[data-kind='zone_exit'] td\")].map((td) => td.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(exits, json!(["left zone", "1", "1", "0", "0", "0", "0"]));
+    // The timeline holds the disposed alert and the check-in, oldest first.
+    let timeline = browser
+        .execute(
+            "return [...document.querySelectorAll('#report-timeline li.entry')].map((li) => li.dataset.alertId || li.dataset.checkinId)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut expected: Vec<(String, Value)> = service
+        .alerts_of(&person)
+        .await
+        .into_iter()
+        .map(|a| (a["time"].as_str().unwrap().to_owned(), a["id"].clone()))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<Value> = expected.into_iter().map(|(_, id)| id).collect();
+    expected.push(checkin["id"].clone());
+    assert!(expected.contains(&json!(alert_id)));
+    assert_eq!(timeline, json!(expected));
+    let entry = text_of(
+        &browser,
+        &format!("#report-timeline li[data-alert-id='{alert_id}']"),
+    )
+    .await;
+    assert!(
+        entry.contains("left zone") && entry.contains("false alarm"),
+        "{entry}"
+    );
+    // The density grid: cells at home and away, their counts summing to the five fixes.
+    let cells = until(
+        &browser,
+        "the density cells",
+        "return document.querySelectorAll('#report-map path.density').length",
+    )
+    .await;
+    assert_eq!(cells, json!(2), "one cell at home, one away");
+    let legend = text_of(&browser, "#report-density-legend").await;
+    assert!(legend.starts_with("5 fixes"), "{legend}");
+    // The officer's entries, and one more from the form, which the API records.
+    let first = text_of(&browser, "#report-entries li.assessment").await;
+    assert!(
+        first.starts_with("praise reported to the office on time"),
+        "{first}"
+    );
+    browser
+        .find(Locator::Css("#assessment-kind"))
+        .await
+        .unwrap()
+        .select_by_value("reward")
+        .await
+        .unwrap();
+    fill(&browser, "#assessment-reason", "helped a neighbour").await;
+    click(&browser, "#assessment-save").await;
+    until(
+        &browser,
+        "the new entry",
+        "return document.querySelectorAll('#report-entries li.assessment').length === 2",
+    )
+    .await;
+    let entries = service
+        .get(&format!("/api/v1/persons/{person}/assessments"))
+        .await;
+    assert_eq!(entries["assessments"][1]["kind"], "reward");
+    assert_eq!(entries["assessments"][1]["reason"], "helped a neighbour");
+    // The level review with its reasons.
+    let reasons = browser
+        .execute(
+            "return [...document.querySelectorAll('#review-reasons li')].map((li) => li.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reasons, review["reasons"]);
+    assert!(!text_of(&browser, "#review-summary").await.is_empty());
+
+    // On A4: the map and timeline, the record, the entries and review, a page each.
+    let pdf = print_a4(&browser).await;
+    assert_eq!(pdf_pages(&pdf), 3, "the person's month on A4");
+
+    // The county's month, from the navigation: bars for this month and the one before.
+    click(&browser, "a[data-page='county']").await;
+    until(
+        &browser,
+        "the county's month",
+        &format!("return document.getElementById('page-county').dataset.ready === '{month}'"),
+    )
+    .await;
+    let bar = |item: &str, which: &str| {
+        format!("return document.querySelector(\"#county-charts rect.bar-{which}[data-item='{item}']\")?.dataset.value ?? null")
+    };
+    assert_eq!(
+        browser
+            .execute(&bar("persons", "current"), vec![])
+            .await
+            .unwrap(),
+        json!(county["month"]["persons"].to_string())
+    );
+    assert_eq!(
+        browser
+            .execute(&bar("persons", "previous"), vec![])
+            .await
+            .unwrap(),
+        json!(county["previous"]["persons"].to_string())
+    );
+    // The rate falls as the month's person-days grow: the page's lies between the API's
+    // before and after it.
+    let shown: f64 = browser
+        .execute(&bar("alert.zone_exit", "current"), vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let later = service
+        .get(&format!("/api/v1/stats/county?month={month}"))
+        .await;
+    let rate = |figures: &Value| {
+        figures["month"]["alerts_per_100_person_days"]["zone_exit"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        rate(&later) <= shown && shown <= rate(&county),
+        "{} <= {shown} <= {}",
+        rate(&later),
+        rate(&county)
+    );
+    let width = browser
+        .execute(
+            "return Number(document.querySelector(\"#county-charts rect.bar-current[data-item='false_alarm_share']\").getAttribute('width'))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        width.as_f64().unwrap() > 0.0,
+        "a bar for the false-alarm share"
+    );
+    assert_eq!(
+        text_of(
+            &browser,
+            "#county-table tr[data-item='false_alarm_share'] td"
+        )
+        .await,
+        "100.0 %"
+    );
+    let pdf = print_a4(&browser).await;
+    assert_eq!(pdf_pages(&pdf), 1, "the county's month on A4");
+
+    // In Chinese, both pages print on as many pages.
+    browser
+        .find(Locator::Css("#language"))
+        .await
+        .unwrap()
+        .select_by_value("zh-CN")
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the county's month in Chinese",
+        "return document.getElementById('county-title').textContent.startsWith('全县月度统计')",
+    )
+    .await;
+    assert_eq!(pdf_pages(&print_a4(&browser).await), 1);
+    browser
+        .execute(
+            &format!("location.hash = '#/report/{person}?month={month}'"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the person's month in Chinese",
+        &format!("return document.getElementById('page-report').dataset.ready === '{month}' \
+                  && document.querySelector(\"#report-record tr[data-item='fixes_received'] th\").textContent === '收到定位点'"),
+    )
+    .await;
+    assert_eq!(pdf_pages(&print_a4(&browser).await), 3);
+    browser.close().await.unwrap();
 }

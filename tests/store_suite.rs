@@ -107,6 +107,10 @@ suite!(
     check_ins_read_back_newest_first,
     the_chains_hold_through_resends_and_concurrent_writers,
     recorded_actions_name_their_actor_and_extend_one_chain,
+    supervision_spans_follow_enrolment_level_changes_and_release,
+    month_windows_count_positions_alerts_and_commands,
+    assessments_are_kept_with_their_actor_and_chained,
+    a_broadcast_stores_its_commands_and_counts_their_states,
 );
 
 const IMEI: &str = "864717003283581";
@@ -2259,6 +2263,267 @@ async fn recorded_actions_name_their_actor_and_extend_one_chain(store: Arc<dyn S
     assert_eq!(first["kind"], "person.create");
     assert_eq!(first["actor"], "token:test");
     assert_eq!(records[1].id, recorded.id.to_string());
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+}
+
+async fn supervision_spans_follow_enrolment_level_changes_and_release(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let other = person(store.as_ref()).await;
+    // A change of name alone opens no span; a change of level does.
+    store
+        .update_person(
+            p.id,
+            PersonPatch {
+                name: Some("Li Wei (2)".into()),
+                ..PersonPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .update_person(
+            p.id,
+            PersonPatch {
+                level: Some(SupervisionLevel::Normal),
+                ..PersonPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.delete_person(p.id).await.unwrap();
+    let (from, to) = all_time();
+    let spans = store.level_spans(Some(p.id), from, to).await.unwrap();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(spans[0].level, SupervisionLevel::Strict);
+    assert_eq!(spans[0].since, p.created_at);
+    assert_eq!(spans[0].until, Some(spans[1].since));
+    assert!(!spans[0].released);
+    assert_eq!(spans[1].level, SupervisionLevel::Normal);
+    assert_eq!(spans[1].timezone, "Asia/Shanghai");
+    assert!(spans[1].released);
+    let released_at = spans[1].until.unwrap();
+    // After the release only the other person is supervised; a window starting exactly at the
+    // release still shows the span that ended there.
+    let later = store
+        .level_spans(None, released_at + Duration::seconds(1), to)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].person_id, other.id);
+    assert!(later[0].until.is_none());
+    let edge = store.level_spans(None, released_at, to).await.unwrap();
+    assert_eq!(edge.len(), 2);
+    // A window before either enrolment holds nothing.
+    let before = store
+        .level_spans(None, from, p.created_at - Duration::seconds(1))
+        .await
+        .unwrap();
+    assert!(before.is_empty());
+}
+
+async fn month_windows_count_positions_alerts_and_commands(store: Arc<dyn Store>) {
+    let p = person(store.as_ref()).await;
+    let mut second = fix(p.id, at(60));
+    second.device_id = "13800000000".into();
+    let mut alerts = vec![alert(p.id, AlertKind::Offline), alert(p.id, AlertKind::Sos)];
+    alerts[1].time = at(120);
+    store
+        .commit(&[fix(p.id, at(0)), second, fix(p.id, at(120))], alerts)
+        .await
+        .unwrap();
+    // Half-open: the fix at the end of the window is left out.
+    let counts = store.position_counts(p.id, at(0), at(120)).await.unwrap();
+    assert_eq!(
+        counts,
+        vec![("13800000000".to_owned(), 1), (IMEI.to_owned(), 1)]
+    );
+    let everything = store.position_counts(p.id, at(0), at(121)).await.unwrap();
+    assert_eq!(everything.iter().map(|(_, n)| n).sum::<u64>(), 3);
+    assert!(store
+        .position_counts(new_id(), at(0), at(121))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let first = store
+        .alerts_between(Some(p.id), at(0), at(120))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].kind, AlertKind::Offline);
+    let all = store.alerts_between(None, at(0), at(121)).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all[0].seq < all[1].seq);
+    assert!(store
+        .alerts_between(Some(new_id()), at(0), at(121))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let early = store
+        .create_command(&pending(IMEI, at(0), 60))
+        .await
+        .unwrap();
+    store
+        .create_command(&pending(IMEI, at(300), 60))
+        .await
+        .unwrap();
+    store
+        .create_command(&pending("13800000000", at(10), 60))
+        .await
+        .unwrap();
+    let window = store.commands_between(IMEI, at(0), at(300)).await.unwrap();
+    assert_eq!(window, vec![early]);
+    assert_eq!(
+        store
+            .commands_between(IMEI, at(0), at(301))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn assessments_are_kept_with_their_actor_and_chained(store: Arc<dyn Store>) {
+    use ewall::store::reports::{Assessment, AssessmentKind};
+    let p = person(store.as_ref()).await;
+    let cited = alert(p.id, AlertKind::ZoneExit);
+    store.commit(&[], vec![cited.clone()]).await.unwrap();
+    let entry = |kind, month: &str, alert_ids| Assessment {
+        id: new_id(),
+        person_id: p.id,
+        kind,
+        reason: "left the county twice".into(),
+        month: month.into(),
+        alert_ids,
+        actor: operator(),
+        created_at: at(30),
+    };
+    let warning = entry(AssessmentKind::Warning, "2026-03", vec![cited.id]);
+    let praise = entry(AssessmentKind::Praise, "2026-02", Vec::new());
+    store.create_assessment(&warning).await.unwrap();
+    store.create_assessment(&praise).await.unwrap();
+    let unknown = Assessment {
+        person_id: new_id(),
+        ..entry(AssessmentKind::Reward, "2026-03", Vec::new())
+    };
+    assert!(matches!(
+        store.create_assessment(&unknown).await,
+        Err(StoreError::UnknownReference(_))
+    ));
+    assert_eq!(
+        store.assessments(p.id, Some("2026-03")).await.unwrap(),
+        vec![warning.clone()]
+    );
+    let all = store.assessments(p.id, None).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(store.assessments(new_id(), None).await.unwrap().is_empty());
+
+    let (from, to) = all_time();
+    let records = store
+        .person_records(ewall::store::ChainTable::Actions, p.id, from, to, 0, 10)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.canonical).unwrap();
+            v["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["person.create", "assessment.create", "assessment.create"]
+    );
+    let first: serde_json::Value = serde_json::from_slice(&records[1].canonical).unwrap();
+    let detail: serde_json::Value =
+        serde_json::from_str(first["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["kind"], "warning");
+    assert_eq!(detail["alert_ids"][0], cited.id.to_string());
+    assert_eq!(detail["label"], "night shift, desk 2");
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+}
+
+async fn a_broadcast_stores_its_commands_and_counts_their_states(store: Arc<dyn Store>) {
+    use ewall::store::reports::{Broadcast, BroadcastTarget};
+    let broadcast = Broadcast {
+        id: new_id(),
+        text: "社区矫正法 第二十三条".into(),
+        to: BroadcastTarget::Level(SupervisionLevel::Strict),
+        created_at: at(0),
+        expires_at: at(3600),
+        created_by: operator(),
+    };
+    let message = |device: &str| DeviceCommand {
+        kind: "message".into(),
+        text: Some(broadcast.text.clone()),
+        ..pending(device, at(0), 3600)
+    };
+    let commands = vec![message("dev-a"), message("dev-b"), message("dev-c")];
+    let stored = store.create_broadcast(&broadcast, &commands).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    // The broadcast's commands are ordinary commands: queued for their device.
+    let queued = store.pending_commands("dev-b", at(1)).await.unwrap();
+    assert_eq!(queued, vec![stored[1].clone()]);
+
+    let summary = store.broadcast(broadcast.id).await.unwrap();
+    assert_eq!(summary.broadcast, broadcast);
+    assert_eq!(summary.counts.targeted, 3);
+    assert_eq!(summary.counts.pending, 3);
+    assert_eq!(summary.counts.delivered, 0);
+
+    assert!(store
+        .mark_command_sent(stored[0].id, "gt06", "7", at(5))
+        .await
+        .unwrap());
+    assert!(store
+        .complete_command(stored[0].id, CommandStatus::Acknowledged, None, at(6))
+        .await
+        .unwrap());
+    assert!(store
+        .mark_command_sent(stored[1].id, "jt808", "8", at(5))
+        .await
+        .unwrap());
+    assert!(store
+        .complete_command(stored[2].id, CommandStatus::Failed, Some("no"), at(6))
+        .await
+        .unwrap());
+    let counts = store.broadcast(broadcast.id).await.unwrap().counts;
+    assert_eq!(counts.targeted, 3);
+    assert_eq!(counts.pending, 0);
+    assert_eq!(counts.delivered, 2);
+    assert_eq!(counts.acknowledged, 1);
+    assert_eq!(counts.failed, 1);
+    assert_eq!(counts.expired, 0);
+    store.expire_commands(at(3600)).await.unwrap();
+    assert_eq!(
+        store.broadcast(broadcast.id).await.unwrap().counts.expired,
+        1
+    );
+
+    let later = Broadcast {
+        id: new_id(),
+        created_at: at(10),
+        to: BroadcastTarget::PersonIds(vec![new_id()]),
+        ..broadcast.clone()
+    };
+    store.create_broadcast(&later, &[]).await.unwrap();
+    let listed = store.broadcasts(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].broadcast, later);
+    assert_eq!(listed[0].counts.targeted, 0);
+    assert_eq!(store.broadcasts(1).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.broadcast(new_id()).await,
+        Err(StoreError::NotFound { .. })
+    ));
     let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
         .await
         .unwrap();

@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod body;
+pub mod broadcasts;
 pub mod commands;
 pub mod devices;
 pub mod feed;
@@ -21,6 +22,7 @@ pub mod params;
 pub mod persons;
 pub mod positions;
 pub mod problem;
+pub mod reports;
 pub mod stats;
 pub mod stream;
 pub mod supervision;
@@ -209,6 +211,17 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
             "/persons/{id}/checkins",
             post(supervision::create_checkin).get(supervision::list_checkins),
         )
+        .route("/persons/{id}/record", get(reports::record))
+        .route(
+            "/persons/{id}/assessments",
+            post(reports::create_assessment).get(reports::list_assessments),
+        )
+        .route("/persons/{id}/level-review", get(reports::level_review))
+        .route(
+            "/broadcasts",
+            post(broadcasts::create).get(broadcasts::list),
+        )
+        .route("/broadcasts/{id}", get(broadcasts::get))
         .route("/devices", post(devices::create).get(devices::list))
         .route(
             "/devices/{imei}",
@@ -234,6 +247,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
         .route("/alerts/{id}/resolve", post(alerts::resolve))
         .route("/alerts/{id}/actions", get(alerts::actions))
         .route("/stats/alerts", get(stats::alerts))
+        .route("/stats/county", get(reports::county))
         .route("/integration/feed", get(feed::feed))
         .route("/integration/reads", get(integration::reads))
         .route("/integration/border-hits", post(integration::border_hit))

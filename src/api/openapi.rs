@@ -28,8 +28,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, commands, devices, feed, health, integration, persons, positions, stats, stream,
-    supervision, tokens, webhooks, whoami, zones,
+    alerts, broadcasts, commands, devices, feed, health, integration, persons, positions, reports,
+    stats, stream, supervision, tokens, webhooks, whoami, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -70,6 +70,14 @@ pub const BEARER: &str = "bearer";
         supervision::list_orders,
         supervision::create_checkin,
         supervision::list_checkins,
+        reports::record,
+        reports::create_assessment,
+        reports::list_assessments,
+        reports::level_review,
+        reports::county,
+        broadcasts::create,
+        broadcasts::list,
+        broadcasts::get,
         devices::create,
         devices::list,
         devices::get,
@@ -113,6 +121,7 @@ pub const BEARER: &str = "bearer";
         (name = "supervision", description = "Leave permits, monitoring orders and check-ins."),
         (name = "zones", description = "Inclusion and exclusion zones as GeoJSON."),
         (name = "alerts", description = "The alert feed and the operator's handling."),
+        (name = "reports", description = "Monthly records, officers' assessments, level reviews and the county's figures."),
         (name = "tokens", description = "API tokens (admin)."),
     ),
 )]

@@ -36,6 +36,9 @@ pub enum Capability {
     ManageTokens,
     /// Read alerts and the integration feed.
     ReadAlerts,
+    /// Record an officer's entries (praise, reward, warning, revocation proposal) on a
+    /// person's month.
+    RecordAssessments,
 }
 
 /// What each role may do.
@@ -52,6 +55,7 @@ pub fn capabilities(role: Role) -> &'static [Capability] {
             ManagePersons,
             DeleteRecords,
             ManageTokens,
+            RecordAssessments,
         ],
         Role::Operator => &[
             ReadAlerts,
@@ -61,6 +65,7 @@ pub fn capabilities(role: Role) -> &'static [Capability] {
             SendCommands,
             EditZones,
             ManagePersons,
+            RecordAssessments,
         ],
         Role::Integration => &[ReadAlerts],
     }

@@ -19,6 +19,7 @@ pub mod chain;
 pub mod handling;
 pub mod health;
 pub mod postgres;
+pub mod reports;
 pub mod sqlite;
 pub mod supervision;
 pub mod writer;
@@ -32,6 +33,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use reports::ReportRecords;
 pub use supervision::{LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, TimerAlert};
 
 use crate::model::{
@@ -494,7 +496,7 @@ impl ChainTable {
 /// commit order). After each commit that appended events they announce the newest `seq` on
 /// [`Store::event_notices`].
 #[async_trait]
-pub trait Store: SupervisionRecords + Send + Sync + 'static {
+pub trait Store: SupervisionRecords + ReportRecords + Send + Sync + 'static {
     /// Brings the schema up to date.
     async fn migrate(&self) -> Result<(), StoreError>;
 

@@ -29,6 +29,7 @@ use super::chain::{
     ChainRecord, Checkpoint, Hash, NewAction, RetentionOutcome, Unchained, GENESIS,
 };
 use super::handling::{self, AlertCount};
+mod reports;
 mod supervision;
 
 use super::{
@@ -1068,6 +1069,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         append_action(&mut tx, person_action("person.create", &person)).await?;
+        reports::open_span(&mut tx, &person, person.created_at).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -1108,6 +1110,7 @@ impl Store for PgStore {
         .ok_or_else(|| not_found("person", id))?;
         let person = person_from_row(&row)?;
         append_action(&mut tx, person_action("person.update", &person)).await?;
+        reports::follow_span(&mut tx, &person, now()).await?;
         tx.commit().await?;
         Ok(person)
     }
@@ -1134,6 +1137,7 @@ impl Store for PgStore {
             .ok_or_else(|| not_found("person", id))?;
         let person = person_from_row(&row)?;
         append_action(&mut tx, person_action("person.delete", &person)).await?;
+        reports::close_span(&mut tx, person.id, now(), true).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
         self.announce(seq);

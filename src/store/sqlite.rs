@@ -25,6 +25,7 @@ use super::chain::{
     ChainRecord, Checkpoint, Hash, NewAction, RetentionOutcome, Unchained, GENESIS,
 };
 use super::handling::{self, AlertCount};
+mod reports;
 mod supervision;
 
 use super::{
@@ -949,6 +950,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         append_action(&mut tx, person_action("person.create", &person)).await?;
+        reports::open_span(&mut tx, &person, person.created_at).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?;
         tx.commit().await?;
         self.announce(seq);
@@ -998,6 +1000,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         append_action(&mut tx, person_action("person.update", &person)).await?;
+        reports::follow_span(&mut tx, &person, now()).await?;
         tx.commit().await?;
         Ok(person)
     }
@@ -1024,6 +1027,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         append_action(&mut tx, person_action("person.delete", &person)).await?;
+        reports::close_span(&mut tx, person.id, now(), true).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await?;
         self.announce(seq);
