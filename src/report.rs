@@ -123,14 +123,17 @@ impl FromStr for Month {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("month {s:?} is not a month such as \"2027-01\" (YYYY-MM)");
+        let bad =
+            || format!("month {s:?} is not a month such as \"2027-01\" (YYYY-MM, 1970 to 2999)");
         let (year, month) = s.split_once('-').ok_or_else(bad)?;
         if year.len() != 4 || month.len() != 2 {
             return Err(bad());
         }
         let year: i32 = year.parse().map_err(|_| bad())?;
         let month: u32 = month.parse().map_err(|_| bad())?;
-        if !(1..=12).contains(&month) {
+        // Years a supervision record can have, which also keeps every window's bounds (and the
+        // offline look-back before them) printable as RFC 3339 and storable by every backend.
+        if !(1970..=2999).contains(&year) || !(1..=12).contains(&month) {
             return Err(bad());
         }
         Ok(Month { year, month })
@@ -178,7 +181,8 @@ fn seconds(intervals: &[Interval]) -> f64 {
     intervals
         .iter()
         .map(|(a, b)| (*b - *a).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6)
-        .sum()
+        // From +0.0: a float sum of nothing is -0.0, which would print as such.
+        .fold(0.0, |total, s| total + s)
 }
 
 fn round(value: f64, places: i32) -> f64 {
@@ -1019,6 +1023,7 @@ mod tests {
         assert_eq!(seconds(&a), 4.0 * 3600.0);
         let b = [(t("2027-01-01T02:30:00Z"), t("2027-01-01T05:30:00Z"))];
         assert_eq!(seconds(&intersect(&a, &b)), 3600.0);
+        assert!(seconds(&[]).is_sign_positive());
     }
 
     #[test]

@@ -32,8 +32,11 @@ const MAX_CITED_ALERTS: usize = 100;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
-    /// The month, `YYYY-MM`, read in the person's time zone.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$", example = "2027-01")]
+    /// The month, `YYYY-MM` (1970 to 2999), read in the person's time zone.
+    #[param(
+        pattern = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+        example = "2027-01"
+    )]
     month: String,
     /// `csv` for CSV (as `Accept: text/csv` asks), `json` (the default) for JSON.
     #[serde(default)]
@@ -56,8 +59,11 @@ pub enum RecordFormat {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MonthQuery {
-    /// The month, `YYYY-MM`.
-    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$", example = "2027-01")]
+    /// The month, `YYYY-MM` (1970 to 2999).
+    #[param(
+        pattern = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+        example = "2027-01"
+    )]
     month: String,
 }
 
@@ -138,8 +144,11 @@ pub struct AssessmentBody {
     /// Why.
     #[schema(schema_with = doc::name_schema)]
     reason: String,
-    /// The month it assesses, `YYYY-MM`, not after the current month.
-    #[schema(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$", example = "2027-01")]
+    /// The month it assesses, `YYYY-MM` (1970 to 2999), not after the current month.
+    #[schema(
+        pattern = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+        example = "2027-01"
+    )]
     month: String,
     /// Alerts of the person it cites (a warning or revocation proposal only; at most 100).
     #[serde(default)]
