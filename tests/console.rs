@@ -118,6 +118,28 @@ async fn fill(browser: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+/// Clicks the map at each offset from its centre, in turn.
+async fn click_map(browser: &Client, map: &fantoccini::elements::Element, points: &[(f64, f64)]) {
+    for &(x, y) in points {
+        let click = MouseActions::new("mouse".into())
+            .then(PointerAction::MoveToElement {
+                element: map.clone(),
+                duration: None,
+                x,
+                y,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        browser.perform_actions(click).await.unwrap();
+        // Two clicks in quick succession would read as a double click (a zoom).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+}
+
 /// Takes one handling step on the alert's row through the dialog.
 async fn take_step(
     browser: &Client,
@@ -501,29 +523,17 @@ async fn an_operator_works_an_alert_through_the_console() {
     .await;
     click(&browser, "#draw-polygon").await;
     let map = browser.find(Locator::Css("#zone-map")).await.unwrap();
-    for (x, y) in [
-        (-120.0, -80.0),
-        (120.0, -80.0),
-        (120.0, 80.0),
-        (-120.0, 80.0),
-    ] {
-        let corner = MouseActions::new("mouse".into())
-            .then(PointerAction::MoveToElement {
-                element: map.clone(),
-                duration: None,
-                x,
-                y,
-            })
-            .then(PointerAction::Down {
-                button: MOUSE_BUTTON_LEFT,
-            })
-            .then(PointerAction::Up {
-                button: MOUSE_BUTTON_LEFT,
-            });
-        browser.perform_actions(corner).await.unwrap();
-        // Two clicks in quick succession would read as a double click (a zoom).
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
+    click_map(
+        &browser,
+        &map,
+        &[
+            (-120.0, -80.0),
+            (120.0, -80.0),
+            (120.0, 80.0),
+            (-120.0, 80.0),
+        ],
+    )
+    .await;
     fill(&browser, "#zone-name", "drawn in the console").await;
     click(&browser, "#zone-save").await;
     until(
@@ -550,23 +560,7 @@ async fn an_operator_works_an_alert_through_the_console() {
     );
     // An invalid shape gets the API's message: two corners enclose no area.
     click(&browser, "#draw-polygon").await;
-    for (x, y) in [(-60.0, 0.0), (60.0, 0.0)] {
-        let corner = MouseActions::new("mouse".into())
-            .then(PointerAction::MoveToElement {
-                element: map.clone(),
-                duration: None,
-                x,
-                y,
-            })
-            .then(PointerAction::Down {
-                button: MOUSE_BUTTON_LEFT,
-            })
-            .then(PointerAction::Up {
-                button: MOUSE_BUTTON_LEFT,
-            });
-        browser.perform_actions(corner).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
+    click_map(&browser, &map, &[(-60.0, 0.0), (60.0, 0.0)]).await;
     fill(&browser, "#zone-name", "a line").await;
     click(&browser, "#zone-save").await;
     let message = until(
@@ -592,23 +586,7 @@ async fn an_operator_works_an_alert_through_the_console() {
 
     // A circle: its centre, then a point on its edge.
     click(&browser, "#draw-circle").await;
-    for (x, y) in [(0.0, 0.0), (80.0, 0.0)] {
-        let point = MouseActions::new("mouse".into())
-            .then(PointerAction::MoveToElement {
-                element: map.clone(),
-                duration: None,
-                x,
-                y,
-            })
-            .then(PointerAction::Down {
-                button: MOUSE_BUTTON_LEFT,
-            })
-            .then(PointerAction::Up {
-                button: MOUSE_BUTTON_LEFT,
-            });
-        browser.perform_actions(point).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
+    click_map(&browser, &map, &[(0.0, 0.0), (80.0, 0.0)]).await;
     fill(&browser, "#zone-name", "circle in the console").await;
     click(&browser, "#zone-days input[value='mon']").await;
     browser
