@@ -4,10 +4,14 @@
 //! Each running service owns its own registry (tests run several in one process). Label values
 //! come from small fixed sets (protocol names, alert kinds, reject reasons); never an id.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tracing::warn;
 
@@ -60,7 +64,23 @@ pub struct Metrics {
     /// How far each dispatcher is behind the newest event, in feed positions, by consumer
     /// (`mqtt`, `webhook:<name>`: the configured ones, a small fixed set).
     pub dispatch_lag: IntGaugeVec,
+    /// Time from receiving the fix that raised an alert to the alert's commit.
+    pub fix_to_alert_seconds: Histogram,
+    /// Time from an alert's commit to its `alert.raised` event being delivered, by channel.
+    pub alert_delivery_seconds: HistogramVec,
+    /// When recently committed alerts were committed, by feed position, for
+    /// `alert_delivery_seconds`.
+    commit_times: Mutex<VecDeque<(i64, Instant)>>,
 }
+
+/// Committed alerts remembered for the delivery latency: a dispatcher further behind than this
+/// many alerts is not timed (its lag shows in `ewall_dispatch_lag_seq`).
+const COMMIT_TIMES_KEPT: usize = 4096;
+
+/// Buckets of the alert latency histograms, in seconds.
+const ALERT_LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
 
 /// The channels alert events are delivered on, as metric labels.
 pub const DELIVERY_CHANNELS: [&str; 3] = ["mqtt", "webhook", "sse"];
@@ -208,6 +228,23 @@ impl Metrics {
                     &["consumer"],
                 ),
             ),
+            fix_to_alert_seconds: histogram(
+                "ewall_fix_to_alert_duration_seconds",
+                "Time from receiving the fix that raised an alert to the alert's commit.",
+                ALERT_LATENCY_BUCKETS.to_vec(),
+            ),
+            alert_delivery_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "ewall_alert_delivery_duration_seconds",
+                        "Time from an alert's commit to its delivery, by channel.",
+                    )
+                    .buckets(ALERT_LATENCY_BUCKETS.to_vec()),
+                    &["channel"],
+                ),
+            ),
+            commit_times: Mutex::new(VecDeque::with_capacity(64)),
             registry,
         };
         // Series for every protocol and alert kind exist from the start, at zero, so a
@@ -236,8 +273,39 @@ impl Metrics {
         for channel in DELIVERY_CHANNELS {
             metrics.events_delivered.with_label_values(&[channel]);
             metrics.delivery_failures.with_label_values(&[channel]);
+            metrics.alert_delivery_seconds.with_label_values(&[channel]);
         }
         metrics
+    }
+
+    /// Records the commit of the alert at feed position `seq`, `since_fix` after the fix that
+    /// raised it was received (`None` for alerts no fix raised: timers, API actions).
+    pub fn alert_committed(&self, seq: i64, since_fix: Option<std::time::Duration>) {
+        if let Some(latency) = since_fix {
+            self.fix_to_alert_seconds.observe(latency.as_secs_f64());
+        }
+        if let Ok(mut times) = self.commit_times.lock() {
+            if times.len() == COMMIT_TIMES_KEPT {
+                times.pop_front();
+            }
+            times.push_back((seq, Instant::now()));
+        }
+    }
+
+    /// Times the delivery on `channel` of the events at feed positions `seqs` against their
+    /// alerts' commits. Events of alerts committed by another process (or long ago) are not
+    /// timed.
+    pub fn events_delivered_at(&self, channel: &str, seqs: impl IntoIterator<Item = i64>) {
+        let Ok(times) = self.commit_times.lock() else {
+            return;
+        };
+        let histogram = self.alert_delivery_seconds.with_label_values(&[channel]);
+        for seq in seqs {
+            // Positions are pushed in commit order, which is feed order.
+            if let Ok(i) = times.binary_search_by_key(&seq, |(s, _)| *s) {
+                histogram.observe(times[i].1.elapsed().as_secs_f64());
+            }
+        }
     }
 
     /// Counts a committed alert.

@@ -757,3 +757,87 @@ async fn alerts_are_published_on_the_embedded_broker() {
     assert_eq!(envelope["type"], "org.ewall.alert.zone_exit");
     assert_eq!(envelope["data"]["seq"], alert["seq"]);
 }
+
+/// One sample of `/metrics` as a number, 0 when it is not there.
+async fn metric_value(service: &Service, sample: &str) -> f64 {
+    let text = service
+        .client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_alert_records_its_latency_from_the_fix_and_to_every_channel() {
+    let receiver = Receiver::start().await;
+    let service = Service::start_with({
+        let webhook = receiver.config(3);
+        move |config: &mut Config| {
+            scenario(config);
+            config.webhooks = vec![webhook.clone()];
+            config.mqtt.publish_alerts = true;
+        }
+    })
+    .await;
+    let broker = service.listener("mqtt");
+    let watcher = MqttWatcher::start(&format!("mqtt://{broker}"), "ewall/v1/alerts").await;
+    let mut sse = SseClient::connect(&service, "", None).await;
+    let zone = service
+        .circle_zone("home", "inclusion", HOME.0, HOME.1, 500.0)
+        .await;
+    let imei = "864717003287046";
+    let person = service.person_with_device(imei, &[zone]).await;
+    for channel in ["mqtt", "webhook", "sse"] {
+        let count = format!("ewall_alert_delivery_duration_seconds_count{{channel=\"{channel}\"}}");
+        assert_eq!(metric_value(&service, &count).await, 0.0, "{channel}");
+    }
+    assert_eq!(
+        metric_value(&service, "ewall_fix_to_alert_duration_seconds_count").await,
+        0.0
+    );
+    let away = north_of(HOME.0, HOME.1, 1_500.0);
+    walk(&service, imei, &[HOME, away, away]).await;
+    let alert = service.alerts_of(&person).await.remove(0);
+    let id = alert["id"].as_str().unwrap().to_owned();
+    let event = sse.next().await;
+    assert_eq!(event.event, "alert.raised");
+    wait_for(
+        15,
+        "the alert on the broker and at the receiver",
+        || async { (watcher.ids().contains(&id) && receiver.acked().contains(&id)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        metric_value(&service, "ewall_fix_to_alert_duration_seconds_count").await,
+        1.0,
+        "one alert raised by a fix"
+    );
+    assert!(metric_value(&service, "ewall_fix_to_alert_duration_seconds_sum").await > 0.0);
+    for channel in ["mqtt", "webhook", "sse"] {
+        let labels = format!("{{channel=\"{channel}\"}}");
+        // The dispatchers count right after the consumer has the event; give them a moment.
+        let count = wait_for(5, channel, || async {
+            let count = metric_value(
+                &service,
+                &format!("ewall_alert_delivery_duration_seconds_count{labels}"),
+            )
+            .await;
+            (count > 0.0).then_some(count)
+        })
+        .await;
+        assert_eq!(count, 1.0, "{channel}: the one alert.raised event");
+        let sum = metric_value(
+            &service,
+            &format!("ewall_alert_delivery_duration_seconds_sum{labels}"),
+        )
+        .await;
+        assert!(sum > 0.0, "{channel}: {sum}");
+    }
+}

@@ -142,6 +142,18 @@ async fn registered_run(protocol: &str, extra: &[&str]) -> Value {
         summary["alerts"]["zone_exit"], BREACHING,
         "one zone_exit per breaching wearer: {summary}"
     );
+    if summary["processes"] == 1 {
+        // Each alert is timed from the sending of the fix that raised it.
+        let timed = &summary["fix_to_alert_ms"];
+        assert_eq!(timed["alerts_timed"], BREACHING, "{summary}");
+        let p50 = timed["p50"].as_f64().unwrap();
+        assert!(
+            p50 > 0.0 && p50 <= timed["max"].as_f64().unwrap(),
+            "{summary}"
+        );
+    } else {
+        assert!(summary["fix_to_alert_ms"].is_null(), "{summary}");
+    }
 
     // Every acknowledged fix is in the store (a fix is acknowledged only after its commit).
     assert_eq!(stored_positions(&http, &token).await, sent, "{summary}");

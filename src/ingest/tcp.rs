@@ -142,6 +142,26 @@ impl TcpIngest {
 /// committed in a few batches instead of one commit per frame.
 const MAX_IN_FLIGHT: usize = 64;
 
+/// Capacity of a new connection's read and write buffers. Device frames are tens to a few
+/// hundred bytes, and tokio-util's default of 8 KiB for each buffer was most of what an idle
+/// connection held; a longer frame or a backlog grows the read buffer as it needs.
+const BUFFER_INITIAL: usize = 256;
+
+/// A buffer grown beyond this (a long frame, a backlog read in large pieces) is replaced by
+/// one of [`BUFFER_INITIAL`] once the connection has nothing in flight and the buffer is empty.
+const BUFFER_KEPT: usize = 1024;
+
+/// Gives back what a burst grew the buffers to, once they are empty.
+fn shrink_idle_buffers<T, U>(framed: &mut Framed<T, U>) {
+    fn shrink(buffer: &mut bytes::BytesMut) {
+        if buffer.is_empty() && buffer.capacity() > BUFFER_KEPT {
+            *buffer = bytes::BytesMut::with_capacity(BUFFER_INITIAL);
+        }
+    }
+    shrink(framed.read_buffer_mut());
+    shrink(framed.write_buffer_mut());
+}
+
 /// A frame handed to the pipeline, waiting for its commit before it is answered.
 struct InFlight {
     pending: Pending,
@@ -242,7 +262,7 @@ impl Connection {
     async fn serve(self, stream: TcpStream, session: Box<dyn ewall_protocol::Session>) {
         let _open = OpenConnection::new(&self.context.metrics, self.protocol);
         debug!("Device connected.");
-        let mut framed = Framed::new(stream, SessionCodec::new(session));
+        let mut framed = Framed::with_capacity(stream, SessionCodec::new(session), BUFFER_INITIAL);
         let closed = self.read_frames(&mut framed).await;
         match closed {
             CloseReason::ByPeer | CloseReason::Shutdown => {
@@ -324,6 +344,9 @@ impl Connection {
                     let device_id = frame.device_id.clone();
                     if let Err(closed) = self.answer(framed, frame).await {
                         return closed;
+                    }
+                    if in_flight.is_empty() {
+                        shrink_idle_buffers(framed);
                     }
                     // Queued commands go out only after the login (or first frame) is
                     // answered, and after a JT/T 808 terminal's authentication: before that it
@@ -524,5 +547,36 @@ impl Connection {
                 Err(CloseReason::WriteTimeout(WRITE_TIMEOUT))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::BytesCodec;
+
+    #[tokio::test]
+    async fn buffers_grown_by_a_burst_shrink_once_empty_and_not_before() {
+        let (stream, _peer) = tokio::io::duplex(64);
+        let mut framed = Framed::with_capacity(stream, BytesCodec::new(), BUFFER_INITIAL);
+        assert!(framed.read_buffer().capacity() <= BUFFER_KEPT);
+        framed
+            .read_buffer_mut()
+            .extend_from_slice(&[0x78; 16 * 1024]);
+        framed
+            .write_buffer_mut()
+            .extend_from_slice(&[0x79; 4 * 1024]);
+        shrink_idle_buffers(&mut framed);
+        assert_eq!(
+            framed.read_buffer().len(),
+            16 * 1024,
+            "bytes waiting are kept"
+        );
+        assert_eq!(framed.write_buffer().len(), 4 * 1024);
+        framed.read_buffer_mut().clear();
+        framed.write_buffer_mut().clear();
+        shrink_idle_buffers(&mut framed);
+        assert!(framed.read_buffer().capacity() <= BUFFER_KEPT);
+        assert!(framed.write_buffer().capacity() <= BUFFER_KEPT);
     }
 }

@@ -5,16 +5,19 @@
 //! The API has no bulk route, so registration is one request per person, device and zone
 //! assignment, at most [`CONCURRENT_REQUESTS`] at a time. The alert stream is opened before
 //! the first fix is sent and starts from then (no `after`), so it counts this run's alerts and
-//! no earlier ones.
+//! no earlier ones. When the devices run in this process, each alert is also timed from the
+//! sending of the fix that raised it ([`SentFixes`]) to its arrival on the stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::tally::Histogram;
 use super::track::Zone;
 use super::SimulateError;
 
@@ -175,7 +178,10 @@ impl Api {
     ///
     /// # Errors
     /// [`SimulateError::Api`] when the stream cannot be opened.
-    pub async fn watch_alerts(&self) -> Result<AlertWatcher, SimulateError> {
+    pub async fn watch_alerts(
+        &self,
+        sent: Option<Arc<SentFixes>>,
+    ) -> Result<AlertWatcher, SimulateError> {
         let url = format!("{}/alerts/stream", self.base);
         let response = self
             .client
@@ -191,7 +197,10 @@ impl Api {
                 response.status()
             )));
         }
-        let seen = Arc::new(Mutex::new(AlertsSeen::default()));
+        let seen = Arc::new(Mutex::new(AlertsSeen {
+            sent,
+            ..AlertsSeen::default()
+        }));
         let counts = seen.clone();
         let task = tokio::spawn(async move {
             let mut response = response;
@@ -215,11 +224,47 @@ fn id_of(created: &Value, what: &str) -> Result<String, SimulateError> {
         .ok_or_else(|| SimulateError::Api(format!("the created {what} has no id: {created}")))
 }
 
+/// Sent fixes kept at most this long for an alert to be matched with.
+const SENT_KEPT: Duration = Duration::from_secs(60);
+/// The table is swept of fixes older than [`SENT_KEPT`] whenever it reaches this size.
+const SENT_SWEEP_AT: usize = 1 << 16;
+
+/// When the devices sent their fixes, by device and fix time (the frames carry whole seconds),
+/// for timing each alert from the fix that raised it.
+#[derive(Debug, Default)]
+pub struct SentFixes {
+    sent: Mutex<HashMap<(String, i64), Instant>>,
+}
+
+impl SentFixes {
+    /// Records that `device` sent its fix of `time` at `at`.
+    pub fn sent(&self, device: &str, time: DateTime<Utc>, at: Instant) {
+        let Ok(mut sent) = self.sent.lock() else {
+            return;
+        };
+        if sent.len() >= SENT_SWEEP_AT {
+            sent.retain(|_, sent_at| sent_at.elapsed() < SENT_KEPT);
+        }
+        sent.insert((device.to_owned(), time.timestamp()), at);
+    }
+
+    /// When the fix that raised `alert` (an alert's JSON) was sent, if it was seen.
+    fn raising(&self, alert: &Value) -> Option<Instant> {
+        let device = alert["device_id"].as_str()?;
+        let time: DateTime<Utc> = alert["time"].as_str()?.parse().ok()?;
+        let mut sent = self.sent.lock().ok()?;
+        sent.remove(&(device.to_owned(), time.timestamp()))
+    }
+}
+
 /// Alerts counted from the stream.
 #[derive(Debug, Default)]
 struct AlertsSeen {
     by_kind: BTreeMap<String, u64>,
     last: Option<Instant>,
+    sent: Option<Arc<SentFixes>>,
+    /// From sending the fix to the alert's arrival, for the alerts whose fix was seen.
+    latency: Histogram,
 }
 
 impl AlertsSeen {
@@ -227,13 +272,26 @@ impl AlertsSeen {
         if event.event != "alert.raised" {
             return;
         }
-        let kind = serde_json::from_str::<Value>(&event.data)
-            .ok()
-            .and_then(|v| v["data"]["kind"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "unknown".into());
+        let arrived = Instant::now();
+        let envelope = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
+        let alert = &envelope["data"];
+        let kind = alert["kind"].as_str().unwrap_or("unknown").to_owned();
         *self.by_kind.entry(kind).or_default() += 1;
-        self.last = Some(Instant::now());
+        if let Some(sent_at) = self.sent.as_ref().and_then(|s| s.raising(alert)) {
+            self.latency.record(arrived - sent_at);
+        }
+        self.last = Some(arrived);
     }
+}
+
+/// What the alert stream showed during a run.
+#[derive(Debug, Default)]
+pub struct AlertsCounted {
+    /// Alerts raised, by kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// From sending a fix to the arrival of the alert it raised; empty when the fixes were
+    /// sent by other processes.
+    pub latency: Histogram,
 }
 
 /// The running alert count.
@@ -245,8 +303,8 @@ pub struct AlertWatcher {
 impl AlertWatcher {
     /// Waits until no alert has arrived for `quiet` (at most `cap`), since the last fixes'
     /// alerts are delivered a moment after their commit; then stops and returns the counts by
-    /// kind.
-    pub async fn finish(self, quiet: Duration, cap: Duration) -> BTreeMap<String, u64> {
+    /// kind and their latencies.
+    pub async fn finish(self, quiet: Duration, cap: Duration) -> AlertsCounted {
         let started = Instant::now();
         loop {
             let last = self.seen.lock().ok().and_then(|s| s.last);
@@ -260,7 +318,10 @@ impl AlertWatcher {
         self.task.abort();
         self.seen
             .lock()
-            .map(|s| s.by_kind.clone())
+            .map(|s| AlertsCounted {
+                by_kind: s.by_kind.clone(),
+                latency: s.latency.clone(),
+            })
             .unwrap_or_default()
     }
 }

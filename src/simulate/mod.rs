@@ -42,6 +42,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use api::{AlertsCounted, SentFixes};
 use link::{ErrorKind, Link, LinkError};
 use progress::{Counters, Display, Snapshot};
 use tally::{Histogram, Tally};
@@ -362,7 +363,7 @@ pub async fn run(args: SimulateArgs) -> Result<Value, SimulateError> {
             range.end - range.start,
             plan.duration,
         );
-        let tally = run_devices(&plan, range, counters).await;
+        let tally = run_devices(&plan, range, counters, None).await;
         display.finish().await;
         return Ok(json!({ "tally": tally }));
     }
@@ -373,16 +374,18 @@ pub async fn run(args: SimulateArgs) -> Result<Value, SimulateError> {
     if let (true, Some(api)) = (args.register, &api) {
         register(&plan, api, &args.level).await?;
     }
-    let alerts = match &api {
-        Some(api) => Some(api.watch_alerts().await?),
-        None => None,
-    };
     let per_process = args.devices_per_process.unwrap_or_else(devices_per_process);
     let processes = plan.devices.div_ceil(per_process);
+    // Alerts can be timed from their fixes only when those are sent from this process.
+    let sent = (api.is_some() && processes <= 1).then(|| Arc::new(SentFixes::default()));
+    let alerts = match &api {
+        Some(api) => Some(api.watch_alerts(sent.clone()).await?),
+        None => None,
+    };
     let counters = Arc::new(Counters::default());
     let display = progress::show(Display::Auto, counters.clone(), plan.devices, plan.duration);
     let tally = if processes <= 1 {
-        run_devices(&plan, 0..plan.devices, counters).await
+        run_devices(&plan, 0..plan.devices, counters, sent).await
     } else {
         info!(
             devices = plan.devices,
@@ -468,6 +471,8 @@ struct Shared {
     login_attempted: AtomicU64,
     login_notify: Notify,
     connect_slots: Semaphore,
+    /// Where breaching devices note their fixes, when the alerts are timed.
+    sent_fixes: Option<Arc<SentFixes>>,
 }
 
 impl Shared {
@@ -483,7 +488,12 @@ impl Shared {
 }
 
 /// Runs devices `range` of the plan in this process.
-async fn run_devices(plan: &Plan, range: Range<u64>, counters: Arc<Counters>) -> Tally {
+async fn run_devices(
+    plan: &Plan,
+    range: Range<u64>,
+    counters: Arc<Counters>,
+    sent_fixes: Option<Arc<SentFixes>>,
+) -> Tally {
     let shared = Arc::new(Shared {
         counters,
         errors: Mutex::default(),
@@ -493,6 +503,7 @@ async fn run_devices(plan: &Plan, range: Range<u64>, counters: Arc<Counters>) ->
         login_attempted: AtomicU64::new(0),
         login_notify: Notify::new(),
         connect_slots: Semaphore::new(CONNECTS_AT_ONCE),
+        sent_fixes,
     });
     let (start_tx, start_rx) = watch::channel::<Option<Instant>>(None);
     let clock = TrackClock::for_run(plan.planned, Utc::now(), plan.confirmation);
@@ -640,6 +651,11 @@ async fn device(
             .fetch_add(u64::from(n), Ordering::Relaxed);
         shared.frames.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
+        if let (true, Some(sent)) = (i < plan.breaching, &shared.sent_fixes) {
+            for point in &points {
+                sent.sent(&id, point.time, sent_at);
+            }
+        }
         let outcome = match tokio::time::timeout(plan.ack_timeout, current.report(&points)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(LinkError {
@@ -802,12 +818,15 @@ fn per_second(n: u64, seconds: f64) -> f64 {
 }
 
 /// The JSON summary of a run.
-fn summary(
-    plan: &Plan,
-    processes: u64,
-    tally: &Tally,
-    alerts: Option<BTreeMap<String, u64>>,
-) -> Value {
+fn summary(plan: &Plan, processes: u64, tally: &Tally, alerts: Option<AlertsCounted>) -> Value {
+    let alert_latency = alerts.as_ref().filter(|a| a.latency.count() > 0).map(|a| {
+        json!({
+            "alerts_timed": a.latency.count(),
+            "p50": millis(a.latency.quantile(0.5)),
+            "p99": millis(a.latency.quantile(0.99)),
+            "max": millis(a.latency.max()),
+        })
+    });
     json!({
         "protocol": plan.protocol.as_str(),
         "target": plan.target.to_string(),
@@ -831,7 +850,8 @@ fn summary(
         },
         "errors": tally.errors,
         "breaching_devices": plan.breaching,
-        "alerts": alerts,
+        "alerts": alerts.map(|a| a.by_kind),
+        "fix_to_alert_ms": alert_latency,
     })
 }
 

@@ -96,16 +96,67 @@ struct PositionEncoding<'a> {
     protocol: &'a str,
     clock_skew: bool,
     implausible: Option<&'a str>,
-    raw: String,
+    raw: Hex<'a>,
+}
+
+/// Bytes serialised as a lower-case hex string, written in pieces rather than built first.
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut piece = [0u8; 128];
+        for bytes in self.0.chunks(piece.len() / 2) {
+            let digits = &mut piece[..bytes.len() * 2];
+            hex::encode_to_slice(bytes, digits).map_err(|_| std::fmt::Error)?;
+            f.write_str(std::str::from_utf8(digits).map_err(|_| std::fmt::Error)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Hex<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Feeds what is written into a hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The canonical encoding of position `n` of its device's chain: every stored field of the fix
 /// and its raw frame.
 pub fn position_canonical(fix: &Fix, n: i64) -> Vec<u8> {
     let chain = positions_chain(&fix.device_id);
-    encode(&PositionEncoding {
+    encode(&position_encoding(fix, &chain, n))
+}
+
+/// `link(prev, &position_canonical(fix, n))`, the encoding written into the hash as it is
+/// serialised instead of being built first (the store writer's path, once per position).
+pub fn link_position(prev: &Hash, fix: &Fix, n: i64) -> Hash {
+    let chain = positions_chain(&fix.device_id);
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    // Plain structs of strings, numbers and booleans into a writer that cannot fail.
+    serde_json::to_writer(HashWriter(&mut hasher), &position_encoding(fix, &chain, n))
+        .expect("canonical records serialise");
+    hasher.finalize().into()
+}
+
+fn position_encoding<'a>(fix: &'a Fix, chain: &'a str, n: i64) -> PositionEncoding<'a> {
+    PositionEncoding {
         v: ENCODING_VERSION,
-        chain: &chain,
+        chain,
         n,
         device_id: &fix.device_id,
         person_id: fix.person_id,
@@ -127,8 +178,8 @@ pub fn position_canonical(fix: &Fix, n: i64) -> Vec<u8> {
         protocol: &fix.protocol,
         clock_skew: fix.clock_skew,
         implausible: fix.implausible.as_deref(),
-        raw: hex::encode(&fix.raw),
-    })
+        raw: Hex(&fix.raw),
+    }
 }
 
 #[derive(Serialize)]
@@ -619,6 +670,47 @@ mod tests {
             link(&first, b"{}"),
             first,
             "the chain position changes the hash"
+        );
+    }
+
+    #[test]
+    fn a_position_hashed_as_it_is_serialised_links_as_its_encoding_does() {
+        let mut fix: Fix = serde_json::from_value(serde_json::json!({
+            "device_id": "864717003283581",
+            "person_id": "00000000-0000-0000-0000-000000000001",
+            "time": "2026-05-01T20:00:00.123456Z",
+            "received_at": "2026-05-01T20:00:01Z",
+            "lat": 25.5,
+            "lon": 112.3,
+            "valid": true,
+            "accuracy_m": 15.0,
+            "speed_kmh": null,
+            "course": null,
+            "altitude_m": null,
+            "satellites": 8,
+            "hdop": null,
+            "source": "gps",
+            "battery_pct": null,
+            "archived": false,
+            "integrity_mismatch": false,
+            "protocol": "gt06",
+            "implausible": "a \"quoted\" reason"
+        }))
+        .unwrap();
+        // Longer than one piece of the hex writer, and with every byte value.
+        fix.raw = (0..=255u8).chain(0..=255).collect::<Vec<u8>>().into();
+        let canonical = position_canonical(&fix, 7);
+        let text = String::from_utf8(canonical.clone()).unwrap();
+        assert!(
+            text.ends_with(&format!("\"raw\":\"{}\"}}", hex::encode(&fix.raw))),
+            "{text}"
+        );
+        let prev = link(&GENESIS, b"{}");
+        assert_eq!(link_position(&prev, &fix, 7), link(&prev, &canonical));
+        fix.raw = Default::default();
+        assert_eq!(
+            link_position(&prev, &fix, 8),
+            link(&prev, &position_canonical(&fix, 8))
         );
     }
 

@@ -739,7 +739,7 @@ async fn insert_chained_positions(
             .get_mut(&chain::positions_chain(&fix.device_id))
             .expect("every chain's head was read above");
         head.n += 1;
-        head.hash = chain::link(&head.hash, &chain::position_canonical(fix, head.n));
+        head.hash = chain::link_position(&head.hash, fix, head.n);
         c.chain_n.push(head.n);
         c.hash.push(head.hash.to_vec());
     }

@@ -5,7 +5,7 @@
 //! to model types happens only here.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -674,6 +674,46 @@ async fn read_head(conn: &mut SqliteConnection, chain_name: &str) -> Result<Chai
     })
 }
 
+/// The heads of `chains` (distinct) inside the caller's transaction, in their order (an
+/// empty chain for one not started). One statement per [`HEADS_PER_STATEMENT`] chains: a
+/// statement per chain cost a round trip to SQLite's thread each, the largest share of a
+/// batch's commit after the inserts themselves.
+async fn read_heads(
+    conn: &mut SqliteConnection,
+    chains: Vec<String>,
+) -> Result<Vec<ChainHead>, StoreError> {
+    let mut found: HashMap<String, (i64, Vec<u8>)> = HashMap::with_capacity(chains.len());
+    for chunk in chains.chunks(HEADS_PER_STATEMENT) {
+        let mut select =
+            QueryBuilder::<Sqlite>::new("SELECT chain, n, hash FROM audit_heads WHERE chain IN (");
+        let mut names = select.separated(", ");
+        for chain_name in chunk {
+            names.push_bind(chain_name.as_str());
+        }
+        select.push(")");
+        let rows: Vec<(String, i64, Vec<u8>)> =
+            select.build_query_as().fetch_all(&mut *conn).await?;
+        found.extend(rows.into_iter().map(|(chain, n, hash)| (chain, (n, hash))));
+    }
+    chains
+        .into_iter()
+        .map(|chain_name| {
+            Ok(match found.remove(&chain_name) {
+                Some((n, hash)) => ChainHead {
+                    n,
+                    hash: stored_hash("audit_head", &hash)?,
+                    chain: chain_name,
+                },
+                None => ChainHead {
+                    chain: chain_name,
+                    n: 0,
+                    hash: GENESIS,
+                },
+            })
+        })
+        .collect()
+}
+
 /// Writes chain heads inside the caller's transaction.
 async fn write_heads(conn: &mut SqliteConnection, heads: &[&ChainHead]) -> Result<(), StoreError> {
     for chunk in heads.chunks(HEADS_PER_STATEMENT) {
@@ -759,20 +799,25 @@ async fn insert_chained_positions(
     if fixes.is_empty() {
         return Ok(0);
     }
-    let mut heads: HashMap<&str, ChainHead> = HashMap::new();
+    let mut devices: Vec<&str> = Vec::new();
+    let mut seen = HashSet::with_capacity(fixes.len());
     for fix in fixes {
-        if !heads.contains_key(fix.device_id.as_str()) {
-            let head = read_head(conn, &chain::positions_chain(&fix.device_id)).await?;
-            heads.insert(fix.device_id.as_str(), head);
+        if seen.insert(fix.device_id.as_str()) {
+            devices.push(fix.device_id.as_str());
         }
     }
+    let chains = devices.iter().map(|d| chain::positions_chain(d)).collect();
+    let mut heads: HashMap<&str, ChainHead> = devices
+        .into_iter()
+        .zip(read_heads(conn, chains).await?)
+        .collect();
     let mut links = Vec::with_capacity(fixes.len());
     for fix in fixes {
         let head = heads
             .get_mut(fix.device_id.as_str())
             .expect("every device's head was read above");
         head.n += 1;
-        head.hash = chain::link(&head.hash, &chain::position_canonical(fix, head.n));
+        head.hash = chain::link_position(&head.hash, fix, head.n);
         links.push((head.n, head.hash));
     }
     let mut inserted = 0;
@@ -813,7 +858,7 @@ async fn insert_chained_positions(
                     .push_bind(&fix.implausible)
                     .push_bind(fix.raw.as_ref())
                     .push_bind(*n)
-                    .push_bind(hash.to_vec());
+                    .push_bind(&hash[..]);
             },
         );
         // A resent fix (same natural key) is skipped: see `Store::commit`.

@@ -199,7 +199,7 @@ impl StoreWriter {
             };
             let error = match result {
                 Ok(stored) => {
-                    self.committed(fixes.len(), stored, started);
+                    self.committed(fixes, stored, started);
                     if let Some(sender) = &self.committed_fixes {
                         // Only when someone listens: a batch is copied for no one otherwise.
                         if sender.receiver_count() > 0 && !fixes.is_empty() {
@@ -229,7 +229,8 @@ impl StoreWriter {
     }
 
     /// Counts a committed batch, ends an outage in progress and publishes the alerts.
-    fn committed(&self, positions: usize, stored: Vec<Alert>, started: Instant) {
+    fn committed(&self, fixes: &[Fix], stored: Vec<Alert>, started: Instant) {
+        let positions = fixes.len();
         self.metrics
             .batch_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -244,8 +245,12 @@ impl StoreWriter {
                 positions, "Database reachable again; the held batch is committed."
             );
         }
+        let now = Utc::now();
         for alert in stored {
             self.metrics.alert_raised(alert.kind);
+            let since_fix =
+                raised_by(fixes, &alert).and_then(|fix| (now - fix.received_at).to_std().ok());
+            self.metrics.alert_committed(alert.seq, since_fix);
             // No subscriber is fine: the alert is in the store and the feed.
             let _ = self.committed_alerts.send(alert);
         }
@@ -267,6 +272,17 @@ impl StoreWriter {
             warn!(error = %error, positions, "Database still unreachable; batch held.");
         }
     }
+}
+
+/// The fix of the batch that raised `alert`: the same person's, at the alert's time (stored
+/// alerts carry it to the microsecond). An alert raised by a fix is committed with it, unless
+/// their first batch failed; alerts of timers and of the API have none.
+fn raised_by<'a>(fixes: &'a [Fix], alert: &Alert) -> Option<&'a Fix> {
+    alert.device_id.as_ref()?;
+    let time = alert.time.timestamp_micros();
+    fixes
+        .iter()
+        .find(|f| f.person_id == alert.person_id && f.time.timestamp_micros() == time)
 }
 
 #[cfg(test)]

@@ -269,6 +269,8 @@ impl MqttDispatcher {
                 .await?;
             *cursor = last;
             self.metrics.delivered("mqtt", batch.len());
+            self.metrics
+                .events_delivered_at("mqtt", batch.iter().map(|e| e.seq));
             if let Err(e) = self
                 .outbox
                 .store()

@@ -73,6 +73,7 @@ pub fn alert_stream(
             if let Some(event) = cursor.buffer.pop_front() {
                 cursor.after = event.seq;
                 cursor.metrics.delivered("sse", 1);
+                cursor.metrics.events_delivered_at("sse", [event.seq]);
                 let fields = cursor.reader.as_ref().map(|r| r.fields.as_slice());
                 return Some((Ok(sse_event(&event, fields)), cursor));
             }

@@ -326,6 +326,7 @@ impl WebhookDispatcher {
             match self.send(event).await {
                 Ok(()) => {
                     self.metrics.delivered("webhook", 1);
+                    self.metrics.events_delivered_at("webhook", [event.seq]);
                     return Outcome::Delivered;
                 }
                 Err(error) => {
