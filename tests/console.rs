@@ -29,16 +29,20 @@ const IMEI: &str = "864717003287038";
 /// Longest the page may take to show what the API already holds, before the test gives up.
 const PAGE_WAIT: Duration = Duration::from_secs(30);
 
-/// A chromedriver process on an ephemeral port, ended with the test.
+/// A chromedriver process on an ephemeral port, ended with the test. Chromium's scratch
+/// directories go to the driver's own temporary directory, removed with it.
 struct Driver {
     _child: tokio::process::Child,
+    _scratch: tempfile::TempDir,
     url: String,
 }
 
 impl Driver {
     async fn start(path: &str) -> Driver {
+        let scratch = tempfile::tempdir().expect("a scratch directory");
         let mut child = tokio::process::Command::new(path)
             .arg("--port=0")
+            .env("TMPDIR", scratch.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -60,6 +64,7 @@ impl Driver {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Driver {
             _child: child,
+            _scratch: scratch,
             url: format!("http://127.0.0.1:{port}"),
         }
     }
