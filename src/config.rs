@@ -98,6 +98,8 @@ pub struct Config {
     pub supervision: SupervisionConfig,
     /// The audit trail: retention of positions and its checkpoint key.
     pub audit: crate::audit::AuditConfig,
+    /// Cluster mode on NATS JetStream (`[cluster]`); absent for a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -117,6 +119,7 @@ impl Default for Config {
             integration: IntegrationConfig::default(),
             supervision: SupervisionConfig::default(),
             audit: crate::audit::AuditConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -254,6 +257,18 @@ impl Config {
         self.audit
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("audit.{key}"), problem))?;
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate()
+                .map_err(|(key, problem)| ConfigError::key(format!("cluster.{key}"), problem))?;
+            if crate::store::Backend::of(&url) != Some(crate::store::Backend::Postgres) {
+                return Err(ConfigError::key(
+                    "store.url",
+                    "[cluster] needs a PostgreSQL store shared by every node \
+                     (postgres://USER@HOST/DB); SQLite is a single node's file",
+                ));
+            }
+        }
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

@@ -157,6 +157,22 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         resume: &Resume,
     ) -> Pipeline {
+        Pipeline::spawn_owning(settings, store, registry, metrics, resume, &|_| true, false)
+    }
+
+    /// [`Pipeline::spawn`] for a part of the persons (a cluster partition): only the state of
+    /// the persons `owns` accepts is resumed, and only their timers run. With `stable_ids`,
+    /// each alert's id is its [`crate::cluster::alert_identity`], so the same alert raised
+    /// again (a partition replayed on another node) is stored once.
+    pub fn spawn_owning(
+        settings: PipelineSettings,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        resume: &Resume,
+        owns: &dyn Fn(&crate::model::PersonId) -> bool,
+        stable_ids: bool,
+    ) -> Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
         let (writes_tx, writes_rx) = mpsc::channel(capacity);
@@ -193,21 +209,21 @@ impl Pipeline {
             for breach in resume
                 .open_breaches
                 .iter()
-                .filter(|b| shard_for(&b.person_id, shards) == index)
+                .filter(|b| owns(&b.person_id) && shard_for(&b.person_id, shards) == index)
             {
                 engine.resume_breach(breach.person_id, breach.zone_id, breach.kind, breach.since);
             }
             for newest in resume
                 .newest_fixes
                 .iter()
-                .filter(|n| shard_for(&n.person_id, shards) == index)
+                .filter(|n| owns(&n.person_id) && shard_for(&n.person_id, shards) == index)
             {
                 engine.resume_newest(newest.person_id, &newest.device_id, newest.time);
             }
             for fix in resume
                 .latest_fixes
                 .iter()
-                .filter(|f| shard_for(&f.person_id, shards) == index)
+                .filter(|f| owns(&f.person_id) && shard_for(&f.person_id, shards) == index)
             {
                 engine.resume_position(&catalog, fix, registry.level_of(fix.person_id));
             }
@@ -215,7 +231,7 @@ impl Pipeline {
                 Supervisor::new(settings.supervision.clone(), settings.levels.clone());
             supervisor.resume(
                 &resume.recorded,
-                |person| shard_for(person, shards) == index,
+                |person| owns(person) && shard_for(person, shards) == index,
                 now,
             );
             let (returns, returned) = mpsc::unbounded_channel();
@@ -233,6 +249,7 @@ impl Pipeline {
                 store: store.clone(),
                 heard_writes: Vec::new(),
                 clock: settings.clock,
+                stable_ids,
             };
             tasks.push(tokio::spawn(shard.run(
                 rx,
@@ -370,6 +387,8 @@ struct Shard {
     heard_writes: Vec<DeviceHeard>,
     /// Where the timer-driven rules read the time.
     clock: Clock,
+    /// Alert ids are [`crate::cluster::alert_identity`] rather than fresh.
+    stable_ids: bool,
 }
 
 /// What woke a shard.
@@ -453,6 +472,18 @@ impl Shard {
         done: Option<tokio::sync::oneshot::Sender<Result<(), crate::model::CommitFailed>>>,
     ) -> WriteRequest {
         let mut all = std::mem::take(&mut self.pending);
+        let mut alerts = alerts;
+        if self.stable_ids {
+            for alert in &mut alerts {
+                alert.id = crate::cluster::alert_identity(
+                    &alert.person_id,
+                    alert.kind,
+                    alert.zone_id,
+                    alert.device_id.as_deref(),
+                    alert.time,
+                );
+            }
+        }
         all.extend(alerts);
         let returns = (!all.is_empty()).then(|| self.returns.clone());
         WriteRequest {
@@ -792,6 +823,7 @@ mod tests {
             store,
             heard_writes: Vec::new(),
             clock: Clock::System,
+            stable_ids: false,
         }
     }
 

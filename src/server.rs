@@ -27,6 +27,8 @@ use crate::alert::dispatch::{DispatchSettings, Dispatchers};
 use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
 use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
+use crate::cluster::node::{ClusterNode, ClusterStatus, NodeContext};
+use crate::cluster::ClusterError;
 use crate::config::Config;
 use crate::descriptors::DescriptorBudget;
 use crate::http::limits::BodyLimit;
@@ -38,6 +40,7 @@ use crate::ingest::tcp::TcpIngest;
 use crate::ingest::{http as osmand_http, IngestContext};
 use crate::pipeline::{Pipeline, PipelineSettings, Resume};
 use crate::registry::{Registry, RegistryError};
+use crate::store::health::StoreHealth;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
 
@@ -73,6 +76,9 @@ pub enum ServeError {
     /// Retention is on and its checkpoint key cannot be read or created.
     #[error("cannot set up retention: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// Cluster mode could not start (NATS, the stream or the lease bucket).
+    #[error("cannot start cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -157,21 +163,36 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     dispatch.claim_cursors(store.as_ref()).await?;
     let mut dispatchers = Dispatchers::prepare(dispatch, store.clone(), metrics.clone())?;
-    let pipeline = Pipeline::spawn(
-        PipelineSettings {
-            fence: config.fence.clone(),
-            levels: config.levels.clone(),
-            store: config.store.clone(),
-            channel_capacity: config.channel_capacity,
-            supervision: config.supervision.clone(),
-            clock: crate::supervision::Clock::System,
-        },
-        store.clone(),
-        registry.clone(),
-        metrics.clone(),
-        &resume,
-    );
-    let notices = pipeline.notices.clone();
+    let pipeline = match &config.cluster {
+        None => Processing::Local(Pipeline::spawn(
+            PipelineSettings {
+                fence: config.fence.clone(),
+                levels: config.levels.clone(),
+                store: config.store.clone(),
+                channel_capacity: config.channel_capacity,
+                supervision: config.supervision.clone(),
+                clock: crate::supervision::Clock::System,
+            },
+            store.clone(),
+            registry.clone(),
+            metrics.clone(),
+            &resume,
+        )),
+        Some(cluster) => Processing::Cluster(
+            ClusterNode::start(
+                cluster.clone(),
+                NodeContext {
+                    config: Arc::new(config.clone()),
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    metrics: metrics.clone(),
+                },
+            )
+            .await?,
+            Arc::new(StoreHealth::default()),
+        ),
+    };
+    let notices = pipeline.notices();
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
     let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
@@ -187,7 +208,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         IngestContext::new(
             registry.clone(),
             metrics.clone(),
-            pipeline.submissions.clone(),
+            pipeline.submissions(),
         )
         .with_commands(links, link_events)
         .with_rules(config.ingest.clone()),
@@ -283,7 +304,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         default_timezone: config.fence.default_tz(),
         notices,
         supervision: config.supervision.clone(),
-        store_health: pipeline.health.clone(),
+        store_health: pipeline.health(),
+        cluster: pipeline.cluster_status(),
     };
     let api_server = HttpServer::new(
         api_socket,
@@ -353,7 +375,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         // deadline: a stalled upload cannot delay it, because closing refuses late submissions,
         // and a database that does not answer delays it only until the deadline (what is not
         // committed by then is not acknowledged, and its devices resend it).
-        let store_health = pipeline.health.clone();
+        let store_health = pipeline.health();
         if pipeline.join_by(deadline).await {
             info!("Pipeline drained; last batch committed.");
         } else {
@@ -392,6 +414,54 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         mqtt_commands,
         task,
     })
+}
+
+/// Where the fixes go after ingest: this node's pipeline, or the cluster's stream.
+enum Processing {
+    Local(Pipeline),
+    Cluster(ClusterNode, Arc<StoreHealth>),
+}
+
+impl Processing {
+    fn submissions(&self) -> mpsc::Sender<crate::model::Submission> {
+        match self {
+            Processing::Local(p) => p.submissions.clone(),
+            Processing::Cluster(node, _) => node.submissions.clone(),
+        }
+    }
+
+    /// In cluster mode the timers run on each partition's owner, which reads the store's
+    /// changes when it takes the partition.
+    fn notices(&self) -> crate::pipeline::Notices {
+        match self {
+            Processing::Local(p) => p.notices.clone(),
+            Processing::Cluster(..) => crate::pipeline::Notices::default(),
+        }
+    }
+
+    fn health(&self) -> Arc<StoreHealth> {
+        match self {
+            Processing::Local(p) => p.health.clone(),
+            Processing::Cluster(_, health) => health.clone(),
+        }
+    }
+
+    fn cluster_status(&self) -> Option<Arc<ClusterStatus>> {
+        match self {
+            Processing::Local(_) => None,
+            Processing::Cluster(node, _) => Some(node.status.clone()),
+        }
+    }
+
+    /// Drains what was handed over by `deadline`; false when the deadline cut it short.
+    async fn join_by(self, deadline: tokio::time::Instant) -> bool {
+        match self {
+            Processing::Local(p) => p.join_by(deadline).await,
+            Processing::Cluster(node, _) => tokio::time::timeout_at(deadline, node.stop())
+                .await
+                .is_ok(),
+        }
+    }
 }
 
 /// Descriptors one embedded-broker connection holds in this process: the client's socket, the

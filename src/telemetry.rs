@@ -60,6 +60,13 @@ pub struct Metrics {
     /// How far each dispatcher is behind the newest event, in feed positions, by consumer
     /// (`mqtt`, `webhook:<name>`: the configured ones, a small fixed set).
     pub dispatch_lag: IntGaugeVec,
+    /// Cluster mode: 1 for each partition this node owns, 0 for the others, by partition.
+    pub cluster_partition_owned: IntGaugeVec,
+    /// Cluster mode: messages of an owned partition not yet acknowledged (waiting or in
+    /// hand), by partition.
+    pub cluster_partition_lag: IntGaugeVec,
+    /// Cluster mode: publishes to the fix stream, by result (`acked`, `failed`).
+    pub cluster_published: IntCounterVec,
 }
 
 /// The channels alert events are delivered on, as metric labels.
@@ -207,6 +214,31 @@ impl Metrics {
                     ),
                     &["consumer"],
                 ),
+            ),
+            cluster_partition_owned: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_cluster_partition_owned",
+                        "1 for each partition this node owns (cluster mode).",
+                    ),
+                    &["partition"],
+                ),
+            ),
+            cluster_partition_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_cluster_partition_lag",
+                        "Messages of an owned partition not yet acknowledged (cluster mode).",
+                    ),
+                    &["partition"],
+                ),
+            ),
+            cluster_published: counters(
+                "ewall_cluster_published_total",
+                "Submissions published to the fix stream, by result (cluster mode).",
+                &["result"],
             ),
             registry,
         };

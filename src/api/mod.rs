@@ -154,6 +154,8 @@ pub struct AppState {
     pub supervision: crate::supervision::SupervisionConfig,
     /// Whether the store writer can reach the database, for `/readyz`.
     pub store_health: Arc<crate::store::health::StoreHealth>,
+    /// Cluster mode: this node and its partitions, for `/readyz` (`None` for a single node).
+    pub cluster: Option<Arc<crate::cluster::node::ClusterStatus>>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,

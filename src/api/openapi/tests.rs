@@ -40,6 +40,7 @@ async fn app() -> (Router, tempfile::TempDir) {
         notices: Default::default(),
         supervision: Default::default(),
         store_health: Arc::default(),
+        cluster: None,
     };
     (router(state, &HttpConfig::default()), dir)
 }
