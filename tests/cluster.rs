@@ -1,0 +1,671 @@
+//! Cluster mode against the real NATS JetStream (`EWALL_TEST_NATS_URL`) and the real
+//! PostgreSQL (`EWALL_TEST_PG_URL`): nodes as processes of the real binary, GT06 wristbands and
+//! JT/T 808 terminals spread over them, each walking out of its permitted zone.
+//!
+//! - One node killed with SIGKILL mid-run: its partitions are owned again within two lease
+//!   periods, its devices reconnect to the others and go on, every acknowledged fix is stored
+//!   exactly once and every breach is alerted exactly once.
+//! - A node joining a running cluster takes a share of the partitions; stopped with SIGTERM it
+//!   hands them back at once, and nothing is lost or doubled meanwhile.
+//!
+//! Each test has its own database and its own NATS namespace (stream and bucket), deleted at
+//! the end. Without either variable a test prints one line and passes as skipped.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::binary::{admin_token, serve};
+use common::pg::TestDatabase;
+use ewall_protocol::gt06::encode as gt06;
+use ewall_protocol::jt808::encode::{self as jt808, Edition, Location};
+use ewall_protocol::jt808::framer::unescape;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+use tokio::sync::watch;
+
+const NATS_VAR: &str = "EWALL_TEST_NATS_URL";
+/// Partitions of the test deployments.
+const PARTITIONS: u32 = 16;
+/// The lease period of the test deployments.
+const LEASE_TTL: Duration = Duration::from_secs(3);
+/// Devices of each protocol.
+const DEVICES_PER_PROTOCOL: usize = 8;
+/// Positions each device sends: it walks north out of the zone about half way.
+const FIXES: usize = 40;
+/// Positions a device sends ahead of its acknowledgements.
+const WINDOW: usize = 4;
+/// The permitted zone: a circle around the start.
+const HOME: (f64, f64) = (112.3, 25.5);
+const HOME_RADIUS_M: f64 = 1000.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    Gt06,
+    Jt808,
+}
+
+fn device_id(kind: Kind, i: usize) -> String {
+    match kind {
+        Kind::Gt06 => {
+            let body = format!("8647191{i:07}");
+            let check = ewall::identity::luhn_check_digit(&body);
+            format!("{body}{check}")
+        }
+        Kind::Jt808 => format!("1392{i:07}"),
+    }
+}
+
+/// The NATS namespace of one test, its stream and bucket deleted when dropped.
+struct Namespace {
+    nats: String,
+    name: String,
+}
+
+impl Namespace {
+    fn create(test: &str) -> Option<Namespace> {
+        let Ok(nats) = std::env::var(NATS_VAR) else {
+            println!("skipped {test}: {NATS_VAR} is not set");
+            return None;
+        };
+        Some(Namespace {
+            nats,
+            name: format!("t{}", ewall::model::new_id().simple()),
+        })
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let (nats, name) = (self.nats.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = async_nats::connect(nats).await?;
+                let js = async_nats::jetstream::new(client);
+                let _ = js.delete_stream(format!("{name}_EWALL_FIXES")).await;
+                let _ = js.delete_stream(format!("KV_{name}_ewall_leases")).await;
+                Ok::<_, async_nats::Error>(())
+            })
+        })
+        .join();
+    }
+}
+
+/// One deployment: its directory, database and namespace.
+struct Deployment {
+    dir: tempfile::TempDir,
+    database: TestDatabase,
+    namespace: Namespace,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Deployment {
+    async fn create(test: &str) -> Option<Deployment> {
+        let namespace = Namespace::create(test)?;
+        let database = TestDatabase::create(test).await?;
+        let dir = tempfile::tempdir().unwrap();
+        ewall::alert::dispatch::webhook::install_tls_provider();
+        let mut deployment = Deployment {
+            dir,
+            database,
+            namespace,
+            token: String::new(),
+            client: reqwest::Client::new(),
+        };
+        let config = deployment.config("a");
+        deployment.token = admin_token(&config);
+        Some(deployment)
+    }
+
+    /// Node `name`'s config: every port ephemeral, the shared store and namespace.
+    fn config(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path();
+        let mut text = format!(
+            "data_dir = {:?}\nshutdown_timeout = \"20s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [mqtt]\nenabled = false\n\n[store]\nurl = {:?}\npool_max = 4\n\n\
+             [cluster]\nnats_url = {:?}\nnode_id = {name:?}\npartitions = {PARTITIONS}\n\
+             lease_ttl = \"{}s\"\nack_wait = \"5s\"\nnamespace = {:?}\n",
+            dir.join(name).display().to_string(),
+            self.database.url,
+            self.namespace.nats,
+            LEASE_TTL.as_secs(),
+            self.namespace.name,
+        );
+        for protocol in ["gt06", "jt808", "h02", "watch", "osmand"] {
+            text.push_str(&format!(
+                "\n[listeners.{protocol}]\nlisten = \"127.0.0.1:0\"\n"
+            ));
+        }
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The warnings and errors the nodes logged.
+    fn warnings(&self) -> String {
+        let _ = std::fs::copy(self.log(), "/tmp/cluster-last.log");
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("nodes.log")
+    }
+
+    async fn start(&self, name: &str) -> Node {
+        let (child, addresses) = serve(&self.config(name), &self.log()).await;
+        Node {
+            name: name.to_owned(),
+            child,
+            http: addresses["http"].as_str().unwrap().to_owned(),
+            listeners: HashMap::from([
+                (Kind::Gt06, addresses["gt06"].as_str().unwrap().parse().unwrap()),
+                (Kind::Jt808, addresses["jt808"].as_str().unwrap().parse().unwrap()),
+            ]),
+        }
+    }
+
+    async fn api(&self, node: &Node, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .request(method, format!("http://{}{path}", node.http))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn get(&self, node: &Node, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", node.http))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// Persons with a device each, every one assigned the home zone; device id to person id.
+    async fn persons(&self, node: &Node) -> HashMap<String, String> {
+        use reqwest::Method;
+        let zone = self
+            .api(
+                node,
+                Method::POST,
+                "/api/v1/zones",
+                json!({
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [HOME.0, HOME.1]},
+                    "properties": {"name": "home", "kind": "inclusion", "crs": "wgs84",
+                                   "radius_m": HOME_RADIUS_M}
+                }),
+            )
+            .await;
+        let mut persons = HashMap::new();
+        for kind in [Kind::Gt06, Kind::Jt808] {
+            for i in 0..DEVICES_PER_PROTOCOL {
+                let person = self
+                    .api(
+                        node,
+                        Method::POST,
+                        "/api/v1/persons",
+                        json!({"name": "Wearer", "level": "normal", "timezone": "Asia/Shanghai"}),
+                    )
+                    .await;
+                let person = person["id"].as_str().unwrap().to_owned();
+                let id = device_id(kind, i);
+                self.api(
+                    node,
+                    Method::POST,
+                    "/api/v1/devices",
+                    json!({"imei": id, "person_id": person}),
+                )
+                .await;
+                self.api(
+                    node,
+                    Method::PUT,
+                    &format!("/api/v1/persons/{person}/zones"),
+                    json!({"zone_ids": [zone["id"]]}),
+                )
+                .await;
+                persons.insert(id, person);
+            }
+        }
+        persons
+    }
+
+    /// Which node owns each partition, from every node's `/readyz`; a node that does not
+    /// answer owns nothing.
+    async fn owners(&self, nodes: &[&Node]) -> BTreeMap<u32, Vec<String>> {
+        let mut owners: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for node in nodes {
+            let Ok(response) = self
+                .client
+                .get(format!("http://{}/readyz", node.http))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(body) = response.json::<Value>().await else {
+                continue;
+            };
+            assert_eq!(body["cluster"]["node_id"], node.name.as_str(), "{body}");
+            for p in body["cluster"]["partitions"].as_array().unwrap() {
+                owners
+                    .entry(p.as_u64().unwrap() as u32)
+                    .or_default()
+                    .push(node.name.clone());
+            }
+        }
+        owners
+    }
+
+    /// Waits until every partition is owned by exactly one of `nodes`, each of which owns
+    /// some; returns how long that took.
+    async fn settled(&self, nodes: &[&Node], within: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let owners = self.owners(nodes).await;
+            let every_once = (0..PARTITIONS).all(|p| owners.get(&p).is_some_and(|o| o.len() == 1));
+            let shared = nodes
+                .iter()
+                .all(|n| owners.values().any(|o| o.contains(&n.name)));
+            if every_once && shared {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < within,
+                "partitions not settled over {:?} within {within:?}: {owners:?}; log:\n{}",
+                nodes.iter().map(|n| &n.name).collect::<Vec<_>>(),
+                std::fs::read_to_string(self.log()).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every device's person has all its fixes stored, then checks each track
+    /// is exactly what was sent (each fix once) and each person has exactly one `zone_exit`.
+    async fn check_exactly_once(&self, node: &Node, persons: &HashMap<String, String>) {
+        let sent: Vec<DateTime<Utc>> = (0..FIXES).map(fix_time).collect();
+        for (device, person) in persons {
+            let started = Instant::now();
+            let times = loop {
+                let track = self
+                    .get(
+                        node,
+                        &format!(
+                            "/api/v1/persons/{person}/track?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"
+                        ),
+                    )
+                    .await;
+                let times: Vec<DateTime<Utc>> = track["features"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["properties"]["time"].as_str().unwrap().parse().unwrap())
+                    .collect();
+                // Acknowledged means in the stream; the owner commits it soon after.
+                if times.len() >= FIXES || started.elapsed() > Duration::from_secs(60) {
+                    break times;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(times, sent, "{device}: every fix stored exactly once");
+            let alerts = self
+                .get(node, &format!("/api/v1/alerts?person_id={person}&limit=1000"))
+                .await;
+            let exits = alerts["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == "zone_exit")
+                .count();
+            assert_eq!(
+                exits,
+                1,
+                "{device}: the breach alerted exactly once: {alerts}; warnings:\n{}",
+                self.warnings()
+            );
+        }
+    }
+}
+
+struct Node {
+    name: String,
+    child: Child,
+    http: String,
+    listeners: HashMap<Kind, SocketAddr>,
+}
+
+impl Node {
+    async fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    async fn terminate(&mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exit after SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{}: {status:?}", self.name);
+    }
+}
+
+/// When this test run's tracks start: recent, so the fixes are neither stale nor future.
+fn track_start() -> DateTime<Utc> {
+    static START: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        let now = Utc::now() - chrono::Duration::hours(1);
+        DateTime::from_timestamp(now.timestamp(), 0).unwrap()
+    })
+}
+
+/// The time of fix `n`: one every 30 s.
+fn fix_time(n: usize) -> DateTime<Utc> {
+    track_start() + chrono::Duration::seconds(n as i64 * 30)
+}
+
+/// Fix `n` of device `i`: 55 m further north each time (walking pace), out of the 1 km zone
+/// about half way.
+fn location(kind: Kind, id: &str, i: usize, n: usize) -> Vec<u8> {
+    let serial = u16::try_from(n + 2).unwrap();
+    let (lat, lon) = (HOME.1 + n as f64 * 0.0005, HOME.0 + i as f64 * 1e-5);
+    match kind {
+        Kind::Gt06 => gt06::location(serial, &gt06::Fix::new(fix_time(n), lat, lon)),
+        Kind::Jt808 => jt808::location(
+            id,
+            Edition::V2013,
+            serial,
+            &Location::new(fix_time(n), lat, lon),
+        ),
+    }
+}
+
+/// A device connection that yields the serial each acknowledgement answers.
+struct Link {
+    kind: Kind,
+    socket: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Link {
+    async fn open(kind: Kind, addr: SocketAddr, id: &str) -> Option<Link> {
+        let socket = TcpStream::connect(addr).await.ok()?;
+        socket.set_nodelay(true).ok()?;
+        let mut link = Link {
+            kind,
+            socket,
+            buffer: Vec::new(),
+        };
+        if kind == Kind::Gt06 {
+            link.socket.write_all(&gt06::login(id, 1, None)).await.ok()?;
+            if link.next_ack().await? != 1 {
+                return None;
+            }
+        }
+        Some(link)
+    }
+
+    async fn next_ack(&mut self) -> Option<u16> {
+        loop {
+            if let Some(serial) = self.take_ack() {
+                return Some(serial);
+            }
+            let mut chunk = [0u8; 512];
+            match tokio::time::timeout(Duration::from_secs(30), self.socket.read(&mut chunk)).await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => return None,
+                Ok(Ok(n)) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(_) => panic!("no acknowledgement and no close within 30 s"),
+            }
+        }
+    }
+
+    fn take_ack(&mut self) -> Option<u16> {
+        match self.kind {
+            Kind::Gt06 => {
+                if self.buffer.len() < 10 {
+                    return None;
+                }
+                let ack: Vec<u8> = self.buffer.drain(..10).collect();
+                Some(u16::from_be_bytes([ack[4], ack[5]]))
+            }
+            Kind::Jt808 => {
+                let end = self.buffer.iter().skip(1).position(|b| *b == 0x7e)? + 1;
+                let frame: Vec<u8> = self.buffer.drain(..=end).collect();
+                let raw = unescape(&frame).unwrap();
+                let content = &raw[1..raw.len() - 2];
+                assert_eq!(u16::from_be_bytes([content[0], content[1]]), 0x8001);
+                assert_eq!(content[12 + 4], 0, "result 0");
+                Some(u16::from_be_bytes([content[12], content[13]]))
+            }
+        }
+    }
+}
+
+/// The listeners of each node, `None` once it is gone.
+type Nodes = Vec<Option<HashMap<Kind, SocketAddr>>>;
+
+/// What one device saw.
+struct Outcome {
+    /// The nodes it was connected to, in order.
+    nodes: Vec<usize>,
+}
+
+/// Sends every fix of device `i`, starting on node `i % nodes`, moving to the next live node
+/// whenever its connection drops, until every fix is acknowledged.
+async fn run_device(
+    kind: Kind,
+    i: usize,
+    mut nodes: watch::Receiver<Nodes>,
+    acks: Arc<AtomicUsize>,
+    pace: Duration,
+) -> Outcome {
+    let id = device_id(kind, i);
+    let mut acked = 0;
+    let mut on = i;
+    let mut visited = Vec::new();
+    while acked < FIXES {
+        let (index, addr) = loop {
+            let current = nodes.borrow_and_update().clone();
+            let live = (0..current.len())
+                .map(|k| (on + k) % current.len())
+                .find_map(|k| current[k].as_ref().map(|l| (k, l[&kind])));
+            if let Some(found) = live {
+                break found;
+            }
+            nodes.changed().await.unwrap();
+        };
+        let Some(mut link) = Link::open(kind, addr, &id).await else {
+            on = index + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        visited.push(index);
+        let mut sent = acked;
+        while acked < FIXES {
+            while sent < FIXES && sent - acked < WINDOW {
+                if link
+                    .socket
+                    .write_all(&location(kind, &id, i, sent))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                sent += 1;
+            }
+            let Some(serial) = link.next_ack().await else {
+                break;
+            };
+            assert_eq!(usize::from(serial), acked + 2, "{id}: acknowledgements in order");
+            acked += 1;
+            acks.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(pace).await;
+        }
+        on = index + 1;
+    }
+    Outcome { nodes: visited }
+}
+
+fn spawn_devices(
+    nodes: &watch::Receiver<Nodes>,
+    acks: &Arc<AtomicUsize>,
+    pace: Duration,
+) -> Vec<tokio::task::JoinHandle<Outcome>> {
+    [Kind::Gt06, Kind::Jt808]
+        .into_iter()
+        .flat_map(|kind| (0..DEVICES_PER_PROTOCOL).map(move |i| (kind, i)))
+        .map(|(kind, i)| tokio::spawn(run_device(kind, i, nodes.clone(), acks.clone(), pace)))
+        .collect()
+}
+
+async fn until_acks(acks: &AtomicUsize, n: usize, log: &Path) {
+    let started = Instant::now();
+    while acks.load(Ordering::Relaxed) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "devices did not get going; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn finish(devices: Vec<tokio::task::JoinHandle<Outcome>>) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    for device in devices {
+        outcomes.push(
+            tokio::time::timeout(Duration::from_secs(180), device)
+                .await
+                .expect("device finishes")
+                .unwrap(),
+        );
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_run_loses_nothing_and_doubles_nothing() {
+    let Some(deployment) = Deployment::create("cluster_kill").await else {
+        return;
+    };
+    // The persons exist before the other nodes start (they would learn of them within a
+    // lease round anyway).
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    let mut c = deployment.start("c").await;
+    deployment
+        .settled(&[&a, &b, &c], Duration::from_secs(30))
+        .await;
+
+    let (nodes_tx, nodes) = watch::channel(vec![
+        Some(a.listeners.clone()),
+        Some(b.listeners.clone()),
+        Some(c.listeners.clone()),
+    ]);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let devices = spawn_devices(&nodes, &acks, Duration::from_millis(20));
+    let total = 2 * DEVICES_PER_PROTOCOL * FIXES;
+    until_acks(&acks, total / 3, &deployment.log()).await;
+
+    // SIGKILL: no handler runs; its leases stop being renewed and its connections drop.
+    let killed_owned: Vec<u32> = deployment
+        .owners(&[&c])
+        .await
+        .into_keys()
+        .collect();
+    nodes_tx.send_modify(|n| n[2] = None);
+    c.kill().await;
+    let acked_at_kill = acks.load(Ordering::Relaxed);
+    let takeover = deployment
+        .settled(&[&a, &b], 2 * LEASE_TTL)
+        .await;
+    let outcomes = finish(devices).await;
+    let moved = outcomes
+        .iter()
+        .filter(|o| o.nodes.contains(&2) && o.nodes.len() > 1)
+        .count();
+    eprintln!(
+        "{} devices; {acked_at_kill} of {total} fixes acknowledged at the kill; the killed node's partitions {killed_owned:?} owned again after {takeover:?}; {moved} devices moved off it",
+        outcomes.len()
+    );
+    assert!(!killed_owned.is_empty(), "the killed node owned partitions");
+    assert!(moved > 0, "devices on the killed node went on elsewhere");
+    deployment.check_exactly_once(&a, &persons).await;
+    let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_takes_a_share_and_hands_it_back_when_stopped() {
+    let Some(deployment) = Deployment::create("cluster_join").await else {
+        return;
+    };
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
+
+    let (_nodes_tx, nodes) = watch::channel(vec![Some(a.listeners.clone()), Some(b.listeners.clone())]);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let devices = spawn_devices(&nodes, &acks, Duration::from_millis(40));
+    let total = 2 * DEVICES_PER_PROTOCOL * FIXES;
+    until_acks(&acks, total / 5, &deployment.log()).await;
+
+    let mut c = deployment.start("c").await;
+    let joined = deployment
+        .settled(&[&a, &b, &c], Duration::from_secs(30))
+        .await;
+    let share: BTreeSet<u32> = deployment.owners(&[&c]).await.into_keys().collect();
+    until_acks(&acks, total / 2, &deployment.log()).await;
+
+    // SIGTERM: the node drains its partitions and empties their leases, which wakes the others.
+    c.terminate().await;
+    let handed_over = deployment
+        .settled(&[&a, &b], LEASE_TTL)
+        .await;
+    eprintln!(
+        "joined node took {share:?} after {joined:?}; after its graceful stop they were owned again in {handed_over:?}"
+    );
+    assert!(!share.is_empty());
+    finish(devices).await;
+    deployment.check_exactly_once(&a, &persons).await;
+    let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}
