@@ -215,6 +215,7 @@ async fn main() {
         notices: Default::default(),
         supervision: Default::default(),
         store_health: Arc::default(),
+        cluster: None,
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

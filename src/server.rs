@@ -26,9 +26,9 @@ use crate::alert::dispatch::webhook::WebhookError;
 use crate::alert::dispatch::{DispatchSettings, Dispatchers};
 use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
-use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
 use crate::cluster::node::{ClusterNode, ClusterStatus, NodeContext};
 use crate::cluster::ClusterError;
+use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
 use crate::config::Config;
 use crate::descriptors::DescriptorBudget;
 use crate::http::limits::BodyLimit;
@@ -205,13 +205,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .run(link_events_rx, CancellationToken::new()),
     );
     let context = Arc::new(
-        IngestContext::new(
-            registry.clone(),
-            metrics.clone(),
-            pipeline.submissions(),
-        )
-        .with_commands(links, link_events)
-        .with_rules(config.ingest.clone()),
+        IngestContext::new(registry.clone(), metrics.clone(), pipeline.submissions())
+            .with_commands(links, link_events)
+            .with_rules(config.ingest.clone()),
     );
     let tracker = TaskTracker::new();
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
@@ -457,9 +453,9 @@ impl Processing {
     async fn join_by(self, deadline: tokio::time::Instant) -> bool {
         match self {
             Processing::Local(p) => p.join_by(deadline).await,
-            Processing::Cluster(node, _) => tokio::time::timeout_at(deadline, node.stop())
-                .await
-                .is_ok(),
+            Processing::Cluster(node, _) => {
+                tokio::time::timeout_at(deadline, node.stop()).await.is_ok()
+            }
         }
     }
 }

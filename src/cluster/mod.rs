@@ -243,14 +243,16 @@ pub fn alert_identity(
 /// Which node owns which partition when `nodes` are alive: rendezvous hashing (the node with
 /// the highest FNV-1a of partition and node name), so a node joining or leaving moves only
 /// about `partitions / nodes` partitions.
-pub fn desired_owner<'a>(partition: u32, nodes: &'a [String]) -> Option<&'a str> {
+pub fn desired_owner(partition: u32, nodes: &[String]) -> Option<&str> {
     nodes
         .iter()
         .max_by_key(|node| {
             let mut key = partition.to_be_bytes().to_vec();
             key.extend_from_slice(node.as_bytes());
             // One more mixing round: FNV of near-equal keys differs mostly in the low bits.
-            fnv1a(&key).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(31)
+            fnv1a(&key)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(31)
         })
         .map(String::as_str)
 }

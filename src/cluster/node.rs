@@ -150,6 +150,7 @@ impl ClusterNode {
             context,
             status: status.clone(),
             owned: BTreeMap::new(),
+            stopping: tokio::task::JoinSet::new(),
         };
         let leases = tokio::spawn(keeper.run(release.clone()));
         info!(node = %cluster.node_id, partitions = cluster.partitions, "Cluster mode: publishing fixes to the stream, taking partitions.");
@@ -170,6 +171,15 @@ impl ClusterNode {
         let _ = self.publisher.await;
         self.release.cancel();
         let _ = self.leases.await;
+    }
+}
+
+async fn empty_lease(leases: &kv::Store, partition: u32, revision: u64) {
+    if let Err(e) = leases
+        .update(lease_key(partition), Vec::new().into(), revision)
+        .await
+    {
+        debug!(partition, error = %e, "Lease not emptied (it expires by itself).");
     }
 }
 
@@ -221,6 +231,9 @@ struct LeaseKeeper {
     context: NodeContext,
     status: Arc<ClusterStatus>,
     owned: BTreeMap<u32, Held>,
+    /// Partitions being handed over or stopped: their workers drain without holding up the
+    /// renewal of the other leases.
+    stopping: tokio::task::JoinSet<()>,
 }
 
 fn lease_key(partition: u32) -> String {
@@ -279,6 +292,7 @@ impl LeaseKeeper {
     }
 
     async fn round(&mut self) {
+        while self.stopping.try_join_next().is_some() {}
         let me = self.cluster.node_id.clone();
         if let Err(e) = self
             .leases
@@ -338,11 +352,7 @@ impl LeaseKeeper {
     }
 
     async fn live_nodes(&self) -> Result<Vec<String>, ClusterError> {
-        let mut keys = self
-            .leases
-            .keys()
-            .await
-            .map_err(ClusterError::jetstream)?;
+        let mut keys = self.leases.keys().await.map_err(ClusterError::jetstream)?;
         let mut nodes = BTreeSet::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(ClusterError::jetstream)?;
@@ -372,7 +382,7 @@ impl LeaseKeeper {
         }
         for partition in lost {
             if let Some(held) = self.owned.remove(&partition) {
-                held.worker.stop().await;
+                self.stopping.spawn(held.worker.stop());
             }
         }
     }
@@ -459,29 +469,32 @@ impl LeaseKeeper {
             fence,
             levels: config.levels.clone(),
             store: config.store.clone(),
-            channel_capacity: config.channel_capacity.min(super::owner::READ_AHEAD as usize),
+            channel_capacity: config
+                .channel_capacity
+                .min(super::owner::READ_AHEAD as usize),
             supervision: config.supervision.clone(),
             clock: crate::supervision::Clock::System,
         }
     }
 
+    /// Hands a partition over: its worker drains (its commits acknowledged), then the lease
+    /// is emptied, which wakes the other nodes. This runs beside the rounds, so a slow drain
+    /// delays no renewal; a drain longer than the lease lets the lease expire, which another
+    /// node then takes as it takes an emptied one.
     async fn release(&mut self, partition: u32) {
         let Some(held) = self.owned.remove(&partition) else {
             return;
         };
-        held.worker.stop().await;
-        self.empty_lease(partition, held.revision).await;
-        info!(partition, "Partition handed over.");
+        let leases = self.leases.clone();
+        self.stopping.spawn(async move {
+            held.worker.stop().await;
+            empty_lease(&leases, partition, held.revision).await;
+            info!(partition, "Partition handed over.");
+        });
     }
 
     async fn empty_lease(&self, partition: u32, revision: u64) {
-        if let Err(e) = self
-            .leases
-            .update(lease_key(partition), Vec::new().into(), revision)
-            .await
-        {
-            debug!(partition, error = %e, "Lease not emptied (it expires by itself).");
-        }
+        empty_lease(&self.leases, partition, revision).await;
     }
 
     async fn release_all(&mut self) {
@@ -494,6 +507,7 @@ impl LeaseKeeper {
         for partition in partitions {
             self.release(partition).await;
         }
+        while self.stopping.join_next().await.is_some() {}
         self.publish_status();
     }
 

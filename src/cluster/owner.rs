@@ -51,15 +51,11 @@ impl PartitionWorker {
         metrics: Arc<Metrics>,
     ) -> Result<PartitionWorker, ClusterError> {
         let consumer = PartitionWorker::ensure_consumer(config, stream, partition).await?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(ClusterError::jetstream)?;
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(
             partition,
             consumer,
-            messages,
+            config.ack_wait,
             pipeline,
             metrics,
             stop.clone(),
@@ -115,11 +111,37 @@ type Completion = (
 async fn run(
     partition: u32,
     consumer: jetstream::consumer::Consumer<pull::Config>,
-    mut messages: pull::Stream,
+    ack_wait: std::time::Duration,
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
+    // Messages the last owner was given and never acknowledged (it died holding them) come
+    // back only once their `ack_wait` has passed, and then before any newer message. Reading
+    // sooner would take the newer ones first, and a device's fixes would be judged out of
+    // order: so the partition starts once those deliveries have expired.
+    if let Some(wait) = unacknowledged_expire_in(&consumer, ack_wait).await {
+        info!(
+            partition,
+            ?wait,
+            "Waiting for the last owner's unacknowledged messages to come back."
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => {
+                pipeline.join().await;
+                return;
+            }
+        }
+    }
+    let mut messages = match consumer.messages().await {
+        Ok(messages) => messages,
+        Err(e) => {
+            warn!(partition, error = %e, "Partition consumer not read; the partition waits for its next owner.");
+            pipeline.join().await;
+            return;
+        }
+    };
     let label = partition.to_string();
     let (completions, pending) = mpsc::channel::<Completion>(READ_AHEAD as usize);
     let acker = tokio::spawn(acknowledge(partition, pending));
@@ -174,6 +196,12 @@ async fn run(
             break;
         }
     }
+    // What was read ahead but not handed to the pipeline goes back at once, in order, for
+    // the next owner (for a moment only: under load the stream would go on delivering).
+    let returning = tokio::time::Instant::now() + std::time::Duration::from_millis(200);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(returning, messages.next()).await {
+        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
     drop(messages);
     pipeline.join().await;
     drop(completions);
@@ -183,6 +211,26 @@ async fn run(
         .with_label_values(&[&label])
         .set(0);
     info!(partition, "Partition drained.");
+}
+
+/// How long until the deliveries nobody acknowledged expire, when there are some.
+async fn unacknowledged_expire_in(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    ack_wait: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let mut consumer = consumer.clone();
+    let info = consumer.info().await.ok()?;
+    if info.num_ack_pending == 0 {
+        return None;
+    }
+    // A margin for the server's own check of expired deliveries.
+    let full = ack_wait + std::time::Duration::from_millis(500);
+    let Some(last) = info.delivered.last_active else {
+        return Some(full);
+    };
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX) as i128;
+    let elapsed = u64::try_from(now - last.unix_timestamp_nanos()).unwrap_or(0);
+    Some(full.saturating_sub(std::time::Duration::from_nanos(elapsed)))
 }
 
 /// Acknowledges each message once its commit is confirmed, in the order they were read.
