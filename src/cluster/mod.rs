@@ -339,6 +339,28 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_example_parses_and_sqlite_is_refused() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/cluster/node.toml");
+        let config = crate::config::Config::load(Some(&path), Vec::new()).unwrap();
+        let cluster = config.cluster.expect("[cluster] present");
+        assert_eq!((cluster.partitions, cluster.replicas), (64, 3));
+        let config = crate::config::Config::load(
+            Some(&path),
+            vec![("EWALL_CLUSTER__NODE_ID".to_owned(), "node-2".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(config.cluster.unwrap().node_id, "node-2");
+        let err = crate::config::Config::load(
+            Some(&path),
+            vec![("EWALL_STORE__URL".to_owned(), "sqlite://x.db".to_owned())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("store.url"), "{err}");
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+    }
+
+    #[test]
     fn validate_names_the_key() {
         let mut c = ClusterConfig {
             node_id: "n1".into(),

@@ -1,16 +1,16 @@
 //! A cluster node: its fix publisher, and the partition leases it holds in the JetStream
 //! key-value bucket with a worker for each.
 //!
-//! Every third of `lease_ttl` the node writes its membership key (`nodes.<node_id>`), reads
-//! which nodes are alive (the bucket's entries expire `lease_ttl` after their last write, so
-//! a node that stops writing drops out), and works out which partitions it should own by
-//! rendezvous hashing over the live nodes ([`super::desired_owner`]): about
-//! `partitions / nodes` each. It renews the leases it holds and should keep (an update
-//! checked against the lease's revision: one that fails means another node has it, and the
-//! worker stops), hands over those another node should have now (worker drained first, then
-//! the lease emptied), and takes those it should have that are free (created, or updated from
-//! an emptied or expired lease). A change in the bucket wakes every node at once, so a
-//! partition handed over is taken without waiting for the next round.
+//! Every third of `lease_ttl` a renewer writes the node's membership key (`nodes.<node_id>`)
+//! and renews each lease held (an update checked against the lease's revision: one that fails
+//! means another node has it, and its worker stops). Beside it, in rounds as often, the node
+//! reads which nodes are alive (the bucket's entries expire `lease_ttl` after their last
+//! write, so a node that stops writing drops out) and works out which partitions it should own
+//! by rendezvous hashing over the live nodes ([`super::desired_owner`]): about
+//! `partitions / nodes` each. It hands over those another node should have now (worker
+//! drained first, then the lease emptied) and takes those it should have that are free
+//! (created, or updated from an emptied or expired lease). A change in the bucket wakes every
+//! node at once, so a partition handed over is taken without waiting for the next round.
 //!
 //! A node that dies stops renewing: its membership and leases expire after `lease_ttl`, and
 //! within the next round (a third of it) the survivors take its partitions, well inside two
@@ -150,6 +150,7 @@ impl ClusterNode {
             context,
             status: status.clone(),
             owned: BTreeMap::new(),
+            revisions: Arc::default(),
             stopping: tokio::task::JoinSet::new(),
         };
         let leases = tokio::spawn(keeper.run(release.clone()));
@@ -220,8 +221,62 @@ async fn open_lease_bucket(
 
 /// A lease held, with its worker.
 struct Held {
-    revision: u64,
     worker: PartitionWorker,
+}
+
+/// The revision of each lease held, shared by the rounds and the renewer.
+type Revisions = Arc<Mutex<BTreeMap<u32, u64>>>;
+
+fn lock(revisions: &Revisions) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
+    revisions.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes the membership key and renews every lease held, every third of a lease period, on
+/// its own: a slow round (a takeover loading a large store) never delays a renewal. A lease
+/// whose renewal fails has another owner now and is reported on `lost`.
+async fn renew(
+    cluster: Arc<ClusterConfig>,
+    leases: kv::Store,
+    revisions: Revisions,
+    lost: mpsc::UnboundedSender<u32>,
+    stop: CancellationToken,
+) {
+    let me = cluster.node_id.clone();
+    let mut every = tokio::time::interval(cluster.lease_ttl / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(e) = leases
+            .put(
+                format!("{NODE_PREFIX}{me}"),
+                chrono::Utc::now().to_rfc3339().into(),
+            )
+            .await
+        {
+            warn!(error = %e, "Cluster membership not renewed.");
+        }
+        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
+        for (partition, revision) in held {
+            match leases
+                .update(lease_key(partition), me.clone().into(), revision)
+                .await
+            {
+                Ok(next) => {
+                    if let Some(current) = lock(&revisions).get_mut(&partition) {
+                        *current = next;
+                    }
+                }
+                Err(e) => {
+                    warn!(partition, error = %e, "Partition lease lost; stopping its worker.");
+                    lock(&revisions).remove(&partition);
+                    let _ = lost.send(partition);
+                }
+            }
+        }
+    }
 }
 
 struct LeaseKeeper {
@@ -231,6 +286,7 @@ struct LeaseKeeper {
     context: NodeContext,
     status: Arc<ClusterStatus>,
     owned: BTreeMap<u32, Held>,
+    revisions: Revisions,
     /// Partitions being handed over or stopped: their workers drain without holding up the
     /// renewal of the other leases.
     stopping: tokio::task::JoinSet<()>,
@@ -256,6 +312,15 @@ impl LeaseKeeper {
     async fn run(mut self, release: CancellationToken) {
         let round = self.cluster.lease_ttl / 3;
         let mut changes = self.leases.watch_all().await.ok();
+        let (lost_tx, mut lost) = mpsc::unbounded_channel();
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(renew(
+            self.cluster.clone(),
+            self.leases.clone(),
+            self.revisions.clone(),
+            lost_tx,
+            stop_renewing.clone(),
+        ));
         loop {
             self.round().await;
             let sleep = tokio::time::sleep(round);
@@ -265,8 +330,16 @@ impl LeaseKeeper {
             loop {
                 tokio::select! {
                     _ = release.cancelled() => {
+                        stop_renewing.cancel();
+                        let _ = renewer.await;
                         self.release_all().await;
                         return;
+                    }
+                    Some(partition) = lost.recv() => {
+                        if let Some(held) = self.owned.remove(&partition) {
+                            self.stopping.spawn(held.worker.stop());
+                        }
+                        self.publish_status();
                     }
                     _ = &mut sleep => break,
                     change = async {
@@ -294,21 +367,10 @@ impl LeaseKeeper {
     async fn round(&mut self) {
         while self.stopping.try_join_next().is_some() {}
         let me = self.cluster.node_id.clone();
-        if let Err(e) = self
-            .leases
-            .put(
-                format!("{NODE_PREFIX}{me}"),
-                chrono::Utc::now().to_rfc3339().into(),
-            )
-            .await
-        {
-            warn!(error = %e, "Cluster membership not renewed.");
-        }
         let nodes = match self.live_nodes().await {
             Ok(nodes) => nodes,
             Err(e) => {
                 warn!(error = %e, "Live nodes not read; keeping the partitions held.");
-                self.renew_held().await;
                 return;
             }
         };
@@ -317,7 +379,6 @@ impl LeaseKeeper {
             .nodes
             .lock()
             .expect("never poisoned: no panics while held") = nodes.clone();
-        self.renew_held().await;
         let hand_over: Vec<u32> = self
             .owned
             .keys()
@@ -362,29 +423,6 @@ impl LeaseKeeper {
         }
         nodes.insert(self.cluster.node_id.clone());
         Ok(nodes.into_iter().collect())
-    }
-
-    async fn renew_held(&mut self) {
-        let me = self.cluster.node_id.clone();
-        let mut lost = Vec::new();
-        for (partition, held) in &mut self.owned {
-            match self
-                .leases
-                .update(lease_key(*partition), me.clone().into(), held.revision)
-                .await
-            {
-                Ok(revision) => held.revision = revision,
-                Err(e) => {
-                    warn!(partition, error = %e, "Partition lease lost; stopping its worker.");
-                    lost.push(*partition);
-                }
-            }
-        }
-        for partition in lost {
-            if let Some(held) = self.owned.remove(&partition) {
-                self.stopping.spawn(held.worker.stop());
-            }
-        }
     }
 
     async fn acquire(&self, partition: u32) -> Option<u64> {
@@ -450,7 +488,8 @@ impl LeaseKeeper {
             .await
             {
                 Ok(worker) => {
-                    self.owned.insert(partition, Held { revision, worker });
+                    lock(&self.revisions).insert(partition, revision);
+                    self.owned.insert(partition, Held { worker });
                 }
                 Err(e) => {
                     warn!(partition, error = %e, "Partition consumer not opened; handing the lease back.");
@@ -485,10 +524,15 @@ impl LeaseKeeper {
         let Some(held) = self.owned.remove(&partition) else {
             return;
         };
+        let revisions = self.revisions.clone();
         let leases = self.leases.clone();
         self.stopping.spawn(async move {
             held.worker.stop().await;
-            empty_lease(&leases, partition, held.revision).await;
+            // Renewed until the drain is over, then emptied at the revision renewed last.
+            let revision = lock(&revisions).remove(&partition);
+            if let Some(revision) = revision {
+                empty_lease(&leases, partition, revision).await;
+            }
             info!(partition, "Partition handed over.");
         });
     }
