@@ -320,7 +320,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     );
     let api_task = tokio::spawn(api_server.run(api_stop.clone()));
     // Started once everything is bound, so a failed start leaves no delivery running.
-    let dispatchers = dispatchers.spawn();
+    let dispatchers = match &pipeline {
+        Processing::Local(_) => dispatchers.spawn(),
+        // One node at a time delivers each channel, under the channel's lease.
+        Processing::Cluster(node, _) => node.spawn_dispatchers(dispatchers.into_channels()),
+    };
     if config.audit.retention_days > 0 {
         let key = crate::audit::checkpoint_key(&config.audit, &config.data_dir, true)?
             .expect("created when missing");

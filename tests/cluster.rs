@@ -110,6 +110,8 @@ struct Deployment {
     namespace: Namespace,
     token: String,
     client: reqwest::Client,
+    /// More configuration, the same on every node.
+    extra: String,
 }
 
 impl Deployment {
@@ -124,6 +126,7 @@ impl Deployment {
             namespace,
             token: String::new(),
             client: reqwest::Client::new(),
+            extra: String::new(),
         };
         let config = deployment.config("a");
         deployment.token = admin_token(&config);
@@ -149,6 +152,7 @@ impl Deployment {
                 "\n[listeners.{protocol}]\nlisten = \"127.0.0.1:0\"\n"
             ));
         }
+        text.push_str(&self.extra);
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
         path
@@ -166,6 +170,20 @@ impl Deployment {
 
     fn log(&self) -> PathBuf {
         self.dir.path().join("nodes.log")
+    }
+
+    /// The node holding a lease of the bucket, if any.
+    async fn lease_holder(&self, key: &str) -> Option<String> {
+        let client = async_nats::connect(self.namespace.nats.clone())
+            .await
+            .ok()?;
+        let js = async_nats::jetstream::new(client);
+        let bucket = js
+            .get_key_value(format!("{}_ewall_leases", self.namespace.name))
+            .await
+            .ok()?;
+        let value = bucket.get(key).await.ok()??;
+        (!value.is_empty()).then(|| String::from_utf8_lossy(&value).into_owned())
     }
 
     async fn start(&self, name: &str) -> Node {
@@ -681,4 +699,200 @@ async fn a_node_joining_takes_a_share_and_hands_it_back_when_stopped() {
     let (mut a, mut b) = (a, b);
     b.terminate().await;
     a.terminate().await;
+}
+
+/// Event `seq` to the number of times it came, and the alert ids the events carried.
+type Received = (BTreeMap<i64, usize>, BTreeSet<String>);
+
+/// A webhook receiver that acknowledges everything and counts each event it was sent.
+#[derive(Clone, Default)]
+struct CountingReceiver {
+    received: Arc<std::sync::Mutex<Received>>,
+}
+
+impl CountingReceiver {
+    async fn start() -> (CountingReceiver, String) {
+        let receiver = CountingReceiver::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let state = receiver.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let mut received = state.received.lock().unwrap();
+                    *received
+                        .0
+                        .entry(event["seq"].as_i64().unwrap_or(-1))
+                        .or_default() += 1;
+                    if let Some(id) = event["data"]["id"].as_str() {
+                        received.1.insert(id.to_owned());
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    fn snapshot(&self) -> Received {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_alert_is_delivered_by_one_node_and_the_webhook_moves_when_its_holder_dies() {
+    let Some(mut deployment) = Deployment::create("cluster_dispatch").await else {
+        return;
+    };
+    let (receiver, url) = CountingReceiver::start().await;
+    deployment.extra = format!(
+        "\n[[webhooks]]\nname = \"receiver\"\nurl = {url:?}\n\
+         secret = \"whsec_Y2x1c3Rlci13ZWJob29rLWtleS1vZi0zMi1ieXRlcyE=\"\n\
+         retry_initial = \"20ms\"\nretry_max = \"200ms\"\n"
+    );
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    let c = deployment.start("c").await;
+    let mut nodes = [Some(a), Some(b), Some(c)];
+    let live = |nodes: &[Option<Node>; 3]| -> Vec<String> {
+        nodes.iter().flatten().map(|n| n.name.clone()).collect()
+    };
+    {
+        let all: Vec<&Node> = nodes.iter().flatten().collect();
+        deployment.settled(&all, Duration::from_secs(30)).await;
+    }
+    let key = "dispatch.webhook.receiver";
+    let started = Instant::now();
+    let holder = loop {
+        if let Some(holder) = deployment.lease_holder(key).await {
+            break holder;
+        }
+        assert!(
+            started.elapsed() < 2 * LEASE_TTL,
+            "nobody took the webhook's lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Every device walks out of its zone; each of the 16 exits is one alert.
+    let listeners = |nodes: &[Option<Node>; 3]| -> Nodes {
+        nodes
+            .iter()
+            .map(|n| n.as_ref().map(|n| n.listeners.clone()))
+            .collect()
+    };
+    let (nodes_tx, watch_nodes) = watch::channel(listeners(&nodes));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let devices = spawn_devices(&watch_nodes, &acks, Duration::from_millis(40));
+    finish(devices).await;
+    let first = nodes.iter().flatten().next().unwrap();
+    deployment.check_exactly_once(first, &persons).await;
+    let mut alert_ids = BTreeSet::new();
+    for person in persons.values() {
+        let alerts = deployment
+            .get(
+                first,
+                &format!("/api/v1/alerts?person_id={person}&limit=1000"),
+            )
+            .await;
+        for alert in alerts["alerts"].as_array().unwrap() {
+            alert_ids.insert(alert["id"].as_str().unwrap().to_owned());
+        }
+    }
+    let wait_delivered = |alert_ids: BTreeSet<String>| {
+        let receiver = receiver.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let (_, ids) = receiver.snapshot();
+                if alert_ids.is_subset(&ids) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "alerts not delivered: {:?}",
+                    alert_ids.difference(&ids).collect::<Vec<_>>()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Any repeat from another node would come within a lease round.
+            tokio::time::sleep(LEASE_TTL).await;
+        }
+    };
+    wait_delivered(alert_ids.clone()).await;
+    let (counts, _) = receiver.snapshot();
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "each event delivered once by one of {:?}, but (seq, times): {repeated:?}",
+        live(&nodes)
+    );
+    let delivered_before = counts.len();
+
+    // The holder dies: another node takes the lease within two lease periods and delivers
+    // what comes next (here: the alerts acknowledged through the API) once.
+    let index = nodes
+        .iter()
+        .position(|n| n.as_ref().is_some_and(|n| n.name == holder))
+        .unwrap();
+    nodes[index].take().unwrap().kill().await;
+    nodes_tx.send_replace(listeners(&nodes));
+    let started = Instant::now();
+    let successor = loop {
+        if let Some(next) = deployment.lease_holder(key).await {
+            if next != holder {
+                break next;
+            }
+        }
+        assert!(
+            started.elapsed() < 2 * LEASE_TTL + Duration::from_secs(1),
+            "the webhook's lease not taken over from {holder}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let survivor = nodes.iter().flatten().next().unwrap();
+    for id in &alert_ids {
+        deployment
+            .api(
+                survivor,
+                reqwest::Method::POST,
+                &format!("/api/v1/alerts/{id}/ack"),
+                json!({"note": "seen"}),
+            )
+            .await;
+    }
+    let started = Instant::now();
+    loop {
+        let (counts, _) = receiver.snapshot();
+        if counts.len() >= delivered_before + alert_ids.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "acknowledgements not delivered after the takeover by {successor}: {} of {}",
+            counts.len() - delivered_before,
+            alert_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(LEASE_TTL).await;
+    let (counts, _) = receiver.snapshot();
+    let repeated: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "each event delivered once after the takeover by {successor}, but (seq, times): {repeated:?}"
+    );
+    eprintln!(
+        "{} events delivered once each; lease moved from {holder} to {successor} in {:?}",
+        counts.len(),
+        started.elapsed()
+    );
+    for node in nodes.iter_mut().flatten() {
+        node.terminate().await;
+    }
 }

@@ -16,6 +16,7 @@
 //! Without a `[cluster]` section none of this runs and the service is the single node it
 //! always was.
 
+pub mod dispatch_lease;
 pub mod node;
 pub mod owner;
 pub mod publish;

@@ -77,6 +77,9 @@ pub struct ClusterNode {
     publisher: JoinHandle<()>,
     leases: JoinHandle<()>,
     release: CancellationToken,
+    // Boxed: the client's handle is large and the node is held in an enum with small kin.
+    bucket: Box<kv::Store>,
+    cluster: Arc<ClusterConfig>,
 }
 
 /// What a partition's pipeline is built from.
@@ -143,6 +146,7 @@ impl ClusterNode {
             nodes: Mutex::new(Vec::new()),
         });
         let release = CancellationToken::new();
+        let bucket = Box::new(leases.clone());
         let keeper = LeaseKeeper {
             cluster: cluster.clone(),
             leases,
@@ -161,7 +165,22 @@ impl ClusterNode {
             publisher,
             leases,
             release,
+            bucket,
+            cluster,
         })
+    }
+
+    /// Runs each alert dispatcher channel on the one node holding its lease.
+    pub fn spawn_dispatchers(
+        &self,
+        channels: Vec<crate::alert::dispatch::DispatchChannel>,
+    ) -> crate::alert::dispatch::Dispatchers {
+        super::dispatch_lease::spawn_leased(
+            channels,
+            (*self.bucket).clone(),
+            self.cluster.node_id.clone(),
+            self.cluster.lease_ttl,
+        )
     }
 
     /// Stops the node's share of the cluster once ingest has stopped: the publisher finishes
@@ -302,6 +321,10 @@ const NODE_PREFIX: &str = "nodes.";
 /// node that joined or left. Renewals do not, or the nodes would wake each other forever.
 fn wakes(entry: &kv::Entry, known_nodes: &[String]) -> bool {
     let put = entry.operation == kv::Operation::Put;
+    if entry.key.starts_with("dispatch.") {
+        // Dispatcher leases are taken by their own tasks.
+        return false;
+    }
     match entry.key.strip_prefix(NODE_PREFIX) {
         Some(node) => !put || !known_nodes.iter().any(|n| n == node),
         None => !put || entry.value.is_empty(),
