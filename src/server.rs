@@ -196,6 +196,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
     let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
+    let command_relay = CancellationToken::new();
+    if let Processing::Cluster(node, _) = &pipeline {
+        node.relay_commands(commands.clone(), command_relay.clone())
+            .await?;
+    }
     let (link_events, link_events_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     // The dispatcher stops once every connection has dropped its event sender, after the
     // listeners have drained.
@@ -392,6 +397,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         // Every connection is gone, so nothing reports to the dispatcher any more.
         commands_task.abort();
+        command_relay.cancel();
         api_stop.cancel();
         // API requests in progress get what is left of the timeout. A client that never
         // finishes its request would otherwise keep the process alive for as long as it likes.

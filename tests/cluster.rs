@@ -896,3 +896,101 @@ async fn each_alert_is_delivered_by_one_node_and_the_webhook_moves_when_its_hold
         node.terminate().await;
     }
 }
+
+/// Reads one JT/T 808 frame from a terminal's socket: message id, serial, body.
+async fn read_jt808_frame(socket: &mut TcpStream, buffer: &mut Vec<u8>) -> (u16, u16, Vec<u8>) {
+    loop {
+        if let Some(end) = buffer.iter().skip(1).position(|b| *b == 0x7e) {
+            let frame: Vec<u8> = buffer.drain(..=end + 1).collect();
+            let raw = unescape(&frame).unwrap();
+            let content = &raw[1..raw.len() - 2];
+            let id = u16::from_be_bytes([content[0], content[1]]);
+            let body_len = usize::from(u16::from_be_bytes([content[2], content[3]]) & 0x03ff);
+            let serial = u16::from_be_bytes([content[10], content[11]]);
+            return (id, serial, content[12..12 + body_len].to_vec());
+        }
+        let mut chunk = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(15), socket.read(&mut chunk))
+            .await
+            .expect("a frame within 15 s")
+            .unwrap();
+        assert!(n > 0, "the node closed the terminal's connection");
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_made_on_one_node_reaches_a_terminal_on_another_and_is_acknowledged() {
+    let Some(deployment) = Deployment::create("cluster_commands").await else {
+        return;
+    };
+    let a = deployment.start("a").await;
+    deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
+
+    // A JT/T 808 terminal registers and authenticates on node b.
+    let terminal = device_id(Kind::Jt808, 0);
+    let edition = Edition::V2013;
+    let mut socket = TcpStream::connect(b.listeners[&Kind::Jt808]).await.unwrap();
+    let mut buffer = Vec::new();
+    socket
+        .write_all(&jt808::registration(
+            &terminal, edition, 1, "EWALL", "W1", "T0001", "",
+        ))
+        .await
+        .unwrap();
+    let (id, _, body) = read_jt808_frame(&mut socket, &mut buffer).await;
+    assert_eq!(id, 0x8100);
+    let code = String::from_utf8(body[3..].to_vec()).unwrap();
+    socket
+        .write_all(&jt808::authentication(&terminal, edition, 2, &code))
+        .await
+        .unwrap();
+    assert_eq!(read_jt808_frame(&mut socket, &mut buffer).await.0, 0x8001);
+
+    // The command is made through node a, which does not hold the terminal's connection.
+    let command = deployment
+        .api(
+            &a,
+            reqwest::Method::POST,
+            &format!("/api/v1/devices/{terminal}/commands"),
+            json!({"type": "set_interval", "interval_s": 30}),
+        )
+        .await;
+    let (id, serial, body) = read_jt808_frame(&mut socket, &mut buffer).await;
+    assert_eq!(
+        id, 0x8103,
+        "the parameter setting reached the terminal on b"
+    );
+    assert_eq!(body, [1, 0, 0, 0, 0x29, 4, 0, 0, 0, 30]);
+    let mut answer = serial.to_be_bytes().to_vec();
+    answer.extend_from_slice(&0x8103u16.to_be_bytes());
+    answer.push(0);
+    socket
+        .write_all(&jt808::frame(0x0001, &terminal, edition, 3, &answer))
+        .await
+        .unwrap();
+
+    // The answer, recorded by b, is what a's API reports.
+    let path = format!(
+        "/api/v1/devices/{terminal}/commands/{}",
+        command["id"].as_str().unwrap()
+    );
+    let started = Instant::now();
+    loop {
+        let now = deployment.get(&a, &path).await;
+        if now["status"] == "acknowledged" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "command not acknowledged: {now}; warnings:\n{}",
+            deployment.warnings()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}

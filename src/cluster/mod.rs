@@ -16,6 +16,7 @@
 //! Without a `[cluster]` section none of this runs and the service is the single node it
 //! always was.
 
+pub mod commands;
 pub mod dispatch_lease;
 pub mod node;
 pub mod owner;
@@ -138,6 +139,11 @@ impl ClusterConfig {
     /// The subject a partition's fixes are published on.
     pub fn fixes_subject(&self, partition: u32) -> String {
         format!("{}ewall.fixes.{partition}", self.subject_prefix())
+    }
+
+    /// The core NATS subject announcing a command for device `imei`.
+    pub fn commands_subject(&self, imei: &str) -> String {
+        format!("{}ewall.commands.{imei}", self.subject_prefix())
     }
 
     /// The subjects of the fix stream.

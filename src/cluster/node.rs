@@ -80,6 +80,7 @@ pub struct ClusterNode {
     // Boxed: the client's handle is large and the node is held in an enum with small kin.
     bucket: Box<kv::Store>,
     cluster: Arc<ClusterConfig>,
+    client: async_nats::Client,
 }
 
 /// What a partition's pipeline is built from.
@@ -114,7 +115,7 @@ impl ClusterNode {
                 url: cluster.nats_url.clone(),
                 reason: e.to_string(),
             })?;
-        let jetstream = jetstream::new(client);
+        let jetstream = jetstream::new(client.clone());
         let stream = jetstream
             .get_or_create_stream(jetstream::stream::Config {
                 name: cluster.stream_name(),
@@ -167,7 +168,21 @@ impl ClusterNode {
             release,
             bucket,
             cluster,
+            client,
         })
+    }
+
+    /// Carries commands to the node holding each device's connection
+    /// ([`super::commands`]), until `stop`.
+    ///
+    /// # Errors
+    /// The subscription cannot be made.
+    pub async fn relay_commands(
+        &self,
+        dispatcher: Arc<crate::commands::CommandDispatcher>,
+        stop: CancellationToken,
+    ) -> Result<JoinHandle<()>, ClusterError> {
+        super::commands::spawn_relay(self.client.clone(), &self.cluster, dispatcher, stop).await
     }
 
     /// Runs each alert dispatcher channel on the one node holding its lease.
