@@ -268,6 +268,7 @@ impl Pipeline {
             alerts,
             notices: Notices {
                 shards: Arc::new(notice_inputs),
+                relay: None,
             },
             health,
             close,
@@ -645,12 +646,28 @@ const ORDER_STEP_RETRY: ChronoDuration = ChronoDuration::seconds(5);
 #[derive(Clone, Default)]
 pub struct Notices {
     shards: Arc<Vec<mpsc::UnboundedSender<Notice>>>,
+    /// In cluster mode: where every notice goes instead, to reach the partition's owner.
+    relay: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 impl Notices {
+    /// Notices handed to `relay` rather than to a pipeline of this process.
+    pub fn relayed(relay: mpsc::UnboundedSender<Notice>) -> Notices {
+        Notices {
+            shards: Arc::default(),
+            relay: Some(relay),
+        }
+    }
+
     /// Hands `notice` to its shard. A pipeline that has stopped drops it (the store has the
     /// change; the next start reads it from there).
     pub fn send(&self, notice: Notice) {
+        if let Some(relay) = &self.relay {
+            if relay.send(notice).is_err() {
+                debug!("Cluster node stopped; supervision notice dropped.");
+            }
+            return;
+        }
         if self.shards.is_empty() {
             return;
         }

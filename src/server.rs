@@ -436,12 +436,12 @@ impl Processing {
         }
     }
 
-    /// In cluster mode the timers run on each partition's owner, which reads the store's
-    /// changes when it takes the partition.
+    /// In cluster mode the timers run on each partition's owner, to which the notices are
+    /// relayed.
     fn notices(&self) -> crate::pipeline::Notices {
         match self {
             Processing::Local(p) => p.notices.clone(),
-            Processing::Cluster(..) => crate::pipeline::Notices::default(),
+            Processing::Cluster(node, _) => node.notices.clone(),
         }
     }
 

@@ -7,6 +7,10 @@
 //!   exactly once and every breach is alerted exactly once.
 //! - A node joining a running cluster takes a share of the partitions; stopped with SIGTERM it
 //!   hands them back at once, and nothing is lost or doubled meanwhile.
+//! - A webhook is delivered by one node at a time (each event once), and by another once its
+//!   holder is killed.
+//! - A command made through one node reaches a JT/T 808 terminal connected to another and its
+//!   answer is recorded; a leave granted through one node reaches the partition's owner.
 //!
 //! Each test has its own database and its own NATS namespace (stream and bucket), deleted at
 //! the end. Without either variable a test prints one line and passes as skipped.
@@ -990,6 +994,88 @@ async fn a_command_made_on_one_node_reaches_a_terminal_on_another_and_is_acknowl
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition() {
+    let Some(deployment) = Deployment::create("cluster_notices").await else {
+        return;
+    };
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
+
+    // A person whose partition b owns; the leave is granted through a.
+    let owned_by_b: BTreeSet<u32> = deployment.owners(&[&b]).await.into_keys().collect();
+    let (device, person) = persons
+        .iter()
+        .filter(|(device, _)| device.starts_with("1392"))
+        .find(|(_, person)| {
+            let id: uuid::Uuid = person.parse().unwrap();
+            owned_by_b.contains(&ewall::cluster::partition_of(&id, PARTITIONS))
+        })
+        .map(|(d, p)| (d.clone(), p.clone()))
+        .expect("b owns some JT/T 808 terminal's person");
+    let i: usize = device[4..].parse().unwrap();
+    let zones = deployment
+        .get(&a, &format!("/api/v1/persons/{person}/zones"))
+        .await;
+    // The whole walk is inside the leave's window, which ends a few seconds from now.
+    let end = Utc::now() + chrono::Duration::seconds(4);
+    deployment
+        .api(
+            &a,
+            reqwest::Method::POST,
+            &format!("/api/v1/persons/{person}/leaves"),
+            json!({
+                "from": (track_start() - chrono::Duration::minutes(1)).to_rfc3339(),
+                "to": end.to_rfc3339(),
+                "zone_ids": zones["zone_ids"],
+                "reason": "hospital",
+                "approved_by": "officer 7",
+            }),
+        )
+        .await;
+
+    // The terminal walks out of its zone (through a, the stream takes it to b).
+    let mut link = Link::open(Kind::Jt808, a.listeners[&Kind::Jt808], &device)
+        .await
+        .unwrap();
+    for n in 0..FIXES {
+        link.socket
+            .write_all(&location(Kind::Jt808, &device, i, n))
+            .await
+            .unwrap();
+        assert_eq!(link.next_ack().await, Some(u16::try_from(n + 2).unwrap()));
+    }
+
+    // On leave: no zone_exit; at its end, still out: leave_overdue, raised by b's timer.
+    let started = Instant::now();
+    let kinds = loop {
+        let alerts = deployment
+            .get(&a, &format!("/api/v1/alerts?person_id={person}&limit=100"))
+            .await;
+        let kinds: Vec<String> = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kind"].as_str().unwrap().to_owned())
+            .collect();
+        if !kinds.is_empty() && Utc::now() > end + chrono::Duration::seconds(2) {
+            break kinds;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no alert after the leave's end: {kinds:?}; warnings:\n{}",
+            deployment.warnings()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(kinds, ["leave_overdue"], "the owner knew of the leave");
     let (mut a, mut b) = (a, b);
     b.terminate().await;
     a.terminate().await;

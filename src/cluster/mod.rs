@@ -19,6 +19,7 @@
 pub mod commands;
 pub mod dispatch_lease;
 pub mod node;
+pub mod notices;
 pub mod owner;
 pub mod publish;
 
@@ -144,6 +145,11 @@ impl ClusterConfig {
     /// The core NATS subject announcing a command for device `imei`.
     pub fn commands_subject(&self, imei: &str) -> String {
         format!("{}ewall.commands.{imei}", self.subject_prefix())
+    }
+
+    /// The subject prefix of the supervision notices, before the partition.
+    pub fn notices_subject_prefix(&self) -> String {
+        format!("{}ewall.notices.", self.subject_prefix())
     }
 
     /// The subjects of the fix stream.

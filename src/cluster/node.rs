@@ -74,6 +74,9 @@ pub struct ClusterNode {
     pub submissions: mpsc::Sender<Submission>,
     /// What this node owns.
     pub status: Arc<ClusterStatus>,
+    /// Where the API sends its notices: to the owner of the person's partition.
+    pub notices: crate::pipeline::Notices,
+    notice_relay: (JoinHandle<()>, CancellationToken),
     publisher: JoinHandle<()>,
     leases: JoinHandle<()>,
     release: CancellationToken,
@@ -148,6 +151,15 @@ impl ClusterNode {
         });
         let release = CancellationToken::new();
         let bucket = Box::new(leases.clone());
+        let owned_notices = super::notices::OwnedNotices::default();
+        let stop_notices = CancellationToken::new();
+        let (notices, notice_task) = super::notices::spawn_relay(
+            client.clone(),
+            cluster.clone(),
+            owned_notices.clone(),
+            stop_notices.clone(),
+        )
+        .await?;
         let keeper = LeaseKeeper {
             cluster: cluster.clone(),
             leases,
@@ -157,12 +169,15 @@ impl ClusterNode {
             owned: BTreeMap::new(),
             revisions: Arc::default(),
             stopping: tokio::task::JoinSet::new(),
+            notices: owned_notices,
         };
         let leases = tokio::spawn(keeper.run(release.clone()));
         info!(node = %cluster.node_id, partitions = cluster.partitions, "Cluster mode: publishing fixes to the stream, taking partitions.");
         Ok(ClusterNode {
             submissions,
             status,
+            notices,
+            notice_relay: (notice_task, stop_notices),
             publisher,
             leases,
             release,
@@ -206,6 +221,8 @@ impl ClusterNode {
         let _ = self.publisher.await;
         self.release.cancel();
         let _ = self.leases.await;
+        self.notice_relay.1.cancel();
+        let _ = self.notice_relay.0.await;
     }
 }
 
@@ -324,6 +341,8 @@ struct LeaseKeeper {
     /// Partitions being handed over or stopped: their workers drain without holding up the
     /// renewal of the other leases.
     stopping: tokio::task::JoinSet<()>,
+    /// The notice handle of each owned partition's pipeline, for the notice relay.
+    notices: super::notices::OwnedNotices,
 }
 
 fn lease_key(partition: u32) -> String {
@@ -374,6 +393,7 @@ impl LeaseKeeper {
                         return;
                     }
                     Some(partition) = lost.recv() => {
+                        self.forget_notices(partition);
                         if let Some(held) = self.owned.remove(&partition) {
                             self.stopping.spawn(held.worker.stop());
                         }
@@ -516,6 +536,7 @@ impl LeaseKeeper {
                 &|person| partition_of(person, partitions) == partition,
                 true,
             );
+            let notices = pipeline.notices.clone();
             match PartitionWorker::start(
                 &self.cluster,
                 &self.stream,
@@ -527,6 +548,10 @@ impl LeaseKeeper {
             {
                 Ok(worker) => {
                     lock(&self.revisions).insert(partition, revision);
+                    self.notices
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(partition, notices);
                     self.owned.insert(partition, Held { worker });
                 }
                 Err(e) => {
@@ -559,6 +584,7 @@ impl LeaseKeeper {
     /// delays no renewal; a drain longer than the lease lets the lease expire, which another
     /// node then takes as it takes an emptied one.
     async fn release(&mut self, partition: u32) {
+        self.forget_notices(partition);
         let Some(held) = self.owned.remove(&partition) else {
             return;
         };
@@ -573,6 +599,13 @@ impl LeaseKeeper {
             }
             info!(partition, "Partition handed over.");
         });
+    }
+
+    fn forget_notices(&self, partition: u32) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
     }
 
     async fn empty_lease(&self, partition: u32, revision: u64) {
