@@ -217,6 +217,7 @@ async fn main() {
         store_health: Arc::default(),
         live: Default::default(),
         console: Arc::default(),
+        cluster: None,
         token_uses: Arc::new(ewall::api::auth::TokenUses::default()),
         commands: ewall::commands::CommandDispatcher::new(
             store.clone(),

@@ -76,6 +76,9 @@ pub struct CommandDispatcher {
     /// One sender at a time per device, so its commands go out in the order they were made
     /// even when a connect and a new command both start sending.
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// In cluster mode, where a command for a device connected to another node is announced
+    /// (the device's id), so that node sends it.
+    peers: std::sync::OnceLock<mpsc::UnboundedSender<String>>,
 }
 
 impl CommandDispatcher {
@@ -88,7 +91,26 @@ impl CommandDispatcher {
             added: Notify::new(),
             recorded: Mutex::new(HashMap::new()),
             lanes: Mutex::new(HashMap::new()),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Announces on `peers` each command stored for a device not connected here, so that the
+    /// node holding its connection sends it (cluster mode). Set once; later calls do nothing.
+    pub fn announce_to_peers(&self, peers: mpsc::UnboundedSender<String>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// Sends the queued commands of `imei` if it is connected here: what a node does when
+    /// another announces a command for the device. False when it is not connected here.
+    pub fn deliver_if_connected(self: &Arc<Self>, imei: &str) -> bool {
+        if self.links.get(imei).is_none() {
+            return false;
+        }
+        let this = self.clone();
+        let device = imei.to_owned();
+        tokio::spawn(async move { this.send_pending(&device).await });
+        true
     }
 
     /// Stores the protocol a device was heard with, unless already recorded.
@@ -144,10 +166,10 @@ impl CommandDispatcher {
         let stored = self.store.create_command(&command).await?;
         self.count(CommandStatus::Pending);
         self.added.notify_one();
-        if self.links.get(&stored.device_id).is_some() {
-            let this = self.clone();
-            let device = stored.device_id.clone();
-            tokio::spawn(async move { this.send_pending(&device).await });
+        if !self.deliver_if_connected(&stored.device_id) {
+            if let Some(peers) = self.peers.get() {
+                let _ = peers.send(stored.device_id.clone());
+            }
         }
         Ok(stored)
     }

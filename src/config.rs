@@ -100,6 +100,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// The operator console's map (`[console]`).
     pub console: crate::console::ConsoleConfig,
+    /// Cluster mode on NATS JetStream (`[cluster]`); absent for a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -120,6 +122,7 @@ impl Default for Config {
             supervision: SupervisionConfig::default(),
             audit: crate::audit::AuditConfig::default(),
             console: crate::console::ConsoleConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -260,6 +263,18 @@ impl Config {
         self.console
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("console.{key}"), problem))?;
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate()
+                .map_err(|(key, problem)| ConfigError::key(format!("cluster.{key}"), problem))?;
+            if crate::store::Backend::of(&url) != Some(crate::store::Backend::Postgres) {
+                return Err(ConfigError::key(
+                    "store.url",
+                    "[cluster] needs a PostgreSQL store shared by every node \
+                     (postgres://USER@HOST/DB); SQLite is a single node's file",
+                ));
+            }
+        }
         let mut seen: BTreeMap<SocketAddr, String> = BTreeMap::new();
         seen.insert(self.http.listen, "http.listen".into());
         if self.mqtt.enabled && self.mqtt.is_embedded() && self.mqtt.embedded_listen.port() != 0 {

@@ -14,6 +14,7 @@
 //! # Layout
 //! - [`alarms`]: device alarms (SOS, tamper, low battery, fall) into alerts, once per episode.
 //! - [`alert`]: the outbox reader and the MQTT, webhook and SSE dispatchers.
+//! - [`cluster`]: cluster mode on NATS JetStream: the fix stream, partition leases and owners.
 //! - [`audit`]: `ewall audit verify` and `export` over the store's hash chains, and retention.
 //! - [`model`]: the plain data types the stages share (Fix, Zone, Alert, ...).
 //! - [`identity`]: the canonical form of device ids (IMEIs, terminal numbers, app ids).
@@ -42,6 +43,7 @@ pub mod alarms;
 pub mod alert;
 pub mod api;
 pub mod audit;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod console;

@@ -163,6 +163,22 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         resume: &Resume,
     ) -> Pipeline {
+        Pipeline::spawn_owning(settings, store, registry, metrics, resume, &|_| true, false)
+    }
+
+    /// [`Pipeline::spawn`] for a part of the persons (a cluster partition): only the state of
+    /// the persons `owns` accepts is resumed, and only their timers run. With `stable_ids`,
+    /// each alert's id is its [`crate::cluster::alert_identity`], so the same alert raised
+    /// again (a partition replayed on another node) is stored once.
+    pub fn spawn_owning(
+        settings: PipelineSettings,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        resume: &Resume,
+        owns: &dyn Fn(&crate::model::PersonId) -> bool,
+        stable_ids: bool,
+    ) -> Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
         let (fixes, _) = broadcast::channel(FIX_BROADCAST_CAPACITY);
@@ -201,21 +217,21 @@ impl Pipeline {
             for breach in resume
                 .open_breaches
                 .iter()
-                .filter(|b| shard_for(&b.person_id, shards) == index)
+                .filter(|b| owns(&b.person_id) && shard_for(&b.person_id, shards) == index)
             {
                 engine.resume_breach(breach.person_id, breach.zone_id, breach.kind, breach.since);
             }
             for newest in resume
                 .newest_fixes
                 .iter()
-                .filter(|n| shard_for(&n.person_id, shards) == index)
+                .filter(|n| owns(&n.person_id) && shard_for(&n.person_id, shards) == index)
             {
                 engine.resume_newest(newest.person_id, &newest.device_id, newest.time);
             }
             for fix in resume
                 .latest_fixes
                 .iter()
-                .filter(|f| shard_for(&f.person_id, shards) == index)
+                .filter(|f| owns(&f.person_id) && shard_for(&f.person_id, shards) == index)
             {
                 engine.resume_position(&catalog, fix, registry.level_of(fix.person_id));
             }
@@ -223,7 +239,7 @@ impl Pipeline {
                 Supervisor::new(settings.supervision.clone(), settings.levels.clone());
             supervisor.resume(
                 &resume.recorded,
-                |person| shard_for(person, shards) == index,
+                |person| owns(person) && shard_for(person, shards) == index,
                 now,
             );
             let catalog_swaps = registry.catalog_swaps();
@@ -242,6 +258,7 @@ impl Pipeline {
                 store: store.clone(),
                 heard_writes: Vec::new(),
                 clock: settings.clock,
+                stable_ids,
             };
             shard.arm_curfews(None, true);
             tasks.push(tokio::spawn(shard.run(
@@ -263,6 +280,7 @@ impl Pipeline {
             fixes,
             notices: Notices {
                 shards: Arc::new(notice_inputs),
+                relay: None,
             },
             health,
             close,
@@ -382,6 +400,8 @@ struct Shard {
     heard_writes: Vec<DeviceHeard>,
     /// Where the timer-driven rules read the time.
     clock: Clock,
+    /// Alert ids are [`crate::cluster::alert_identity`] rather than fresh.
+    stable_ids: bool,
 }
 
 /// What woke a shard.
@@ -473,6 +493,18 @@ impl Shard {
         done: Option<tokio::sync::oneshot::Sender<Result<(), crate::model::CommitFailed>>>,
     ) -> WriteRequest {
         let mut all = std::mem::take(&mut self.pending);
+        let mut alerts = alerts;
+        if self.stable_ids {
+            for alert in &mut alerts {
+                alert.id = crate::cluster::alert_identity(
+                    &alert.person_id,
+                    alert.kind,
+                    alert.zone_id,
+                    alert.device_id.as_deref(),
+                    alert.time,
+                );
+            }
+        }
         all.extend(alerts);
         let returns = (!all.is_empty()).then(|| self.returns.clone());
         WriteRequest {
@@ -634,12 +666,28 @@ const ORDER_STEP_RETRY: ChronoDuration = ChronoDuration::seconds(5);
 #[derive(Clone, Default)]
 pub struct Notices {
     shards: Arc<Vec<mpsc::UnboundedSender<Notice>>>,
+    /// In cluster mode: where every notice goes instead, to reach the partition's owner.
+    relay: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 impl Notices {
+    /// Notices handed to `relay` rather than to a pipeline of this process.
+    pub fn relayed(relay: mpsc::UnboundedSender<Notice>) -> Notices {
+        Notices {
+            shards: Arc::default(),
+            relay: Some(relay),
+        }
+    }
+
     /// Hands `notice` to its shard. A pipeline that has stopped drops it (the store has the
     /// change; the next start reads it from there).
     pub fn send(&self, notice: Notice) {
+        if let Some(relay) = &self.relay {
+            if relay.send(notice).is_err() {
+                debug!("Cluster node stopped; supervision notice dropped.");
+            }
+            return;
+        }
         if self.shards.is_empty() {
             return;
         }
@@ -882,6 +930,7 @@ mod tests {
             store,
             heard_writes: Vec::new(),
             clock: Clock::System,
+            stable_ids: false,
         }
     }
 

@@ -96,6 +96,27 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Replaces everything with the store's current devices, persons and zones: how a
+    /// cluster node learns of the changes another node's API made.
+    ///
+    /// # Errors
+    /// Store errors, or a stored zone that cannot be read (the zones in force stay).
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), RegistryError> {
+        let fresh = Registry::default();
+        for person in store.persons().await? {
+            fresh.person_saved(&person);
+        }
+        for device in store.devices().await? {
+            fresh.device_bound(&device.imei, device.person_id);
+            fresh.device_model_set(&device.imei, device.model.as_deref());
+        }
+        *write(&self.devices) = std::mem::take(&mut *write(&fresh.devices));
+        *write(&self.models) = std::mem::take(&mut *write(&fresh.models));
+        *write(&self.levels) = std::mem::take(&mut *write(&fresh.levels));
+        *write(&self.timezones) = std::mem::take(&mut *write(&fresh.timezones));
+        self.reload_zones(store).await
+    }
+
     /// The person a device is bound to; `device_id` in any form [`identity::normalise`] maps
     /// to the registered one.
     pub fn person_of(&self, device_id: &str) -> Option<PersonId> {

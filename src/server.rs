@@ -26,6 +26,8 @@ use crate::alert::dispatch::webhook::WebhookError;
 use crate::alert::dispatch::{DispatchSettings, Dispatchers};
 use crate::api::auth::TokenUses;
 use crate::api::{self, AppState};
+use crate::cluster::node::{ClusterNode, ClusterStatus, NodeContext};
+use crate::cluster::ClusterError;
 use crate::commands::{CommandDispatcher, LINK_EVENT_QUEUE};
 use crate::config::Config;
 use crate::descriptors::DescriptorBudget;
@@ -38,6 +40,7 @@ use crate::ingest::tcp::TcpIngest;
 use crate::ingest::{http as osmand_http, IngestContext};
 use crate::pipeline::{Pipeline, PipelineSettings, Resume};
 use crate::registry::{Registry, RegistryError};
+use crate::store::health::StoreHealth;
 use crate::store::{self, StoreError};
 use crate::telemetry::Metrics;
 
@@ -73,6 +76,9 @@ pub enum ServeError {
     /// Retention is on and its checkpoint key cannot be read or created.
     #[error("cannot set up retention: {0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// Cluster mode could not start (NATS, the stream or the lease bucket).
+    #[error("cannot start cluster mode: {0}")]
+    Cluster(#[from] ClusterError),
     /// A listener could not bind.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
@@ -157,24 +163,44 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     dispatch.claim_cursors(store.as_ref()).await?;
     let mut dispatchers = Dispatchers::prepare(dispatch, store.clone(), metrics.clone())?;
-    let pipeline = Pipeline::spawn(
-        PipelineSettings {
-            fence: config.fence.clone(),
-            levels: config.levels.clone(),
-            store: config.store.clone(),
-            channel_capacity: config.channel_capacity,
-            supervision: config.supervision.clone(),
-            clock: crate::supervision::Clock::System,
-        },
-        store.clone(),
-        registry.clone(),
-        metrics.clone(),
-        &resume,
-    );
-    let notices = pipeline.notices.clone();
+    let pipeline = match &config.cluster {
+        None => Processing::Local(Pipeline::spawn(
+            PipelineSettings {
+                fence: config.fence.clone(),
+                levels: config.levels.clone(),
+                store: config.store.clone(),
+                channel_capacity: config.channel_capacity,
+                supervision: config.supervision.clone(),
+                clock: crate::supervision::Clock::System,
+            },
+            store.clone(),
+            registry.clone(),
+            metrics.clone(),
+            &resume,
+        )),
+        Some(cluster) => Processing::Cluster(
+            ClusterNode::start(
+                cluster.clone(),
+                NodeContext {
+                    config: Arc::new(config.clone()),
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    metrics: metrics.clone(),
+                },
+            )
+            .await?,
+            Arc::new(StoreHealth::default()),
+        ),
+    };
+    let notices = pipeline.notices();
     let token = CancellationToken::new();
     let links = Arc::new(Links::default());
     let commands = CommandDispatcher::new(store.clone(), links.clone(), metrics.clone());
+    let command_relay = CancellationToken::new();
+    if let Processing::Cluster(node, _) = &pipeline {
+        node.relay_commands(commands.clone(), command_relay.clone())
+            .await?;
+    }
     let (link_events, link_events_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     // The dispatcher stops once every connection has dropped its event sender, after the
     // listeners have drained.
@@ -184,13 +210,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
             .run(link_events_rx, CancellationToken::new()),
     );
     let context = Arc::new(
-        IngestContext::new(
-            registry.clone(),
-            metrics.clone(),
-            pipeline.submissions.clone(),
-        )
-        .with_commands(links, link_events)
-        .with_rules(config.ingest.clone()),
+        IngestContext::new(registry.clone(), metrics.clone(), pipeline.submissions())
+            .with_commands(links, link_events)
+            .with_rules(config.ingest.clone()),
     );
     let tracker = TaskTracker::new();
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
@@ -283,12 +305,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         default_timezone: config.fence.default_tz(),
         notices,
         supervision: config.supervision.clone(),
-        store_health: pipeline.health.clone(),
-        live: api::positions::LiveFeeds {
-            fixes: pipeline.fixes.clone(),
-            alerts: pipeline.alerts.clone(),
-        },
+        store_health: pipeline.health(),
+        live: pipeline.live(),
         console: Arc::new(config.console.clone()),
+        cluster: pipeline.cluster_status(),
     };
     let api_server = HttpServer::new(
         api_socket,
@@ -307,7 +327,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     );
     let api_task = tokio::spawn(api_server.run(api_stop.clone()));
     // Started once everything is bound, so a failed start leaves no delivery running.
-    let dispatchers = dispatchers.spawn();
+    let dispatchers = match &pipeline {
+        Processing::Local(_) => dispatchers.spawn(),
+        // One node at a time delivers each channel, under the channel's lease.
+        Processing::Cluster(node, _) => node.spawn_dispatchers(dispatchers.into_channels()),
+    };
     if config.audit.retention_days > 0 {
         let key = crate::audit::checkpoint_key(&config.audit, &config.data_dir, true)?
             .expect("created when missing");
@@ -358,7 +382,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         // deadline: a stalled upload cannot delay it, because closing refuses late submissions,
         // and a database that does not answer delays it only until the deadline (what is not
         // committed by then is not acknowledged, and its devices resend it).
-        let store_health = pipeline.health.clone();
+        let store_health = pipeline.health();
         if pipeline.join_by(deadline).await {
             info!("Pipeline drained; last batch committed.");
         } else {
@@ -375,6 +399,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
         // Every connection is gone, so nothing reports to the dispatcher any more.
         commands_task.abort();
+        command_relay.cancel();
         api_stop.cancel();
         // API requests in progress get what is left of the timeout. A client that never
         // finishes its request would otherwise keep the process alive for as long as it likes.
@@ -397,6 +422,67 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         mqtt_commands,
         task,
     })
+}
+
+/// Where the fixes go after ingest: this node's pipeline, or the cluster's stream.
+enum Processing {
+    Local(Pipeline),
+    Cluster(ClusterNode, Arc<StoreHealth>),
+}
+
+impl Processing {
+    fn submissions(&self) -> mpsc::Sender<crate::model::Submission> {
+        match self {
+            Processing::Local(p) => p.submissions.clone(),
+            Processing::Cluster(node, _) => node.submissions.clone(),
+        }
+    }
+
+    /// In cluster mode the timers run on each partition's owner, to which the notices are
+    /// relayed.
+    fn notices(&self) -> crate::pipeline::Notices {
+        match self {
+            Processing::Local(p) => p.notices.clone(),
+            Processing::Cluster(node, _) => node.notices.clone(),
+        }
+    }
+
+    fn health(&self) -> Arc<StoreHealth> {
+        match self {
+            Processing::Local(p) => p.health.clone(),
+            Processing::Cluster(_, health) => health.clone(),
+        }
+    }
+
+    /// What the positions stream follows. A cluster node's partitions each commit through
+    /// their own pipeline, and nothing carries their commits to every node yet, so there the
+    /// stream sends the latest positions and states when it opens and no live changes.
+    fn live(&self) -> api::positions::LiveFeeds {
+        match self {
+            Processing::Local(p) => api::positions::LiveFeeds {
+                fixes: p.fixes.clone(),
+                alerts: p.alerts.clone(),
+            },
+            Processing::Cluster(..) => api::positions::LiveFeeds::default(),
+        }
+    }
+
+    fn cluster_status(&self) -> Option<Arc<ClusterStatus>> {
+        match self {
+            Processing::Local(_) => None,
+            Processing::Cluster(node, _) => Some(node.status.clone()),
+        }
+    }
+
+    /// Drains what was handed over by `deadline`; false when the deadline cut it short.
+    async fn join_by(self, deadline: tokio::time::Instant) -> bool {
+        match self {
+            Processing::Local(p) => p.join_by(deadline).await,
+            Processing::Cluster(node, _) => {
+                tokio::time::timeout_at(deadline, node.stop()).await.is_ok()
+            }
+        }
+    }
 }
 
 /// Descriptors one embedded-broker connection holds in this process: the client's socket, the

@@ -71,6 +71,13 @@ pub struct Metrics {
     /// When recently committed alerts were committed, by feed position, for
     /// `alert_delivery_seconds`.
     commit_times: Mutex<VecDeque<(i64, Instant)>>,
+    /// Cluster mode: 1 for each partition this node owns, 0 for the others, by partition.
+    pub cluster_partition_owned: IntGaugeVec,
+    /// Cluster mode: messages of an owned partition not yet acknowledged (waiting or in
+    /// hand), by partition.
+    pub cluster_partition_lag: IntGaugeVec,
+    /// Cluster mode: publishes to the fix stream, by result (`acked`, `failed`).
+    pub cluster_published: IntCounterVec,
 }
 
 /// Committed alerts remembered for the delivery latency: a dispatcher further behind than this
@@ -245,6 +252,31 @@ impl Metrics {
                 ),
             ),
             commit_times: Mutex::new(VecDeque::with_capacity(64)),
+            cluster_partition_owned: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_cluster_partition_owned",
+                        "1 for each partition this node owns (cluster mode).",
+                    ),
+                    &["partition"],
+                ),
+            ),
+            cluster_partition_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ewall_cluster_partition_lag",
+                        "Messages of an owned partition not yet acknowledged (cluster mode).",
+                    ),
+                    &["partition"],
+                ),
+            ),
+            cluster_published: counters(
+                "ewall_cluster_published_total",
+                "Submissions published to the fix stream, by result (cluster mode).",
+                &["result"],
+            ),
             registry,
         };
         // Series for every protocol and alert kind exist from the start, at zero, so a

@@ -76,6 +76,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             Ok(Ok(())) => {
                 return Json(Readiness {
                     status: ReadinessStatus::Ready,
+                    cluster: state.cluster.as_ref().map(|c| ClusterReadiness {
+                        node_id: c.node_id.clone(),
+                        partitions: c.owned(),
+                        nodes: c.nodes(),
+                        partition_count: c.partitions,
+                    }),
                 })
                 .into_response()
             }
@@ -107,6 +113,22 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub struct Readiness {
     /// Always `ready`.
     pub status: ReadinessStatus,
+    /// Cluster mode only: this node and the partitions it owns now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReadiness>,
+}
+
+/// A cluster node's share, as `/readyz` reports it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClusterReadiness {
+    /// This node's `cluster.node_id`.
+    pub node_id: String,
+    /// The partitions this node owns (processes) now, ascending.
+    pub partitions: Vec<u32>,
+    /// The nodes alive at the last lease round, this one included.
+    pub nodes: Vec<String>,
+    /// The deployment's `cluster.partitions`.
+    pub partition_count: u32,
 }
 
 /// The ready status.

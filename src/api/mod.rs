@@ -162,6 +162,8 @@ pub struct AppState {
     pub live: positions::LiveFeeds,
     /// The operator console's settings (its base map), which `whoami` hands the console.
     pub console: Arc<crate::console::ConsoleConfig>,
+    /// Cluster mode: this node and its partitions, for `/readyz` (`None` for a single node).
+    pub cluster: Option<Arc<crate::cluster::node::ClusterStatus>>,
 }
 
 /// The whole API. Request bodies are bounded by `http.max_body_bytes`, except `POST /zones`,

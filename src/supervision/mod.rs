@@ -162,8 +162,10 @@ pub struct TimerKey {
     pub due: Due,
 }
 
-/// A change the API committed that the rules must know at once.
-#[derive(Debug, Clone)]
+/// A change the API committed that the rules must know at once. Serialisable: in cluster mode
+/// it travels to the node owning the person's partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
 pub enum Notice {
     /// A person was created or changed (level, time zone).
     PersonSaved(Person),

@@ -67,6 +67,22 @@ impl DispatchSettings {
 pub struct PreparedDispatchers {
     mqtt: Option<mqtt::MqttDispatcher>,
     webhooks: Vec<webhook::WebhookDispatcher>,
+    settings: DispatchSettings,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    embedded_broker: Option<std::net::SocketAddr>,
+}
+
+/// Starts a fresh dispatcher of one channel, running until the token is cancelled.
+pub type StartDispatcher = Arc<dyn Fn(CancellationToken) -> JoinHandle<()> + Send + Sync>;
+
+/// One channel's dispatcher, startable as often as needed: in cluster mode it runs only on
+/// the node holding the channel's lease, and again wherever the lease goes next.
+pub struct DispatchChannel {
+    /// The channel's name in the lease bucket (`mqtt`, `webhook.<name>`).
+    pub name: String,
+    /// Starts the channel's dispatcher from its stored cursor.
+    pub start: StartDispatcher,
 }
 
 impl PreparedDispatchers {
@@ -76,6 +92,53 @@ impl PreparedDispatchers {
         if let Some(mqtt) = &mut self.mqtt {
             mqtt.use_broker(addr);
         }
+        self.embedded_broker = Some(addr);
+    }
+
+    /// The configured channels, each as a dispatcher that can be started (and started again
+    /// after it stopped) rather than one started now.
+    pub fn into_channels(self) -> Vec<DispatchChannel> {
+        let mut channels = Vec::new();
+        if let Some(settings) = self.settings.mqtt {
+            let (store, metrics, embedded) = (
+                self.store.clone(),
+                self.metrics.clone(),
+                self.embedded_broker,
+            );
+            channels.push(DispatchChannel {
+                name: mqtt::CONSUMER.to_owned(),
+                start: Arc::new(move |stop| {
+                    let mut dispatcher =
+                        mqtt::MqttDispatcher::new(settings.clone(), store.clone(), metrics.clone());
+                    if let Some(addr) = embedded {
+                        dispatcher.use_broker(addr);
+                    }
+                    tokio::spawn(dispatcher.run(stop))
+                }),
+            });
+        }
+        // Each was built once by `prepare`, so building it again cannot fail.
+        for (config, built) in self.settings.webhooks.into_iter().zip(self.webhooks) {
+            drop(built);
+            let (store, metrics) = (self.store.clone(), self.metrics.clone());
+            channels.push(DispatchChannel {
+                name: format!("webhook.{}", config.name),
+                start: Arc::new(move |stop| {
+                    match webhook::WebhookDispatcher::new(
+                        config.clone(),
+                        store.clone(),
+                        metrics.clone(),
+                    ) {
+                        Ok(dispatcher) => tokio::spawn(dispatcher.run(stop)),
+                        Err(e) => {
+                            error!(webhook = %config.name, error = %e, "Webhook dispatcher not built.");
+                            tokio::spawn(async {})
+                        }
+                    }
+                }),
+            });
+        }
+        channels
     }
 
     /// Starts one task per dispatcher.
@@ -93,6 +156,14 @@ impl PreparedDispatchers {
 }
 
 impl Dispatchers {
+    /// Dispatchers run by other tasks (one per channel lease in cluster mode), stopped
+    /// through `stop`.
+    pub fn from_tasks(stop: CancellationToken, tasks: Vec<JoinHandle<()>>) -> Self {
+        Dispatchers { stop, tasks }
+    }
+}
+
+impl Dispatchers {
     /// Builds the dispatchers `settings` ask for, without starting them, so that everything
     /// that can fail fails before the service starts anything else.
     ///
@@ -105,13 +176,23 @@ impl Dispatchers {
     ) -> Result<PreparedDispatchers, webhook::WebhookError> {
         let mqtt = settings
             .mqtt
+            .clone()
             .map(|mqtt| mqtt::MqttDispatcher::new(mqtt, store.clone(), metrics.clone()));
         let webhooks = settings
             .webhooks
-            .into_iter()
-            .map(|config| webhook::WebhookDispatcher::new(config, store.clone(), metrics.clone()))
+            .iter()
+            .map(|config| {
+                webhook::WebhookDispatcher::new(config.clone(), store.clone(), metrics.clone())
+            })
             .collect::<Result<_, _>>()?;
-        Ok(PreparedDispatchers { mqtt, webhooks })
+        Ok(PreparedDispatchers {
+            mqtt,
+            webhooks,
+            settings,
+            store,
+            metrics,
+            embedded_broker: None,
+        })
     }
 
     /// Builds and starts the dispatchers `settings` ask for.

@@ -42,6 +42,7 @@ async fn app() -> (Router, tempfile::TempDir) {
         store_health: Arc::default(),
         live: Default::default(),
         console: Arc::default(),
+        cluster: None,
     };
     (router(state, &HttpConfig::default()), dir)
 }

@@ -1,0 +1,644 @@
+//! A cluster node: its fix publisher, and the partition leases it holds in the JetStream
+//! key-value bucket with a worker for each.
+//!
+//! Every third of `lease_ttl` a renewer writes the node's membership key (`nodes.<node_id>`)
+//! and renews each lease held (an update checked against the lease's revision: one that fails
+//! means another node has it, and its worker stops). Beside it, in rounds as often, the node
+//! reads which nodes are alive (the bucket's entries expire `lease_ttl` after their last
+//! write, so a node that stops writing drops out) and works out which partitions it should own
+//! by rendezvous hashing over the live nodes ([`super::desired_owner`]): about
+//! `partitions / nodes` each. It hands over those another node should have now (worker
+//! drained first, then the lease emptied) and takes those it should have that are free
+//! (created, or updated from an emptied or expired lease). A change in the bucket wakes every
+//! node at once, so a partition handed over is taken without waiting for the next round.
+//!
+//! A node that dies stops renewing: its membership and leases expire after `lease_ttl`, and
+//! within the next round (a third of it) the survivors take its partitions, well inside two
+//! lease periods.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::owner::PartitionWorker;
+use super::{desired_owner, partition_of, publish, ClusterConfig, ClusterError};
+use crate::config::Config;
+use crate::model::Submission;
+use crate::pipeline::{Pipeline, PipelineSettings, Resume};
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What a node knows of the cluster, for `/readyz` and the metrics.
+#[derive(Debug)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node_id: String,
+    /// The deployment's partition count.
+    pub partitions: u32,
+    owned: Mutex<BTreeSet<u32>>,
+    nodes: Mutex<Vec<String>>,
+}
+
+impl ClusterStatus {
+    /// The partitions this node owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        self.owned
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// The nodes alive at the last round, this one included.
+    pub fn nodes(&self) -> Vec<String> {
+        self.nodes
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+}
+
+/// A running cluster node.
+pub struct ClusterNode {
+    /// Where ingest hands submissions (to the fix stream).
+    pub submissions: mpsc::Sender<Submission>,
+    /// What this node owns.
+    pub status: Arc<ClusterStatus>,
+    /// Where the API sends its notices: to the owner of the person's partition.
+    pub notices: crate::pipeline::Notices,
+    notice_relay: (JoinHandle<()>, CancellationToken),
+    publisher: JoinHandle<()>,
+    leases: JoinHandle<()>,
+    release: CancellationToken,
+    // Boxed: the client's handle is large and the node is held in an enum with small kin.
+    bucket: Box<kv::Store>,
+    cluster: Arc<ClusterConfig>,
+    client: async_nats::Client,
+}
+
+/// What a partition's pipeline is built from.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// The whole configuration (the pipeline's sections).
+    pub config: Arc<Config>,
+    /// The shared store.
+    pub store: Arc<dyn Store>,
+    /// Devices, levels and zones.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl ClusterNode {
+    /// Connects to NATS, makes sure the fix stream and the lease bucket exist, and starts the
+    /// publisher and the lease rounds.
+    ///
+    /// # Errors
+    /// NATS cannot be reached, or the stream or bucket cannot be created.
+    pub async fn start(
+        cluster: ClusterConfig,
+        context: NodeContext,
+    ) -> Result<ClusterNode, ClusterError> {
+        let cluster = Arc::new(cluster);
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("ewall {}", cluster.node_id))
+            .connect(cluster.nats_url.as_str())
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: cluster.nats_url.clone(),
+                reason: e.to_string(),
+            })?;
+        let jetstream = jetstream::new(client.clone());
+        let stream = jetstream
+            .get_or_create_stream(jetstream::stream::Config {
+                name: cluster.stream_name(),
+                subjects: vec![cluster.fixes_subjects()],
+                num_replicas: cluster.replicas,
+                storage: jetstream::stream::StorageType::File,
+                // A message is kept until its partition's owner acknowledges it.
+                retention: jetstream::stream::RetentionPolicy::Interest,
+                ..Default::default()
+            })
+            .await
+            .map_err(ClusterError::jetstream)?;
+        let leases = open_lease_bucket(&jetstream, &cluster).await?;
+        // Every partition's consumer exists from the start: with interest retention, a fix
+        // published before its partition is first owned is kept for the owner.
+        for partition in 0..cluster.partitions {
+            PartitionWorker::ensure_consumer(&cluster, &stream, partition).await?;
+        }
+        let (submissions, publisher) = publish::spawn_publisher(
+            cluster.clone(),
+            jetstream.clone(),
+            context.metrics.clone(),
+            context.config.channel_capacity,
+        );
+        let status = Arc::new(ClusterStatus {
+            node_id: cluster.node_id.clone(),
+            partitions: cluster.partitions,
+            owned: Mutex::new(BTreeSet::new()),
+            nodes: Mutex::new(Vec::new()),
+        });
+        let release = CancellationToken::new();
+        let bucket = Box::new(leases.clone());
+        let owned_notices = super::notices::OwnedNotices::default();
+        let stop_notices = CancellationToken::new();
+        let (notices, notice_task) = super::notices::spawn_relay(
+            client.clone(),
+            cluster.clone(),
+            owned_notices.clone(),
+            stop_notices.clone(),
+        )
+        .await?;
+        let keeper = LeaseKeeper {
+            cluster: cluster.clone(),
+            leases,
+            stream,
+            context,
+            status: status.clone(),
+            owned: BTreeMap::new(),
+            revisions: Arc::default(),
+            stopping: tokio::task::JoinSet::new(),
+            notices: owned_notices,
+        };
+        let leases = tokio::spawn(keeper.run(release.clone()));
+        info!(node = %cluster.node_id, partitions = cluster.partitions, "Cluster mode: publishing fixes to the stream, taking partitions.");
+        Ok(ClusterNode {
+            submissions,
+            status,
+            notices,
+            notice_relay: (notice_task, stop_notices),
+            publisher,
+            leases,
+            release,
+            bucket,
+            cluster,
+            client,
+        })
+    }
+
+    /// Carries commands to the node holding each device's connection
+    /// ([`super::commands`]), until `stop`.
+    ///
+    /// # Errors
+    /// The subscription cannot be made.
+    pub async fn relay_commands(
+        &self,
+        dispatcher: Arc<crate::commands::CommandDispatcher>,
+        stop: CancellationToken,
+    ) -> Result<JoinHandle<()>, ClusterError> {
+        super::commands::spawn_relay(self.client.clone(), &self.cluster, dispatcher, stop).await
+    }
+
+    /// Runs each alert dispatcher channel on the one node holding its lease.
+    pub fn spawn_dispatchers(
+        &self,
+        channels: Vec<crate::alert::dispatch::DispatchChannel>,
+    ) -> crate::alert::dispatch::Dispatchers {
+        super::dispatch_lease::spawn_leased(
+            channels,
+            (*self.bucket).clone(),
+            self.cluster.node_id.clone(),
+            self.cluster.lease_ttl,
+        )
+    }
+
+    /// Stops the node's share of the cluster once ingest has stopped: the publisher finishes
+    /// the publishes in hand (their devices are acknowledged), then each owned partition's
+    /// pipeline drains and its lease is handed back, so another node goes on at once.
+    pub async fn stop(self) {
+        drop(self.submissions);
+        let _ = self.publisher.await;
+        self.release.cancel();
+        let _ = self.leases.await;
+        self.notice_relay.1.cancel();
+        let _ = self.notice_relay.0.await;
+    }
+}
+
+async fn empty_lease(leases: &kv::Store, partition: u32, revision: u64) {
+    if let Err(e) = leases
+        .update(lease_key(partition), Vec::new().into(), revision)
+        .await
+    {
+        debug!(partition, error = %e, "Lease not emptied (it expires by itself).");
+    }
+}
+
+/// The lease bucket, created when missing. The bucket's stream is made here with the
+/// key-value layout (`KV_<bucket>` on `$KV.<bucket>.>`, one value per key, roll-ups,
+/// direct reads) rather than by the client's bucket creation, which first asks for account
+/// details that NATS servers before 2.10 answer in a form the client does not read.
+async fn open_lease_bucket(
+    jetstream: &jetstream::Context,
+    cluster: &ClusterConfig,
+) -> Result<kv::Store, ClusterError> {
+    let bucket = cluster.lease_bucket();
+    if let Ok(store) = jetstream.get_key_value(bucket.clone()).await {
+        return Ok(store);
+    }
+    jetstream
+        .get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: cluster.lease_ttl,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: cluster.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            duplicate_window: cluster.lease_ttl.min(Duration::from_secs(120)),
+            ..Default::default()
+        })
+        .await
+        .map_err(ClusterError::jetstream)?;
+    jetstream
+        .get_key_value(bucket)
+        .await
+        .map_err(ClusterError::jetstream)
+}
+
+/// A lease held, with its worker.
+struct Held {
+    worker: PartitionWorker,
+}
+
+/// The revision of each lease held, shared by the rounds and the renewer.
+type Revisions = Arc<Mutex<BTreeMap<u32, u64>>>;
+
+fn lock(revisions: &Revisions) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> {
+    revisions.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes the membership key and renews every lease held, every third of a lease period, on
+/// its own: a slow round (a takeover loading a large store) never delays a renewal. A lease
+/// whose renewal fails has another owner now and is reported on `lost`.
+async fn renew(
+    cluster: Arc<ClusterConfig>,
+    leases: kv::Store,
+    revisions: Revisions,
+    lost: mpsc::UnboundedSender<u32>,
+    stop: CancellationToken,
+) {
+    let me = cluster.node_id.clone();
+    let mut every = tokio::time::interval(cluster.lease_ttl / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(e) = leases
+            .put(
+                format!("{NODE_PREFIX}{me}"),
+                chrono::Utc::now().to_rfc3339().into(),
+            )
+            .await
+        {
+            warn!(error = %e, "Cluster membership not renewed.");
+        }
+        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
+        for (partition, revision) in held {
+            match leases
+                .update(lease_key(partition), me.clone().into(), revision)
+                .await
+            {
+                Ok(next) => {
+                    if let Some(current) = lock(&revisions).get_mut(&partition) {
+                        *current = next;
+                    }
+                }
+                Err(e) => {
+                    warn!(partition, error = %e, "Partition lease lost; stopping its worker.");
+                    lock(&revisions).remove(&partition);
+                    let _ = lost.send(partition);
+                }
+            }
+        }
+    }
+}
+
+struct LeaseKeeper {
+    cluster: Arc<ClusterConfig>,
+    leases: kv::Store,
+    stream: jetstream::stream::Stream,
+    context: NodeContext,
+    status: Arc<ClusterStatus>,
+    owned: BTreeMap<u32, Held>,
+    revisions: Revisions,
+    /// Partitions being handed over or stopped: their workers drain without holding up the
+    /// renewal of the other leases.
+    stopping: tokio::task::JoinSet<()>,
+    /// The notice handle of each owned partition's pipeline, for the notice relay.
+    notices: super::notices::OwnedNotices,
+}
+
+fn lease_key(partition: u32) -> String {
+    format!("partitions.{partition}")
+}
+
+const NODE_PREFIX: &str = "nodes.";
+
+/// Whether a change in the bucket calls for a round now: a lease handed back or deleted, a
+/// node that joined or left. Renewals do not, or the nodes would wake each other forever.
+fn wakes(entry: &kv::Entry, known_nodes: &[String]) -> bool {
+    let put = entry.operation == kv::Operation::Put;
+    if entry.key.starts_with("dispatch.") {
+        // Dispatcher leases are taken by their own tasks.
+        return false;
+    }
+    match entry.key.strip_prefix(NODE_PREFIX) {
+        Some(node) => !put || !known_nodes.iter().any(|n| n == node),
+        None => !put || entry.value.is_empty(),
+    }
+}
+
+impl LeaseKeeper {
+    async fn run(mut self, release: CancellationToken) {
+        let round = self.cluster.lease_ttl / 3;
+        let mut changes = self.leases.watch_all().await.ok();
+        let (lost_tx, mut lost) = mpsc::unbounded_channel();
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(renew(
+            self.cluster.clone(),
+            self.leases.clone(),
+            self.revisions.clone(),
+            lost_tx,
+            stop_renewing.clone(),
+        ));
+        loop {
+            self.round().await;
+            let sleep = tokio::time::sleep(round);
+            tokio::pin!(sleep);
+            // A change in the bucket (a lease handed back, a node joining) starts a round
+            // soon, not a third of a lease later; changes in a burst make one round.
+            loop {
+                tokio::select! {
+                    _ = release.cancelled() => {
+                        stop_renewing.cancel();
+                        let _ = renewer.await;
+                        self.release_all().await;
+                        return;
+                    }
+                    Some(partition) = lost.recv() => {
+                        self.forget_notices(partition);
+                        if let Some(held) = self.owned.remove(&partition) {
+                            self.stopping.spawn(held.worker.stop());
+                        }
+                        self.publish_status();
+                    }
+                    _ = &mut sleep => break,
+                    change = async {
+                        match changes.as_mut() {
+                            Some(c) => c.next().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        match change {
+                            Some(Ok(entry)) => {
+                                if wakes(&entry, &self.status.nodes()) {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    break;
+                                }
+                            }
+                            Some(Err(_)) => {}
+                            None => changes = None,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn round(&mut self) {
+        while self.stopping.try_join_next().is_some() {}
+        let me = self.cluster.node_id.clone();
+        let nodes = match self.live_nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                warn!(error = %e, "Live nodes not read; keeping the partitions held.");
+                return;
+            }
+        };
+        *self
+            .status
+            .nodes
+            .lock()
+            .expect("never poisoned: no panics while held") = nodes.clone();
+        let hand_over: Vec<u32> = self
+            .owned
+            .keys()
+            .copied()
+            .filter(|p| desired_owner(*p, &nodes) != Some(me.as_str()))
+            .collect();
+        for partition in hand_over {
+            self.release(partition).await;
+        }
+        let wanted: Vec<u32> = (0..self.cluster.partitions)
+            .filter(|p| !self.owned.contains_key(p) && desired_owner(*p, &nodes) == Some(&me))
+            .collect();
+        let mut taken = Vec::new();
+        for partition in wanted {
+            if let Some(revision) = self.acquire(partition).await {
+                taken.push((partition, revision));
+            }
+        }
+        if !taken.is_empty() {
+            self.start_workers(taken).await;
+        }
+        self.publish_status();
+        // Devices, persons and zones may have changed through another node's API.
+        if let Err(e) = self
+            .context
+            .registry
+            .refresh(self.context.store.as_ref())
+            .await
+        {
+            warn!(error = %e, "Devices and zones not refreshed from the store.");
+        }
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let mut keys = self.leases.keys().await.map_err(ClusterError::jetstream)?;
+        let mut nodes = BTreeSet::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(ClusterError::jetstream)?;
+            if let Some(node) = key.strip_prefix(NODE_PREFIX) {
+                nodes.insert(node.to_owned());
+            }
+        }
+        nodes.insert(self.cluster.node_id.clone());
+        Ok(nodes.into_iter().collect())
+    }
+
+    async fn acquire(&self, partition: u32) -> Option<u64> {
+        let me = self.cluster.node_id.as_bytes();
+        let key = lease_key(partition);
+        let result = match self.leases.entry(key.clone()).await {
+            Ok(None) => self.leases.create(&key, me.to_vec().into()).await.ok(),
+            Ok(Some(entry)) => {
+                // Free: handed back (empty) or deleted; ours: left by this node's last run.
+                let free = entry.operation != kv::Operation::Put
+                    || entry.value.is_empty()
+                    || entry.value.as_ref() == me;
+                if free {
+                    self.leases
+                        .update(&key, me.to_vec().into(), entry.revision)
+                        .await
+                        .ok()
+                } else {
+                    None
+                }
+            }
+            Err(e) => {
+                debug!(partition, error = %e, "Lease not read.");
+                None
+            }
+        };
+        if result.is_some() {
+            info!(partition, "Partition lease taken.");
+        }
+        result
+    }
+
+    /// Loads the store's state once for every partition just taken and starts their workers.
+    async fn start_workers(&mut self, taken: Vec<(u32, u64)>) {
+        let resume = match Resume::load(self.context.store.as_ref()).await {
+            Ok(resume) => resume,
+            Err(e) => {
+                warn!(error = %e, "Partition state not loaded; handing the leases back.");
+                for (partition, revision) in taken {
+                    self.empty_lease(partition, revision).await;
+                }
+                return;
+            }
+        };
+        let partitions = self.cluster.partitions;
+        for (partition, revision) in taken {
+            let pipeline = Pipeline::spawn_owning(
+                self.pipeline_settings(),
+                self.context.store.clone(),
+                self.context.registry.clone(),
+                self.context.metrics.clone(),
+                &resume,
+                &|person| partition_of(person, partitions) == partition,
+                true,
+            );
+            let notices = pipeline.notices.clone();
+            match PartitionWorker::start(
+                &self.cluster,
+                &self.stream,
+                partition,
+                pipeline,
+                self.context.metrics.clone(),
+            )
+            .await
+            {
+                Ok(worker) => {
+                    lock(&self.revisions).insert(partition, revision);
+                    self.notices
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(partition, notices);
+                    self.owned.insert(partition, Held { worker });
+                }
+                Err(e) => {
+                    warn!(partition, error = %e, "Partition consumer not opened; handing the lease back.");
+                    self.empty_lease(partition, revision).await;
+                }
+            }
+        }
+    }
+
+    fn pipeline_settings(&self) -> PipelineSettings {
+        let config = &self.context.config;
+        let mut fence = config.fence.clone();
+        // One partition is a small share of the persons; its order is kept by one engine.
+        fence.shards = 1;
+        PipelineSettings {
+            fence,
+            levels: config.levels.clone(),
+            store: config.store.clone(),
+            channel_capacity: config
+                .channel_capacity
+                .min(super::owner::READ_AHEAD as usize),
+            supervision: config.supervision.clone(),
+            clock: crate::supervision::Clock::System,
+        }
+    }
+
+    /// Hands a partition over: its worker drains (its commits acknowledged), then the lease
+    /// is emptied, which wakes the other nodes. This runs beside the rounds, so a slow drain
+    /// delays no renewal; a drain longer than the lease lets the lease expire, which another
+    /// node then takes as it takes an emptied one.
+    async fn release(&mut self, partition: u32) {
+        self.forget_notices(partition);
+        let Some(held) = self.owned.remove(&partition) else {
+            return;
+        };
+        let revisions = self.revisions.clone();
+        let leases = self.leases.clone();
+        self.stopping.spawn(async move {
+            held.worker.stop().await;
+            // Renewed until the drain is over, then emptied at the revision renewed last.
+            let revision = lock(&revisions).remove(&partition);
+            if let Some(revision) = revision {
+                empty_lease(&leases, partition, revision).await;
+            }
+            info!(partition, "Partition handed over.");
+        });
+    }
+
+    fn forget_notices(&self, partition: u32) {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&partition);
+    }
+
+    async fn empty_lease(&self, partition: u32, revision: u64) {
+        empty_lease(&self.leases, partition, revision).await;
+    }
+
+    async fn release_all(&mut self) {
+        let partitions: Vec<u32> = self.owned.keys().copied().collect();
+        // Leave first, so no node hands a partition back to this one meanwhile.
+        let _ = self
+            .leases
+            .delete(format!("{NODE_PREFIX}{}", self.cluster.node_id))
+            .await;
+        for partition in partitions {
+            self.release(partition).await;
+        }
+        while self.stopping.join_next().await.is_some() {}
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let owned: BTreeSet<u32> = self.owned.keys().copied().collect();
+        let metrics = &self.context.metrics;
+        for partition in 0..self.cluster.partitions {
+            metrics
+                .cluster_partition_owned
+                .with_label_values(&[&partition.to_string()])
+                .set(i64::from(owned.contains(&partition)));
+        }
+        *self
+            .status
+            .owned
+            .lock()
+            .expect("never poisoned: no panics while held") = owned;
+    }
+}
