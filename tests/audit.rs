@@ -134,6 +134,31 @@ fn verify(target: &Target) -> (bool, Value) {
     (ok, summary)
 }
 
+/// `ewall audit export --person` from `from` on: the file's lines, its header first.
+fn export(target: &Target, person: PersonId, from: &str) -> Vec<Value> {
+    let out = target.config.with_file_name("export.jsonl");
+    let (ok, _, stderr) = audit(
+        target,
+        &[
+            "export",
+            "--person",
+            &person.to_string(),
+            "--from",
+            from,
+            "--to",
+            "2100-01-01T00:00:00Z",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn fix(person: PersonId, time: DateTime<Utc>, lat: f64) -> Fix {
     Fix {
         device_id: IMEI.into(),
@@ -599,26 +624,7 @@ async fn retention_keeps_what_remains_verifiable(target: Target) {
 
 async fn an_export_checks_without_ewall(target: Target) {
     let person = seed(target.store.as_ref()).await;
-    let out = target.config.with_file_name("export.jsonl");
-    let (ok, _, stderr) = audit(
-        &target,
-        &[
-            "export",
-            "--person",
-            &person.to_string(),
-            "--from",
-            "2026-01-01T00:00:00Z",
-            "--to",
-            "2100-01-01T00:00:00Z",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut lines = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap());
+    let mut lines = export(&target, person, "2026-01-01T00:00:00Z").into_iter();
     let header = lines.next().unwrap();
     assert_eq!(header["format"], "ewall-audit-export");
     assert_eq!(header["person_id"], person.to_string());
@@ -850,27 +856,10 @@ async fn supervision_and_integration_actions_are_chained(target: Target) {
     let (ok, summary) = verify(&target);
     assert!(ok, "restored: {summary}");
     // The person's export carries every one of them but the webhook's.
-    let out = target.config.with_file_name("export.jsonl");
-    let (ok, _, stderr) = audit(
-        &target,
-        &[
-            "export",
-            "--person",
-            &person.to_string(),
-            "--from",
-            "2000-01-01T00:00:00Z",
-            "--to",
-            "2100-01-01T00:00:00Z",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{stderr}");
-    let exported: Vec<String> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
+    let exported: Vec<String> = export(&target, person, "2000-01-01T00:00:00Z")
+        .into_iter()
         .skip(1)
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["table"] == "audit_actions")
         .filter(|r| r["table"] == "audit_actions")
         .map(|r| r["record"]["kind"].as_str().unwrap().to_owned())
         .collect();
