@@ -1,19 +1,25 @@
 //! Broadcasts over real sockets: a text sent to every strict person reaches a connected JT/T 808
-//! terminal at once and one that was offline when it connects, both answer it, a GT06 wristband
-//! (which has no display) is counted as failed with the reason, a person at another level gets
-//! nothing, and a broadcast to a zone's persons expires unsent while their device is away.
+//! terminal and a connected GT06 wristband at once, and a terminal and a wristband that were
+//! offline when they connect; each answers it and is counted delivered and acknowledged. An H02
+//! tracker (whose command set has no text) is counted as failed with the reason, a person at
+//! another level gets nothing, and a broadcast to a zone's persons expires unsent while their
+//! device is away.
 
 mod common;
 
 use chrono::{Duration, SecondsFormat, Utc};
 use common::{eventually, Device, Service};
+use ewall_protocol::gt06::command::{LANGUAGE_CHINESE, LANGUAGE_ENGLISH};
 use ewall_protocol::gt06::encode as gt06;
+use ewall_protocol::h02::encode as h02;
 use ewall_protocol::jt808::encode::{self as jt808, Edition};
 use ewall_protocol::jt808::framer::unescape;
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const WRISTBAND: &str = "864717003283581";
+const LATE_WRISTBAND: &str = "864717003287038";
+const TRACKER: &str = "4210051415";
 const ONLINE: &str = "13912345678";
 const OFFLINE: &str = "13912345679";
 const OTHER_LEVEL: &str = "13912345670";
@@ -85,6 +91,55 @@ async fn take_message(device: &mut Device, number: &str, text_gbk: &[u8]) {
         .await;
 }
 
+/// The wristband reads an online command (0x80): its server flag, UTF-16BE text and language
+/// word.
+async fn read_online_command(device: &mut Device) -> (u32, String, u16) {
+    let head = device.read_exact(3).await;
+    assert_eq!(&head[..2], [0x78, 0x78], "a short frame");
+    let mut frame = head.clone();
+    frame.extend(device.read_exact(usize::from(head[2]) + 2).await);
+    assert_eq!(frame[3], 0x80, "an online command: {frame:02x?}");
+    let flag = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+    let end = 9 + usize::from(frame[4]) - 4;
+    let units: Vec<u16> = frame[9..end]
+        .chunks_exact(2)
+        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+        .collect();
+    let language = u16::from_be_bytes([frame[end], frame[end + 1]]);
+    assert_eq!(
+        end + 2 + 2 + 2 + 2,
+        frame.len(),
+        "language, serial, CRC, trailer"
+    );
+    (flag, String::from_utf16(&units).unwrap(), language)
+}
+
+/// A 0x15 answer as GT06 firmware sends it: command length, the server flag, ASCII text, the
+/// language word (English).
+fn gt06_answer(flag: u32, text: &str, serial: u16) -> Vec<u8> {
+    let mut content = vec![u8::try_from(4 + text.len()).unwrap()];
+    content.extend_from_slice(&flag.to_be_bytes());
+    content.extend_from_slice(text.as_bytes());
+    content.extend_from_slice(&LANGUAGE_ENGLISH.to_be_bytes());
+    gt06::frame(0x15, &content, serial)
+}
+
+/// A long-form 0x21 answer: the server flag, encoding 2 and UTF-16BE text.
+fn gt06_answer_utf16(flag: u32, text: &str, serial: u16) -> Vec<u8> {
+    let mut content = flag.to_be_bytes().to_vec();
+    content.push(2);
+    content.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+    gt06::frame_long(0x21, &content, serial)
+}
+
+/// The device's newest command.
+async fn last_command(service: &Service, imei: &str) -> Value {
+    service
+        .get(&format!("/api/v1/devices/{imei}/commands"))
+        .await["commands"][0]
+        .clone()
+}
+
 /// Waits until the broadcast's counts are `expected`; returns the broadcast.
 async fn counts_become(service: &Service, id: &str, expected: Value) -> Value {
     eventually(|| async {
@@ -98,8 +153,10 @@ async fn counts_become(service: &Service, id: &str, expected: Value) -> Value {
 async fn a_broadcast_to_a_level_reaches_each_device_over_its_protocol_and_waits_for_the_offline() {
     let mut service = Service::start().await;
     person(&service, "strict", WRISTBAND).await;
+    person(&service, "strict", LATE_WRISTBAND).await;
     person(&service, "strict", ONLINE).await;
     let offline_person = person(&service, "strict", OFFLINE).await;
+    person(&service, "strict", TRACKER).await;
     person(&service, "normal", OTHER_LEVEL).await;
 
     let mut wristband = Device::connect(service.listener("gt06")).await;
@@ -109,10 +166,15 @@ async fn a_broadcast_to_a_level_reaches_each_device_over_its_protocol_and_waits_
     assert_eq!(ack[3], 0x01);
     let mut online = terminal(&service, ONLINE).await;
     let _other = terminal(&service, OTHER_LEVEL).await;
+    let mut tracker = Device::connect(service.listener("h02")).await;
+    let report = h02::Report::new(Utc::now(), 25.58, 112.36);
+    tracker.send(&h02::text_v1(TRACKER, &report)).await;
+    tracker.read_until(b"#").await;
     for (imei, protocol) in [
         (WRISTBAND, "gt06"),
         (ONLINE, "jt808"),
         (OTHER_LEVEL, "jt808"),
+        (TRACKER, "h02"),
     ] {
         eventually(|| async {
             let d = service.get(&format!("/api/v1/devices/{imei}")).await;
@@ -133,26 +195,33 @@ async fn a_broadcast_to_a_level_reaches_each_device_over_its_protocol_and_waits_
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["to"], json!({"level": "strict"}));
     assert_eq!(created["created_by"]["label"], "tests");
-    assert_eq!(created["counts"]["targeted"], 3);
+    assert_eq!(created["counts"]["targeted"], 5);
     assert_eq!(created["counts"]["failed"], 1, "{created}");
 
-    // The connected terminal gets it at once and answers.
+    // The connected terminal and wristband get it at once and answer.
     take_message(&mut online, ONLINE, &text_gbk).await;
+    let (flag, shown, language) = read_online_command(&mut wristband).await;
+    assert_eq!(shown, text);
+    assert_eq!(language, LANGUAGE_CHINESE);
+    let ack = wristband
+        .exchange(&gt06_answer(flag, "Message received", 2), 10)
+        .await;
+    assert_eq!(ack[3], 0x15, "the answer is acknowledged as usual");
     counts_become(
         &service,
         &id,
-        json!({"targeted": 3, "pending": 1, "delivered": 1, "acknowledged": 1,
+        json!({"targeted": 5, "pending": 2, "delivered": 2, "acknowledged": 2,
                "expired": 0, "failed": 1}),
     )
     .await;
-    // The wristband's command failed, saying why; the normal person's device got none.
-    let commands = service
-        .get(&format!("/api/v1/devices/{WRISTBAND}/commands"))
-        .await;
-    let failed = &commands["commands"][0];
+    let answered = last_command(&service, WRISTBAND).await;
+    assert_eq!(answered["status"], "acknowledged");
+    assert_eq!(answered["reply"], "Message received");
+    // The tracker's command failed, saying why; the normal person's device got none.
+    let failed = last_command(&service, TRACKER).await;
     assert_eq!(failed["status"], "failed");
     assert!(
-        failed["error"].as_str().unwrap().contains("text display"),
+        failed["error"].as_str().unwrap().contains("no text"),
         "{failed}"
     );
     let none = service
@@ -160,17 +229,32 @@ async fn a_broadcast_to_a_level_reaches_each_device_over_its_protocol_and_waits_
         .await;
     assert!(none["commands"].as_array().unwrap().is_empty(), "{none}");
 
-    // The offline terminal connects later and gets it then.
+    // The offline terminal and wristband connect later and get it then; the wristband answers
+    // in a long-form text.
     let mut late = terminal(&service, OFFLINE).await;
     take_message(&mut late, OFFLINE, &text_gbk).await;
+    let mut late_wristband = Device::connect(service.listener("gt06")).await;
+    let ack = late_wristband
+        .exchange(&gt06::login(LATE_WRISTBAND, 1, None), 10)
+        .await;
+    assert_eq!(ack[3], 0x01);
+    let (flag, shown, _) = read_online_command(&mut late_wristband).await;
+    assert_eq!(shown, text);
+    late_wristband
+        .send(&gt06_answer_utf16(flag, "已收到", 2))
+        .await;
     let done = counts_become(
         &service,
         &id,
-        json!({"targeted": 3, "pending": 0, "delivered": 2, "acknowledged": 2,
+        json!({"targeted": 5, "pending": 0, "delivered": 4, "acknowledged": 4,
                "expired": 0, "failed": 1}),
     )
     .await;
     assert_eq!(done["text"], text);
+    assert_eq!(
+        last_command(&service, LATE_WRISTBAND).await["reply"],
+        "已收到"
+    );
     let listed = service.get("/api/v1/broadcasts").await;
     assert_eq!(listed["broadcasts"][0]["id"], id.as_str());
 

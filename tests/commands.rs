@@ -77,10 +77,9 @@ async fn gt06_wristband_command_round_trips_and_expiry() {
     service.person_with_device(imei, &[]).await;
 
     // Never seen: its protocol is unknown, so both queue, even the one GT06 cannot carry.
-    let (status, message) =
-        command(&service, imei, json!({"type": "message", "text": "回家"})).await;
-    assert_eq!(status, 201, "{message}");
-    assert_eq!(message["status"], "pending");
+    let (status, vibrate) = command(&service, imei, json!({"type": "vibrate"})).await;
+    assert_eq!(status, 201, "{vibrate}");
+    assert_eq!(vibrate["status"], "pending");
     let (status, locate) = command(&service, imei, json!({"type": "locate_now"})).await;
     assert_eq!(status, 201, "{locate}");
     let locate_id = locate["id"].as_str().unwrap();
@@ -94,10 +93,10 @@ async fn gt06_wristband_command_round_trips_and_expiry() {
     let sent = wait_for(&service, imei, locate_id, "sent").await;
     assert_eq!(sent["protocol"], "gt06");
     assert!(sent["sent_at"].is_string());
-    // The message could not be sent on GT06 and says why.
-    let failed = wait_for(&service, imei, message["id"].as_str().unwrap(), "failed").await;
+    // Vibrate could not be sent on GT06 and says why.
+    let failed = wait_for(&service, imei, vibrate["id"].as_str().unwrap(), "failed").await;
     assert!(
-        failed["error"].as_str().unwrap().contains("text display"),
+        failed["error"].as_str().unwrap().contains("vibration"),
         "{failed}"
     );
 
@@ -109,7 +108,7 @@ async fn gt06_wristband_command_round_trips_and_expiry() {
     assert_eq!(done["reply"], "Lat:N25.515,Lon:E112.3625");
     assert!(done["completed_at"].is_string());
 
-    // Its protocol is now known: a message is refused at once.
+    // Its protocol is now known: vibrate is refused at once.
     let device_json = service.get(&format!("/api/v1/devices/{imei}")).await;
     assert_eq!(device_json["protocol"], "gt06");
     let (status, problem) = command(&service, imei, json!({"type": "vibrate"})).await;

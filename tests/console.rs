@@ -437,13 +437,14 @@ async fn an_operator_works_an_alert_through_the_console() {
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("console.png"), screenshot).unwrap();
 
-    // A message to the device goes to the commands API, whose answer the page shows: a GT06
-    // wristband has no text display, and the API says so.
-    fill(&browser, "#message-text", "Please go home now").await;
+    // A message to the device goes to the commands API, whose answer the page shows: one too
+    // long for a GT06 frame is refused with the API's reason, a short one is taken.
+    let too_long = "x".repeat(ewall_protocol::gt06::command::MAX_MESSAGE_UNITS + 1);
+    fill(&browser, "#message-text", &too_long).await;
     click(&browser, "#message-form button[type='submit']").await;
     let status = until(
         &browser,
-        "the command's answer",
+        "the command's refusal",
         "return document.getElementById('message-status').textContent",
     )
     .await;
@@ -451,11 +452,35 @@ async fn an_operator_works_an_alert_through_the_console() {
         .call(
             reqwest::Method::POST,
             &format!("/api/v1/devices/{IMEI}/commands"),
-            Some(json!({"type": "message", "text": "Please go home now"})),
+            Some(json!({"type": "message", "text": too_long})),
         )
         .await;
     assert_eq!(code, 422, "{refusal}");
     assert_eq!(status, refusal["detail"], "the API's reason, as it gave it");
+    fill(&browser, "#message-text", "Please go home now").await;
+    click(&browser, "#message-form button[type='submit']").await;
+    let status = until(
+        &browser,
+        "the command's status",
+        "const s = document.getElementById('message-status').textContent;
+         return s.startsWith('Message ') ? s : null;",
+    )
+    .await;
+    assert!(
+        status == "Message sent." || status == "Message queued (the device is not connected).",
+        "{status}"
+    );
+    let commands = service
+        .get(&format!("/api/v1/devices/{IMEI}/commands"))
+        .await;
+    let messages: Vec<_> = commands["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "message")
+        .collect();
+    assert_eq!(messages.len(), 1, "{commands}");
+    assert_eq!(messages[0]["text"], "Please go home now");
 
     // The console's datum shift is the server's (a GCJ-02 map shows points where they are).
     let shifted = browser

@@ -10,7 +10,7 @@
 //!
 //! | command | GT06 (0x80 online command) | JT/T 808 | watch | H02 |
 //! | --- | --- | --- | --- | --- |
-//! | `message` | no | 0x8300 text (GBK) | `MESSAGE` (UTF-16 hex) | no |
+//! | `message` | text in UTF-16BE + language word | 0x8300 text (GBK) | `MESSAGE` (UTF-16 hex) | no |
 //! | `vibrate` | no | no | `FIND` | no |
 //! | `set_interval` | `TIMER,<s>#` | 0x8103 parameter 0x0029 | `UPLOAD,<s>` | `S71,22,<s>` |
 //! | `locate_now` | `WHERE#` | 0x8201 | `CR` | no |
@@ -177,20 +177,19 @@ pub enum CommandError {
 /// [`CommandError::Unsupported`] with the reason.
 pub fn supports(protocol: Protocol, kind: CommandKind) -> Result<(), CommandError> {
     let reason = match (protocol, kind) {
-        (Protocol::Gt06, CommandKind::SetInterval | CommandKind::LocateNow)
+        (Protocol::Gt06, CommandKind::Message | CommandKind::SetInterval | CommandKind::LocateNow)
         | (Protocol::Jt808, CommandKind::Message | CommandKind::SetInterval)
         | (Protocol::Jt808, CommandKind::LocateNow)
         | (Protocol::Watch, _)
         | (Protocol::H02, CommandKind::SetInterval)
         // A gateway takes every command as JSON and carries it in the device's own protocol.
         | (Protocol::Json, _) => return Ok(()),
-        (Protocol::Gt06, CommandKind::Message) => "GT06 wristbands have no text display command",
         (Protocol::Gt06, CommandKind::Vibrate) => "GT06 has no vibration command",
         (Protocol::Jt808, CommandKind::Vibrate) => {
             "JT/T 808 has no vibration command; send a message, which terminals read out"
         }
         (Protocol::H02, CommandKind::Message | CommandKind::Vibrate) => {
-            "H02 trackers have no display or vibration motor command"
+            "the H02 command set has no text or vibration command"
         }
         (Protocol::H02, CommandKind::LocateNow) => {
             "H02 has no single-position request; set a short interval instead"
@@ -221,7 +220,7 @@ pub fn reply_ref(
     // The encoders' own argument checks, so a command refused here is never sent and one
     // accepted here encodes.
     match protocol {
-        Protocol::Gt06 => crate::gt06::command::text(command).map(drop)?,
+        Protocol::Gt06 => crate::gt06::command::content(command).map(drop)?,
         Protocol::Jt808 => {
             crate::jt808::command::body(command, crate::jt808::header::Edition::V2013).map(drop)?
         }

@@ -123,7 +123,7 @@ async fn addressed(state: &AppState, target: &BroadcastTarget) -> Result<Vec<Per
 
 /// Sends a text to every device of the persons addressed, as one `message` command per device
 /// (queued for a device that is offline, until `expires_at`). A device whose protocol cannot
-/// carry a message (GT06 wristbands have no display) gets a command failed with the reason,
+/// carry a message (an H02 tracker) gets a command failed with the reason,
 /// counted as `failed`. Recorded in the actions chain (`broadcast.create`).
 #[utoipa::path(
     post, path = "/api/v1/broadcasts", tag = "devices",
@@ -186,7 +186,7 @@ pub async fn create(
         .iter()
         .map(|device| {
             // Judged as a single command is: by the device's live link, else by the protocol
-            // it last used. One that cannot be carried (a GT06 wristband has no display) is
+            // it last used. One that cannot be carried (an H02 tracker has no text command) is
             // stored failed with the reason, so the counts say so at once; a device never
             // seen is queued and judged when it connects.
             let verdict = state
