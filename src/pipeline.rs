@@ -1572,6 +1572,13 @@ mod tests {
         async fn open_orders(&self) -> Result<Vec<MonitoringOrder>, StoreError> {
             self.inner.open_orders().await
         }
+        async fn orders_in_force(
+            &self,
+            from: DateTime<Utc>,
+            to: DateTime<Utc>,
+        ) -> Result<Vec<MonitoringOrder>, StoreError> {
+            self.inner.orders_in_force(from, to).await
+        }
         async fn step_order(
             &self,
             id: crate::model::OrderId,

@@ -20,7 +20,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::fence::LevelsConfig;
-use crate::model::{Alert, AlertKind, Disposition, PersonId, SupervisionLevel};
+use crate::model::{Alert, AlertKind, Disposition, MonitoringOrder, PersonId, SupervisionLevel};
 use crate::store::reports::{Assessment, LevelSpan};
 use crate::store::{Store, StoreError};
 
@@ -36,6 +36,10 @@ pub const BREACH_KINDS: [AlertKind; 5] = [
     AlertKind::LeaveOverdue,
     AlertKind::BorderHit,
 ];
+
+/// The longest a monitoring order lasts, so the earliest a person whose order was in force in
+/// a month can have been released before it.
+pub const ORDER_LOOKBACK_DAYS: i64 = 92;
 
 /// Confirmed breaches in a month that make the suggested level `strict`.
 pub const STRICT_AFTER_BREACHES: u64 = 3;
@@ -817,7 +821,8 @@ pub struct CountyMonth {
     pub persons: u64,
     /// Persons enrolled (created) in the month.
     pub enrolments: u64,
-    /// Persons released (deleted) in the month.
+    /// Persons released in the month: their monitoring order ended (by `order.end` or at its
+    /// end date) with no order in force after it, or they were deleted while under one.
     pub releases: u64,
     /// Days of supervision, summed over persons, three decimals.
     pub person_days: f64,
@@ -863,7 +868,7 @@ async fn county_month(
         by_person.entry(span.person_id).or_default().push(span);
     }
     let mut persons_by_level: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut persons, mut enrolments, mut releases) = (0, 0, 0);
+    let (mut persons, mut enrolments) = (0, 0);
     let mut person_seconds = 0.0;
     let mut windows: HashMap<PersonId, Vec<Interval>> = HashMap::new();
     for (person, spans) in &by_person {
@@ -871,9 +876,6 @@ async fn county_month(
             let preceded = spans.iter().any(|s| s.until == Some(span.since));
             if !preceded && from <= span.since && span.since < to {
                 enrolments += 1;
-            }
-            if span.released && span.until.is_some_and(|u| from <= u && u < to) {
-                releases += 1;
             }
         }
         let parts = supervised(spans, from, until);
@@ -889,6 +891,16 @@ async fn county_month(
         windows.insert(*person, merged);
     }
     let person_days = person_seconds / 86_400.0;
+
+    let orders = store.orders_in_force(from, to).await?;
+    let deleted: HashMap<PersonId, DateTime<Utc>> = store
+        .level_spans(None, from - Duration::days(ORDER_LOOKBACK_DAYS), to)
+        .await?
+        .into_iter()
+        .filter(|span| span.released)
+        .filter_map(|span| Some((span.person_id, span.until?)))
+        .collect();
+    let releases = releases(&orders, &deleted, from, to.min(now));
 
     let lookback = from - Duration::days(OFFLINE_LOOKBACK_DAYS);
     let history = store.alerts_between(None, lookback, to).await?;
@@ -949,6 +961,44 @@ async fn county_month(
     })
 }
 
+/// How many persons were released in `[from, until)`: monitoring under one of their orders
+/// stopped then (`ended_at`, or its end date when that passed before `until` unrecorded, or the
+/// person's deletion in `deleted` while it was in force) and no other order of theirs was in
+/// force right after. A person released twice in the window counts once.
+fn releases(
+    orders: &[MonitoringOrder],
+    deleted: &HashMap<PersonId, DateTime<Utc>>,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> u64 {
+    let mut by_person: HashMap<PersonId, Vec<&MonitoringOrder>> = HashMap::new();
+    for order in orders {
+        by_person.entry(order.person_id).or_default().push(order);
+    }
+    let released = by_person.iter().filter(|(person, orders)| {
+        let deleted_at = deleted.get(person).copied();
+        // When monitoring under `order` stopped, if it has by `until`; `None` while it lasts.
+        let end = |order: &MonitoringOrder| {
+            let own = order.ended_at.or((order.to <= until).then_some(order.to));
+            match (own, deleted_at) {
+                (Some(end), Some(deleted)) => Some(end.min(deleted)),
+                (own, deleted) => own.or(deleted),
+            }
+        };
+        orders.iter().any(|order| {
+            let Some(stop) = end(order) else {
+                return false;
+            };
+            let was_in_force = order.started_at.is_some_and(|started| started <= stop);
+            let carried_on = orders.iter().any(|other| {
+                other.id != order.id && other.from <= stop && end(other).is_none_or(|e| e > stop)
+            });
+            was_in_force && from <= stop && stop < until && !carried_on
+        })
+    });
+    released.count() as u64
+}
+
 /// The county's figures for `month` and the month before, read in `tz`, up to `now`.
 ///
 /// # Errors
@@ -972,6 +1022,91 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    /// An order of `person` for `[from, to)`, started at `from`, ended at `ended`.
+    fn order(person: PersonId, from: &str, to: &str, ended: Option<&str>) -> MonitoringOrder {
+        MonitoringOrder {
+            id: crate::model::new_id(),
+            person_id: person,
+            ground: "community correction".into(),
+            approved_by: "county bureau".into(),
+            from: t(from),
+            to: t(to),
+            created_at: t(from),
+            started_at: Some(t(from)),
+            ended_at: ended.map(t),
+        }
+    }
+
+    #[test]
+    fn a_release_is_an_order_ending_with_none_in_force_after_it() {
+        let (from, until) = (t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        let count = |orders: &[MonitoringOrder], deleted: &[(PersonId, &str)]| {
+            let deleted = deleted.iter().map(|(p, at)| (*p, t(at))).collect();
+            releases(orders, &deleted, from, until)
+        };
+        let p = crate::model::new_id();
+        let q = crate::model::new_id();
+        // Ended early by order.end, and one that ran out: each a release.
+        let early = order(
+            p,
+            "2025-12-01T00:00:00Z",
+            "2026-02-20T00:00:00Z",
+            Some("2026-01-05T00:00:00Z"),
+        );
+        let ran_out = order(
+            q,
+            "2025-11-01T00:00:00Z",
+            "2026-01-20T00:00:00Z",
+            Some("2026-01-20T00:00:00Z"),
+        );
+        assert_eq!(count(&[early.clone(), ran_out.clone()], &[]), 2);
+        // Its end passed unrecorded: still a release, on its end date.
+        let unrecorded = order(q, "2025-11-01T00:00:00Z", "2026-01-20T00:00:00Z", None);
+        assert_eq!(count(std::slice::from_ref(&unrecorded), &[]), 1);
+        // Renewed from its end: not a release; nor while the renewal lasts.
+        let renewal = order(q, "2026-01-20T00:00:00Z", "2026-04-20T00:00:00Z", None);
+        assert_eq!(count(&[ran_out.clone(), renewal.clone()], &[]), 0);
+        // A renewal after a gap: released at the first order's end.
+        let later = order(q, "2026-01-25T00:00:00Z", "2026-04-25T00:00:00Z", None);
+        assert_eq!(count(&[ran_out.clone(), later], &[]), 1);
+        // Deleted under an order: released at the deletion, however the order ends later.
+        assert_eq!(
+            count(
+                std::slice::from_ref(&renewal),
+                &[(q, "2026-01-28T00:00:00Z")]
+            ),
+            1
+        );
+        // Deleted after the order ended: the release was the end, not counted twice.
+        assert_eq!(
+            count(std::slice::from_ref(&early), &[(p, "2026-01-10T00:00:00Z")]),
+            1
+        );
+        // Deleted last month with an order left open: no release this month.
+        let dangling = order(p, "2025-12-01T00:00:00Z", "2026-01-15T00:00:00Z", None);
+        assert_eq!(count(&[dangling], &[(p, "2025-12-20T00:00:00Z")]), 0);
+        // Ending after the window (or not before the time asked): not yet.
+        let next_month = order(p, "2026-01-10T00:00:00Z", "2026-02-10T00:00:00Z", None);
+        assert_eq!(count(&[next_month], &[]), 0);
+        // An order that never started is no release when it is ended.
+        let mut unstarted = order(
+            p,
+            "2026-01-10T00:00:00Z",
+            "2026-02-10T00:00:00Z",
+            Some("2026-01-09T00:00:00Z"),
+        );
+        unstarted.started_at = None;
+        assert_eq!(count(&[unstarted], &[]), 0);
+        // Two releases of one person in the month count once.
+        let second = order(
+            q,
+            "2026-01-22T00:00:00Z",
+            "2026-01-30T00:00:00Z",
+            Some("2026-01-30T00:00:00Z"),
+        );
+        assert_eq!(count(&[ran_out, second], &[]), 1);
     }
 
     #[test]

@@ -12,10 +12,10 @@ use chrono::{DateTime, Duration, Utc};
 use common::{Backend, Service};
 use ewall::model::{
     new_id, Actor, Alert, AlertKind, AlertState, Checkin, CheckinMethod, CommandStatus,
-    DeviceCommand, Disposition, Fix, LeavePermit, PersonId, PositionSource, Severity,
-    SupervisionLevel,
+    DeviceCommand, Disposition, Fix, LeavePermit, MonitoringOrder, PersonId, PositionSource,
+    Severity, SupervisionLevel,
 };
-use ewall::store::{AlertActionRequest, AlertStep, LeaveClosing, NewPerson, Store};
+use ewall::store::{AlertActionRequest, AlertStep, LeaveClosing, NewPerson, OrderStep, Store};
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,6 +40,17 @@ struct ScenarioPerson {
     leaves: Vec<ScenarioLeave>,
     checkins: Vec<DateTime<Utc>>,
     commands: Vec<ScenarioCommand>,
+    #[serde(default)]
+    orders: Vec<ScenarioOrder>,
+}
+
+/// A monitoring order, started at `from` and ended at `ended` (`order.end`) or else at `to`.
+#[derive(Deserialize)]
+struct ScenarioOrder {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    #[serde(default)]
+    ended: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +238,25 @@ async fn load(store: &dyn Store, data: &Scenario, db: &Backdate) -> Loaded {
                     .await
                     .unwrap();
             }
+        }
+        for o in &p.orders {
+            let order = MonitoringOrder {
+                id: new_id(),
+                person_id: person.id,
+                ground: "community correction".into(),
+                approved_by: "county court".into(),
+                from: o.from,
+                to: o.to,
+                created_at: o.from - Duration::days(1),
+                started_at: Some(o.from),
+                ended_at: None,
+            };
+            store.create_order(&order).await.unwrap();
+            store
+                .step_order(order.id, OrderStep::Ended, o.ended.unwrap_or(o.to))
+                .await
+                .unwrap()
+                .expect("ended once");
         }
         for time in &p.checkins {
             store
@@ -636,11 +666,15 @@ async fn records_and_figures(backend: Backend) {
     }
 
     // The county, January beside December (Shanghai months):
-    // January: A 31 + B 21 + C 31 = 83 person-days; no enrolment, B released. Alerts (repeats
+    // January: A 31 + B 21 + C 31 = 83 person-days; no enrolment. Releases: B, whose order was
+    // ended early on 5 January (and who was deleted on the 22nd, no second release), and C,
+    // whose order ran out on 21 January; not A, whose order ran out on 1 January 00:00 but was
+    // renewed from that moment. Alerts (repeats
     // left out): A's 9 and B's 5. Disposed: A's a2 (1800 s), a3 (7200), a10 (3600), a4
     // (3600), a5 (3600), a6 (14400), a7 (3600), a8 (5400), B's b3 (3600), b4 (600): ten, two
     // false alarms, a mean of 47400 / 10 = 4740 s. Lost supervision 11 + 16 = 27 hours.
-    // December: A 736 h + B 21 d + C 31 d = 82.667 person-days; A and B enrolled; one alert
+    // December: A 736 h + B 21 d + C 31 d = 82.667 person-days; A and B enrolled; no order
+    // ended (A's first ran out at the month's end, which belongs to January); one alert
     // (A's offline, disposed after 3600 s); two hours lost.
     let county = service.get("/api/v1/stats/county?month=2026-01").await;
     assert_eq!(county["timezone"], "Asia/Shanghai");
@@ -652,7 +686,7 @@ async fn records_and_figures(backend: Backend) {
     );
     assert_eq!(jan["persons"], 3);
     assert_eq!(jan["enrolments"], 0);
-    assert_eq!(jan["releases"], 1);
+    assert_eq!(jan["releases"], 2);
     assert_eq!(jan["person_days"], 83.0);
     assert_eq!(
         jan["alerts_by_kind"],

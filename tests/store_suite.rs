@@ -104,6 +104,7 @@ suite!(
     a_leave_overdue_is_an_open_breach_of_its_zone,
     leaves_are_closed_once_and_listed_by_their_end,
     order_steps_are_recorded_once_with_their_events,
+    orders_in_force_are_those_overlapping_a_window_released_persons_too,
     check_ins_read_back_newest_first,
     the_chains_hold_through_resends_and_concurrent_writers,
     recorded_actions_name_their_actor_and_extend_one_chain,
@@ -2145,6 +2146,64 @@ async fn order_steps_are_recorded_once_with_their_events(store: Arc<dyn Store>) 
         store.create_order(&nobody).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+async fn orders_in_force_are_those_overlapping_a_window_released_persons_too(
+    store: Arc<dyn Store>,
+) {
+    let p = person(store.as_ref()).await;
+    let order = |from: i64, to: i64| MonitoringOrder {
+        id: new_id(),
+        person_id: p.id,
+        ground: "community correction".into(),
+        approved_by: "county court".into(),
+        from: at(from),
+        to: at(to),
+        created_at: at(from),
+        started_at: Some(at(from)),
+        ended_at: None,
+    };
+    // The window is [100, 200).
+    let before = order(0, 99);
+    let ended_before = order(0, 300);
+    let ends_at_start = order(0, 100);
+    let ended_inside = order(50, 300);
+    let running = order(150, 400);
+    let starts_at_end = order(200, 300);
+    for o in [
+        &before,
+        &ended_before,
+        &ends_at_start,
+        &ended_inside,
+        &running,
+        &starts_at_end,
+    ] {
+        store.create_order(o).await.unwrap();
+    }
+    for (o, end) in [(&ended_before, 99), (&ended_inside, 120)] {
+        store
+            .step_order(o.id, OrderStep::Ended, at(end))
+            .await
+            .unwrap()
+            .expect("ended once");
+    }
+    // Still listed once the person is released.
+    store.delete_person(p.id).await.unwrap();
+    let found: Vec<_> = store
+        .orders_in_force(at(100), at(200))
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| (o.id, o.ended_at))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (ends_at_start.id, None),
+            (ended_inside.id, Some(at(120))),
+            (running.id, None),
+        ]
+    );
 }
 
 async fn check_ins_read_back_newest_first(store: Arc<dyn Store>) {

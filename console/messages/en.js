@@ -229,7 +229,7 @@ export default {
   "county.table": "The figures",
   "county.persons": "Persons supervised",
   "county.enrolments": "Enrolments",
-  "county.releases": "Releases",
+  "county.releases": "Releases (monitoring ended)",
   "county.person_days": "Person-days",
   "county.alerts": "Alerts",
   "county.disposed": "Alerts disposed",

@@ -229,7 +229,7 @@ export default {
   "county.table": "统计数据",
   "county.persons": "在管人数",
   "county.enrolments": "新入矫",
-  "county.releases": "解除矫正",
+  "county.releases": "解除监管（监管令结束）",
   "county.person_days": "人日数",
   "county.alerts": "告警数",
   "county.disposed": "已处置告警",

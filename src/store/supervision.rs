@@ -124,6 +124,14 @@ pub trait SupervisionRecords {
     async fn orders(&self, person: PersonId) -> Result<Vec<MonitoringOrder>, StoreError>;
     /// Every order whose monitoring has not ended.
     async fn open_orders(&self) -> Result<Vec<MonitoringOrder>, StoreError>;
+    /// Every order, of any person (released ones too), that may have been in force at some
+    /// time in `[from, to)`: starting before `to`, running to `from` or later and not ended
+    /// before `from`; oldest start first.
+    async fn orders_in_force(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MonitoringOrder>, StoreError>;
     /// Records that monitoring under an order started or ended at `at`, with its event
     /// (`order.started`, `order.ended`) in the same transaction. `None` when the step was
     /// already recorded (nothing is appended twice).

@@ -348,6 +348,25 @@ impl SupervisionRecords for PgStore {
             .collect()
     }
 
+    async fn orders_in_force(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MonitoringOrder>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM monitoring_orders \
+             WHERE from_time < $1 AND to_time >= $2 AND (ended_at IS NULL OR ended_at >= $2) \
+             ORDER BY from_time, id",
+        )
+        .bind(to)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(order_from_row)
+        .collect()
+    }
+
     async fn step_order(
         &self,
         id: OrderId,

@@ -370,6 +370,26 @@ impl SupervisionRecords for SqliteStore {
             .collect()
     }
 
+    async fn orders_in_force(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<MonitoringOrder>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM monitoring_orders \
+             WHERE from_time < ? AND to_time >= ? AND (ended_at IS NULL OR ended_at >= ?) \
+             ORDER BY from_time, id",
+        )
+        .bind(micros(to))
+        .bind(micros(from))
+        .bind(micros(from))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(order_from_row)
+        .collect()
+    }
+
     async fn step_order(
         &self,
         id: OrderId,
