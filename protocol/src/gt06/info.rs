@@ -3,7 +3,7 @@
 //! 0x9B, OBD 0x8C, peripherals 0xF1/0xF2, battery 0x40, multimedia 0x41).
 //!
 //! ```text
-//! 0x15: command length u8 (4 + text) | server flag u32 | text | language u16 (most firmware)
+//! 0x15: command length u8 (4 + text) | server flag u32 | text | language u16 (in the captures)
 //! 0x21: server flag u32 | encoding u8 (1 ASCII, else UTF-16BE) | text
 //! ```
 //! One text is a position: `Current position!Lat:N54.739332,Lon:E25.273270,Course:126.53,
@@ -40,8 +40,8 @@ pub(crate) const MULTIMEDIA: u8 = 0x41;
 /// Knots to km/h.
 const KNOTS: f64 = 1.852;
 
-/// 0x15: a command reply (command length u8, server flag u32, ASCII text, and on most firmware a
-/// language word after the counted text); acknowledged. A
+/// 0x15: a command reply (command length u8, server flag u32, ASCII text, and in the captured
+/// answers a language word after the counted text); acknowledged. A
 /// body too short for the server flag is still a reply, matched to no command.
 ///
 /// # Errors
