@@ -819,7 +819,8 @@ pub struct CountyMonth {
     pub persons_by_level: BTreeMap<String, u64>,
     /// Persons supervised at some time in the month.
     pub persons: u64,
-    /// Persons enrolled (created) in the month.
+    /// Persons enrolled in the month: one of their monitoring orders started with no order of
+    /// theirs in force right before it (a renewal from the previous order's end is none).
     pub enrolments: u64,
     /// Persons released in the month: their monitoring order ended (by `order.end` or at its
     /// end date) with no order in force after it, or they were deleted while under one.
@@ -868,16 +869,10 @@ async fn county_month(
         by_person.entry(span.person_id).or_default().push(span);
     }
     let mut persons_by_level: BTreeMap<String, u64> = BTreeMap::new();
-    let (mut persons, mut enrolments) = (0, 0);
+    let mut persons = 0;
     let mut person_seconds = 0.0;
     let mut windows: HashMap<PersonId, Vec<Interval>> = HashMap::new();
     for (person, spans) in &by_person {
-        for span in spans {
-            let preceded = spans.iter().any(|s| s.until == Some(span.since));
-            if !preceded && from <= span.since && span.since < to {
-                enrolments += 1;
-            }
-        }
         let parts = supervised(spans, from, until);
         let Some((level, _)) = parts.iter().max_by_key(|(_, (start, _))| *start) else {
             continue;
@@ -900,7 +895,8 @@ async fn county_month(
         .filter(|span| span.released)
         .filter_map(|span| Some((span.person_id, span.until?)))
         .collect();
-    let releases = releases(&orders, &deleted, from, to.min(now));
+    let enrolments = enrolments(&orders, &deleted, from, until);
+    let releases = releases(&orders, &deleted, from, until);
 
     let lookback = from - Duration::days(OFFLINE_LOOKBACK_DAYS);
     let history = store.alerts_between(None, lookback, to).await?;
@@ -961,6 +957,89 @@ async fn county_month(
     })
 }
 
+/// One person's orders in force in a window, and when monitoring under each started and
+/// stopped as far as is known by `until`.
+struct PersonOrders<'a> {
+    orders: Vec<&'a MonitoringOrder>,
+    deleted_at: Option<DateTime<Utc>>,
+    until: DateTime<Utc>,
+}
+
+impl PersonOrders<'_> {
+    /// When monitoring under `order` started, if it has by `until`: `started_at`, or its `from`
+    /// when that passed unrecorded with the order neither ended nor the person deleted first.
+    fn start(&self, order: &MonitoringOrder) -> Option<DateTime<Utc>> {
+        let unrecorded = order.from < self.until
+            && order.ended_at.is_none()
+            && self.deleted_at.is_none_or(|deleted| deleted > order.from);
+        order
+            .started_at
+            .or(unrecorded.then_some(order.from))
+            .filter(|start| *start < self.until)
+    }
+
+    /// When monitoring under `order` stopped, if it has by `until`: `ended_at`, its end date
+    /// when that passed unrecorded, or the person's deletion, whichever came first; `None`
+    /// while it lasts.
+    fn stop(&self, order: &MonitoringOrder) -> Option<DateTime<Utc>> {
+        let own = order
+            .ended_at
+            .or((order.to <= self.until).then_some(order.to));
+        match (own, self.deleted_at) {
+            (Some(end), Some(deleted)) => Some(end.min(deleted)),
+            (own, deleted) => own.or(deleted),
+        }
+    }
+}
+
+/// `orders` grouped by person, each with the person's deletion if any.
+fn orders_by_person<'a>(
+    orders: &'a [MonitoringOrder],
+    deleted: &HashMap<PersonId, DateTime<Utc>>,
+    until: DateTime<Utc>,
+) -> Vec<PersonOrders<'a>> {
+    let mut by_person: HashMap<PersonId, Vec<&MonitoringOrder>> = HashMap::new();
+    for order in orders {
+        by_person.entry(order.person_id).or_default().push(order);
+    }
+    by_person
+        .into_iter()
+        .map(|(person, orders)| PersonOrders {
+            orders,
+            deleted_at: deleted.get(&person).copied(),
+            until,
+        })
+        .collect()
+}
+
+/// How many persons were enrolled in `[from, until)`: monitoring under one of their orders
+/// started then (`started_at`, or its `from` when that passed unrecorded) and no other order
+/// of theirs was in force right before. A person enrolled twice in the window counts once.
+fn enrolments(
+    orders: &[MonitoringOrder],
+    deleted: &HashMap<PersonId, DateTime<Utc>>,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> u64 {
+    let persons = orders_by_person(orders, deleted, until);
+    let enrolled = persons.iter().filter(|person| {
+        person.orders.iter().any(|order| {
+            let Some(start) = person.start(order) else {
+                return false;
+            };
+            // An order ended or cut short by the deletion before it started was never in force.
+            let was_in_force = person.stop(order).is_none_or(|stop| start <= stop);
+            let carried_over = person.orders.iter().any(|other| {
+                other.id != order.id
+                    && person.start(other).is_some_and(|s| s < start)
+                    && person.stop(other).is_none_or(|e| e >= start)
+            });
+            was_in_force && from <= start && !carried_over
+        })
+    });
+    enrolled.count() as u64
+}
+
 /// How many persons were released in `[from, until)`: monitoring under one of their orders
 /// stopped then (`ended_at`, or its end date when that passed before `until` unrecorded, or the
 /// person's deletion in `deleted` while it was in force) and no other order of theirs was in
@@ -971,27 +1050,17 @@ fn releases(
     from: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> u64 {
-    let mut by_person: HashMap<PersonId, Vec<&MonitoringOrder>> = HashMap::new();
-    for order in orders {
-        by_person.entry(order.person_id).or_default().push(order);
-    }
-    let released = by_person.iter().filter(|(person, orders)| {
-        let deleted_at = deleted.get(person).copied();
-        // When monitoring under `order` stopped, if it has by `until`; `None` while it lasts.
-        let end = |order: &MonitoringOrder| {
-            let own = order.ended_at.or((order.to <= until).then_some(order.to));
-            match (own, deleted_at) {
-                (Some(end), Some(deleted)) => Some(end.min(deleted)),
-                (own, deleted) => own.or(deleted),
-            }
-        };
-        orders.iter().any(|order| {
-            let Some(stop) = end(order) else {
+    let persons = orders_by_person(orders, deleted, until);
+    let released = persons.iter().filter(|person| {
+        person.orders.iter().any(|order| {
+            let Some(stop) = person.stop(order) else {
                 return false;
             };
             let was_in_force = order.started_at.is_some_and(|started| started <= stop);
-            let carried_on = orders.iter().any(|other| {
-                other.id != order.id && other.from <= stop && end(other).is_none_or(|e| e > stop)
+            let carried_on = person.orders.iter().any(|other| {
+                other.id != order.id
+                    && other.from <= stop
+                    && person.stop(other).is_none_or(|e| e > stop)
             });
             was_in_force && from <= stop && stop < until && !carried_on
         })
@@ -1107,6 +1176,70 @@ mod tests {
             Some("2026-01-30T00:00:00Z"),
         );
         assert_eq!(count(&[ran_out, second], &[]), 1);
+    }
+
+    #[test]
+    fn an_enrolment_is_an_order_starting_with_none_in_force_before_it() {
+        let (from, until) = (t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        let count = |orders: &[MonitoringOrder], deleted: &[(PersonId, &str)]| {
+            let deleted = deleted.iter().map(|(p, at)| (*p, t(at))).collect();
+            enrolments(orders, &deleted, from, until)
+        };
+        let p = crate::model::new_id();
+        let q = crate::model::new_id();
+        // A first order started in the month, for each of two persons: two enrolments.
+        let first = order(p, "2026-01-05T00:00:00Z", "2026-03-05T00:00:00Z", None);
+        let other = order(q, "2026-01-31T23:00:00Z", "2026-03-05T00:00:00Z", None);
+        assert_eq!(count(&[first.clone(), other], &[]), 2);
+        // Started last month: none this month.
+        let earlier = order(
+            q,
+            "2025-11-01T00:00:00Z",
+            "2026-01-20T00:00:00Z",
+            Some("2026-01-20T00:00:00Z"),
+        );
+        assert_eq!(count(std::slice::from_ref(&earlier), &[]), 0);
+        // Renewed from its end: the renewal is no enrolment.
+        let renewal = order(q, "2026-01-20T00:00:00Z", "2026-04-20T00:00:00Z", None);
+        assert_eq!(count(&[earlier.clone(), renewal], &[]), 0);
+        // Nor one that starts while the earlier order still runs.
+        let overlapping = order(q, "2026-01-15T00:00:00Z", "2026-04-15T00:00:00Z", None);
+        assert_eq!(count(&[earlier.clone(), overlapping], &[]), 0);
+        // Nor a renewal from an end date that passed unrecorded.
+        let mut unrecorded_end = earlier.clone();
+        unrecorded_end.ended_at = None;
+        let renewal = order(q, "2026-01-20T00:00:00Z", "2026-04-20T00:00:00Z", None);
+        assert_eq!(count(&[unrecorded_end, renewal], &[]), 0);
+        // A new order after a gap: enrolled again.
+        let after_gap = order(q, "2026-01-25T00:00:00Z", "2026-04-25T00:00:00Z", None);
+        assert_eq!(count(&[earlier.clone(), after_gap.clone()], &[]), 1);
+        // Its start passed unrecorded: still an enrolment, at its `from`.
+        let mut unrecorded = after_gap.clone();
+        unrecorded.started_at = None;
+        assert_eq!(count(&[earlier, unrecorded.clone()], &[]), 1);
+        // Unless the person was deleted first, or it was ended before it started.
+        assert_eq!(
+            count(
+                std::slice::from_ref(&unrecorded),
+                &[(q, "2026-01-22T00:00:00Z")]
+            ),
+            0
+        );
+        let mut ended_unstarted = unrecorded.clone();
+        ended_unstarted.ended_at = Some(t("2026-01-22T00:00:00Z"));
+        assert_eq!(count(&[ended_unstarted], &[]), 0);
+        // Starting after the window (or not before the time asked): not yet.
+        let mut next_month = order(p, "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z", None);
+        next_month.started_at = None;
+        assert_eq!(count(&[next_month], &[]), 0);
+        // Two enrolments of one person in the month count once.
+        let short = order(
+            p,
+            "2026-01-02T00:00:00Z",
+            "2026-01-04T00:00:00Z",
+            Some("2026-01-04T00:00:00Z"),
+        );
+        assert_eq!(count(&[short, first], &[]), 1);
     }
 
     #[test]

@@ -666,14 +666,17 @@ async fn records_and_figures(backend: Backend) {
     }
 
     // The county, January beside December (Shanghai months):
-    // January: A 31 + B 21 + C 31 = 83 person-days; no enrolment. Releases: B, whose order was
+    // January: A 31 + B 21 + C 31 = 83 person-days. Enrolments: C, whose new order started on
+    // 26 January with none in force before it; not A, whose renewal started on 1 January 00:00
+    // as the first order ended. Releases: B, whose order was
     // ended early on 5 January (and who was deleted on the 22nd, no second release), and C,
-    // whose order ran out on 21 January; not A, whose order ran out on 1 January 00:00 but was
-    // renewed from that moment. Alerts (repeats
+    // whose order ran out on 21 January (the new order came five days later); not A, whose
+    // order ran out on 1 January 00:00 but was renewed from that moment. Alerts (repeats
     // left out): A's 9 and B's 5. Disposed: A's a2 (1800 s), a3 (7200), a10 (3600), a4
     // (3600), a5 (3600), a6 (14400), a7 (3600), a8 (5400), B's b3 (3600), b4 (600): ten, two
     // false alarms, a mean of 47400 / 10 = 4740 s. Lost supervision 11 + 16 = 27 hours.
-    // December: A 736 h + B 21 d + C 31 d = 82.667 person-days; A and B enrolled; no order
+    // December: A 736 h + B 21 d + C 31 d = 82.667 person-days; A and B enrolled (their first
+    // orders started on 1 and 11 December; C's began in November); no order
     // ended (A's first ran out at the month's end, which belongs to January); one alert
     // (A's offline, disposed after 3600 s); two hours lost.
     let county = service.get("/api/v1/stats/county?month=2026-01").await;
@@ -685,7 +688,7 @@ async fn records_and_figures(backend: Backend) {
         json!({"strict": 1, "normal": 1, "lenient": 1})
     );
     assert_eq!(jan["persons"], 3);
-    assert_eq!(jan["enrolments"], 0);
+    assert_eq!(jan["enrolments"], 1);
     assert_eq!(jan["releases"], 2);
     assert_eq!(jan["person_days"], 83.0);
     assert_eq!(

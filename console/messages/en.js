@@ -228,7 +228,7 @@ export default {
   "county.noalerts": "no alerts",
   "county.table": "The figures",
   "county.persons": "Persons supervised",
-  "county.enrolments": "Enrolments",
+  "county.enrolments": "Enrolments (monitoring started)",
   "county.releases": "Releases (monitoring ended)",
   "county.person_days": "Person-days",
   "county.alerts": "Alerts",

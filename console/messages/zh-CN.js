@@ -228,7 +228,7 @@ export default {
   "county.noalerts": "无告警",
   "county.table": "统计数据",
   "county.persons": "在管人数",
-  "county.enrolments": "新入矫",
+  "county.enrolments": "新入矫（监管令开始）",
   "county.releases": "解除监管（监管令结束）",
   "county.person_days": "人日数",
   "county.alerts": "告警数",
