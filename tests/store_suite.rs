@@ -105,6 +105,7 @@ suite!(
     leaves_are_closed_once_and_listed_by_their_end,
     order_steps_are_recorded_once_with_their_events,
     orders_in_force_are_those_overlapping_a_window_released_persons_too,
+    deleting_a_person_ends_their_open_orders_with_the_deletion,
     check_ins_read_back_newest_first,
     the_chains_hold_through_resends_and_concurrent_writers,
     recorded_actions_name_their_actor_and_extend_one_chain,
@@ -2187,7 +2188,7 @@ async fn orders_in_force_are_those_overlapping_a_window_released_persons_too(
             .unwrap()
             .expect("ended once");
     }
-    // Still listed once the person is released.
+    // Still listed once the person is released (which records the ends that passed unrecorded).
     store.delete_person(p.id).await.unwrap();
     let found: Vec<_> = store
         .orders_in_force(at(100), at(200))
@@ -2199,11 +2200,153 @@ async fn orders_in_force_are_those_overlapping_a_window_released_persons_too(
     assert_eq!(
         found,
         vec![
-            (ends_at_start.id, None),
+            (ends_at_start.id, Some(at(100))),
             (ended_inside.id, Some(at(120))),
-            (running.id, None),
+            (running.id, Some(at(400))),
         ]
     );
+}
+
+async fn deleting_a_person_ends_their_open_orders_with_the_deletion(store: Arc<dyn Store>) {
+    use chrono::SubsecRound;
+
+    let p = person(store.as_ref()).await;
+    let other = person(store.as_ref()).await;
+    let now = Utc::now().trunc_subsecs(0);
+    let order =
+        |person: PersonId, from: DateTime<Utc>, to: DateTime<Utc>, started: bool| MonitoringOrder {
+            id: new_id(),
+            person_id: person,
+            ground: "community correction".into(),
+            approved_by: "county court".into(),
+            from,
+            to,
+            created_at: from,
+            started_at: started.then_some(from),
+            ended_at: None,
+        };
+    // In force; ran out unrecorded; ended before; not started yet; another person's.
+    let running = order(
+        p.id,
+        now - Duration::days(1),
+        now + Duration::days(30),
+        true,
+    );
+    let lapsed = order(p.id, at(0), at(100), true);
+    let ended = order(p.id, at(0), at(1_000), true);
+    let waiting = order(
+        p.id,
+        now + Duration::days(1),
+        now + Duration::days(60),
+        false,
+    );
+    let others = order(
+        other.id,
+        now - Duration::days(1),
+        now + Duration::days(30),
+        true,
+    );
+    for o in [&running, &lapsed, &ended, &waiting, &others] {
+        store.create_order(o).await.unwrap();
+    }
+    store
+        .step_order(ended.id, OrderStep::Ended, at(20))
+        .await
+        .unwrap()
+        .expect("ended once");
+    let open_ids = |orders: Vec<MonitoringOrder>| -> BTreeSet<_> {
+        orders.into_iter().map(|o| o.id).collect()
+    };
+    let open_before = open_ids(store.open_orders().await.unwrap());
+
+    // A deletion refused changes no order.
+    store.create_device(IMEI, p.id).await.unwrap();
+    let before = store.last_event_seq().await.unwrap();
+    assert!(matches!(
+        store.delete_person(p.id).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(open_ids(store.open_orders().await.unwrap()), open_before);
+    assert_eq!(store.last_event_seq().await.unwrap(), before);
+    store.delete_device(IMEI).await.unwrap();
+
+    let before = store.last_event_seq().await.unwrap();
+    store.delete_person(p.id).await.unwrap();
+    let (from, to) = all_time();
+    let released = store
+        .level_spans(Some(p.id), from, to)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.released)
+        .and_then(|s| s.until)
+        .expect("released");
+    let ends: std::collections::HashMap<_, _> = store
+        .orders(p.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.id, (o.started_at, o.ended_at)))
+        .collect();
+    // Ended at the deletion, or at its end date when that came first; a finished order keeps
+    // its end, and one not yet started ends unstarted.
+    assert_eq!(ends[&running.id], (running.started_at, Some(released)));
+    assert_eq!(ends[&lapsed.id], (lapsed.started_at, Some(at(100))));
+    assert_eq!(ends[&ended.id], (ended.started_at, Some(at(20))));
+    assert_eq!(ends[&waiting.id], (None, Some(released)));
+    let open: Vec<_> = store
+        .open_orders()
+        .await
+        .unwrap()
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(open, vec![others.id]);
+
+    // The feed: `order.ended` for each order that had started, then the release.
+    let events: Vec<(EventKind, serde_json::Value)> = store
+        .events(feed(before))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.data["id"].clone()))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (EventKind::OrderEnded, serde_json::json!(lapsed.id)),
+            (EventKind::OrderEnded, serde_json::json!(running.id)),
+            (EventKind::PersonReleased, serde_json::json!(p.id)),
+        ]
+    );
+    // The actions: the deletion, then `order.end` for every order it ended.
+    let actions: Vec<(String, String)> = store
+        .person_records(ewall::store::ChainTable::Actions, p.id, from, to, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<serde_json::Value>(&r.canonical).unwrap())
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                a["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .skip_while(|(kind, _)| kind != "person.delete")
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("person.delete".to_owned(), p.id.to_string()),
+            ("order.end".to_owned(), lapsed.id.to_string()),
+            ("order.end".to_owned(), running.id.to_string()),
+            ("order.end".to_owned(), waiting.id.to_string()),
+        ]
+    );
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
 }
 
 async fn check_ins_read_back_newest_first(store: Arc<dyn Store>) {

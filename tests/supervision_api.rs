@@ -152,6 +152,122 @@ async fn monitoring_orders_last_at_most_92_days_and_start_in_the_feed() {
     assert_eq!(status, 404);
 }
 
+/// Deleting a person ends the orders they had: `order.ended` in the feed before their
+/// `person.released`, an `order.end` action by the token that deleted them, and nothing left
+/// for the rules to start or end after a restart.
+#[tokio::test]
+async fn deleting_a_person_ends_their_orders() {
+    let mut service = Service::start().await;
+    let person = service
+        .post(
+            "/api/v1/persons",
+            json!({"name": "Test Person", "level": "normal", "timezone": "Asia/Shanghai"}),
+        )
+        .await;
+    let id = person["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/persons/{id}/orders");
+    let now = Utc::now();
+    let order = |from: chrono::DateTime<Utc>, to: chrono::DateTime<Utc>| {
+        json!({
+            "ground": "community correction",
+            "approved_by": "county court",
+            "from": from.to_rfc3339(),
+            "to": to.to_rfc3339(),
+        })
+    };
+    let running = service
+        .post(
+            &path,
+            order(now - Duration::days(1), now + Duration::days(30)),
+        )
+        .await;
+    // Renews the running order a second from now: the rules would start it then.
+    let renewal = service
+        .post(
+            &path,
+            order(now + Duration::seconds(1), now + Duration::days(60)),
+        )
+        .await;
+    assert!(renewal["started_at"].is_null());
+    let (status, _) = service
+        .call(Method::DELETE, &format!("/api/v1/persons/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+
+    let filing = |feed: &Value| -> Vec<(String, Value)> {
+        feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] != "person.enrolled")
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap().to_owned(),
+                    e["data"]["id"].clone(),
+                )
+            })
+            .collect()
+    };
+    let feed = service.get("/api/v1/integration/feed?limit=1000").await;
+    assert_eq!(
+        filing(&feed),
+        vec![
+            ("order.started".to_owned(), running["id"].clone()),
+            ("order.ended".to_owned(), running["id"].clone()),
+            ("person.released".to_owned(), json!(id)),
+        ]
+    );
+    let ended = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "order.ended")
+        .unwrap();
+    assert!(ended["data"]["ended_at"].is_string(), "{ended}");
+
+    // The renewal's start passes after a restart: it was ended with the deletion, unstarted.
+    service.restart().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let after_restart = service.get("/api/v1/integration/feed?limit=1000").await;
+    assert_eq!(filing(&after_restart), filing(&feed));
+    service.stop().await;
+
+    let url = format!("sqlite://{}", service.data_dir().join("ewall.db").display());
+    let store = ewall::store::open(&url).await.unwrap();
+    let person: ewall::model::PersonId = id.parse().unwrap();
+    let orders = store.orders(person).await.unwrap();
+    assert!(orders.iter().all(|o| o.ended_at.is_some()), "{orders:?}");
+    let (from, to) = (now - Duration::days(1), now + Duration::days(1));
+    let actions: Vec<Value> = store
+        .person_records(ewall::store::ChainTable::Actions, person, from, to, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| serde_json::from_slice(&a.canonical).unwrap())
+        .collect();
+    let kinds: Vec<&str> = actions
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "person.create",
+            "order.create",
+            "order.renew",
+            "person.delete",
+            "order.end",
+            "order.end"
+        ]
+    );
+    let deletion = &actions[3]["actor"];
+    assert!(
+        deletion.as_str().unwrap().starts_with("token:"),
+        "{deletion}"
+    );
+    assert!(actions[4..].iter().all(|a| &a["actor"] == deletion));
+}
+
 #[tokio::test]
 async fn leaves_suspend_assigned_zones_and_can_be_cancelled_once() {
     let service = Service::start().await;

@@ -212,7 +212,8 @@ pub async fn update(
     Ok(Json(person))
 }
 
-/// Deletes a person who has no devices; their positions and alerts remain.
+/// Deletes a person who has no devices; their positions and alerts remain, and their
+/// monitoring orders not yet ended end with the deletion.
 #[utoipa::path(
     delete, path = "/api/v1/persons/{id}", tag = "persons",
     security(("bearer" = [])),

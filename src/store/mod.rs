@@ -508,7 +508,9 @@ pub trait Store: SupervisionRecords + ReportRecords + Send + Sync + 'static {
     async fn persons(&self) -> Result<Vec<Person>, StoreError>;
     /// Changes a person's fields.
     async fn update_person(&self, id: PersonId, patch: PersonPatch) -> Result<Person, StoreError>;
-    /// Deletes a person with no devices bound; their positions and alerts stay for audit.
+    /// Deletes a person with no devices bound; their positions and alerts stay for audit. Their
+    /// orders not yet ended end in the same transaction, at the deletion or at their end date
+    /// when that passed unrecorded (`order.end`; `order.ended` for those that had started).
     async fn delete_person(&self, id: PersonId) -> Result<(), StoreError>;
 
     /// Binds a device to a person.

@@ -1136,8 +1136,11 @@ impl Store for PgStore {
             .map_err(|e| on_foreign_key(e, in_use))?
             .ok_or_else(|| not_found("person", id))?;
         let person = person_from_row(&row)?;
+        let at = now();
         append_action(&mut tx, person_action("person.delete", &person)).await?;
-        reports::close_span(&mut tx, person.id, now(), true).await?;
+        // The supervisor forgets a deleted person, so nothing else would end their orders.
+        supervision::end_orders_of_deleted(&mut tx, person.id, at).await?;
+        reports::close_span(&mut tx, person.id, at, true).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await.map_err(|e| on_foreign_key(e, in_use))?;
         self.announce(seq);

@@ -1071,8 +1071,11 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        let at = now();
         append_action(&mut tx, person_action("person.delete", &person)).await?;
-        reports::close_span(&mut tx, person.id, now(), true).await?;
+        // The supervisor forgets a deleted person, so nothing else would end their orders.
+        supervision::end_orders_of_deleted(&mut tx, person.id, at).await?;
+        reports::close_span(&mut tx, person.id, at, true).await?;
         let seq = append_person_event(&mut tx, EventKind::PersonReleased, &person).await?;
         tx.commit().await?;
         self.announce(seq);

@@ -446,6 +446,42 @@ impl SupervisionRecords for PgStore {
     }
 }
 
+/// Ends a deleted person's orders not yet ended, in the deletion's transaction: each at `at`,
+/// or at its end date when that passed unrecorded, with its `order.end` action, and with its
+/// `order.ended` event when monitoring under it had started (an order that never started ends
+/// without one, and so never starts later). The feed counter of the last event, if any.
+pub(super) async fn end_orders_of_deleted(
+    conn: &mut sqlx::PgConnection,
+    person: PersonId,
+    at: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let ended = sqlx::query(
+        "UPDATE monitoring_orders SET ended_at = LEAST(to_time, $2) \
+         WHERE person_id = $1 AND ended_at IS NULL RETURNING *",
+    )
+    .bind(person)
+    .bind(at)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut orders = ended
+        .iter()
+        .map(order_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    orders.sort_by_key(|o| (o.from, o.id));
+    let mut last = None;
+    for order in &orders {
+        append_action(
+            conn,
+            order_action(OrderStep::Ended.action_kind(), order, None),
+        )
+        .await?;
+        if order.started_at.is_some() {
+            last = Some(order_event(conn, EventKind::OrderEnded, order).await?);
+        }
+    }
+    Ok(last)
+}
+
 /// Appends an order event with the order as it now is.
 async fn order_event(
     conn: &mut sqlx::PgConnection,

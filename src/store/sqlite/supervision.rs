@@ -479,6 +479,44 @@ impl SupervisionRecords for SqliteStore {
     }
 }
 
+/// Ends a deleted person's orders not yet ended, in the deletion's transaction: each at `at`,
+/// or at its end date when that passed unrecorded, with its `order.end` action, and with its
+/// `order.ended` event when monitoring under it had started (an order that never started ends
+/// without one, and so never starts later). The feed counter of the last event, if any.
+pub(super) async fn end_orders_of_deleted(
+    conn: &mut sqlx::SqliteConnection,
+    person: PersonId,
+    at: DateTime<Utc>,
+) -> Result<Option<i64>, StoreError> {
+    let open = sqlx::query(
+        "SELECT * FROM monitoring_orders WHERE person_id = ? AND ended_at IS NULL \
+         ORDER BY from_time, id",
+    )
+    .bind(person.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut last = None;
+    for row in &open {
+        let mut order = order_from_row(row)?;
+        let end = order.to.min(at);
+        sqlx::query("UPDATE monitoring_orders SET ended_at = ? WHERE id = ?")
+            .bind(micros(end))
+            .bind(order.id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        order.ended_at = Some(end);
+        append_action(
+            conn,
+            order_action(OrderStep::Ended.action_kind(), &order, None),
+        )
+        .await?;
+        if order.started_at.is_some() {
+            last = Some(order_event(conn, EventKind::OrderEnded, &order).await?);
+        }
+    }
+    Ok(last)
+}
+
 /// Appends an order event with the order as it now is.
 async fn order_event(
     conn: &mut sqlx::SqliteConnection,
