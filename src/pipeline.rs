@@ -1068,7 +1068,10 @@ mod tests {
         SupervisionLevel as Level, ZoneId, ZoneKind,
     };
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{AlertQuery, NewPerson, PersonPatch, StoreError, TokenRecord, ZoneRecord};
+    use crate::store::{
+        AlertQuery, NewPerson, NewRegistration, PersonPatch, Registration, StoreError, TokenRecord,
+        ZoneRecord,
+    };
 
     /// SQLite, except that the next `fail_commits` commits are refused, and that while
     /// `unreachable` is set every commit and ping fails as an unreachable database does.
@@ -1085,6 +1088,12 @@ mod tests {
         }
         async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError> {
             self.inner.create_person(new).await
+        }
+        async fn register_persons(
+            &self,
+            registrations: Vec<NewRegistration>,
+        ) -> Result<Vec<Registration>, StoreError> {
+            self.inner.register_persons(registrations).await
         }
         async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
             self.inner.person(id).await

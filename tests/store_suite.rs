@@ -19,8 +19,8 @@ use ewall::model::{
 };
 use ewall::store::{
     AlertActionRequest, AlertQuery, AlertStep, DeliveryState, EventQuery, IntegrationRead,
-    IntegrationReadQuery, LeaveClosing, NewPerson, OrderStep, PersonPatch, Role, Store,
-    StoreConfig, StoreError, TokenRecord, ZoneRecord,
+    IntegrationReadQuery, LeaveClosing, NewDevice, NewPerson, NewRegistration, OrderStep,
+    PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord, ZoneRecord,
 };
 
 type Case = fn(Arc<dyn Store>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -113,6 +113,7 @@ suite!(
     month_windows_count_positions_alerts_and_commands,
     assessments_are_kept_with_their_actor_and_chained,
     a_broadcast_stores_its_commands_and_counts_their_states,
+    a_bulk_registration_records_what_the_single_routes_record_or_nothing,
 );
 
 const IMEI: &str = "864717003283581";
@@ -2726,6 +2727,173 @@ async fn a_broadcast_stores_its_commands_and_counts_their_states(store: Arc<dyn 
         store.broadcast(new_id()).await,
         Err(StoreError::NotFound { .. })
     ));
+    let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(summary.ok, "{summary:?}");
+}
+
+fn home_zone() -> ZoneRecord {
+    ZoneRecord {
+        id: new_id(),
+        name: "home".into(),
+        kind: ZoneKind::Inclusion,
+        source_crs: Crs::Wgs84,
+        radius_m: Some(200.0),
+        geometry: r#"{"type":"Point","coordinates":[112.3,25.5]}"#.into(),
+        wifi: ZoneWifi::default(),
+        created_at: Utc.timestamp_micros(1_700_000_000_000_001).unwrap(),
+        scope: Default::default(),
+        persons: Vec::new(),
+        schedule: None,
+    }
+}
+
+fn wearer(name: &str, devices: &[(&str, Option<&str>)], zones: &[ZoneId]) -> NewRegistration {
+    NewRegistration {
+        person: NewPerson {
+            name: name.into(),
+            level: SupervisionLevel::Strict,
+            timezone: "Asia/Shanghai".into(),
+        },
+        devices: devices
+            .iter()
+            .map(|(imei, model)| NewDevice {
+                imei: (*imei).into(),
+                model: model.map(str::to_owned),
+            })
+            .collect(),
+        zones: zones.to_vec(),
+    }
+}
+
+/// The kinds and details of a person's actions, oldest first, with the ids that differ from
+/// one person to the next left out.
+async fn actions_of(store: &dyn Store, person: PersonId) -> Vec<(String, serde_json::Value)> {
+    let (from, to) = all_time();
+    store
+        .person_records(ewall::store::ChainTable::Actions, person, from, to, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let record: serde_json::Value = serde_json::from_slice(&r.canonical).unwrap();
+            let mut detail: serde_json::Value =
+                serde_json::from_str(record["detail"].as_str().unwrap()).unwrap();
+            if let Some(d) = detail.as_object_mut() {
+                d.remove("person_id");
+                d.remove("name");
+            }
+            (record["kind"].as_str().unwrap().to_owned(), detail)
+        })
+        .collect()
+}
+
+async fn a_bulk_registration_records_what_the_single_routes_record_or_nothing(
+    store: Arc<dyn Store>,
+) {
+    let zone = home_zone();
+    store.create_zone(&zone).await.unwrap();
+    // One wearer the single way: person, device, model, zones.
+    let single = person(store.as_ref()).await;
+    store.create_device("111", single.id).await.unwrap();
+    store.set_device_model("111", Some("GT06N")).await.unwrap();
+    store.set_person_zones(single.id, &[zone.id]).await.unwrap();
+    let after = store.last_event_seq().await.unwrap();
+
+    let registered = store
+        .register_persons(vec![
+            wearer("Wang Fang", &[("222", Some("GT06N"))], &[zone.id]),
+            wearer("Zhao Lei", &[("333", None), ("444", None)], &[]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(registered.len(), 2);
+    let (first, second) = (&registered[0], &registered[1]);
+    assert_eq!(first.person.name, "Wang Fang");
+    assert_eq!(store.person(first.person.id).await.unwrap(), first.person);
+    assert_eq!(store.device("222").await.unwrap(), first.devices[0]);
+    assert_eq!(first.devices[0].model.as_deref(), Some("GT06N"));
+    assert_eq!(
+        store.person_zones(first.person.id).await.unwrap(),
+        vec![zone.id]
+    );
+    assert_eq!(
+        second
+            .devices
+            .iter()
+            .map(|d| d.imei.as_str())
+            .collect::<Vec<_>>(),
+        ["333", "444"]
+    );
+    assert!(store
+        .person_zones(second.person.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.device("444").await.unwrap().person_id,
+        second.person.id
+    );
+
+    // The same actions, in the same order, as the single routes made.
+    assert_eq!(
+        actions_of(store.as_ref(), first.person.id).await,
+        actions_of(store.as_ref(), single.id).await
+    );
+    let kinds: Vec<String> = actions_of(store.as_ref(), second.person.id)
+        .await
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect();
+    assert_eq!(kinds, ["person.create", "device.bind", "device.bind"]);
+    // One enrolment event per person, in the order given.
+    let events = store.events(feed(after)).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.kind, e.person_id))
+            .collect::<Vec<_>>(),
+        [
+            (EventKind::PersonEnrolled, first.person.id),
+            (EventKind::PersonEnrolled, second.person.id),
+        ]
+    );
+    assert_eq!(events[1].data["name"], "Zhao Lei");
+
+    // A device already registered, or an unknown zone, refuses the whole request and names
+    // the item.
+    let persons_before = store.persons().await.unwrap().len();
+    let newest = store.last_event_seq().await.unwrap();
+    let heads = store.chain_heads().await.unwrap();
+    let err = store
+        .register_persons(vec![
+            wearer("Sun Li", &[("555", None)], &[]),
+            wearer("Qian Hao", &[("666", None), ("333", None)], &[]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("persons[1].devices[1]"), "{err}");
+    let missing = new_id();
+    let err = store
+        .register_persons(vec![wearer(
+            "Sun Li",
+            &[("555", None)],
+            &[zone.id, missing],
+        )])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownReference(_)), "{err}");
+    assert!(err.to_string().contains("persons[0]"), "{err}");
+    assert!(err.to_string().contains(&missing.to_string()), "{err}");
+    assert_eq!(store.persons().await.unwrap().len(), persons_before);
+    assert!(matches!(
+        store.device("555").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.last_event_seq().await.unwrap(), newest);
+    assert_eq!(store.chain_heads().await.unwrap(), heads);
     let summary = ewall::audit::verify(store.as_ref(), &ewall::audit::VerifyOptions::default())
         .await
         .unwrap();

@@ -61,7 +61,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// A model name: printable, 1 to 64 characters, surrounding blanks dropped.
-fn check_model(model: &str) -> Result<String, Problem> {
+pub(super) fn check_model(model: &str) -> Result<String, Problem> {
     let model = model.trim();
     if model.is_empty() || model.chars().count() > 64 || model.chars().any(char::is_control) {
         return Err(Problem::unprocessable(format!(
@@ -80,7 +80,7 @@ pub struct DeviceList {
 
 /// Device ids in their canonical form ([`identity::canonical`]): what trackers send, whatever
 /// form was typed.
-fn check_imei(imei: &str) -> Result<String, Problem> {
+pub(super) fn check_imei(imei: &str) -> Result<String, Problem> {
     identity::canonical(imei).map_err(|e| Problem::unprocessable(e.to_string()))
 }
 

@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod auth;
 pub mod body;
 pub mod broadcasts;
+pub mod bulk_registration;
 pub mod commands;
 pub mod devices;
 pub mod feed;
@@ -182,6 +183,7 @@ pub fn router(state: AppState, http: &HttpConfig) -> Router {
     );
     let v1 = Router::new()
         .route("/persons", post(persons::create).get(persons::list))
+        .route("/persons/bulk", post(bulk_registration::register))
         .route(
             "/persons/{id}",
             get(persons::get)

@@ -28,8 +28,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
 use super::{
-    alerts, broadcasts, commands, devices, feed, health, integration, persons, positions, reports,
-    stats, stream, supervision, tokens, webhooks, whoami, zones,
+    alerts, broadcasts, bulk_registration, commands, devices, feed, health, integration, persons,
+    positions, reports, stats, stream, supervision, tokens, webhooks, whoami, zones,
 };
 use crate::http::problem::{BEARER_CHALLENGE, PROBLEM_JSON};
 use crate::model::PositionSource;
@@ -55,6 +55,7 @@ pub const BEARER: &str = "bearer";
         super::metrics,
         serve,
         persons::create,
+        bulk_registration::register,
         persons::list,
         persons::get,
         persons::update,

@@ -78,15 +78,15 @@ pub struct ZoneAssignment {
     pub zone_ids: Vec<ZoneId>,
 }
 
-fn check_name(name: &str) -> Result<String, Problem> {
+pub(super) fn check_name(name: &str) -> Result<String, Problem> {
     super::text::check_name("name", name)
 }
 
-fn check_level(level: &str) -> Result<SupervisionLevel, Problem> {
+pub(super) fn check_level(level: &str) -> Result<SupervisionLevel, Problem> {
     level.parse().map_err(Problem::unprocessable)
 }
 
-fn check_timezone(tz: &str) -> Result<String, Problem> {
+pub(super) fn check_timezone(tz: &str) -> Result<String, Problem> {
     tz.parse::<chrono_tz::Tz>()
         .map(|_| tz.to_owned())
         .map_err(|_| {

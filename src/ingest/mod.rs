@@ -421,7 +421,16 @@ impl IngestContext {
                     crs: Crs::Wgs84,
                     done: None,
                 };
-                if self.submissions.send(heard).await.is_err() {
+                let sent = match self.submissions.try_send(heard) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+                    // Waiting is the exception, so boxed: a connection task's state keeps no
+                    // room for the wait and the submission it holds.
+                    Err(mpsc::error::TrySendError::Full(heard)) => {
+                        Box::pin(self.submissions.send(heard)).await.map_err(|_| ())
+                    }
+                };
+                if sent.is_err() {
                     debug!(
                         protocol = protocol.name(),
                         device = device_id,
@@ -436,19 +445,24 @@ impl IngestContext {
             .with_label_values(&[protocol.name()])
             .inc_by(fixes.len() as u64);
         let (done, committed) = oneshot::channel();
-        self.enter(
-            protocol,
-            Submission {
-                person_id,
-                heard: Some(heard),
-                fixes,
-                alarms,
-                wifi,
-                crs: Crs::Wgs84,
-                done: Some(done),
-            },
-        )
-        .await?;
+        let submission = Submission {
+            person_id,
+            heard: Some(heard),
+            fixes,
+            alarms,
+            wifi,
+            crs: Crs::Wgs84,
+            done: Some(done),
+        };
+        match self.submissions.try_send(submission) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SubmitError::Closed),
+            // Waiting is the exception, so boxed: a connection task's state keeps no room for
+            // the wait and the submission it holds.
+            Err(mpsc::error::TrySendError::Full(submission)) => {
+                Box::pin(self.enter(protocol, submission)).await?;
+            }
+        }
         Ok(Pending(Some(committed)))
     }
 

@@ -17,7 +17,7 @@ use chrono::Utc;
 use ewall_protocol::{Item, Protocol};
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +33,6 @@ use crate::log_limit;
 
 /// Longest a reply write may take; a peer that does not read is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Commands waiting for one connection to write them; more wait in the dispatcher.
-const OUTBOUND_QUEUE: usize = 16;
 
 /// A bound TCP listener for one stream protocol.
 pub struct TcpIngest {
@@ -151,15 +148,18 @@ const BUFFER_INITIAL: usize = 256;
 /// one of [`BUFFER_INITIAL`] once the connection has nothing in flight and the buffer is empty.
 const BUFFER_KEPT: usize = 1024;
 
-/// Gives back what a burst grew the buffers to, once they are empty.
+/// Gives back what a burst grew the read buffer to, and the whole write buffer, once they are
+/// empty. A reply is a few bytes, written at once; an idle connection needs no room for one
+/// (the next reply allocates what it needs).
 fn shrink_idle_buffers<T, U>(framed: &mut Framed<T, U>) {
-    fn shrink(buffer: &mut bytes::BytesMut) {
-        if buffer.is_empty() && buffer.capacity() > BUFFER_KEPT {
-            *buffer = bytes::BytesMut::with_capacity(BUFFER_INITIAL);
-        }
+    let read = framed.read_buffer_mut();
+    if read.is_empty() && read.capacity() > BUFFER_KEPT {
+        *read = bytes::BytesMut::with_capacity(BUFFER_INITIAL);
     }
-    shrink(framed.read_buffer_mut());
-    shrink(framed.write_buffer_mut());
+    let write = framed.write_buffer_mut();
+    if write.is_empty() && write.capacity() > 0 {
+        *write = bytes::BytesMut::new();
+    }
 }
 
 /// A frame handed to the pipeline, waiting for its commit before it is answered.
@@ -194,6 +194,28 @@ async fn oldest_commit(in_flight: &mut VecDeque<InFlight>) {
         }
         Some(_) => {}
         None => std::future::pending().await,
+    }
+}
+
+/// The next command for the connection to write; never while it takes none.
+async fn next_command(commands: Option<&Commands>) -> Outbound {
+    match commands {
+        Some(commands) => commands.sink.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection's place in the links, from its first answered frame on: how the dispatcher
+/// reaches it. Dropping it unregisters the device and tells commands still queued that the
+/// connection is gone.
+struct Commands {
+    sink: Arc<ConnectionSink>,
+    _link: LinkGuard,
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        self.sink.close();
     }
 }
 
@@ -263,6 +285,8 @@ impl Connection {
         let _open = OpenConnection::new(&self.context.metrics, self.protocol);
         debug!("Device connected.");
         let mut framed = Framed::with_capacity(stream, SessionCodec::new(session), BUFFER_INITIAL);
+        // Replies allocate what they need; most of the time there is none to write.
+        *framed.write_buffer_mut() = bytes::BytesMut::new();
         let closed = self.read_frames(&mut framed).await;
         match closed {
             CloseReason::ByPeer | CloseReason::Shutdown => {
@@ -308,10 +332,8 @@ impl Connection {
         // Idle means no usable frame: a peer trickling garbage does not keep its slot.
         let mut idle_deadline = Instant::now() + self.idle_timeout;
         let mut identified = false;
-        // Downlink commands for this device arrive here once it is registered in the links;
-        // the guard unregisters it when the connection ends.
-        let (outbound_tx, mut outbound_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
-        let mut link: Option<LinkGuard> = None;
+        // Downlink commands for this device arrive here once it is registered in the links.
+        let mut commands: Option<Commands> = None;
         // Frames handed to the pipeline whose replies wait for their commits, oldest first.
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
@@ -321,7 +343,7 @@ impl Connection {
                 biased;
                 _ = self.token.cancelled() => Event::Shutdown,
                 () = oldest_commit(&mut in_flight) => Event::Committed,
-                Some(outbound) = outbound_rx.recv(), if link.is_some() => Event::Outbound(outbound),
+                outbound = next_command(commands.as_ref()) => Event::Outbound(outbound),
                 // While frames wait for their commits, a store slower than the idle timeout
                 // is not the device's silence.
                 next = read_next(framed, idle_deadline, waiting == 0),
@@ -347,27 +369,31 @@ impl Connection {
                     }
                     if in_flight.is_empty() {
                         shrink_idle_buffers(framed);
+                        // A burst's queue is given back too; one frame at a time needs none.
+                        in_flight = VecDeque::new();
                     }
                     // Queued commands go out only after the login (or first frame) is
                     // answered, and after a JT/T 808 terminal's authentication: before that it
                     // is not listening.
-                    if link.is_none()
+                    if commands.is_none()
                         && self.context.link_events.is_some()
                         && framed.codec().ready_for_commands()
                     {
-                        let sink = ConnectionSink::new(self.protocol, outbound_tx.clone());
-                        link = Some(self.context.links.register(&device_id, Arc::new(sink)));
-                        self.context
-                            .report(LinkEvent::Connected {
-                                device_id,
-                                protocol: self.protocol,
-                            })
-                            .await;
+                        let sink = Arc::new(ConnectionSink::new(self.protocol));
+                        let link = self.context.links.register(&device_id, sink.clone());
+                        commands = Some(Commands { sink, _link: link });
+                        // Once a connection, so boxed: the task's state keeps no room for it.
+                        Box::pin(self.context.report(LinkEvent::Connected {
+                            device_id,
+                            protocol: self.protocol,
+                        }))
+                        .await;
                     }
                     continue;
                 }
                 Event::Outbound(outbound) => {
-                    if let Err(closed) = self.write_command(framed, outbound).await {
+                    // Rare, so boxed: the task's state keeps no room for it.
+                    if let Err(closed) = Box::pin(self.write_command(framed, outbound)).await {
                         return closed;
                     }
                     continue;
@@ -493,13 +519,13 @@ impl Connection {
             }
         }
         for answer in frame.answers {
-            self.context
-                .report(LinkEvent::Reply {
-                    device_id: frame.device_id.clone(),
-                    reply: answer,
-                    received_at: frame.received_at,
-                })
-                .await;
+            // Rare (a command's answer), so boxed: the task's state keeps no room for it.
+            Box::pin(self.context.report(LinkEvent::Reply {
+                device_id: frame.device_id.clone(),
+                reply: answer,
+                received_at: frame.received_at,
+            }))
+            .await;
         }
         if let Some(reply) = frame.reply {
             match tokio::time::timeout(WRITE_TIMEOUT, framed.send(reply)).await {
@@ -577,6 +603,6 @@ mod tests {
         framed.write_buffer_mut().clear();
         shrink_idle_buffers(&mut framed);
         assert!(framed.read_buffer().capacity() <= BUFFER_KEPT);
-        assert!(framed.write_buffer().capacity() <= BUFFER_KEPT);
+        assert_eq!(framed.write_buffer().capacity(), 0);
     }
 }

@@ -2,8 +2,8 @@
 //! the devices connect (`--register`), and counting the alerts the run raises from the alert
 //! stream (`GET /api/v1/alerts/stream`, server-sent events) while it runs.
 //!
-//! The API has no bulk route, so registration is one request per person, device and zone
-//! assignment, at most [`CONCURRENT_REQUESTS`] at a time. The alert stream is opened before
+//! Registration uses the bulk route (`POST /api/v1/persons/bulk`), each request a thousand
+//! wearers with their device and zone, a few requests at a time. The alert stream is opened before
 //! the first fix is sent and starts from then (no `after`), so it counts this run's alerts and
 //! no earlier ones. When the devices run in this process, each alert is also timed from the
 //! sending of the fix that raised it ([`SentFixes`]) to its arrival on the stream.
@@ -21,8 +21,12 @@ use super::tally::Histogram;
 use super::track::Zone;
 use super::SimulateError;
 
-/// Registration requests in flight at once.
-pub const CONCURRENT_REQUESTS: usize = 32;
+/// Registration requests in flight at once: the store takes one write transaction at a time,
+/// so more would only queue there.
+pub const CONCURRENT_REQUESTS: usize = 2;
+
+/// Wearers registered by one request: the most `POST /persons/bulk` takes.
+pub const BULK_PERSONS: usize = crate::api::bulk_registration::MAX_PERSONS;
 
 /// How long one API request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,58 +119,44 @@ impl Api {
         id_of(&created, "zone")
     }
 
-    /// Creates a person at `level`, binds `device_id` to them and assigns `zone_id`.
+    /// Registers one wearer per device of `ids` at `level`, each assigned `zone_id`, through
+    /// `POST /persons/bulk`: [`BULK_PERSONS`] wearers a request, [`CONCURRENT_REQUESTS`]
+    /// requests at a time; `done` is called with the number registered after each request.
     ///
     /// # Errors
-    /// [`SimulateError::Api`] when the service refuses a step (a device already registered,
-    /// for one).
-    pub async fn register_wearer(
-        &self,
-        device_id: &str,
-        level: &str,
-        zone_id: &str,
-    ) -> Result<(), SimulateError> {
-        let person = self
-            .send(
-                reqwest::Method::POST,
-                "/persons",
-                json!({"name": format!("simulated wearer {device_id}"), "level": level, "timezone": "Asia/Shanghai"}),
-            )
-            .await?;
-        let person_id = id_of(&person, "person")?;
-        self.send(
-            reqwest::Method::POST,
-            "/devices",
-            json!({"imei": device_id, "person_id": person_id}),
-        )
-        .await?;
-        self.send(
-            reqwest::Method::PUT,
-            &format!("/persons/{person_id}/zones"),
-            json!({"zone_ids": [zone_id]}),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Registers every device of `ids`, [`CONCURRENT_REQUESTS`] at a time; `done` is called
-    /// after each.
-    ///
-    /// # Errors
-    /// The first refusal; the registrations in flight finish first.
+    /// The first refusal (a device already registered, for one); the requests in flight
+    /// finish first.
     pub async fn register_all(
         &self,
         ids: impl Iterator<Item = String>,
         level: &str,
         zone_id: &str,
-        done: impl Fn(),
+        done: impl Fn(u64),
     ) -> Result<(), SimulateError> {
-        futures::stream::iter(ids.map(Ok))
-            .try_for_each_concurrent(CONCURRENT_REQUESTS, |id| {
+        let ids: Vec<String> = ids.collect();
+        futures::stream::iter(ids.chunks(BULK_PERSONS).map(Ok))
+            .try_for_each_concurrent(CONCURRENT_REQUESTS, |chunk| {
                 let done = &done;
                 async move {
-                    self.register_wearer(&id, level, zone_id).await?;
-                    done();
+                    let persons: Vec<Value> = chunk
+                        .iter()
+                        .map(|id| {
+                            json!({
+                                "name": format!("simulated wearer {id}"),
+                                "level": level,
+                                "timezone": "Asia/Shanghai",
+                                "devices": [{"imei": id}],
+                                "zone_ids": [zone_id],
+                            })
+                        })
+                        .collect();
+                    self.send(
+                        reqwest::Method::POST,
+                        "/persons/bulk",
+                        json!({ "persons": persons }),
+                    )
+                    .await?;
+                    done(chunk.len() as u64);
                     Ok(())
                 }
             })

@@ -451,9 +451,10 @@ async fn register(plan: &Plan, api: &api::Api, level: &str) -> Result<(), Simula
         (0..plan.devices).map(|i| plan.device_id(i)),
         level,
         &zone_id,
-        || {
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % every == 0 || n == plan.devices {
+        |count| {
+            let before = done.fetch_add(count, Ordering::Relaxed);
+            let n = before + count;
+            if n / every > before / every || n == plan.devices {
                 info!(registered = n, of = plan.devices, "Registering devices.");
             }
         },

@@ -158,6 +158,38 @@ pub struct NewPerson {
     pub timezone: String,
 }
 
+/// One person of a bulk registration ([`Store::register_persons`]): the person, the devices
+/// bound to them and the zones assigned to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRegistration {
+    /// The person.
+    pub person: NewPerson,
+    /// Devices to bind, in canonical form ([`crate::identity::canonical`]).
+    pub devices: Vec<NewDevice>,
+    /// Zones to assign, each once; none leaves the person unassigned.
+    pub zones: Vec<ZoneId>,
+}
+
+/// A device of a [`NewRegistration`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDevice {
+    /// Canonical device id.
+    pub imei: String,
+    /// The device model, when frames depend on it.
+    pub model: Option<String>,
+}
+
+/// A person registered by [`Store::register_persons`], as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The person.
+    pub person: Person,
+    /// Their devices, in the order given.
+    pub devices: Vec<Device>,
+    /// Their zones, in the order given.
+    pub zones: Vec<ZoneId>,
+}
+
 /// Fields of a person to change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PersonPatch {
@@ -502,6 +534,18 @@ pub trait Store: SupervisionRecords + ReportRecords + Send + Sync + 'static {
 
     /// Creates a person.
     async fn create_person(&self, new: NewPerson) -> Result<Person, StoreError>;
+    /// Creates persons with their devices and zone assignments in one transaction, each
+    /// recorded as [`Store::create_person`], [`Store::create_device`],
+    /// [`Store::set_device_model`] and [`Store::set_person_zones`] record theirs (the
+    /// `person.create`, `device.bind`, `device.model` and `zone.assign` actions, and a
+    /// `person.enrolled` event per person). All or nothing: an error names the item by its
+    /// place, `persons[i]` or `persons[i].devices[j]` ([`StoreError::Conflict`] for a device
+    /// already registered, [`StoreError::UnknownReference`] for an unknown zone), and nothing
+    /// is stored then.
+    async fn register_persons(
+        &self,
+        registrations: Vec<NewRegistration>,
+    ) -> Result<Vec<Registration>, StoreError>;
     /// One person.
     async fn person(&self, id: PersonId) -> Result<Person, StoreError>;
     /// All persons, oldest first.

@@ -34,8 +34,9 @@ mod supervision;
 
 use super::{
     border_from_row, AlertActionRequest, AlertQuery, AlertStats, ChainTable, DeliveryState,
-    DeviceNewest, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, OpenBreach,
-    PersonPatch, Role, Store, StoreConfig, StoreError, TokenRecord, WebhookDelivery, ZoneRecord,
+    DeviceNewest, EventQuery, IntegrationRead, IntegrationReadQuery, NewPerson, NewRegistration,
+    OpenBreach, PersonPatch, Registration, Role, Store, StoreConfig, StoreError, TokenRecord,
+    WebhookDelivery, ZoneRecord,
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
@@ -1074,6 +1075,125 @@ impl Store for PgStore {
         tx.commit().await?;
         self.announce(seq);
         Ok(person)
+    }
+
+    async fn register_persons(
+        &self,
+        registrations: Vec<NewRegistration>,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut known_zones: std::collections::HashSet<ZoneId> = std::collections::HashSet::new();
+        let mut registered = Vec::with_capacity(registrations.len());
+        let mut newest_seq = None;
+        for (i, new) in registrations.into_iter().enumerate() {
+            let person = Person {
+                id: new_id(),
+                name: new.person.name,
+                level: new.person.level,
+                timezone: new.person.timezone,
+                created_at: now(),
+            };
+            sqlx::query(
+                "INSERT INTO persons (id, name, level, timezone, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(person.id)
+            .bind(&person.name)
+            .bind(person.level.as_str())
+            .bind(&person.timezone)
+            .bind(person.created_at)
+            .execute(&mut *tx)
+            .await?;
+            append_action(&mut tx, person_action("person.create", &person)).await?;
+            reports::open_span(&mut tx, &person, person.created_at).await?;
+            newest_seq =
+                Some(append_person_event(&mut tx, EventKind::PersonEnrolled, &person).await?);
+            let mut devices = Vec::with_capacity(new.devices.len());
+            for (j, new_device) in new.devices.into_iter().enumerate() {
+                let mut device = Device {
+                    imei: new_device.imei,
+                    person_id: person.id,
+                    created_at: now(),
+                    model: None,
+                    protocol: None,
+                };
+                sqlx::query(
+                    "INSERT INTO devices (imei, person_id, created_at, model) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&device.imei)
+                .bind(person.id)
+                .bind(device.created_at)
+                .bind(new_device.model.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| {
+                    conflict_on_unique(e, || {
+                        format!(
+                            "persons[{i}].devices[{j}]: device {} is already registered",
+                            device.imei
+                        )
+                    })
+                })?;
+                // The actions a binding followed by a model change records.
+                append_action(&mut tx, device_action("device.bind", &device)).await?;
+                if new_device.model.is_some() {
+                    device.model = new_device.model;
+                    append_action(&mut tx, device_action("device.model", &device)).await?;
+                }
+                devices.push(device);
+            }
+            if !new.zones.is_empty() {
+                let unseen: Vec<Uuid> = new
+                    .zones
+                    .iter()
+                    .filter(|z| !known_zones.contains(*z))
+                    .copied()
+                    .collect();
+                let unknown: Vec<Uuid> = sqlx::query_scalar(
+                    "SELECT z FROM UNNEST($1::uuid[]) AS z \
+                     WHERE NOT EXISTS (SELECT 1 FROM zones WHERE id = z)",
+                )
+                .bind(&unseen)
+                .fetch_all(&mut *tx)
+                .await?;
+                let unknown_zones = |unknown: &[Uuid]| {
+                    StoreError::UnknownReference(format!(
+                        "persons[{i}]: unknown zone id(s): {}",
+                        unknown
+                            .iter()
+                            .map(Uuid::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                };
+                if !unknown.is_empty() {
+                    return Err(unknown_zones(&unknown));
+                }
+                known_zones.extend(new.zones.iter().copied());
+                sqlx::query(
+                    "INSERT INTO person_zones (person_id, zone_id) \
+                     SELECT $1, z FROM UNNEST($2::uuid[]) AS z ON CONFLICT DO NOTHING",
+                )
+                .bind(person.id)
+                .bind(&new.zones)
+                .execute(&mut *tx)
+                .await
+                // A zone deleted since the check above.
+                .map_err(|e| on_foreign_key(e, || unknown_zones(&unseen)))?;
+                append_action(&mut tx, assignment_action(person.id, &new.zones)).await?;
+            }
+            registered.push(Registration {
+                person,
+                devices,
+                zones: new.zones,
+            });
+        }
+        tx.commit().await?;
+        if let Some(seq) = newest_seq {
+            self.announce(seq);
+        }
+        Ok(registered)
     }
 
     async fn person(&self, id: PersonId) -> Result<Person, StoreError> {
