@@ -11,6 +11,8 @@
 //!   holder is killed.
 //! - A command made through one node reaches a JT/T 808 terminal connected to another and its
 //!   answer is recorded; a leave granted through one node reaches the partition's owner.
+//! - A fix sent to one node, for a person whose partition a second node owns, shows on the live
+//!   positions stream of a third, and so does the breach it leads to.
 //!
 //! Each test has its own database and its own NATS namespace (stream and bucket), deleted at
 //! the end. Without either variable a test prints one line and passes as skipped.
@@ -1077,6 +1079,118 @@ async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition(
     };
     assert_eq!(kinds, ["leave_overdue"], "the owner knew of the leave");
     let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}
+
+/// Reads server-sent events from `response` until one named `position` satisfies `wanted`.
+async fn next_position(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                if !block.lines().any(|l| l.trim() == "event: position") {
+                    continue;
+                }
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                let data: Value = serde_json::from_str(&data).unwrap();
+                if wanted(&data) {
+                    return data;
+                }
+            }
+            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the position within 20 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_committed_by_one_node_shows_on_the_positions_stream_of_another() {
+    let Some(deployment) = Deployment::create("cluster_live").await else {
+        return;
+    };
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    let c = deployment.start("c").await;
+    let nodes = [&a, &b, &c];
+    deployment.settled(&nodes, Duration::from_secs(30)).await;
+
+    // A GT06 wearer; the node owning the person's partition, one to send through and one to
+    // watch from, all three different.
+    let owners = deployment.owners(&nodes).await;
+    let (device, person) = persons
+        .iter()
+        .find(|(device, _)| device.starts_with("86"))
+        .map(|(d, p)| (d.clone(), p.clone()))
+        .unwrap();
+    let partition = ewall::cluster::partition_of(&person.parse().unwrap(), PARTITIONS);
+    let owner = nodes
+        .iter()
+        .position(|n| owners[&partition] == [n.name.clone()])
+        .unwrap();
+    let (sender, watcher) = (nodes[(owner + 1) % 3], nodes[(owner + 2) % 3]);
+    let i: usize = device[7..14].parse().unwrap();
+
+    let mut stream = deployment
+        .client
+        .get(format!("http://{}/api/v1/positions/stream", watcher.http))
+        .bearer_auth(&deployment.token)
+        .send()
+        .await
+        .unwrap();
+    // The stream follows the live feed from before its headers are sent.
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+
+    let mut link = Link::open(Kind::Gt06, sender.listeners[&Kind::Gt06], &device)
+        .await
+        .unwrap();
+    link.socket
+        .write_all(&location(Kind::Gt06, &device, i, 0))
+        .await
+        .unwrap();
+    assert_eq!(link.next_ack().await, Some(2));
+    let first = next_position(&mut stream, &mut buffer, |p| {
+        p["person_id"] == person.as_str()
+    })
+    .await;
+    assert_eq!(first["device_id"], device.as_str());
+    assert_eq!(first["state"], "compliant");
+    assert!(
+        (first["lat"].as_f64().unwrap() - HOME.1).abs() < 1e-6,
+        "{first}"
+    );
+
+    // The walk out of the zone: the watcher sees the breach the owner raised.
+    for n in 1..FIXES {
+        link.socket
+            .write_all(&location(Kind::Gt06, &device, i, n))
+            .await
+            .unwrap();
+        assert_eq!(link.next_ack().await, Some(u16::try_from(n + 2).unwrap()));
+    }
+    let breach = next_position(&mut stream, &mut buffer, |p| {
+        p["person_id"] == person.as_str() && p["state"] == "breach"
+    })
+    .await;
+    eprintln!(
+        "fix sent to {}, committed by {} (partition {partition}), shown by {}: {breach}",
+        sender.name, nodes[owner].name, watcher.name
+    );
+    drop(stream);
+    let (mut a, mut b, mut c) = (a, b, c);
+    c.terminate().await;
     b.terminate().await;
     a.terminate().await;
 }

@@ -76,7 +76,10 @@ pub struct ClusterNode {
     pub status: Arc<ClusterStatus>,
     /// Where the API sends its notices: to the owner of the person's partition.
     pub notices: crate::pipeline::Notices,
+    /// What every partition's owner committed, for this node's positions streams.
+    pub live: crate::api::positions::LiveFeeds,
     notice_relay: (JoinHandle<()>, CancellationToken),
+    live_follower: (JoinHandle<()>, CancellationToken),
     publisher: JoinHandle<()>,
     leases: JoinHandle<()>,
     release: CancellationToken,
@@ -160,7 +163,11 @@ impl ClusterNode {
             stop_notices.clone(),
         )
         .await?;
+        let stop_live = CancellationToken::new();
+        let (live, live_task) =
+            super::live::spawn_follower(client.clone(), &cluster, stop_live.clone()).await?;
         let keeper = LeaseKeeper {
+            client: client.clone(),
             cluster: cluster.clone(),
             leases,
             stream,
@@ -177,7 +184,9 @@ impl ClusterNode {
             submissions,
             status,
             notices,
+            live,
             notice_relay: (notice_task, stop_notices),
+            live_follower: (live_task, stop_live),
             publisher,
             leases,
             release,
@@ -223,6 +232,8 @@ impl ClusterNode {
         let _ = self.leases.await;
         self.notice_relay.1.cancel();
         let _ = self.notice_relay.0.await;
+        self.live_follower.1.cancel();
+        let _ = self.live_follower.0.await;
     }
 }
 
@@ -331,6 +342,8 @@ async fn renew(
 }
 
 struct LeaseKeeper {
+    /// For the live positions each owned partition announces.
+    client: async_nats::Client,
     cluster: Arc<ClusterConfig>,
     leases: kv::Store,
     stream: jetstream::stream::Stream,
@@ -537,6 +550,13 @@ impl LeaseKeeper {
                 true,
             );
             let notices = pipeline.notices.clone();
+            // Subscribed before the worker starts reading, so no commit goes unannounced.
+            super::live::spawn_forwarder(
+                self.client.clone(),
+                self.cluster.positions_subject(partition),
+                pipeline.fixes.subscribe(),
+                pipeline.alerts.subscribe(),
+            );
             match PartitionWorker::start(
                 &self.cluster,
                 &self.stream,
