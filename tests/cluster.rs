@@ -13,6 +13,8 @@
 //!   answer is recorded; a leave granted through one node reaches the partition's owner.
 //! - A fix sent to one node, for a person whose partition a second node owns, shows on the live
 //!   positions stream of a third, and so does the breach it leads to.
+//! - With the database away, `/readyz` says `degraded` with the reason, and `ready` again once
+//!   it is back; nothing acknowledged meanwhile is lost or doubled.
 //!
 //! Each test has its own database and its own NATS namespace (stream and bucket), deleted at
 //! the end. Without either variable a test prints one line and passes as skipped.
@@ -118,6 +120,10 @@ struct Deployment {
     client: reqwest::Client,
     /// More configuration, the same on every node.
     extra: String,
+    /// Where the nodes reach the store, when not at the database itself (through a proxy).
+    store_url: Option<String>,
+    /// More lines of the `[store]` section.
+    store_extra: String,
 }
 
 impl Deployment {
@@ -133,6 +139,8 @@ impl Deployment {
             token: String::new(),
             client: reqwest::Client::new(),
             extra: String::new(),
+            store_url: None,
+            store_extra: String::new(),
         };
         let config = deployment.config("a");
         deployment.token = admin_token(&config);
@@ -144,11 +152,12 @@ impl Deployment {
         let dir = self.dir.path();
         let mut text = format!(
             "data_dir = {:?}\nshutdown_timeout = \"20s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
-             [mqtt]\nenabled = false\n\n[store]\nurl = {:?}\npool_max = 4\n\n\
+             [mqtt]\nenabled = false\n\n[store]\nurl = {:?}\npool_max = 4\n{}\n\
              [cluster]\nnats_url = {:?}\nnode_id = {name:?}\npartitions = {PARTITIONS}\n\
              lease_ttl = \"{}s\"\nack_wait = \"2s\"\nnamespace = {:?}\n",
             dir.join(name).display().to_string(),
-            self.database.url,
+            self.store_url.as_ref().unwrap_or(&self.database.url),
+            self.store_extra,
             self.namespace.nats,
             LEASE_TTL.as_secs(),
             self.namespace.name,
@@ -1191,6 +1200,83 @@ async fn a_fix_committed_by_one_node_shows_on_the_positions_stream_of_another() 
     drop(stream);
     let (mut a, mut b, mut c) = (a, b, c);
     c.terminate().await;
+    b.terminate().await;
+    a.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_database_going_away_and_coming_back() {
+    let Some(mut deployment) = Deployment::create("cluster_outage").await else {
+        return;
+    };
+    let proxy =
+        common::proxy::Proxy::start(common::proxy::upstream_of(&deployment.database.url).await)
+            .await;
+    deployment.store_url = Some(common::proxy::through(&deployment.database.url, proxy.addr));
+    deployment.store_extra = "acquire_timeout = \"1s\"\n".into();
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
+    let readiness = |node: &Node| {
+        let request = deployment
+            .client
+            .get(format!("http://{}/readyz", node.http))
+            .timeout(Duration::from_secs(5));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(readiness(&a).await.0, 200);
+
+    let (_nodes_tx, nodes) =
+        watch::channel(vec![Some(a.listeners.clone()), Some(b.listeners.clone())]);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let devices = spawn_devices(&nodes, &acks, Duration::from_millis(40));
+    let total = 2 * DEVICES_PER_PROTOCOL * FIXES;
+    until_acks(&acks, total / 5, &deployment.log()).await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let body = loop {
+        let (status, body) = readiness(&a).await;
+        if status == 503 && body["held_positions"].as_u64().unwrap_or(0) > 0 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not degraded with positions held: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["type"], "urn:ewall:problem:degraded", "{body}");
+    assert_eq!(body["title"], "degraded", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("cannot reach the database"), "{body}");
+    assert!(detail.contains("wait in the fix stream"), "{body}");
+    assert!(body["since"].is_string(), "{body}");
+    assert_eq!(body["cluster"]["node_id"], "a", "{body}");
+    eprintln!("degraded: {body}");
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let (status, body) = readiness(&a).await;
+        if status == 200 {
+            assert_eq!(body["status"], "ready", "{body}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not ready again: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finish(devices).await;
+    deployment.check_exactly_once(&a, &persons).await;
+    let (mut a, mut b) = (a, b);
     b.terminate().await;
     a.terminate().await;
 }

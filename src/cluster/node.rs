@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::model::Submission;
 use crate::pipeline::{Pipeline, PipelineSettings, Resume};
 use crate::registry::Registry;
+use crate::store::health::{Outage, StoreHealth};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -46,6 +47,8 @@ pub struct ClusterStatus {
     pub partitions: u32,
     owned: Mutex<BTreeSet<u32>>,
     nodes: Mutex<Vec<String>>,
+    /// The store writer's view of the database in each owned partition's pipeline.
+    store_health: Mutex<BTreeMap<u32, Arc<StoreHealth>>>,
 }
 
 impl ClusterStatus {
@@ -65,6 +68,41 @@ impl ClusterStatus {
             .lock()
             .expect("never poisoned: no panics while held")
             .clone()
+    }
+
+    /// The database outage the owned partitions' store writers are in, if any: since the
+    /// first of them failed, with the reason it gave, the positions all of them hold, and
+    /// how many partitions are held up.
+    pub fn store_outage(&self) -> Option<(Outage, usize)> {
+        let healths: Vec<Arc<StoreHealth>> = self
+            .store_health
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .values()
+            .cloned()
+            .collect();
+        let outages: Vec<Outage> = healths.iter().filter_map(|h| h.outage()).collect();
+        let partitions = outages.len();
+        let held: usize = outages.iter().map(|o| o.held_positions).sum();
+        let first = outages.into_iter().min_by_key(|o| o.since)?;
+        Some((
+            Outage {
+                held_positions: held,
+                ..first
+            },
+            partitions,
+        ))
+    }
+
+    fn set_store_health(&self, partition: u32, health: Option<Arc<StoreHealth>>) {
+        let mut healths = self
+            .store_health
+            .lock()
+            .expect("never poisoned: no panics while held");
+        match health {
+            Some(health) => healths.insert(partition, health),
+            None => healths.remove(&partition),
+        };
     }
 }
 
@@ -151,6 +189,7 @@ impl ClusterNode {
             partitions: cluster.partitions,
             owned: Mutex::new(BTreeSet::new()),
             nodes: Mutex::new(Vec::new()),
+            store_health: Mutex::new(BTreeMap::new()),
         });
         let release = CancellationToken::new();
         let bucket = Box::new(leases.clone());
@@ -406,7 +445,7 @@ impl LeaseKeeper {
                         return;
                     }
                     Some(partition) = lost.recv() => {
-                        self.forget_notices(partition);
+                        self.forget(partition);
                         if let Some(held) = self.owned.remove(&partition) {
                             self.stopping.spawn(held.worker.stop());
                         }
@@ -550,6 +589,7 @@ impl LeaseKeeper {
                 true,
             );
             let notices = pipeline.notices.clone();
+            let health = pipeline.health.clone();
             // Subscribed before the worker starts reading, so no commit goes unannounced.
             super::live::spawn_forwarder(
                 self.client.clone(),
@@ -568,6 +608,7 @@ impl LeaseKeeper {
             {
                 Ok(worker) => {
                     lock(&self.revisions).insert(partition, revision);
+                    self.status.set_store_health(partition, Some(health));
                     self.notices
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -604,7 +645,7 @@ impl LeaseKeeper {
     /// delays no renewal; a drain longer than the lease lets the lease expire, which another
     /// node then takes as it takes an emptied one.
     async fn release(&mut self, partition: u32) {
-        self.forget_notices(partition);
+        self.forget(partition);
         let Some(held) = self.owned.remove(&partition) else {
             return;
         };
@@ -621,7 +662,9 @@ impl LeaseKeeper {
         });
     }
 
-    fn forget_notices(&self, partition: u32) {
+    /// Stops relaying notices to a partition given up and reporting its store writer.
+    fn forget(&self, partition: u32) {
+        self.status.set_store_health(partition, None);
         self.notices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
