@@ -78,6 +78,9 @@ pub struct Metrics {
     pub cluster_partition_lag: IntGaugeVec,
     /// Cluster mode: publishes to the fix stream, by result (`acked`, `failed`).
     pub cluster_published: IntCounterVec,
+    /// Cluster mode: time from publishing a submission to the fix stream to JetStream's
+    /// acknowledgement, which is what the device's acknowledgement waits for.
+    pub cluster_publish_seconds: Histogram,
 }
 
 /// Committed alerts remembered for the delivery latency: a dispatcher further behind than this
@@ -87,6 +90,13 @@ const COMMIT_TIMES_KEPT: usize = 4096;
 /// Buckets of the alert latency histograms, in seconds.
 const ALERT_LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Buckets of the fix stream's publish latency, in seconds: a local JetStream answers within
+/// a millisecond or two, a replicated one within a few network round trips.
+const PUBLISH_LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
+    1.0, 5.0,
 ];
 
 /// The channels alert events are delivered on, as metric labels.
@@ -276,6 +286,11 @@ impl Metrics {
                 "ewall_cluster_published_total",
                 "Submissions published to the fix stream, by result (cluster mode).",
                 &["result"],
+            ),
+            cluster_publish_seconds: histogram(
+                "ewall_cluster_publish_duration_seconds",
+                "Time from publishing a submission to the fix stream to its acknowledgement (cluster mode).",
+                PUBLISH_LATENCY_BUCKETS.to_vec(),
             ),
             registry,
         };
