@@ -5,9 +5,10 @@
 //! The API hands each notice to a relay ([`crate::pipeline::Notices::relayed`]), which
 //! publishes it as JSON on the core NATS subject `ewall.notices.<partition>`. Every node
 //! subscribes to `ewall.notices.*` and gives each notice of a partition it owns to that
-//! partition's pipeline. Core NATS delivers at most once: a notice lost, or one that arrives
-//! while its partition is changing hands, costs only promptness, because the change is in the
-//! store, which the next owner of the partition reads when it takes it.
+//! partition's pipeline. Core NATS delivers at most once. A notice that arrives while its
+//! partition is changing hands is not needed: the change is in the store, which the next owner
+//! of the partition reads when it takes it. One lost while the owner stays leaves that owner
+//! without the change until the partition next changes hands (README, cluster "Limits").
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
