@@ -2,8 +2,9 @@
 //! key-value bucket with a worker for each.
 //!
 //! Every third of `lease_ttl` a renewer writes the node's membership key (`nodes.<node_id>`)
-//! and renews each lease held (an update checked against the lease's revision: one that fails
-//! means another node has it, and its worker stops). Beside it, in rounds as often, the node
+//! and renews the leases held, several at once (an update checked against the lease's
+//! revision: one that fails and finds another node named in the lease means that node has
+//! it, and its worker stops). Beside it, in rounds as often, the node
 //! reads which nodes are alive (the bucket's entries expire `lease_ttl` after their last
 //! write, so a node that stops writing drops out) and works out which partitions it should own
 //! by rendezvous hashing over the live nodes ([`super::desired_owner`]): about
@@ -332,9 +333,73 @@ fn lock(revisions: &Revisions) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> 
     revisions.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How many lease renewals of one round are in flight at once: a round costs about
+/// `leases / RENEWALS_IN_FLIGHT` round trips rather than one per lease.
+const RENEWALS_IN_FLIGHT: usize = 16;
+
+/// What one lease's renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// Renewed; the lease's revision now.
+    Renewed(u64),
+    /// Another node holds it (or it was emptied): its worker stops.
+    Lost,
+    /// The bucket did not answer: kept, and tried again next round (if the outage outlasts
+    /// the lease, the next try finds it lost).
+    Unanswered,
+}
+
+/// Renews every lease of `held` (partition, revision), up to [`RENEWALS_IN_FLIGHT`] at a
+/// time, and says what each renewal found.
+async fn renew_all<F, Fut>(held: Vec<(u32, u64)>, renew_one: F) -> Vec<(u32, Renewal)>
+where
+    F: Fn(u32, u64) -> Fut,
+    Fut: std::future::Future<Output = Renewal>,
+{
+    futures::stream::iter(held)
+        .map(|(partition, revision)| {
+            let renewal = renew_one(partition, revision);
+            async move { (partition, renewal.await) }
+        })
+        .buffer_unordered(RENEWALS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Renews one lease: an update checked against its revision. An update that fails is looked
+/// into before the lease is given up: a lease that still names this node (an earlier update
+/// landed though its answer was lost) is kept at the revision found.
+async fn renew_lease(leases: &kv::Store, me: &str, partition: u32, revision: u64) -> Renewal {
+    let key = lease_key(partition);
+    let update = match leases
+        .update(&key, me.as_bytes().to_vec().into(), revision)
+        .await
+    {
+        Ok(next) => return Renewal::Renewed(next),
+        Err(e) => e,
+    };
+    match leases.entry(&key).await {
+        Ok(Some(entry))
+            if entry.operation == kv::Operation::Put && entry.value.as_ref() == me.as_bytes() =>
+        {
+            Renewal::Renewed(entry.revision)
+        }
+        Ok(_) => {
+            warn!(partition, error = %update, "Partition lease lost; stopping its worker.");
+            Renewal::Lost
+        }
+        Err(e) => {
+            warn!(partition, error = %e, "Partition lease not renewed (the bucket did not answer); trying again next round.");
+            Renewal::Unanswered
+        }
+    }
+}
+
 /// Writes the membership key and renews every lease held, every third of a lease period, on
-/// its own: a slow round (a takeover loading a large store) never delays a renewal. A lease
-/// whose renewal fails has another owner now and is reported on `lost`.
+/// its own: a slow round (a takeover loading a large store) never delays a renewal. The
+/// renewals of a round run side by side, so a round takes a few round trips however many
+/// leases are held, and a lease survives a round that fails altogether. A lease whose renewal
+/// finds another owner is reported on `lost`.
 async fn renew(
     cluster: Arc<ClusterConfig>,
     leases: kv::Store,
@@ -350,31 +415,30 @@ async fn renew(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if let Err(e) = leases
-            .put(
-                format!("{NODE_PREFIX}{me}"),
-                chrono::Utc::now().to_rfc3339().into(),
-            )
-            .await
-        {
+        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
+        let membership = leases.put(
+            format!("{NODE_PREFIX}{me}"),
+            chrono::Utc::now().to_rfc3339().into(),
+        );
+        let renewals = renew_all(held, |partition, revision| {
+            renew_lease(&leases, &me, partition, revision)
+        });
+        let (membership, renewals) = tokio::join!(membership, renewals);
+        if let Err(e) = membership {
             warn!(error = %e, "Cluster membership not renewed.");
         }
-        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
-        for (partition, revision) in held {
-            match leases
-                .update(lease_key(partition), me.clone().into(), revision)
-                .await
-            {
-                Ok(next) => {
+        for (partition, renewal) in renewals {
+            match renewal {
+                Renewal::Renewed(next) => {
                     if let Some(current) = lock(&revisions).get_mut(&partition) {
                         *current = next;
                     }
                 }
-                Err(e) => {
-                    warn!(partition, error = %e, "Partition lease lost; stopping its worker.");
+                Renewal::Lost => {
                     lock(&revisions).remove(&partition);
                     let _ = lost.send(partition);
                 }
+                Renewal::Unanswered => {}
             }
         }
     }
@@ -703,5 +767,44 @@ impl LeaseKeeper {
             .owned
             .lock()
             .expect("never poisoned: no panics while held") = owned;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A bucket that takes a twentieth of the lease period to answer each renewal: one at a time,
+    /// 64 of them would outlast the lease.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_of_64_slow_renewals_ends_well_within_the_lease() {
+        let lease_ttl = Duration::from_secs(3);
+        let in_flight = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let held: Vec<(u32, u64)> = (0..64).map(|p| (p, u64::from(p) + 100)).collect();
+        let started = tokio::time::Instant::now();
+        let renewals = renew_all(held, |_, revision| {
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(lease_ttl / 20).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Renewal::Renewed(revision + 1)
+            }
+        })
+        .await;
+        // Virtual time: the clock is paused and moves only as the stand-in sleeps.
+        let took = started.elapsed();
+        assert!(took < lease_ttl / 3, "the round took {took:?}");
+        assert_eq!(peak.load(Ordering::SeqCst), RENEWALS_IN_FLIGHT);
+        let mut renewed: Vec<(u32, Renewal)> = renewals;
+        renewed.sort_by_key(|(p, _)| *p);
+        let expected: Vec<(u32, Renewal)> = (0..64)
+            .map(|p| (p, Renewal::Renewed(u64::from(p) + 101)))
+            .collect();
+        assert_eq!(renewed, expected);
     }
 }
