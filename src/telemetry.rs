@@ -84,6 +84,9 @@ pub struct Metrics {
     /// Cluster mode: time from publishing a submission to the fix stream to JetStream's
     /// acknowledgement, which is what the device's acknowledgement waits for.
     pub cluster_publish_seconds: Histogram,
+    /// Cluster mode: supervision changes an owned partition was told of from the store's
+    /// records rather than (or as well as) by their notice.
+    pub cluster_store_notices: IntCounter,
 }
 
 /// Committed alerts remembered for the delivery latency: a dispatcher further behind than this
@@ -302,6 +305,13 @@ impl Metrics {
                 "ewall_cluster_publish_duration_seconds",
                 "Time from publishing a submission to the fix stream to its acknowledgement (cluster mode).",
                 PUBLISH_LATENCY_BUCKETS.to_vec(),
+            ),
+            cluster_store_notices: register(
+                &registry,
+                IntCounter::new(
+                    "ewall_cluster_store_notices_total",
+                    "Supervision changes handed to an owned partition from the store's records (cluster mode).",
+                ),
             ),
             registry,
         };

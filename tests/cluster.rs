@@ -10,7 +10,8 @@
 //! - A webhook is delivered by one node at a time (each event once), and by another once its
 //!   holder is killed.
 //! - A command made through one node reaches a JT/T 808 terminal connected to another and its
-//!   answer is recorded; a leave granted through one node reaches the partition's owner.
+//!   answer is recorded; a leave granted through one node reaches the partition's owner, and
+//!   so does one whose notice never comes (written to the store alone), from the store.
 //! - A fix sent to one node, for a person whose partition a second node owns, shows on the live
 //!   positions stream of a third, and so does the breach it leads to.
 //! - With the database away, `/readyz` says `degraded` with the reason, and `ready` again once
@@ -1010,17 +1011,56 @@ async fn a_command_made_on_one_node_reaches_a_terminal_on_another_and_is_acknowl
     a.terminate().await;
 }
 
+/// How a test's leave reaches the store.
+#[derive(Clone, Copy, PartialEq)]
+enum Grant {
+    /// Through node a's API, which announces it to the owner.
+    Api,
+    /// Written to the store behind the nodes' backs: no notice is ever sent, as when the
+    /// notice is lost on its way.
+    StoreOnly,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition() {
-    let Some(deployment) = Deployment::create("cluster_notices").await else {
-        return;
-    };
+    if let Some(deployment) = Deployment::create("cluster_notices").await {
+        walk_out_during_a_leave(deployment, Grant::Api).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_whose_notice_is_lost_reaches_the_owner_from_the_store() {
+    if let Some(deployment) = Deployment::create("cluster_lost_notice").await {
+        walk_out_during_a_leave(deployment, Grant::StoreOnly).await;
+    }
+}
+
+/// A counter of a node's `/metrics`.
+async fn counter(deployment: &Deployment, node: &Node, name: &str) -> u64 {
+    let text = deployment
+        .client
+        .get(format!("http://{}/metrics", node.http))
+        .bearer_auth(&deployment.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A leave granted for a person whose partition b owns, then the person's terminal walks out
+/// of its zone through a: no breach during the leave, `leave_overdue` from b at its end.
+async fn walk_out_during_a_leave(deployment: Deployment, grant: Grant) {
     let a = deployment.start("a").await;
     let persons = deployment.persons(&a).await;
     let b = deployment.start("b").await;
     deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
 
-    // A person whose partition b owns; the leave is granted through a.
+    // A person whose partition b owns.
     let owned_by_b: BTreeSet<u32> = deployment.owners(&[&b]).await.into_keys().collect();
     let (device, person) = persons
         .iter()
@@ -1036,21 +1076,68 @@ async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition(
         .get(&a, &format!("/api/v1/persons/{person}/zones"))
         .await;
     // The whole walk is inside the leave's window, which ends a few seconds from now.
-    let end = Utc::now() + chrono::Duration::seconds(4);
-    deployment
-        .api(
-            &a,
-            reqwest::Method::POST,
-            &format!("/api/v1/persons/{person}/leaves"),
-            json!({
-                "from": (track_start() - chrono::Duration::minutes(1)).to_rfc3339(),
-                "to": end.to_rfc3339(),
-                "zone_ids": zones["zone_ids"],
-                "reason": "hospital",
-                "approved_by": "officer 7",
-            }),
-        )
-        .await;
+    let from = track_start() - chrono::Duration::minutes(1);
+    let end = Utc::now() + chrono::Duration::seconds(6);
+    match grant {
+        Grant::Api => {
+            deployment
+                .api(
+                    &a,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/persons/{person}/leaves"),
+                    json!({
+                        "from": from.to_rfc3339(),
+                        "to": end.to_rfc3339(),
+                        "zone_ids": zones["zone_ids"],
+                        "reason": "hospital",
+                        "approved_by": "officer 7",
+                    }),
+                )
+                .await;
+        }
+        Grant::StoreOnly => {
+            use ewall::store::SupervisionRecords;
+            const FROM_STORE: &str = "ewall_cluster_store_notices_total";
+            let told_before = counter(&deployment, &b, FROM_STORE).await;
+            let store = ewall::store::postgres::PgStore::open(
+                &deployment.database.url,
+                &ewall::store::StoreConfig::default(),
+            )
+            .await
+            .unwrap();
+            let zone_ids = zones["zone_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|z| z.as_str().unwrap().parse().unwrap())
+                .collect();
+            store
+                .create_leave(&ewall::model::LeavePermit {
+                    id: uuid::Uuid::new_v4(),
+                    person_id: person.parse().unwrap(),
+                    from,
+                    to: end,
+                    zone_ids,
+                    reason: "hospital".into(),
+                    approved_by: "officer 7".into(),
+                    created_at: Utc::now(),
+                    cancelled_at: None,
+                    ended_at: None,
+                })
+                .await
+                .unwrap();
+            // b reads it from the store at its next round.
+            let started = Instant::now();
+            while counter(&deployment, &b, FROM_STORE).await == told_before {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "b never read the leave from the store; warnings:\n{}",
+                    deployment.warnings()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 
     // The terminal walks out of its zone (through a, the stream takes it to b).
     let mut link = Link::open(Kind::Jt808, a.listeners[&Kind::Jt808], &device)

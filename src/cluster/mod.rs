@@ -23,6 +23,7 @@ pub mod node;
 pub mod notices;
 pub mod owner;
 pub mod publish;
+pub mod resync;
 
 use std::time::Duration;
 

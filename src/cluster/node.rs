@@ -217,6 +217,7 @@ impl ClusterNode {
             revisions: Arc::default(),
             stopping: tokio::task::JoinSet::new(),
             notices: owned_notices,
+            supervision: None,
         };
         let leases = tokio::spawn(keeper.run(release.clone()));
         info!(node = %cluster.node_id, partitions = cluster.partitions, "Cluster mode: publishing fixes to the stream, taking partitions.");
@@ -459,6 +460,9 @@ struct LeaseKeeper {
     stopping: tokio::task::JoinSet<()>,
     /// The notice handle of each owned partition's pipeline, for the notice relay.
     notices: super::notices::OwnedNotices,
+    /// The supervision records as the last round read them, to hand their changes to the
+    /// owned partitions (in case a notice was lost); none before the first read.
+    supervision: Option<super::resync::SupervisionRecords>,
 }
 
 fn lease_key(partition: u32) -> String {
@@ -553,6 +557,8 @@ impl LeaseKeeper {
             .nodes
             .lock()
             .expect("never poisoned: no panics while held") = nodes.clone();
+        // Before any partition is taken: one taken below loads its state after this read.
+        self.resync_supervision().await;
         let hand_over: Vec<u32> = self
             .owned
             .keys()
@@ -584,6 +590,36 @@ impl LeaseKeeper {
         {
             warn!(error = %e, "Devices and zones not refreshed from the store.");
         }
+    }
+
+    /// Reads the supervision records and hands what changed since the last read to the
+    /// owned partitions' pipelines ([`super::resync`]).
+    async fn resync_supervision(&mut self) {
+        let now = chrono::Utc::now();
+        let records = match super::resync::SupervisionRecords::read(
+            self.context.store.as_ref(),
+            now,
+        )
+        .await
+        {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(error = %e, "Supervision records not re-read from the store; trying again next round.");
+                return;
+            }
+        };
+        if let Some(older) = &self.supervision {
+            let changes = records.changes_since(older, now);
+            let owned = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+            for notice in changes {
+                let partition = partition_of(&notice.person(), self.cluster.partitions);
+                if let Some(notices) = owned.get(&partition) {
+                    notices.send(notice);
+                    self.context.metrics.cluster_store_notices.inc();
+                }
+            }
+        }
+        self.supervision = Some(records);
     }
 
     async fn live_nodes(&self) -> Result<Vec<String>, ClusterError> {

@@ -7,8 +7,8 @@
 //! subscribes to `ewall.notices.*` and gives each notice of a partition it owns to that
 //! partition's pipeline. Core NATS delivers at most once. A notice that arrives while its
 //! partition is changing hands is not needed: the change is in the store, which the next owner
-//! of the partition reads when it takes it. One lost while the owner stays leaves that owner
-//! without the change until the partition next changes hands (README, cluster "Limits").
+//! of the partition reads when it takes it. One lost while the owner stays reaches the owner
+//! from the store at its next lease round ([`super::resync`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -56,12 +56,12 @@ pub async fn spawn_relay(
                     let payload = match serde_json::to_vec(&notice) {
                         Ok(payload) => payload,
                         Err(e) => {
-                            warn!(error = %e, "Supervision notice not encoded; the owner reads the change at its next takeover.");
+                            warn!(error = %e, "Supervision notice not encoded; the owner reads the change from the store at its next round.");
                             continue;
                         }
                     };
                     if let Err(e) = client.publish(format!("{prefix}{partition}"), payload.into()).await {
-                        warn!(partition, error = %e, "Supervision notice not published; the owner reads the change at its next takeover.");
+                        warn!(partition, error = %e, "Supervision notice not published; the owner reads the change from the store at its next round.");
                     }
                 }
                 message = subscription.next() => {
