@@ -1647,6 +1647,10 @@ mod tests {
     }
 
     async fn start(store: Arc<FlakyStore>) -> Pipeline {
+        start_counted(store, Arc::new(Metrics::new())).await
+    }
+
+    async fn start_counted(store: Arc<FlakyStore>, metrics: Arc<Metrics>) -> Pipeline {
         let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
         let resume = Resume::load(store.as_ref()).await.unwrap();
         let settings = PipelineSettings {
@@ -1663,7 +1667,7 @@ mod tests {
             supervision: SupervisionConfig::default(),
             clock: Clock::System,
         };
-        Pipeline::spawn(settings, store, registry, Arc::new(Metrics::new()), &resume)
+        Pipeline::spawn(settings, store, registry, metrics, &resume)
     }
 
     /// A fix `minute` minutes into the morning, at the home circle's centre or 3 km east.
@@ -1804,6 +1808,57 @@ mod tests {
             zone_alerts(&store).await,
             vec![(AlertKind::ZoneExit, false)]
         );
+    }
+
+    /// Sends one fix without waiting for its commit; the notice tells of it.
+    async fn send(
+        pipeline: &Pipeline,
+        person: PersonId,
+        minute: u32,
+    ) -> oneshot::Receiver<Result<(), crate::model::CommitFailed>> {
+        let (done, notice) = oneshot::channel();
+        pipeline
+            .submissions
+            .send(Submission {
+                person_id: person,
+                fixes: vec![fix(person, minute, false)],
+                alarms: Vec::new(),
+                wifi: Vec::new(),
+                crs: Crs::Wgs84,
+                heard: None,
+                done: Some(done),
+            })
+            .await
+            .unwrap();
+        notice
+    }
+
+    #[tokio::test]
+    async fn the_store_gauges_combine_every_writer_sharing_the_metrics() {
+        let metrics = Arc::new(Metrics::new());
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ((store_a, person_a), (store_b, person_b)) =
+            (flaky_setup(&dir_a).await, flaky_setup(&dir_b).await);
+        let a = start_counted(store_a.clone(), metrics.clone()).await;
+        let b = start_counted(store_b.clone(), metrics.clone()).await;
+        store_a.unreachable.store(true, Ordering::SeqCst);
+        store_b.unreachable.store(true, Ordering::SeqCst);
+        let held_a = send(&a, person_a, 0).await;
+        let held_b = send(&b, person_b, 0).await;
+        until(|| a.health.outage().is_some() && b.health.outage().is_some()).await;
+        assert_eq!(metrics.store_unavailable.get(), 1);
+        assert_eq!(metrics.store_held_positions.get(), 2);
+        // One writer reaches its database again; the other is still cut off.
+        store_a.unreachable.store(false, Ordering::SeqCst);
+        assert_eq!(held_a.await.unwrap(), Ok(()));
+        assert_eq!(metrics.store_unavailable.get(), 1, "b still holds a batch");
+        assert_eq!(metrics.store_held_positions.get(), 1);
+        store_b.unreachable.store(false, Ordering::SeqCst);
+        assert_eq!(held_b.await.unwrap(), Ok(()));
+        assert_eq!(metrics.store_unavailable.get(), 0);
+        assert_eq!(metrics.store_held_positions.get(), 0);
+        a.join().await;
+        b.join().await;
     }
 
     #[tokio::test]

@@ -454,16 +454,15 @@ impl Processing {
         }
     }
 
-    /// What the positions stream follows. A cluster node's partitions each commit through
-    /// their own pipeline, and nothing carries their commits to every node yet, so there the
-    /// stream sends the latest positions and states when it opens and no live changes.
+    /// What the positions stream follows: this node's pipeline, or on a cluster node what
+    /// every partition's owner announces of its commits ([`crate::cluster::live`]).
     fn live(&self) -> api::positions::LiveFeeds {
         match self {
             Processing::Local(p) => api::positions::LiveFeeds {
                 fixes: p.fixes.clone(),
                 alerts: p.alerts.clone(),
             },
-            Processing::Cluster(..) => api::positions::LiveFeeds::default(),
+            Processing::Cluster(node, _) => node.live.clone(),
         }
     }
 

@@ -44,9 +44,9 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Failed commit attempts.
     pub commit_failures: IntCounter,
-    /// 1 while the store writer cannot reach the database and holds a batch, else 0.
+    /// 1 while a store writer cannot reach the database and holds a batch, else 0.
     pub store_unavailable: IntGauge,
-    /// Positions in the batch held while the database cannot be reached.
+    /// Positions in the batches held while the database cannot be reached.
     pub store_held_positions: IntGauge,
     /// Frames (or MQTT publish runs) that found the pipeline's entrance full and waited for
     /// room, by protocol: back-pressure from a slow or unreachable store.
@@ -71,6 +71,9 @@ pub struct Metrics {
     /// When recently committed alerts were committed, by feed position, for
     /// `alert_delivery_seconds`.
     commit_times: Mutex<VecDeque<(i64, Instant)>>,
+    /// The store writers cut off from the database (a cluster node runs one per partition)
+    /// and the positions they hold together, behind the two store gauges.
+    store_cut_off: Mutex<StoreCutOff>,
     /// Cluster mode: 1 for each partition this node owns, 0 for the others, by partition.
     pub cluster_partition_owned: IntGaugeVec,
     /// Cluster mode: messages of an owned partition not yet acknowledged (waiting or in
@@ -78,6 +81,12 @@ pub struct Metrics {
     pub cluster_partition_lag: IntGaugeVec,
     /// Cluster mode: publishes to the fix stream, by result (`acked`, `failed`).
     pub cluster_published: IntCounterVec,
+    /// Cluster mode: time from publishing a submission to the fix stream to JetStream's
+    /// acknowledgement, which is what the device's acknowledgement waits for.
+    pub cluster_publish_seconds: Histogram,
+    /// Cluster mode: supervision changes an owned partition was told of from the store's
+    /// records rather than (or as well as) by their notice.
+    pub cluster_store_notices: IntCounter,
 }
 
 /// Committed alerts remembered for the delivery latency: a dispatcher further behind than this
@@ -88,6 +97,20 @@ const COMMIT_TIMES_KEPT: usize = 4096;
 const ALERT_LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
 ];
+
+/// Buckets of the fix stream's publish latency, in seconds: a local JetStream answers within
+/// a millisecond or two, a replicated one within a few network round trips.
+const PUBLISH_LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
+    1.0, 5.0,
+];
+
+/// The store writers cut off from the database, and what they hold together.
+#[derive(Debug, Default)]
+struct StoreCutOff {
+    writers: usize,
+    held: usize,
+}
 
 /// The channels alert events are delivered on, as metric labels.
 pub const DELIVERY_CHANNELS: [&str; 3] = ["mqtt", "webhook", "sse"];
@@ -252,6 +275,7 @@ impl Metrics {
                 ),
             ),
             commit_times: Mutex::new(VecDeque::with_capacity(64)),
+            store_cut_off: Mutex::new(StoreCutOff::default()),
             cluster_partition_owned: register(
                 &registry,
                 IntGaugeVec::new(
@@ -276,6 +300,18 @@ impl Metrics {
                 "ewall_cluster_published_total",
                 "Submissions published to the fix stream, by result (cluster mode).",
                 &["result"],
+            ),
+            cluster_publish_seconds: histogram(
+                "ewall_cluster_publish_duration_seconds",
+                "Time from publishing a submission to the fix stream to its acknowledgement (cluster mode).",
+                PUBLISH_LATENCY_BUCKETS.to_vec(),
+            ),
+            cluster_store_notices: register(
+                &registry,
+                IntCounter::new(
+                    "ewall_cluster_store_notices_total",
+                    "Supervision changes handed to an owned partition from the store's records (cluster mode).",
+                ),
             ),
             registry,
         };
@@ -360,6 +396,27 @@ impl Metrics {
     /// Counts a dead-lettered webhook delivery.
     pub fn dead_lettered(&self) {
         self.webhook_dead_letters.inc();
+    }
+
+    /// A store writer's part in the store gauges: `before` is what it held while cut off from
+    /// the database (`None` when it was not), `now` what it holds now. The gauges combine
+    /// every writer: unavailable while any is cut off, the positions all of them hold.
+    pub fn store_writer_holds(&self, before: Option<usize>, now: Option<usize>) {
+        let mut cut_off = self
+            .store_cut_off
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(held) = before {
+            cut_off.writers = cut_off.writers.saturating_sub(1);
+            cut_off.held = cut_off.held.saturating_sub(held);
+        }
+        if let Some(held) = now {
+            cut_off.writers += 1;
+            cut_off.held += held;
+        }
+        self.store_unavailable.set(i64::from(cut_off.writers > 0));
+        self.store_held_positions
+            .set(i64::try_from(cut_off.held).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus text format.

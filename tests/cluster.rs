@@ -10,7 +10,12 @@
 //! - A webhook is delivered by one node at a time (each event once), and by another once its
 //!   holder is killed.
 //! - A command made through one node reaches a JT/T 808 terminal connected to another and its
-//!   answer is recorded; a leave granted through one node reaches the partition's owner.
+//!   answer is recorded; a leave granted through one node reaches the partition's owner, and
+//!   so does one whose notice never comes (written to the store alone), from the store.
+//! - A fix sent to one node, for a person whose partition a second node owns, shows on the live
+//!   positions stream of a third, and so does the breach it leads to.
+//! - With the database away, `/readyz` says `degraded` with the reason, and `ready` again once
+//!   it is back; nothing acknowledged meanwhile is lost or doubled.
 //!
 //! Each test has its own database and its own NATS namespace (stream and bucket), deleted at
 //! the end. Without either variable a test prints one line and passes as skipped.
@@ -116,6 +121,10 @@ struct Deployment {
     client: reqwest::Client,
     /// More configuration, the same on every node.
     extra: String,
+    /// Where the nodes reach the store, when not at the database itself (through a proxy).
+    store_url: Option<String>,
+    /// More lines of the `[store]` section.
+    store_extra: String,
 }
 
 impl Deployment {
@@ -131,6 +140,8 @@ impl Deployment {
             token: String::new(),
             client: reqwest::Client::new(),
             extra: String::new(),
+            store_url: None,
+            store_extra: String::new(),
         };
         let config = deployment.config("a");
         deployment.token = admin_token(&config);
@@ -142,11 +153,12 @@ impl Deployment {
         let dir = self.dir.path();
         let mut text = format!(
             "data_dir = {:?}\nshutdown_timeout = \"20s\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
-             [mqtt]\nenabled = false\n\n[store]\nurl = {:?}\npool_max = 4\n\n\
+             [mqtt]\nenabled = false\n\n[store]\nurl = {:?}\npool_max = 4\n{}\n\
              [cluster]\nnats_url = {:?}\nnode_id = {name:?}\npartitions = {PARTITIONS}\n\
              lease_ttl = \"{}s\"\nack_wait = \"2s\"\nnamespace = {:?}\n",
             dir.join(name).display().to_string(),
-            self.database.url,
+            self.store_url.as_ref().unwrap_or(&self.database.url),
+            self.store_extra,
             self.namespace.nats,
             LEASE_TTL.as_secs(),
             self.namespace.name,
@@ -999,17 +1011,56 @@ async fn a_command_made_on_one_node_reaches_a_terminal_on_another_and_is_acknowl
     a.terminate().await;
 }
 
+/// How a test's leave reaches the store.
+#[derive(Clone, Copy, PartialEq)]
+enum Grant {
+    /// Through node a's API, which announces it to the owner.
+    Api,
+    /// Written to the store behind the nodes' backs: no notice is ever sent, as when the
+    /// notice is lost on its way.
+    StoreOnly,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition() {
-    let Some(deployment) = Deployment::create("cluster_notices").await else {
-        return;
-    };
+    if let Some(deployment) = Deployment::create("cluster_notices").await {
+        walk_out_during_a_leave(deployment, Grant::Api).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_whose_notice_is_lost_reaches_the_owner_from_the_store() {
+    if let Some(deployment) = Deployment::create("cluster_lost_notice").await {
+        walk_out_during_a_leave(deployment, Grant::StoreOnly).await;
+    }
+}
+
+/// A counter of a node's `/metrics`.
+async fn counter(deployment: &Deployment, node: &Node, name: &str) -> u64 {
+    let text = deployment
+        .client
+        .get(format!("http://{}/metrics", node.http))
+        .bearer_auth(&deployment.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A leave granted for a person whose partition b owns, then the person's terminal walks out
+/// of its zone through a: no breach during the leave, `leave_overdue` from b at its end.
+async fn walk_out_during_a_leave(deployment: Deployment, grant: Grant) {
     let a = deployment.start("a").await;
     let persons = deployment.persons(&a).await;
     let b = deployment.start("b").await;
     deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
 
-    // A person whose partition b owns; the leave is granted through a.
+    // A person whose partition b owns.
     let owned_by_b: BTreeSet<u32> = deployment.owners(&[&b]).await.into_keys().collect();
     let (device, person) = persons
         .iter()
@@ -1025,21 +1076,68 @@ async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition(
         .get(&a, &format!("/api/v1/persons/{person}/zones"))
         .await;
     // The whole walk is inside the leave's window, which ends a few seconds from now.
-    let end = Utc::now() + chrono::Duration::seconds(4);
-    deployment
-        .api(
-            &a,
-            reqwest::Method::POST,
-            &format!("/api/v1/persons/{person}/leaves"),
-            json!({
-                "from": (track_start() - chrono::Duration::minutes(1)).to_rfc3339(),
-                "to": end.to_rfc3339(),
-                "zone_ids": zones["zone_ids"],
-                "reason": "hospital",
-                "approved_by": "officer 7",
-            }),
-        )
-        .await;
+    let from = track_start() - chrono::Duration::minutes(1);
+    let end = Utc::now() + chrono::Duration::seconds(6);
+    match grant {
+        Grant::Api => {
+            deployment
+                .api(
+                    &a,
+                    reqwest::Method::POST,
+                    &format!("/api/v1/persons/{person}/leaves"),
+                    json!({
+                        "from": from.to_rfc3339(),
+                        "to": end.to_rfc3339(),
+                        "zone_ids": zones["zone_ids"],
+                        "reason": "hospital",
+                        "approved_by": "officer 7",
+                    }),
+                )
+                .await;
+        }
+        Grant::StoreOnly => {
+            use ewall::store::SupervisionRecords;
+            const FROM_STORE: &str = "ewall_cluster_store_notices_total";
+            let told_before = counter(&deployment, &b, FROM_STORE).await;
+            let store = ewall::store::postgres::PgStore::open(
+                &deployment.database.url,
+                &ewall::store::StoreConfig::default(),
+            )
+            .await
+            .unwrap();
+            let zone_ids = zones["zone_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|z| z.as_str().unwrap().parse().unwrap())
+                .collect();
+            store
+                .create_leave(&ewall::model::LeavePermit {
+                    id: uuid::Uuid::new_v4(),
+                    person_id: person.parse().unwrap(),
+                    from,
+                    to: end,
+                    zone_ids,
+                    reason: "hospital".into(),
+                    approved_by: "officer 7".into(),
+                    created_at: Utc::now(),
+                    cancelled_at: None,
+                    ended_at: None,
+                })
+                .await
+                .unwrap();
+            // b reads it from the store at its next round.
+            let started = Instant::now();
+            while counter(&deployment, &b, FROM_STORE).await == told_before {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "b never read the leave from the store; warnings:\n{}",
+                    deployment.warnings()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 
     // The terminal walks out of its zone (through a, the stream takes it to b).
     let mut link = Link::open(Kind::Jt808, a.listeners[&Kind::Jt808], &device)
@@ -1076,6 +1174,195 @@ async fn a_leave_granted_on_one_node_reaches_the_owner_of_the_persons_partition(
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(kinds, ["leave_overdue"], "the owner knew of the leave");
+    let (mut a, mut b) = (a, b);
+    b.terminate().await;
+    a.terminate().await;
+}
+
+/// Reads server-sent events from `response` until one named `position` satisfies `wanted`.
+async fn next_position(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                if !block.lines().any(|l| l.trim() == "event: position") {
+                    continue;
+                }
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                let data: Value = serde_json::from_str(&data).unwrap();
+                if wanted(&data) {
+                    return data;
+                }
+            }
+            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the position within 20 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fix_committed_by_one_node_shows_on_the_positions_stream_of_another() {
+    let Some(deployment) = Deployment::create("cluster_live").await else {
+        return;
+    };
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    let c = deployment.start("c").await;
+    let nodes = [&a, &b, &c];
+    deployment.settled(&nodes, Duration::from_secs(30)).await;
+
+    // A GT06 wearer; the node owning the person's partition, one to send through and one to
+    // watch from, all three different.
+    let owners = deployment.owners(&nodes).await;
+    let (device, person) = persons
+        .iter()
+        .find(|(device, _)| device.starts_with("86"))
+        .map(|(d, p)| (d.clone(), p.clone()))
+        .unwrap();
+    let partition = ewall::cluster::partition_of(&person.parse().unwrap(), PARTITIONS);
+    let owner = nodes
+        .iter()
+        .position(|n| owners[&partition] == [n.name.clone()])
+        .unwrap();
+    let (sender, watcher) = (nodes[(owner + 1) % 3], nodes[(owner + 2) % 3]);
+    let i: usize = device[7..14].parse().unwrap();
+
+    let mut stream = deployment
+        .client
+        .get(format!("http://{}/api/v1/positions/stream", watcher.http))
+        .bearer_auth(&deployment.token)
+        .send()
+        .await
+        .unwrap();
+    // The stream follows the live feed from before its headers are sent.
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+
+    let mut link = Link::open(Kind::Gt06, sender.listeners[&Kind::Gt06], &device)
+        .await
+        .unwrap();
+    link.socket
+        .write_all(&location(Kind::Gt06, &device, i, 0))
+        .await
+        .unwrap();
+    assert_eq!(link.next_ack().await, Some(2));
+    let first = next_position(&mut stream, &mut buffer, |p| {
+        p["person_id"] == person.as_str()
+    })
+    .await;
+    assert_eq!(first["device_id"], device.as_str());
+    assert_eq!(first["state"], "compliant");
+    assert!(
+        (first["lat"].as_f64().unwrap() - HOME.1).abs() < 1e-6,
+        "{first}"
+    );
+
+    // The walk out of the zone: the watcher sees the breach the owner raised.
+    for n in 1..FIXES {
+        link.socket
+            .write_all(&location(Kind::Gt06, &device, i, n))
+            .await
+            .unwrap();
+        assert_eq!(link.next_ack().await, Some(u16::try_from(n + 2).unwrap()));
+    }
+    let breach = next_position(&mut stream, &mut buffer, |p| {
+        p["person_id"] == person.as_str() && p["state"] == "breach"
+    })
+    .await;
+    eprintln!(
+        "fix sent to {}, committed by {} (partition {partition}), shown by {}: {breach}",
+        sender.name, nodes[owner].name, watcher.name
+    );
+    drop(stream);
+    let (mut a, mut b, mut c) = (a, b, c);
+    c.terminate().await;
+    b.terminate().await;
+    a.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_database_going_away_and_coming_back() {
+    let Some(mut deployment) = Deployment::create("cluster_outage").await else {
+        return;
+    };
+    let proxy =
+        common::proxy::Proxy::start(common::proxy::upstream_of(&deployment.database.url).await)
+            .await;
+    deployment.store_url = Some(common::proxy::through(&deployment.database.url, proxy.addr));
+    deployment.store_extra = "acquire_timeout = \"1s\"\n".into();
+    let a = deployment.start("a").await;
+    let persons = deployment.persons(&a).await;
+    let b = deployment.start("b").await;
+    deployment.settled(&[&a, &b], Duration::from_secs(30)).await;
+    let readiness = |node: &Node| {
+        let request = deployment
+            .client
+            .get(format!("http://{}/readyz", node.http))
+            .timeout(Duration::from_secs(5));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(readiness(&a).await.0, 200);
+
+    let (_nodes_tx, nodes) =
+        watch::channel(vec![Some(a.listeners.clone()), Some(b.listeners.clone())]);
+    let acks = Arc::new(AtomicUsize::new(0));
+    let devices = spawn_devices(&nodes, &acks, Duration::from_millis(40));
+    let total = 2 * DEVICES_PER_PROTOCOL * FIXES;
+    until_acks(&acks, total / 5, &deployment.log()).await;
+
+    proxy.cut();
+    let started = Instant::now();
+    let body = loop {
+        let (status, body) = readiness(&a).await;
+        if status == 503 && body["held_positions"].as_u64().unwrap_or(0) > 0 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not degraded with positions held: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["type"], "urn:ewall:problem:degraded", "{body}");
+    assert_eq!(body["title"], "degraded", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("cannot reach the database"), "{body}");
+    assert!(detail.contains("wait in the fix stream"), "{body}");
+    assert!(body["since"].is_string(), "{body}");
+    assert_eq!(body["cluster"]["node_id"], "a", "{body}");
+    eprintln!("degraded: {body}");
+
+    proxy.restore();
+    let started = Instant::now();
+    loop {
+        let (status, body) = readiness(&a).await;
+        if status == 200 {
+            assert_eq!(body["status"], "ready", "{body}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not ready again: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    finish(devices).await;
+    deployment.check_exactly_once(&a, &persons).await;
     let (mut a, mut b) = (a, b);
     b.terminate().await;
     a.terminate().await;

@@ -61,27 +61,43 @@ pub const DEGRADED: &str = "urn:ewall:problem:degraded";
         (status = 200, description = "Ready: the database answers and batches commit.", body = Readiness),
         (status = 503, description = "Degraded: the database does not answer or the store \
             writer cannot reach it. Device connections stay open; their positions are held and \
-            not acknowledged until the database answers.",
+            not acknowledged until the database answers (in cluster mode they are acknowledged \
+            once in the fix stream, and wait there).",
          content_type = "application/problem+json", body = Degraded),
     ),
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let outage = state.store_health.outage();
-    let reason = match &outage {
-        Some(outage) => format!(
-            "the store writer cannot reach the database ({}); {} positions held, devices not acknowledged",
-            outage.reason, outage.held_positions
-        ),
+    // A cluster node has a store writer per owned partition; its devices are acknowledged
+    // by the fix stream, where what the writers cannot commit waits.
+    let (outage, reason) = match &state.cluster {
+        None => {
+            let outage = state.store_health.outage();
+            let reason = outage.as_ref().map(|o| {
+                format!(
+                    "the store writer cannot reach the database ({}); {} positions held, devices not acknowledged",
+                    o.reason, o.held_positions
+                )
+            });
+            (outage, reason)
+        }
+        Some(cluster) => match cluster.store_outage() {
+            Some((outage, partitions)) => {
+                let reason = format!(
+                    "the store writers of {partitions} of this node's partitions cannot reach the database ({}); {} positions held, the rest wait in the fix stream",
+                    outage.reason, outage.held_positions
+                );
+                (Some(outage), Some(reason))
+            }
+            None => (None, None),
+        },
+    };
+    let reason = match reason {
+        Some(reason) => reason,
         None => match tokio::time::timeout(READY_PROBE_TIMEOUT, state.store.ping()).await {
             Ok(Ok(())) => {
                 return Json(Readiness {
                     status: ReadinessStatus::Ready,
-                    cluster: state.cluster.as_ref().map(|c| ClusterReadiness {
-                        node_id: c.node_id.clone(),
-                        partitions: c.owned(),
-                        nodes: c.nodes(),
-                        partition_count: c.partitions,
-                    }),
+                    cluster: cluster_readiness(&state),
                 })
                 .into_response()
             }
@@ -99,6 +115,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         detail: reason,
         since: outage.as_ref().map(|o| o.since),
         held_positions: outage.map(|o| o.held_positions as u64),
+        cluster: cluster_readiness(&state),
     };
     (
         StatusCode::SERVICE_UNAVAILABLE,
@@ -106,6 +123,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Json(degraded),
     )
         .into_response()
+}
+
+fn cluster_readiness(state: &AppState) -> Option<ClusterReadiness> {
+    state.cluster.as_ref().map(|c| ClusterReadiness {
+        node_id: c.node_id.clone(),
+        partitions: c.owned(),
+        nodes: c.nodes(),
+        partition_count: c.partitions,
+    })
 }
 
 /// What `/readyz` answers when ready.
@@ -154,12 +180,16 @@ pub struct Degraded {
     pub status: u16,
     /// The reason: what the database last answered, or that it did not answer in time.
     pub detail: String,
-    /// When the store writer's first commit failed for want of the database; absent when only
-    /// the probe failed.
+    /// When the store writer's first commit failed for want of the database (in cluster mode,
+    /// the first of the owned partitions' writers); absent when only the probe failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
-    /// Positions the store writer holds until the database answers; absent as `since` is.
+    /// Positions the store writer holds until the database answers (in cluster mode, all the
+    /// owned partitions' writers together); absent as `since` is.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0)]
     pub held_positions: Option<u64>,
+    /// Cluster mode only: this node and the partitions it owns now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReadiness>,
 }

@@ -18,10 +18,12 @@
 
 pub mod commands;
 pub mod dispatch_lease;
+pub mod live;
 pub mod node;
 pub mod notices;
 pub mod owner;
 pub mod publish;
+pub mod resync;
 
 use std::time::Duration;
 
@@ -150,6 +152,17 @@ impl ClusterConfig {
     /// The subject prefix of the supervision notices, before the partition.
     pub fn notices_subject_prefix(&self) -> String {
         format!("{}ewall.notices.", self.subject_prefix())
+    }
+
+    /// The core NATS subject on which a partition's owner announces what it committed, for
+    /// every node's live positions stream.
+    pub fn positions_subject(&self, partition: u32) -> String {
+        format!("{}ewall.positions.{partition}", self.subject_prefix())
+    }
+
+    /// The subjects of every partition's live positions.
+    pub fn positions_subjects(&self) -> String {
+        format!("{}ewall.positions.*", self.subject_prefix())
     }
 
     /// The subjects of the fix stream.

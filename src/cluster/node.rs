@@ -2,8 +2,9 @@
 //! key-value bucket with a worker for each.
 //!
 //! Every third of `lease_ttl` a renewer writes the node's membership key (`nodes.<node_id>`)
-//! and renews each lease held (an update checked against the lease's revision: one that fails
-//! means another node has it, and its worker stops). Beside it, in rounds as often, the node
+//! and renews the leases held, several at once (an update checked against the lease's
+//! revision: one that fails and finds another node named in the lease means that node has
+//! it, and its worker stops). Beside it, in rounds as often, the node
 //! reads which nodes are alive (the bucket's entries expire `lease_ttl` after their last
 //! write, so a node that stops writing drops out) and works out which partitions it should own
 //! by rendezvous hashing over the live nodes ([`super::desired_owner`]): about
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::model::Submission;
 use crate::pipeline::{Pipeline, PipelineSettings, Resume};
 use crate::registry::Registry;
+use crate::store::health::{Outage, StoreHealth};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -46,6 +48,8 @@ pub struct ClusterStatus {
     pub partitions: u32,
     owned: Mutex<BTreeSet<u32>>,
     nodes: Mutex<Vec<String>>,
+    /// The store writer's view of the database in each owned partition's pipeline.
+    store_health: Mutex<BTreeMap<u32, Arc<StoreHealth>>>,
 }
 
 impl ClusterStatus {
@@ -66,6 +70,41 @@ impl ClusterStatus {
             .expect("never poisoned: no panics while held")
             .clone()
     }
+
+    /// The database outage the owned partitions' store writers are in, if any: since the
+    /// first of them failed, with the reason it gave, the positions all of them hold, and
+    /// how many partitions are held up.
+    pub fn store_outage(&self) -> Option<(Outage, usize)> {
+        let healths: Vec<Arc<StoreHealth>> = self
+            .store_health
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .values()
+            .cloned()
+            .collect();
+        let outages: Vec<Outage> = healths.iter().filter_map(|h| h.outage()).collect();
+        let partitions = outages.len();
+        let held: usize = outages.iter().map(|o| o.held_positions).sum();
+        let first = outages.into_iter().min_by_key(|o| o.since)?;
+        Some((
+            Outage {
+                held_positions: held,
+                ..first
+            },
+            partitions,
+        ))
+    }
+
+    fn set_store_health(&self, partition: u32, health: Option<Arc<StoreHealth>>) {
+        let mut healths = self
+            .store_health
+            .lock()
+            .expect("never poisoned: no panics while held");
+        match health {
+            Some(health) => healths.insert(partition, health),
+            None => healths.remove(&partition),
+        };
+    }
 }
 
 /// A running cluster node.
@@ -76,7 +115,10 @@ pub struct ClusterNode {
     pub status: Arc<ClusterStatus>,
     /// Where the API sends its notices: to the owner of the person's partition.
     pub notices: crate::pipeline::Notices,
+    /// What every partition's owner committed, for this node's positions streams.
+    pub live: crate::api::positions::LiveFeeds,
     notice_relay: (JoinHandle<()>, CancellationToken),
+    live_follower: (JoinHandle<()>, CancellationToken),
     publisher: JoinHandle<()>,
     leases: JoinHandle<()>,
     release: CancellationToken,
@@ -148,6 +190,7 @@ impl ClusterNode {
             partitions: cluster.partitions,
             owned: Mutex::new(BTreeSet::new()),
             nodes: Mutex::new(Vec::new()),
+            store_health: Mutex::new(BTreeMap::new()),
         });
         let release = CancellationToken::new();
         let bucket = Box::new(leases.clone());
@@ -160,7 +203,11 @@ impl ClusterNode {
             stop_notices.clone(),
         )
         .await?;
+        let stop_live = CancellationToken::new();
+        let (live, live_task) =
+            super::live::spawn_follower(client.clone(), &cluster, stop_live.clone()).await?;
         let keeper = LeaseKeeper {
+            client: client.clone(),
             cluster: cluster.clone(),
             leases,
             stream,
@@ -170,6 +217,7 @@ impl ClusterNode {
             revisions: Arc::default(),
             stopping: tokio::task::JoinSet::new(),
             notices: owned_notices,
+            supervision: None,
         };
         let leases = tokio::spawn(keeper.run(release.clone()));
         info!(node = %cluster.node_id, partitions = cluster.partitions, "Cluster mode: publishing fixes to the stream, taking partitions.");
@@ -177,7 +225,9 @@ impl ClusterNode {
             submissions,
             status,
             notices,
+            live,
             notice_relay: (notice_task, stop_notices),
+            live_follower: (live_task, stop_live),
             publisher,
             leases,
             release,
@@ -223,6 +273,8 @@ impl ClusterNode {
         let _ = self.leases.await;
         self.notice_relay.1.cancel();
         let _ = self.notice_relay.0.await;
+        self.live_follower.1.cancel();
+        let _ = self.live_follower.0.await;
     }
 }
 
@@ -282,9 +334,73 @@ fn lock(revisions: &Revisions) -> std::sync::MutexGuard<'_, BTreeMap<u32, u64>> 
     revisions.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How many lease renewals of one round are in flight at once: a round costs about
+/// `leases / RENEWALS_IN_FLIGHT` round trips rather than one per lease.
+const RENEWALS_IN_FLIGHT: usize = 16;
+
+/// What one lease's renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renewal {
+    /// Renewed; the lease's revision now.
+    Renewed(u64),
+    /// Another node holds it (or it was emptied): its worker stops.
+    Lost,
+    /// The bucket did not answer: kept, and tried again next round (if the outage outlasts
+    /// the lease, the next try finds it lost).
+    Unanswered,
+}
+
+/// Renews every lease of `held` (partition, revision), up to [`RENEWALS_IN_FLIGHT`] at a
+/// time, and says what each renewal found.
+async fn renew_all<F, Fut>(held: Vec<(u32, u64)>, renew_one: F) -> Vec<(u32, Renewal)>
+where
+    F: Fn(u32, u64) -> Fut,
+    Fut: std::future::Future<Output = Renewal>,
+{
+    futures::stream::iter(held)
+        .map(|(partition, revision)| {
+            let renewal = renew_one(partition, revision);
+            async move { (partition, renewal.await) }
+        })
+        .buffer_unordered(RENEWALS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Renews one lease: an update checked against its revision. An update that fails is looked
+/// into before the lease is given up: a lease that still names this node (an earlier update
+/// landed though its answer was lost) is kept at the revision found.
+async fn renew_lease(leases: &kv::Store, me: &str, partition: u32, revision: u64) -> Renewal {
+    let key = lease_key(partition);
+    let update = match leases
+        .update(&key, me.as_bytes().to_vec().into(), revision)
+        .await
+    {
+        Ok(next) => return Renewal::Renewed(next),
+        Err(e) => e,
+    };
+    match leases.entry(&key).await {
+        Ok(Some(entry))
+            if entry.operation == kv::Operation::Put && entry.value.as_ref() == me.as_bytes() =>
+        {
+            Renewal::Renewed(entry.revision)
+        }
+        Ok(_) => {
+            warn!(partition, error = %update, "Partition lease lost; stopping its worker.");
+            Renewal::Lost
+        }
+        Err(e) => {
+            warn!(partition, error = %e, "Partition lease not renewed (the bucket did not answer); trying again next round.");
+            Renewal::Unanswered
+        }
+    }
+}
+
 /// Writes the membership key and renews every lease held, every third of a lease period, on
-/// its own: a slow round (a takeover loading a large store) never delays a renewal. A lease
-/// whose renewal fails has another owner now and is reported on `lost`.
+/// its own: a slow round (a takeover loading a large store) never delays a renewal. The
+/// renewals of a round run side by side, so a round takes a few round trips however many
+/// leases are held, and a lease survives a round that fails altogether. A lease whose renewal
+/// finds another owner is reported on `lost`.
 async fn renew(
     cluster: Arc<ClusterConfig>,
     leases: kv::Store,
@@ -300,37 +416,38 @@ async fn renew(
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if let Err(e) = leases
-            .put(
-                format!("{NODE_PREFIX}{me}"),
-                chrono::Utc::now().to_rfc3339().into(),
-            )
-            .await
-        {
+        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
+        let membership = leases.put(
+            format!("{NODE_PREFIX}{me}"),
+            chrono::Utc::now().to_rfc3339().into(),
+        );
+        let renewals = renew_all(held, |partition, revision| {
+            renew_lease(&leases, &me, partition, revision)
+        });
+        let (membership, renewals) = tokio::join!(membership, renewals);
+        if let Err(e) = membership {
             warn!(error = %e, "Cluster membership not renewed.");
         }
-        let held: Vec<(u32, u64)> = lock(&revisions).iter().map(|(p, r)| (*p, *r)).collect();
-        for (partition, revision) in held {
-            match leases
-                .update(lease_key(partition), me.clone().into(), revision)
-                .await
-            {
-                Ok(next) => {
+        for (partition, renewal) in renewals {
+            match renewal {
+                Renewal::Renewed(next) => {
                     if let Some(current) = lock(&revisions).get_mut(&partition) {
                         *current = next;
                     }
                 }
-                Err(e) => {
-                    warn!(partition, error = %e, "Partition lease lost; stopping its worker.");
+                Renewal::Lost => {
                     lock(&revisions).remove(&partition);
                     let _ = lost.send(partition);
                 }
+                Renewal::Unanswered => {}
             }
         }
     }
 }
 
 struct LeaseKeeper {
+    /// For the live positions each owned partition announces.
+    client: async_nats::Client,
     cluster: Arc<ClusterConfig>,
     leases: kv::Store,
     stream: jetstream::stream::Stream,
@@ -343,6 +460,9 @@ struct LeaseKeeper {
     stopping: tokio::task::JoinSet<()>,
     /// The notice handle of each owned partition's pipeline, for the notice relay.
     notices: super::notices::OwnedNotices,
+    /// The supervision records as the last round read them, to hand their changes to the
+    /// owned partitions (in case a notice was lost); none before the first read.
+    supervision: Option<super::resync::SupervisionRecords>,
 }
 
 fn lease_key(partition: u32) -> String {
@@ -393,7 +513,7 @@ impl LeaseKeeper {
                         return;
                     }
                     Some(partition) = lost.recv() => {
-                        self.forget_notices(partition);
+                        self.forget(partition);
                         if let Some(held) = self.owned.remove(&partition) {
                             self.stopping.spawn(held.worker.stop());
                         }
@@ -437,6 +557,8 @@ impl LeaseKeeper {
             .nodes
             .lock()
             .expect("never poisoned: no panics while held") = nodes.clone();
+        // Before any partition is taken: one taken below loads its state after this read.
+        self.resync_supervision().await;
         let hand_over: Vec<u32> = self
             .owned
             .keys()
@@ -468,6 +590,36 @@ impl LeaseKeeper {
         {
             warn!(error = %e, "Devices and zones not refreshed from the store.");
         }
+    }
+
+    /// Reads the supervision records and hands what changed since the last read to the
+    /// owned partitions' pipelines ([`super::resync`]).
+    async fn resync_supervision(&mut self) {
+        let now = chrono::Utc::now();
+        let records = match super::resync::SupervisionRecords::read(
+            self.context.store.as_ref(),
+            now,
+        )
+        .await
+        {
+            Ok(records) => records,
+            Err(e) => {
+                warn!(error = %e, "Supervision records not re-read from the store; trying again next round.");
+                return;
+            }
+        };
+        if let Some(older) = &self.supervision {
+            let changes = records.changes_since(older, now);
+            let owned = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+            for notice in changes {
+                let partition = partition_of(&notice.person(), self.cluster.partitions);
+                if let Some(notices) = owned.get(&partition) {
+                    notices.send(notice);
+                    self.context.metrics.cluster_store_notices.inc();
+                }
+            }
+        }
+        self.supervision = Some(records);
     }
 
     async fn live_nodes(&self) -> Result<Vec<String>, ClusterError> {
@@ -537,6 +689,14 @@ impl LeaseKeeper {
                 true,
             );
             let notices = pipeline.notices.clone();
+            let health = pipeline.health.clone();
+            // Subscribed before the worker starts reading, so no commit goes unannounced.
+            super::live::spawn_forwarder(
+                self.client.clone(),
+                self.cluster.positions_subject(partition),
+                pipeline.fixes.subscribe(),
+                pipeline.alerts.subscribe(),
+            );
             match PartitionWorker::start(
                 &self.cluster,
                 &self.stream,
@@ -548,6 +708,7 @@ impl LeaseKeeper {
             {
                 Ok(worker) => {
                     lock(&self.revisions).insert(partition, revision);
+                    self.status.set_store_health(partition, Some(health));
                     self.notices
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -584,7 +745,7 @@ impl LeaseKeeper {
     /// delays no renewal; a drain longer than the lease lets the lease expire, which another
     /// node then takes as it takes an emptied one.
     async fn release(&mut self, partition: u32) {
-        self.forget_notices(partition);
+        self.forget(partition);
         let Some(held) = self.owned.remove(&partition) else {
             return;
         };
@@ -601,7 +762,9 @@ impl LeaseKeeper {
         });
     }
 
-    fn forget_notices(&self, partition: u32) {
+    /// Stops relaying notices to a partition given up and reporting its store writer.
+    fn forget(&self, partition: u32) {
+        self.status.set_store_health(partition, None);
         self.notices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -640,5 +803,44 @@ impl LeaseKeeper {
             .owned
             .lock()
             .expect("never poisoned: no panics while held") = owned;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A bucket that takes a twentieth of the lease period to answer each renewal: one at a time,
+    /// 64 of them would outlast the lease.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_of_64_slow_renewals_ends_well_within_the_lease() {
+        let lease_ttl = Duration::from_secs(3);
+        let in_flight = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let held: Vec<(u32, u64)> = (0..64).map(|p| (p, u64::from(p) + 100)).collect();
+        let started = tokio::time::Instant::now();
+        let renewals = renew_all(held, |_, revision| {
+            let (in_flight, peak) = (&in_flight, &peak);
+            async move {
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(lease_ttl / 20).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Renewal::Renewed(revision + 1)
+            }
+        })
+        .await;
+        // Virtual time: the clock is paused and moves only as the stand-in sleeps.
+        let took = started.elapsed();
+        assert!(took < lease_ttl / 3, "the round took {took:?}");
+        assert_eq!(peak.load(Ordering::SeqCst), RENEWALS_IN_FLIGHT);
+        let mut renewed: Vec<(u32, Renewal)> = renewals;
+        renewed.sort_by_key(|(p, _)| *p);
+        let expected: Vec<(u32, Renewal)> = (0..64)
+            .map(|p| (p, Renewal::Renewed(u64::from(p) + 101)))
+            .collect();
+        assert_eq!(renewed, expected);
     }
 }

@@ -5,9 +5,10 @@
 //! The API hands each notice to a relay ([`crate::pipeline::Notices::relayed`]), which
 //! publishes it as JSON on the core NATS subject `ewall.notices.<partition>`. Every node
 //! subscribes to `ewall.notices.*` and gives each notice of a partition it owns to that
-//! partition's pipeline. Core NATS delivers at most once: a notice lost, or one that arrives
-//! while its partition is changing hands, costs only promptness, because the change is in the
-//! store, which the next owner of the partition reads when it takes it.
+//! partition's pipeline. Core NATS delivers at most once. A notice that arrives while its
+//! partition is changing hands is not needed: the change is in the store, which the next owner
+//! of the partition reads when it takes it. One lost while the owner stays reaches the owner
+//! from the store at its next lease round ([`super::resync`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,12 +56,12 @@ pub async fn spawn_relay(
                     let payload = match serde_json::to_vec(&notice) {
                         Ok(payload) => payload,
                         Err(e) => {
-                            warn!(error = %e, "Supervision notice not encoded; the owner reads the change at its next takeover.");
+                            warn!(error = %e, "Supervision notice not encoded; the owner reads the change from the store at its next round.");
                             continue;
                         }
                     };
                     if let Err(e) = client.publish(format!("{prefix}{partition}"), payload.into()).await {
-                        warn!(partition, error = %e, "Supervision notice not published; the owner reads the change at its next takeover.");
+                        warn!(partition, error = %e, "Supervision notice not published; the owner reads the change from the store at its next round.");
                     }
                 }
                 message = subscription.next() => {

@@ -107,6 +107,7 @@ pub fn spawn_publisher(
                 .await
                 .expect("the semaphore is never closed");
             let subject = config.fixes_subject(partition);
+            let started = std::time::Instant::now();
             let sent = jetstream.publish(subject, payload.into()).await;
             let metrics = metrics.clone();
             waiters.spawn(async move {
@@ -116,6 +117,9 @@ pub fn spawn_publisher(
                 };
                 match acked {
                     Ok(()) => {
+                        metrics
+                            .cluster_publish_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         metrics
                             .cluster_published
                             .with_label_values(&["acked"])

@@ -14,7 +14,8 @@
 //!   in hand). So memory stays bounded by the channels and one batch however long the outage
 //!   lasts, the fence decisions already made are committed with their positions when the
 //!   database returns, and nothing is decided twice. The outage is recorded in
-//!   [`StoreHealth`] (for `/readyz`) and the `ewall_store_unavailable` gauge.
+//!   [`StoreHealth`] (for `/readyz`) and the `ewall_store_unavailable` gauge (combined with
+//!   any other writer's: a cluster node runs one per partition).
 //! - **The database refused the batch** (any other error). It is retried `commit_attempts`
 //!   times; if it keeps failing, the waiting senders are told so and their devices are not
 //!   acknowledged, so they resend, and the alerts of each request go back to the shard that
@@ -132,6 +133,11 @@ impl StoreWriter {
             }
             self.commit_batch(&mut batch).await;
         }
+        // A writer that gave up waiting leaves the gauges to the writers still running.
+        if let Some(outage) = self.health.outage() {
+            self.metrics
+                .store_writer_holds(Some(outage.held_positions), None);
+        }
         debug!("Store writer drained; exiting.");
     }
 
@@ -237,8 +243,8 @@ impl StoreWriter {
         self.metrics.batch_size.observe(positions as f64);
         self.metrics.fixes_stored.inc_by(positions as u64);
         if let Some(outage) = self.health.available() {
-            self.metrics.store_unavailable.set(0);
-            self.metrics.store_held_positions.set(0);
+            self.metrics
+                .store_writer_holds(Some(outage.held_positions), None);
             let seconds = (Utc::now() - outage.since).num_milliseconds() as f64 / 1000.0;
             info!(
                 seconds,
@@ -259,8 +265,8 @@ impl StoreWriter {
     /// Records a commit that failed for want of the database; logs the start of the outage and
     /// then at most every [`OUTAGE_LOG_EVERY`].
     fn unavailable(&self, error: &StoreError, positions: usize, logged: &mut Instant) {
-        self.metrics.store_unavailable.set(1);
-        self.metrics.store_held_positions.set(positions as i64);
+        let before = self.health.outage().map(|o| o.held_positions);
+        self.metrics.store_writer_holds(before, Some(positions));
         if self
             .health
             .unavailable(error.to_string(), positions, Utc::now())
