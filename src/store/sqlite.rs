@@ -35,18 +35,29 @@ use super::{
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
-    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
-    ZoneWifi,
+    DeviceCommand, DeviceHeard, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId,
+    ZoneKind, ZoneWifi,
 };
 
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
 /// variables per statement.
 const POSITIONS_PER_INSERT: usize = 200;
 
+/// Pages of the write connection's cache: 64 MiB, enough for the hot ends of the positions
+/// indexes of a busy node, against SQLite's default of 2 MiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Connections for reads.
     pub(crate) pool: SqlitePool,
+    /// The one connection every write goes through. SQLite has one writer at a time anyway;
+    /// keeping it on one connection keeps that connection's page cache valid from commit to
+    /// commit. A connection that sees another connection's commit drops its whole cache and
+    /// reads every page again from the file, which with writes spread over a pool was most of
+    /// a commit's time.
+    writer: SqlitePool,
     /// The newest event `seq` committed through this store, for [`Store::event_notices`].
     event_notices: Arc<watch::Sender<i64>>,
 }
@@ -73,12 +84,25 @@ impl SqliteStore {
                 })?;
             }
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}")),
+            )
+            .await?;
+        // Opened on first use, so after `migrate`: a connection that loaded the schema before
+        // another one migrated it would prepare a `SELECT *` with the old columns, which SQLite
+        // then re-prepares with the new ones behind sqlx's back.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
         Ok(SqliteStore {
             pool,
+            writer,
             event_notices: Arc::new(watch::Sender::new(0)),
         })
     }
@@ -88,7 +112,7 @@ impl SqliteStore {
     /// timeout cannot help) when another connection wrote in between, as the batch writer or a
     /// token's last-use update may at any moment.
     async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Tells feed readers that events up to `seq` are committed.
@@ -967,7 +991,7 @@ fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> Sto
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await?;
         self.backfill_raised_events().await?;
         let newest = self.last_event_seq().await?;
@@ -1162,7 +1186,7 @@ impl Store for SqliteStore {
             .bind(protocol)
             .bind(imei)
             .bind(protocol)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -1261,7 +1285,7 @@ impl Store for SqliteStore {
         .bind(reference)
         .bind(micros(truncate_micros(at)))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1272,7 +1296,7 @@ impl Store for SqliteStore {
              WHERE id = ? AND status = 'sent'",
         )
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1297,7 +1321,7 @@ impl Store for SqliteStore {
         .bind(reply)
         .bind(error)
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1525,17 +1549,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+    async fn commit_batch(
+        &self,
+        fixes: &[Fix],
+        alerts: Vec<Alert>,
+        heard: &[DeviceHeard],
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut tx = self.write_transaction().await?;
         let fresh = chain::distinct_positions(fixes);
         // Resends are rare, so the batch is first chained as if every fix were new; when some
-        // turn out stored already (fewer rows went in), their links are rolled back and the
-        // batch is chained again without them. A skipped resend never takes a place in a chain.
-        let mut attempt = sqlx::Acquire::begin(&mut tx).await?;
-        if insert_chained_positions(&mut attempt, &fresh).await? == fresh.len() {
-            attempt.commit().await?;
-        } else {
-            attempt.rollback().await?;
+        // turn out stored already (fewer rows went in), the transaction is rolled back and the
+        // batch chained again without them. A skipped resend never takes a place in a chain.
+        // (A rollback of the whole transaction rather than to a savepoint: two statements fewer
+        // in every commit.)
+        if insert_chained_positions(&mut tx, &fresh).await? != fresh.len() {
+            tx.rollback().await?;
+            tx = self.write_transaction().await?;
             let mut new = Vec::with_capacity(fresh.len());
             for fix in fresh {
                 if !position_stored(&mut tx, fix).await? {
@@ -1581,6 +1610,7 @@ impl Store for SqliteStore {
             }
             write_heads(&mut tx, &[&head]).await?;
         }
+        supervision::upsert_heard(&mut tx, heard).await?;
         tx.commit().await?;
         if let Some(last) = stored.last() {
             self.announce(last.seq);
@@ -1781,7 +1811,7 @@ impl Store for SqliteStore {
         .bind(&read.query)
         .bind(i64::from(read.status))
         .bind(i64::try_from(read.records).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -1918,7 +1948,7 @@ impl Store for SqliteStore {
         )
         .bind(consumer)
         .bind(micros(now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM dispatch_cursors WHERE consumer = ?")
             .bind(consumer)
@@ -1928,7 +1958,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         advance_cursor(&mut conn, consumer, seq).await
     }
 
@@ -2054,7 +2084,7 @@ impl Store for SqliteStore {
             .bind(error)
             .bind(at),
         };
-        query.bind(webhook).bind(seq).execute(&self.pool).await?;
+        query.bind(webhook).bind(seq).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -2120,7 +2150,7 @@ impl Store for SqliteStore {
         )
         .bind(micros(at))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -2785,7 +2815,7 @@ mod tests {
         // What migration 0004 leaves for an alert committed before it ran.
         sqlx::query("UPDATE events SET data = '' WHERE seq = ?")
             .bind(a.seq)
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         store.migrate().await.unwrap();
@@ -2809,7 +2839,7 @@ mod tests {
             .cloned()
             .collect::<Vec<_>>()
             .into();
-        before.run(&store.pool).await.unwrap();
+        before.run(&store.writer).await.unwrap();
         let person = new_id().to_string();
         let (resolved, acked) = (new_id(), new_id());
         for (seq, id, state, note, acked_at, resolved_at) in [
@@ -2835,7 +2865,7 @@ mod tests {
             .bind(note)
             .bind(acked_at)
             .bind(resolved_at)
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         }
