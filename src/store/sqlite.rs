@@ -47,10 +47,14 @@ const POSITIONS_PER_INSERT: usize = 200;
 /// indexes of a busy node, against SQLite's default of 2 MiB.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 
-/// How often the write-ahead log is copied back into the database file, by a task of its own
-/// on a read connection. The write connection never checkpoints (SQLite would otherwise do it
-/// inside the commit that crosses 1,000 pages, about a tenth of the commits' time under load).
+/// How often the write-ahead log is copied back into the database file by a task of its own.
+/// The write connection does not checkpoint inside its commits (SQLite would, in the commit
+/// that crosses 1,000 pages: about a tenth of the commits' time under load, and many more page
+/// writes than a checkpoint a second, which copies each page changed in that second once).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The size the write-ahead log is cut back to when it starts over.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
@@ -99,7 +103,12 @@ impl SqliteStore {
                 options
                     .clone()
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                    .pragma("wal_autocheckpoint", "0"),
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+                    // A multi-row insert keeps a statement journal of every page it changes
+                    // (to undo itself alone on a constraint error); in a temporary file that
+                    // was a quarter of a commit's time, zeroing and writing file pages.
+                    .pragma("temp_store", "memory"),
             )
             .await?;
         // Opened on first use, so after `migrate`: a connection that loaded the schema before
@@ -109,7 +118,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_lazy_with(options);
         let alive = Arc::new(());
-        tokio::spawn(checkpoint_periodically(pool.clone(), Arc::downgrade(&alive)));
+        tokio::spawn(checkpoint_periodically(
+            pool.clone(),
+            writer.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(SqliteStore {
             pool,
             writer,
@@ -161,9 +174,17 @@ impl SqliteStore {
 }
 
 /// Copies the write-ahead log back into the database file every [`CHECKPOINT_EVERY`] until the
-/// store is dropped. `PASSIVE` waits for no one: pages a reader still needs stay in the log for
-/// the next round, and commits go on meanwhile.
-async fn checkpoint_periodically(pool: SqlitePool, alive: std::sync::Weak<()>) {
+/// store is dropped, in two passes. The first, on a read connection, copies most of it beside
+/// the commits. But the log starts over only after a checkpoint that copied all of it, and
+/// under steady load commits always add to it meanwhile: a log checkpointed only that way
+/// grows without end. So the second pass runs on the write connection, between two commits,
+/// and copies what the first could not. `PASSIVE` waits for no reader: pages a reader still
+/// needs stay in the log for the next round.
+async fn checkpoint_periodically(
+    reader: SqlitePool,
+    writer: SqlitePool,
+    alive: std::sync::Weak<()>,
+) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -171,14 +192,18 @@ async fn checkpoint_periodically(pool: SqlitePool, alive: std::sync::Weak<()>) {
         if alive.upgrade().is_none() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
-            tracing::warn!(error = %e, "Checkpoint of the SQLite write-ahead log failed; retrying.");
+        for pool in [&reader, &writer] {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await
+            {
+                tracing::warn!(error = %e, "Checkpoint of the SQLite write-ahead log failed; retrying.");
+                break;
+            }
         }
     }
-    pool.close().await;
+    reader.close().await;
+    writer.close().await;
 }
 
 /// An event about to be appended to the feed.
@@ -2585,6 +2610,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(grown, "the database file is still {before} bytes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_while_commits_go_on() {
+        use std::io::Read;
+        let (dir, store) = store().await;
+        let p = person(&store).await;
+        // The log's header counts its restarts (bytes 12..16, the checkpoint sequence).
+        let wal = dir.path().join("t.db-wal");
+        let restarts = || {
+            let mut header = [0u8; 16];
+            std::fs::File::open(&wal)
+                .unwrap()
+                .read_exact(&mut header)
+                .unwrap();
+            u32::from_be_bytes(header[12..16].try_into().unwrap())
+        };
+        let first = restarts();
+        let started = std::time::Instant::now();
+        let mut second = 0;
+        // Commits back to back, as under steady load: a log only checkpointed beside them
+        // never starts over.
+        while restarts() == first {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the log did not start over in {second} fixes"
+            );
+            let fixes: Vec<Fix> = (0..50)
+                .map(|_| {
+                    second += 1;
+                    let mut f = fix(p.id, 3);
+                    f.time += chrono::Duration::seconds(second);
+                    f
+                })
+                .collect();
+            store.commit(&fixes, Vec::new()).await.unwrap();
+        }
     }
 
     fn alert(person: PersonId, kind: AlertKind) -> Alert {
