@@ -224,6 +224,14 @@ impl Config {
         if self.store.pool_max == 0 {
             return Err(ConfigError::key("store.pool_max", "must be at least 1"));
         }
+        if self.store.writers > 1
+            && crate::store::Backend::of(&url) == Some(crate::store::Backend::Sqlite)
+        {
+            return Err(ConfigError::key(
+                "store.writers",
+                "SQLite has a single writer; more than 1 needs PostgreSQL",
+            ));
+        }
         self.mqtt
             .validate()
             .map_err(|(key, problem)| ConfigError::key(format!("mqtt.{key}"), problem))?;
@@ -465,6 +473,16 @@ mod tests {
 
         let err = load("[store]\nurl = \"mysql://x\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("store.url"), "{err}");
+
+        // SQLite has one writer; PostgreSQL takes several, and chooses 2 by itself.
+        let err = load("[store]\nwriters = 2\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("store.writers"), "{err}");
+        let config = load("[store]\nwriters = 1\n", &[]).unwrap();
+        assert_eq!(config.store.writer_count(), 1);
+        let config = load("[store]\nurl = \"postgres://u@h/db\"\n", &[]).unwrap();
+        assert_eq!(config.store.writer_count(), 2);
+        let config = load("[store]\nurl = \"postgres://u@h/db\"\nwriters = 4\n", &[]).unwrap();
+        assert_eq!(config.store.writer_count(), 4);
 
         let err = load("data_dir = [", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");

@@ -182,20 +182,26 @@ impl Pipeline {
         let capacity = settings.channel_capacity.max(1);
         let (alerts, _) = broadcast::channel(ALERT_BROADCAST_CAPACITY);
         let (fixes, _) = broadcast::channel(FIX_BROADCAST_CAPACITY);
-        let (writes_tx, writes_rx) = mpsc::channel(capacity);
         let mut tasks = Vec::new();
         let health = Arc::new(StoreHealth::default());
         let give_up = CancellationToken::new();
-        let writer = StoreWriter::new(
-            store.clone(),
-            settings.store,
-            metrics.clone(),
-            alerts.clone(),
-            health.clone(),
-            give_up.clone(),
-        )
-        .publishing_fixes(fixes.clone());
-        tasks.push(tokio::spawn(writer.run(writes_rx)));
+        let shards = settings.fence.shards();
+        let writers = settings.store.writer_count().clamp(1, shards.max(1));
+        let mut writer_inputs = Vec::with_capacity(writers);
+        for _ in 0..writers {
+            let (writes_tx, writes_rx) = mpsc::channel(capacity);
+            writer_inputs.push(writes_tx);
+            let writer = StoreWriter::new(
+                store.clone(),
+                settings.store.clone(),
+                metrics.clone(),
+                alerts.clone(),
+                health.clone(),
+                give_up.clone(),
+            )
+            .publishing_fixes(fixes.clone());
+            tasks.push(tokio::spawn(writer.run(writes_rx)));
+        }
         let (learned_tx, learned_rx) = mpsc::unbounded_channel();
         tasks.push(tokio::spawn(learn_wifi(
             learned_rx,
@@ -204,7 +210,6 @@ impl Pipeline {
         )));
         let mut shard_inputs = Vec::new();
         let mut notice_inputs = Vec::new();
-        let shards = settings.fence.shards();
         let catalog = registry.catalog();
         let now = settings.clock.now();
         for index in 0..shards {
@@ -266,10 +271,10 @@ impl Pipeline {
                 returned,
                 notice_rx,
                 catalog_swaps,
-                writes_tx.clone(),
+                writer_inputs[index % writers].clone(),
             )));
         }
-        drop(writes_tx);
+        drop(writer_inputs);
         drop(learned_tx);
         let (submissions, rx) = mpsc::channel(capacity);
         let close = CancellationToken::new();
@@ -1239,10 +1244,11 @@ mod tests {
         async fn assignments(&self) -> Result<Vec<(PersonId, ZoneId)>, StoreError> {
             self.inner.assignments().await
         }
-        async fn commit(
+        async fn commit_batch(
             &self,
             fixes: &[Fix],
             alerts: Vec<Alert>,
+            heard: &[DeviceHeard],
         ) -> Result<Vec<Alert>, StoreError> {
             let failing = self
                 .fail_commits
@@ -1254,7 +1260,7 @@ mod tests {
             if self.unreachable.load(Ordering::SeqCst) {
                 return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
             }
-            self.inner.commit(fixes, alerts).await
+            self.inner.commit_batch(fixes, alerts, heard).await
         }
         async fn track(
             &self,

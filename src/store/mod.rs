@@ -38,7 +38,8 @@ pub use supervision::{LeaveClosing, OpenEpisode, OrderStep, SupervisionRecords, 
 
 use crate::model::{
     Alert, AlertAction, AlertId, BorderCheck, CommandId, CommandStatus, Crs, Device, DeviceCommand,
-    Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneScope, ZoneWifi,
+    DeviceHeard, Event, Fix, Person, PersonId, SupervisionLevel, ZoneId, ZoneKind, ZoneScope,
+    ZoneWifi,
 };
 use crate::schedule::Schedule;
 
@@ -131,6 +132,22 @@ pub struct StoreConfig {
     /// cancelled (a failed commit is retried, then its devices resend).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// Batches committed at the same time, each by a writer of its own to which a share of the
+    /// fence shards send their work (so a device's positions always go through one writer, in
+    /// order). PostgreSQL commits them concurrently and flushes their WAL together; SQLite has
+    /// one writer. `0` chooses: 1 on SQLite, 2 on PostgreSQL.
+    pub writers: usize,
+}
+
+impl StoreConfig {
+    /// How many store writers run: `writers`, or the backend's choice when it is `0`.
+    pub fn writer_count(&self) -> usize {
+        match (self.writers, Backend::of(&self.url)) {
+            (0, Some(Backend::Postgres)) => 2,
+            (0, _) => 1,
+            (n, _) => n,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -143,6 +160,7 @@ impl Default for StoreConfig {
             pool_max: 10,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::from_secs(30),
+            writers: 0,
         }
     }
 }
@@ -670,7 +688,19 @@ pub trait Store: SupervisionRecords + ReportRecords + Send + Sync + 'static {
     /// so a consumer paging `after=` while alerts are written never skips one. SQLite gets this
     /// from its single writer; PostgreSQL takes the numbers from a counter row locked until
     /// the transaction commits, so transactions writing alerts commit one after another.
-    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError>;
+    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+        self.commit_batch(fixes, alerts, &[]).await
+    }
+
+    /// [`Store::commit`], writing the devices' last-heard times
+    /// ([`SupervisionRecords::record_heard`]) in the same transaction: the store writer's one
+    /// durable write per batch.
+    async fn commit_batch(
+        &self,
+        fixes: &[Fix],
+        alerts: Vec<Alert>,
+        heard: &[DeviceHeard],
+    ) -> Result<Vec<Alert>, StoreError>;
     /// A person's positions with fix time in `[from, to]`, oldest first, at most `limit`.
     async fn track(
         &self,

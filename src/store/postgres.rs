@@ -40,8 +40,8 @@ use super::{
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
-    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
-    ZoneWifi,
+    DeviceCommand, DeviceHeard, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId,
+    ZoneKind, ZoneWifi,
 };
 
 /// The feed counter row events (and so alerts, whose `seq` is their raised event's) take their
@@ -1518,21 +1518,25 @@ impl Store for PgStore {
         Ok(rows)
     }
 
-    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+    async fn commit_batch(
+        &self,
+        fixes: &[Fix],
+        alerts: Vec<Alert>,
+        heard: &[DeviceHeard],
+    ) -> Result<Vec<Alert>, StoreError> {
         self.ensure_partitions(&Self::days_for(fixes, Utc::now().date_naive()))
             .await?;
         let mut tx = self.pool.begin().await?;
         if !fixes.is_empty() {
             let fresh = chain::distinct_positions(fixes);
             // Resends are rare, so the batch is first chained as if every fix were new; when
-            // some turn out stored already (fewer rows went in), their links are rolled back to
-            // the savepoint and the batch is chained again without them. A skipped resend never
-            // takes a place in a chain.
-            let mut attempt = sqlx::Acquire::begin(&mut tx).await?;
-            if insert_chained_positions(&mut attempt, &fresh).await? == fresh.len() {
-                attempt.commit().await?;
-            } else {
-                attempt.rollback().await?;
+            // some turn out stored already (fewer rows went in), the transaction is rolled back
+            // and the batch chained again without them. A skipped resend never takes a place in
+            // a chain. (A rollback of the whole transaction rather than to a savepoint: two
+            // round trips fewer in every commit.)
+            if insert_chained_positions(&mut tx, &fresh).await? != fresh.len() {
+                tx.rollback().await?;
+                tx = self.pool.begin().await?;
                 let new = unstored(&mut tx, &fresh).await?;
                 insert_chained_positions(&mut tx, &new).await?;
             }
@@ -1686,6 +1690,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        supervision::upsert_heard(&mut *tx, heard).await?;
         tx.commit().await?;
         if let Some(last) = stored.last() {
             self.announce(last.seq);

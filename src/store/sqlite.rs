@@ -36,20 +36,42 @@ use super::{
 };
 use crate::model::{
     new_id, Actor, Alert, AlertAction, AlertId, AlertPosition, CommandId, CommandStatus, Device,
-    DeviceCommand, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId, ZoneKind,
-    ZoneWifi,
+    DeviceCommand, DeviceHeard, Event, EventKind, Fix, Person, PersonId, PositionSource, ZoneId,
+    ZoneKind, ZoneWifi,
 };
 
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
 /// variables per statement.
 const POSITIONS_PER_INSERT: usize = 200;
 
+/// Pages of the write connection's cache: 64 MiB, enough for the hot ends of the positions
+/// indexes of a busy node, against SQLite's default of 2 MiB.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
+/// How often the write-ahead log is copied back into the database file by a task of its own.
+/// The write connection does not checkpoint inside its commits (SQLite would, in the commit
+/// that crosses 1,000 pages: about a tenth of the commits' time under load, and many more page
+/// writes than a checkpoint a second, which copies each page changed in that second once).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The size the write-ahead log is cut back to when it starts over.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// A store in one SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Connections for reads.
     pub(crate) pool: SqlitePool,
+    /// The one connection every write goes through. SQLite has one writer at a time anyway;
+    /// keeping it on one connection keeps that connection's page cache valid from commit to
+    /// commit. A connection that sees another connection's commit drops its whole cache and
+    /// reads every page again from the file, which with writes spread over a pool was most of
+    /// a commit's time.
+    writer: SqlitePool,
     /// The newest event `seq` committed through this store, for [`Store::event_notices`].
     event_notices: Arc<watch::Sender<i64>>,
+    /// Alive while any clone of the store is: the checkpoint task stops when it is gone.
+    _alive: Arc<()>,
 }
 
 impl SqliteStore {
@@ -74,13 +96,39 @@ impl SqliteStore {
                 })?;
             }
         }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
+                    // A multi-row insert keeps a statement journal of every page it changes
+                    // (to undo itself alone on a constraint error); in a temporary file that
+                    // was a quarter of a commit's time, zeroing and writing file pages.
+                    .pragma("temp_store", "memory"),
+            )
+            .await?;
+        // Opened on first use, so after `migrate`: a connection that loaded the schema before
+        // another one migrated it would prepare a `SELECT *` with the old columns, which SQLite
+        // then re-prepares with the new ones behind sqlx's back.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
-            .await?;
+            .connect_lazy_with(options);
+        let alive = Arc::new(());
+        tokio::spawn(checkpoint_periodically(
+            pool.clone(),
+            writer.clone(),
+            Arc::downgrade(&alive),
+        ));
         Ok(SqliteStore {
             pool,
+            writer,
             event_notices: Arc::new(watch::Sender::new(0)),
+            _alive: alive,
         })
     }
 
@@ -89,7 +137,7 @@ impl SqliteStore {
     /// timeout cannot help) when another connection wrote in between, as the batch writer or a
     /// token's last-use update may at any moment.
     async fn write_transaction(&self) -> Result<sqlx::Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Tells feed readers that events up to `seq` are committed.
@@ -124,6 +172,39 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Copies the write-ahead log back into the database file every [`CHECKPOINT_EVERY`] until the
+/// store is dropped, in two passes. The first, on a read connection, copies most of it beside
+/// the commits. But the log starts over only after a checkpoint that copied all of it, and
+/// under steady load commits always add to it meanwhile: a log checkpointed only that way
+/// grows without end. So the second pass runs on the write connection, between two commits,
+/// and copies what the first could not. `PASSIVE` waits for no reader: pages a reader still
+/// needs stay in the log for the next round.
+async fn checkpoint_periodically(
+    reader: SqlitePool,
+    writer: SqlitePool,
+    alive: std::sync::Weak<()>,
+) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if alive.upgrade().is_none() {
+            break;
+        }
+        for pool in [&reader, &writer] {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(pool)
+                .await
+            {
+                tracing::warn!(error = %e, "Checkpoint of the SQLite write-ahead log failed; retrying.");
+                break;
+            }
+        }
+    }
+    reader.close().await;
+    writer.close().await;
 }
 
 /// An event about to be appended to the feed.
@@ -968,7 +1049,7 @@ fn conflict_on_unique(err: sqlx::Error, message: impl FnOnce() -> String) -> Sto
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await?;
         self.backfill_raised_events().await?;
         let newest = self.last_event_seq().await?;
@@ -1278,7 +1359,7 @@ impl Store for SqliteStore {
             .bind(protocol)
             .bind(imei)
             .bind(protocol)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -1377,7 +1458,7 @@ impl Store for SqliteStore {
         .bind(reference)
         .bind(micros(truncate_micros(at)))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1388,7 +1469,7 @@ impl Store for SqliteStore {
              WHERE id = ? AND status = 'sent'",
         )
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1413,7 +1494,7 @@ impl Store for SqliteStore {
         .bind(reply)
         .bind(error)
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -1641,17 +1722,22 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn commit(&self, fixes: &[Fix], alerts: Vec<Alert>) -> Result<Vec<Alert>, StoreError> {
+    async fn commit_batch(
+        &self,
+        fixes: &[Fix],
+        alerts: Vec<Alert>,
+        heard: &[DeviceHeard],
+    ) -> Result<Vec<Alert>, StoreError> {
         let mut tx = self.write_transaction().await?;
         let fresh = chain::distinct_positions(fixes);
         // Resends are rare, so the batch is first chained as if every fix were new; when some
-        // turn out stored already (fewer rows went in), their links are rolled back and the
-        // batch is chained again without them. A skipped resend never takes a place in a chain.
-        let mut attempt = sqlx::Acquire::begin(&mut tx).await?;
-        if insert_chained_positions(&mut attempt, &fresh).await? == fresh.len() {
-            attempt.commit().await?;
-        } else {
-            attempt.rollback().await?;
+        // turn out stored already (fewer rows went in), the transaction is rolled back and the
+        // batch chained again without them. A skipped resend never takes a place in a chain.
+        // (A rollback of the whole transaction rather than to a savepoint: two statements fewer
+        // in every commit.)
+        if insert_chained_positions(&mut tx, &fresh).await? != fresh.len() {
+            tx.rollback().await?;
+            tx = self.write_transaction().await?;
             let mut new = Vec::with_capacity(fresh.len());
             for fix in fresh {
                 if !position_stored(&mut tx, fix).await? {
@@ -1697,6 +1783,7 @@ impl Store for SqliteStore {
             }
             write_heads(&mut tx, &[&head]).await?;
         }
+        supervision::upsert_heard(&mut tx, heard).await?;
         tx.commit().await?;
         if let Some(last) = stored.last() {
             self.announce(last.seq);
@@ -1897,7 +1984,7 @@ impl Store for SqliteStore {
         .bind(&read.query)
         .bind(i64::from(read.status))
         .bind(i64::try_from(read.records).unwrap_or(i64::MAX))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -2034,7 +2121,7 @@ impl Store for SqliteStore {
         )
         .bind(consumer)
         .bind(micros(now()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let seq: i64 = sqlx::query_scalar("SELECT seq FROM dispatch_cursors WHERE consumer = ?")
             .bind(consumer)
@@ -2044,7 +2131,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_dispatch_cursor(&self, consumer: &str, seq: i64) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         advance_cursor(&mut conn, consumer, seq).await
     }
 
@@ -2170,7 +2257,7 @@ impl Store for SqliteStore {
             .bind(error)
             .bind(at),
         };
-        query.bind(webhook).bind(seq).execute(&self.pool).await?;
+        query.bind(webhook).bind(seq).execute(&self.writer).await?;
         Ok(())
     }
 
@@ -2236,7 +2323,7 @@ impl Store for SqliteStore {
         )
         .bind(micros(at))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -2615,6 +2702,69 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_log_is_copied_into_the_database_file_by_the_checkpoint_task() {
+        let (dir, store) = store().await;
+        let p = person(&store).await;
+        let file = dir.path().join("t.db");
+        let before = std::fs::metadata(&file).unwrap().len();
+        // In WAL mode only a checkpoint writes the database file, and the write connection
+        // never checkpoints: the file grows only if the task copies the log into it.
+        let mut fixes = Vec::new();
+        for n in 0..2_000 {
+            let mut f = fix(p.id, 3);
+            f.time += chrono::Duration::seconds(n);
+            fixes.push(f);
+        }
+        store.commit(&fixes, Vec::new()).await.unwrap();
+        let mut grown = false;
+        for _ in 0..200 {
+            if std::fs::metadata(&file).unwrap().len() > before {
+                grown = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(grown, "the database file is still {before} bytes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_while_commits_go_on() {
+        use std::io::Read;
+        let (dir, store) = store().await;
+        let p = person(&store).await;
+        // The log's header counts its restarts (bytes 12..16, the checkpoint sequence).
+        let wal = dir.path().join("t.db-wal");
+        let restarts = || {
+            let mut header = [0u8; 16];
+            std::fs::File::open(&wal)
+                .unwrap()
+                .read_exact(&mut header)
+                .unwrap();
+            u32::from_be_bytes(header[12..16].try_into().unwrap())
+        };
+        let first = restarts();
+        let started = std::time::Instant::now();
+        let mut second = 0;
+        // Commits back to back, as under steady load: a log only checkpointed beside them
+        // never starts over.
+        while restarts() == first {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the log did not start over in {second} fixes"
+            );
+            let fixes: Vec<Fix> = (0..50)
+                .map(|_| {
+                    second += 1;
+                    let mut f = fix(p.id, 3);
+                    f.time += chrono::Duration::seconds(second);
+                    f
+                })
+                .collect();
+            store.commit(&fixes, Vec::new()).await.unwrap();
+        }
+    }
+
     fn alert(person: PersonId, kind: AlertKind) -> Alert {
         Alert {
             id: new_id(),
@@ -2901,7 +3051,7 @@ mod tests {
         // What migration 0004 leaves for an alert committed before it ran.
         sqlx::query("UPDATE events SET data = '' WHERE seq = ?")
             .bind(a.seq)
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         store.migrate().await.unwrap();
@@ -2925,7 +3075,7 @@ mod tests {
             .cloned()
             .collect::<Vec<_>>()
             .into();
-        before.run(&store.pool).await.unwrap();
+        before.run(&store.writer).await.unwrap();
         let person = new_id().to_string();
         let (resolved, acked) = (new_id(), new_id());
         for (seq, id, state, note, acked_at, resolved_at) in [
@@ -2951,7 +3101,7 @@ mod tests {
             .bind(note)
             .bind(acked_at)
             .bind(resolved_at)
-            .execute(&store.pool)
+            .execute(&store.writer)
             .await
             .unwrap();
         }

@@ -56,8 +56,9 @@ pub struct WriteRequest {
     /// Where `alerts` go back if the batch finally fails (the shard that raised them keeps them
     /// pending), so an alert whose commit failed is not lost. Dropped once the request is done.
     pub returns: Option<mpsc::UnboundedSender<Vec<Alert>>>,
-    /// When devices were last heard from, written after the batch (a failure to write them
-    /// is logged: it only makes an offline deadline after a restart come early).
+    /// When devices were last heard from, written in the batch's transaction; in a batch with
+    /// nothing else to commit they are written alone, and a failure is only logged (it makes
+    /// an offline deadline after a restart come early, nothing worse).
     pub heard: Vec<DeviceHeard>,
 }
 
@@ -144,12 +145,12 @@ impl StoreWriter {
     async fn commit_batch(&self, batch: &mut Vec<WriteRequest>) {
         let fixes: Vec<Fix> = batch.iter_mut().flat_map(|r| r.fixes.drain(..)).collect();
         let heard: Vec<DeviceHeard> = batch.iter_mut().flat_map(|r| r.heard.drain(..)).collect();
-        if !heard.is_empty() {
+        let nothing_to_commit = fixes.is_empty() && batch.iter().all(|r| r.alerts.is_empty());
+        if nothing_to_commit && !heard.is_empty() {
             if let Err(e) = self.store.record_heard(&heard).await {
                 warn!(error = %e, devices = heard.len(), "Last-heard times not stored.");
             }
         }
-        let nothing_to_commit = fixes.is_empty() && batch.iter().all(|r| r.alerts.is_empty());
         if nothing_to_commit {
             for req in batch.drain(..) {
                 if let Some(done) = req.done {
@@ -163,7 +164,7 @@ impl StoreWriter {
             .iter()
             .flat_map(|r| r.alerts.iter().cloned())
             .collect();
-        let outcome = self.commit_with_retries(&fixes, alerts).await;
+        let outcome = self.commit_with_retries(&fixes, alerts, &heard).await;
         if let Err(e) = &outcome {
             error!(error = %e, positions = fixes.len(), "Batch not committed; devices will not be acknowledged and will resend.");
         }
@@ -185,6 +186,7 @@ impl StoreWriter {
         &self,
         fixes: &[Fix],
         alerts: Vec<Alert>,
+        heard: &[DeviceHeard],
     ) -> Result<(), CommitFailed> {
         let mut refusals = 0;
         let mut backoff = Duration::from_millis(50);
@@ -197,7 +199,7 @@ impl StoreWriter {
             }
             let started = Instant::now();
             let result = tokio::select! {
-                result = self.store.commit(fixes, alerts.clone()) => result,
+                result = self.store.commit_batch(fixes, alerts.clone(), heard) => result,
                 // An attempt against an unreachable database can take `acquire_timeout`; a
                 // stopping service does not wait for it. Whatever the attempt did is rolled
                 // back or, if it had committed, is found again as a resend.

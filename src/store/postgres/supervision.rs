@@ -78,29 +78,37 @@ async fn person_exists(conn: &mut sqlx::PgConnection, person: PersonId) -> Resul
     found.map(|_| ()).ok_or_else(|| not_found("person", person))
 }
 
+/// Writes last-heard times (one statement); a time never moves back.
+pub(super) async fn upsert_heard<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    heard: &[DeviceHeard],
+) -> Result<(), StoreError> {
+    if heard.is_empty() {
+        return Ok(());
+    }
+    let devices: Vec<&str> = heard.iter().map(|h| h.device_id.as_str()).collect();
+    let persons: Vec<Uuid> = heard.iter().map(|h| h.person_id).collect();
+    let times: Vec<DateTime<Utc>> = heard.iter().map(|h| h.received_at).collect();
+    // One row per device: a batch naming a device twice keeps its newest time.
+    sqlx::query(
+        "INSERT INTO device_heard (device_id, person_id, received_at) \
+         SELECT DISTINCT ON (d) d, p, t FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[]) \
+             AS h(d, p, t) ORDER BY d, t DESC \
+         ON CONFLICT (device_id) DO UPDATE SET person_id = excluded.person_id, \
+         received_at = GREATEST(device_heard.received_at, excluded.received_at)",
+    )
+    .bind(&devices)
+    .bind(&persons)
+    .bind(&times)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl SupervisionRecords for PgStore {
     async fn record_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError> {
-        if heard.is_empty() {
-            return Ok(());
-        }
-        let devices: Vec<&str> = heard.iter().map(|h| h.device_id.as_str()).collect();
-        let persons: Vec<Uuid> = heard.iter().map(|h| h.person_id).collect();
-        let times: Vec<DateTime<Utc>> = heard.iter().map(|h| h.received_at).collect();
-        // One row per device: a batch naming a device twice keeps its newest time.
-        sqlx::query(
-            "INSERT INTO device_heard (device_id, person_id, received_at) \
-             SELECT DISTINCT ON (d) d, p, t FROM UNNEST($1::text[], $2::uuid[], $3::timestamptz[]) \
-                 AS h(d, p, t) ORDER BY d, t DESC \
-             ON CONFLICT (device_id) DO UPDATE SET person_id = excluded.person_id, \
-             received_at = GREATEST(device_heard.received_at, excluded.received_at)",
-        )
-        .bind(&devices)
-        .bind(&persons)
-        .bind(&times)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        upsert_heard(&self.pool, heard).await
     }
 
     async fn heard_times(&self) -> Result<Vec<DeviceHeard>, StoreError> {

@@ -84,6 +84,34 @@ fn checkin_from_row(row: &SqliteRow) -> Result<Checkin, StoreError> {
     })
 }
 
+/// Devices per multi-row upsert of last-heard times (3 values each).
+const HEARD_PER_STATEMENT: usize = 300;
+
+/// Writes last-heard times inside the caller's transaction; a time never moves back.
+pub(super) async fn upsert_heard(
+    conn: &mut sqlx::SqliteConnection,
+    heard: &[DeviceHeard],
+) -> Result<(), StoreError> {
+    for chunk in heard.chunks(HEARD_PER_STATEMENT) {
+        // SQLite applies the rows in order, so a device named twice in one statement keeps the
+        // newer time through the conflict clause.
+        let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO device_heard (device_id, person_id, received_at) ",
+        );
+        upsert.push_values(chunk, |mut row, h| {
+            row.push_bind(&h.device_id)
+                .push_bind(h.person_id.to_string())
+                .push_bind(micros(h.received_at));
+        });
+        upsert.push(
+            " ON CONFLICT (device_id) DO UPDATE SET person_id = excluded.person_id, \
+             received_at = MAX(received_at, excluded.received_at)",
+        );
+        upsert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl SupervisionRecords for SqliteStore {
     async fn record_heard(&self, heard: &[DeviceHeard]) -> Result<(), StoreError> {
@@ -91,18 +119,7 @@ impl SupervisionRecords for SqliteStore {
             return Ok(());
         }
         let mut tx = self.write_transaction().await?;
-        for h in heard {
-            sqlx::query(
-                "INSERT INTO device_heard (device_id, person_id, received_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (device_id) DO UPDATE SET person_id = excluded.person_id, \
-                 received_at = MAX(received_at, excluded.received_at)",
-            )
-            .bind(&h.device_id)
-            .bind(h.person_id.to_string())
-            .bind(micros(h.received_at))
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_heard(&mut tx, heard).await?;
         tx.commit().await?;
         Ok(())
     }
