@@ -79,7 +79,9 @@ async fn concurrent_writers_store_each_fix_once_and_keep_the_chains_whole() {
     for n in 0..WEARERS {
         let body = format!("8647170{:07}", 3_000 + n);
         let imei = format!("{body}{}", ewall::identity::luhn_check_digit(&body));
-        let person = service.person_with_device(&imei, &[zone.clone()]).await;
+        let person = service
+            .person_with_device(&imei, std::slice::from_ref(&zone))
+            .await;
         wearers.push((person, imei, n % 3 == 0));
     }
 
