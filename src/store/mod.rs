@@ -926,6 +926,18 @@ pub async fn open_with(
     Ok(store)
 }
 
+/// The refusal of zone ids that name no zone. `item` says where they were given
+/// (`persons[3]` in a bulk registration), or is empty.
+pub(crate) fn unknown_zones(item: &str, zones: &[ZoneId]) -> StoreError {
+    let ids: Vec<String> = zones.iter().map(ZoneId::to_string).collect();
+    let prefix = if item.is_empty() {
+        String::new()
+    } else {
+        format!("{item}: ")
+    };
+    StoreError::UnknownReference(format!("{prefix}unknown zone id(s): {}", ids.join(", ")))
+}
+
 /// `url` with any password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

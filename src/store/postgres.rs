@@ -1157,18 +1157,9 @@ impl Store for PgStore {
                 .bind(&unseen)
                 .fetch_all(&mut *tx)
                 .await?;
-                let unknown_zones = |unknown: &[Uuid]| {
-                    StoreError::UnknownReference(format!(
-                        "persons[{i}]: unknown zone id(s): {}",
-                        unknown
-                            .iter()
-                            .map(Uuid::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                };
+                let item = format!("persons[{i}]");
                 if !unknown.is_empty() {
-                    return Err(unknown_zones(&unknown));
+                    return Err(super::unknown_zones(&item, &unknown));
                 }
                 known_zones.extend(new.zones.iter().copied());
                 sqlx::query(
@@ -1180,7 +1171,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await
                 // A zone deleted since the check above.
-                .map_err(|e| on_foreign_key(e, || unknown_zones(&unseen)))?;
+                .map_err(|e| on_foreign_key(e, || super::unknown_zones(&item, &unseen)))?;
                 append_action(&mut tx, assignment_action(person.id, &new.zones)).await?;
             }
             registered.push(Registration {
@@ -1468,18 +1459,8 @@ impl Store for PgStore {
         .bind(zones)
         .fetch_all(&mut *tx)
         .await?;
-        let unknown_zones = |unknown: &[Uuid]| {
-            StoreError::UnknownReference(format!(
-                "unknown zone id(s): {}",
-                unknown
-                    .iter()
-                    .map(Uuid::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        };
         if !unknown.is_empty() {
-            return Err(unknown_zones(&unknown));
+            return Err(super::unknown_zones("", &unknown));
         }
         sqlx::query("DELETE FROM person_zones WHERE person_id = $1")
             .bind(person)
@@ -1494,7 +1475,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await
         // A zone deleted since the check above.
-        .map_err(|e| on_foreign_key(e, || unknown_zones(zones)))?;
+        .map_err(|e| on_foreign_key(e, || super::unknown_zones("", zones)))?;
         append_action(&mut tx, assignment_action(person, zones)).await?;
         tx.commit().await?;
         Ok(())

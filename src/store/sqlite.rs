@@ -1167,14 +1167,11 @@ impl Store for SqliteStore {
                         Some(_) => {
                             known_zones.insert(*zone);
                         }
-                        None => unknown.push(zone.to_string()),
+                        None => unknown.push(*zone),
                     }
                 }
                 if !unknown.is_empty() {
-                    return Err(StoreError::UnknownReference(format!(
-                        "persons[{i}]: unknown zone id(s): {}",
-                        unknown.join(", ")
-                    )));
+                    return Err(super::unknown_zones(&format!("persons[{i}]"), &unknown));
                 }
                 for zone in &new.zones {
                     sqlx::query(
@@ -1680,14 +1677,11 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
             if found.is_none() {
-                unknown.push(zone.to_string());
+                unknown.push(*zone);
             }
         }
         if !unknown.is_empty() {
-            return Err(StoreError::UnknownReference(format!(
-                "unknown zone id(s): {}",
-                unknown.join(", ")
-            )));
+            return Err(super::unknown_zones("", &unknown));
         }
         sqlx::query("DELETE FROM person_zones WHERE person_id = ?")
             .bind(person.to_string())
