@@ -78,6 +78,7 @@ suite!(
     a_resent_fix_is_stored_once_and_its_batch_still_commits,
     a_batch_committed_again_stores_its_alerts_once,
     the_track_crosses_day_boundaries_and_keeps_old_and_odd_times,
+    a_device_passed_on_keeps_each_persons_positions_apart,
     open_breaches_are_the_unreturned_live_ones,
     the_alert_workflow_moves_forward_only,
     every_step_keeps_its_note_and_who_took_it,
@@ -612,6 +613,77 @@ async fn the_track_crosses_day_boundaries_and_keeps_old_and_odd_times(store: Arc
     assert_eq!(around_midnight, fixes[..2]);
     let set: BTreeSet<DateTime<Utc>> = track.iter().map(|f| f.time).collect();
     assert_eq!(set.len(), times.len());
+}
+
+/// A wristband worn by one person and then handed to another: each person's track, export and
+/// counts hold the positions attributed to them, from every device they wore, and nothing else.
+async fn a_device_passed_on_keeps_each_persons_positions_apart(store: Arc<dyn Store>) {
+    let (first, second) = (person(store.as_ref()).await, person(store.as_ref()).await);
+    let worn = |person: PersonId, device: &str, second: i64| Fix {
+        device_id: device.into(),
+        ..fix(person, at(second))
+    };
+    let shared = "359339075001234";
+    let own = "359339075005678";
+    let batches = [
+        vec![worn(first.id, shared, 0), worn(second.id, own, 0)],
+        vec![worn(first.id, shared, 10), worn(second.id, own, 10)],
+        // The shared wristband goes to the second person, who now wears both.
+        vec![worn(second.id, shared, 20), worn(second.id, own, 20)],
+        vec![worn(second.id, shared, 30)],
+    ];
+    for batch in &batches {
+        store.commit(batch, Vec::new()).await.unwrap();
+    }
+    let (from, to) = all_time();
+    let of = |person: PersonId| {
+        let mut fixes: Vec<Fix> = batches
+            .iter()
+            .flatten()
+            .filter(|f| f.person_id == person)
+            .cloned()
+            .collect();
+        fixes.sort_by(|a, b| (a.time, &a.device_id).cmp(&(b.time, &b.device_id)));
+        fixes
+    };
+    for p in [first.id, second.id] {
+        let mut track = store.track(p, from, to, 100).await.unwrap();
+        track.sort_by(|a, b| (a.time, &a.device_id).cmp(&(b.time, &b.device_id)));
+        assert_eq!(track, of(p));
+        let records = store
+            .person_records(ewall::store::ChainTable::Positions, p, from, to, 0, 100)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), of(p).len());
+        // Paged by row id: the second page starts after the first page's last row.
+        let page = store
+            .person_records(
+                ewall::store::ChainTable::Positions,
+                p,
+                from,
+                to,
+                records[0].key,
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.len(), records.len() - 1);
+        assert!(page.iter().all(|r| r.key > records[0].key));
+    }
+    assert_eq!(
+        store.position_counts(first.id, from, to).await.unwrap(),
+        [(shared.to_string(), 2)]
+    );
+    assert_eq!(
+        store.position_counts(second.id, from, to).await.unwrap(),
+        [(shared.to_string(), 2), (own.to_string(), 3)]
+    );
+    // A limited track is the earliest positions, in time order.
+    let earliest = store.track(second.id, from, to, 2).await.unwrap();
+    assert_eq!(
+        earliest.iter().map(|f| f.time).collect::<Vec<_>>(),
+        [at(0), at(10)]
+    );
 }
 
 async fn open_breaches_are_the_unreturned_live_ones(store: Arc<dyn Store>) {

@@ -47,6 +47,8 @@ use crate::model::{
 /// Positions per multi-row insert: 18 bound values each, well under SQLite's limit of 32,766
 /// variables per statement.
 const POSITIONS_PER_INSERT: usize = 200;
+/// (person, device) pairs per statement of `note_person_devices`: two variables each.
+const PAIRS_PER_STATEMENT: usize = 400;
 
 /// Pages of the write connection's cache: 64 MiB, enough for the hot ends of the positions
 /// indexes of a busy node, against SQLite's default of 2 MiB.
@@ -953,7 +955,33 @@ async fn insert_chained_positions(
     }
     let heads: Vec<&ChainHead> = heads.values().collect();
     write_heads(conn, &heads).await?;
+    note_person_devices(conn, fixes).await?;
     Ok(inserted)
+}
+
+/// Records, inside the caller's transaction, which devices reported for which persons: the
+/// person's way into the natural key when their positions are read. A known pair is only
+/// looked up, so the pages of `person_devices` change only when a pair is new.
+async fn note_person_devices(
+    conn: &mut SqliteConnection,
+    fixes: &[&Fix],
+) -> Result<(), StoreError> {
+    let mut pairs: Vec<(String, &str)> = fixes
+        .iter()
+        .map(|fix| (fix.person_id.to_string(), fix.device_id.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for chunk in pairs.chunks(PAIRS_PER_STATEMENT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR IGNORE INTO person_devices (person_id, device_id) ",
+        );
+        insert.push_values(chunk, |mut row, (person, device)| {
+            row.push_bind(person.as_str()).push_bind(*device);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Whether a fix with the natural key of `fix` is already stored.
@@ -1797,8 +1825,9 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Fix>, StoreError> {
         sqlx::query(
-            "SELECT * FROM positions WHERE person_id = ? AND time >= ? AND time <= ? \
-             ORDER BY time, id LIMIT ?",
+            "SELECT p.* FROM person_devices d \
+             JOIN positions p ON p.device_id = d.device_id AND p.time >= ?2 AND p.time <= ?3 \
+             WHERE d.person_id = ?1 AND p.person_id = ?1 ORDER BY p.time, p.id LIMIT ?4",
         )
         .bind(person.to_string())
         .bind(micros(from))
@@ -2492,8 +2521,9 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ChainRecord>, StoreError> {
         let (sql, record): (&str, fn(&SqliteRow) -> Result<ChainRecord, StoreError>) = match table {
             ChainTable::Positions => (
-                "SELECT * FROM positions WHERE person_id = ? AND time >= ? AND time <= ? \
-                 AND id > ? ORDER BY id LIMIT ?",
+                "SELECT p.* FROM person_devices d \
+                 JOIN positions p ON p.device_id = d.device_id AND p.time >= ?2 AND p.time <= ?3 \
+                 WHERE d.person_id = ?1 AND p.person_id = ?1 AND p.id > ?4 ORDER BY p.id LIMIT ?5",
                 position_record,
             ),
             ChainTable::Alerts => (
@@ -3056,6 +3086,52 @@ mod tests {
         let events = store.events(feed(0)).await.unwrap();
         let raised = events.iter().find(|e| e.seq == a.seq).unwrap();
         assert_eq!(raised.data, serde_json::to_value(&a).unwrap());
+    }
+
+    #[tokio::test]
+    async fn positions_stored_before_person_devices_are_still_found_by_person() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await.unwrap();
+        // The schema before migration 0022, with a wristband that two persons wore in turn.
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 22)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&store.writer).await.unwrap();
+        let (first, second) = (new_id(), new_id());
+        for (person, time) in [(first, 1_000_i64), (first, 2_000), (second, 3_000)] {
+            sqlx::query(
+                "INSERT INTO positions (device_id, person_id, time, received_at, lat, lon, \
+                 valid, source, archived, integrity_mismatch, protocol) \
+                 VALUES ('864717003283581', ?, ?, ?, 25.5, 112.3, 1, 'gps', 0, 0, 'gt06')",
+            )
+            .bind(person.to_string())
+            .bind(time)
+            .bind(time)
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        }
+        store.migrate().await.unwrap();
+
+        let (from, to) = (
+            from_micros("t", 0).unwrap(),
+            from_micros("t", 10_000).unwrap(),
+        );
+        let times = |track: Vec<Fix>| track.iter().map(|f| micros(f.time)).collect::<Vec<_>>();
+        assert_eq!(
+            times(store.track(first, from, to, 10).await.unwrap()),
+            [1_000, 2_000]
+        );
+        assert_eq!(
+            times(store.track(second, from, to, 10).await.unwrap()),
+            [3_000]
+        );
     }
 
     #[tokio::test]

@@ -182,8 +182,9 @@ impl ReportRecords for SqliteStore {
         to: DateTime<Utc>,
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT device_id, COUNT(*) FROM positions WHERE person_id = ? AND time >= ? \
-             AND time < ? GROUP BY device_id ORDER BY device_id",
+            "SELECT p.device_id, COUNT(*) FROM person_devices d \
+             JOIN positions p ON p.device_id = d.device_id AND p.time >= ?2 AND p.time < ?3 \
+             WHERE d.person_id = ?1 AND p.person_id = ?1 GROUP BY p.device_id ORDER BY p.device_id",
         )
         .bind(person.to_string())
         .bind(micros(from))
