@@ -29,6 +29,7 @@ use crate::model::{
     normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, DeviceHeard, Fix, PersonId,
     Submission, WifiSighting,
 };
+use crate::pipeline::Entrance;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 pub use validate::{IngestConfig, Unstorable};
@@ -191,7 +192,7 @@ pub struct IngestContext {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The pipeline's entrance.
-    pub submissions: mpsc::Sender<Submission>,
+    pub submissions: Entrance,
     /// Devices reachable for downlink commands.
     pub links: Arc<links::Links>,
     /// Where connections and command answers are reported; `None` when nothing listens
@@ -221,12 +222,12 @@ impl IngestContext {
     pub fn new(
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        submissions: mpsc::Sender<Submission>,
+        submissions: impl Into<Entrance>,
     ) -> Self {
         IngestContext {
             registry,
             metrics,
-            submissions,
+            submissions: submissions.into(),
             links: Arc::new(links::Links::default()),
             link_events: None,
             rules: IngestConfig::default(),
