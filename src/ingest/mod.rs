@@ -323,15 +323,10 @@ impl IngestContext {
 
     /// Counts a decoded frame.
     pub fn count_frame(&self, protocol: Protocol, decoded: &Decoded) {
-        self.metrics
-            .frames_decoded
-            .with_label_values(&[protocol.name()])
-            .inc();
+        let counters = self.metrics.ingest(protocol);
+        counters.frames_decoded.inc();
         if decoded.integrity.is_mismatch() {
-            self.metrics
-                .frames_integrity_mismatch
-                .with_label_values(&[protocol.name()])
-                .inc();
+            counters.frames_integrity_mismatch.inc();
         }
     }
 
@@ -442,8 +437,8 @@ impl IngestContext {
             return Ok(Pending(None));
         }
         self.metrics
+            .ingest(protocol)
             .fixes_received
-            .with_label_values(&[protocol.name()])
             .inc_by(fixes.len() as u64);
         let (done, committed) = oneshot::channel();
         let submission = Submission {
