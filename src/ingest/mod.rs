@@ -280,10 +280,18 @@ impl IngestContext {
     }
 
     /// The person a registered device belongs to; counts and logs (once per id) a refusal.
-    pub fn authorize(&self, protocol: Protocol, device_id: &str, peer: &str) -> Option<PersonId> {
+    /// `peer` is formatted only for a refusal's log line (a connection asks on every frame).
+    pub fn authorize(
+        &self,
+        protocol: Protocol,
+        device_id: &str,
+        peer: impl std::fmt::Display,
+    ) -> Option<PersonId> {
         if let Some(person) = self.registry.person_of(device_id) {
             return Some(person);
         }
+        let peer = peer.to_string();
+        let peer = peer.as_str();
         self.metrics
             .connections_refused
             .with_label_values(&[protocol.name(), "unknown_device"])
