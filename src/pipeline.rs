@@ -1,14 +1,15 @@
 //! The pipeline: ingest → fence shards → store writer, joined by bounded channels.
 //!
 //! ```text
-//!  ingest ──Submission──► router ──► shard 0..N (FenceEngine) ──WriteRequest──► StoreWriter
+//!  ingest ──Submission──► entrance ──► shard 0..N (FenceEngine) ──WriteRequest──► StoreWriter
 //!    ▲                                                                              │
 //!    └───────────────────────── commit notice (then the device is acked) ◄─────────┘
 //! ```
 //!
-//! The router sends each person's submissions to one shard (by a hash of the person id), so a
-//! person's fixes are checked in order by one engine that owns their state, while different
-//! persons are checked in parallel. Each shard turns zone transitions and device alarms into
+//! The entrance ([`Entrance`]) sends each person's submissions to one shard (by a hash of the
+//! person id), so a person's fixes are checked in order by one engine that owns their state,
+//! while different persons are checked in parallel. It picks the shard in the sender's task, so
+//! a submission wakes one task on its way to the writer, not a router first. Each shard turns zone transitions and device alarms into
 //! alerts and passes them, with the positions, to the writer, which commits both in one
 //! transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
 //! without limit.
@@ -32,10 +33,9 @@
 //! goes to the writer like a fence alert (pending until committed, once). Its part of the loop
 //! is kept apart, at the end of this file ("Timer-driven rules").
 //!
-//! Stopping is done by closing channels: [`Pipeline::join`] closes the entrance (queued
-//! submissions still go through) and the router ends, which closes the shards' inputs; each
-//! shard finishes what it holds and ends, which closes the writer's input; the writer commits
-//! its last batch and ends.
+//! Stopping is done by closing channels: [`Pipeline::join`] closes the entrance, that is each
+//! shard's input (queued submissions still go through); each shard finishes what it holds and
+//! ends, which closes the writer's input; the writer commits its last batch and ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,7 +137,7 @@ impl Resume {
 /// A running pipeline.
 pub struct Pipeline {
     /// Where ingest sends submissions. Dropping every clone starts the pipeline's shutdown.
-    pub submissions: mpsc::Sender<Submission>,
+    pub submissions: Entrance,
     /// Alerts as they are committed.
     pub alerts: broadcast::Sender<Alert>,
     /// Positions as they are committed, a batch at a time.
@@ -154,7 +154,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Spawns the router, the shards and the writer, each shard's engine resumed from `resume`
+    /// Spawns the shards and the writer, each shard's engine resumed from `resume`
     /// (see [`Resume`]).
     pub fn spawn(
         settings: PipelineSettings,
@@ -212,6 +212,7 @@ impl Pipeline {
         let mut notice_inputs = Vec::new();
         let catalog = registry.catalog();
         let now = settings.clock.now();
+        let close = CancellationToken::new();
         for index in 0..shards {
             let (tx, rx) = mpsc::channel(capacity);
             shard_inputs.push(tx);
@@ -268,6 +269,7 @@ impl Pipeline {
             shard.arm_curfews(None, true);
             tasks.push(tokio::spawn(shard.run(
                 rx,
+                close.clone(),
                 returned,
                 notice_rx,
                 catalog_swaps,
@@ -276,11 +278,8 @@ impl Pipeline {
         }
         drop(writer_inputs);
         drop(learned_tx);
-        let (submissions, rx) = mpsc::channel(capacity);
-        let close = CancellationToken::new();
-        tasks.push(tokio::spawn(route(rx, shard_inputs, close.clone())));
         Pipeline {
-            submissions,
+            submissions: Entrance(Route::Shards(shard_inputs.into())),
             alerts,
             fixes,
             notices: Notices {
@@ -328,31 +327,55 @@ impl Pipeline {
     }
 }
 
-/// Routes submissions to shards until the entrance is closed, either by every sender going
-/// away or by `close`; then it forwards what is still queued and ends.
-async fn route(
-    mut rx: mpsc::Receiver<Submission>,
-    shards: Vec<mpsc::Sender<Submission>>,
-    close: CancellationToken,
-) {
-    loop {
-        let next = tokio::select! {
-            biased;
-            next = rx.recv() => next,
-            _ = close.cancelled() => {
-                // Late senders now get an error (and do not acknowledge their devices); what is
-                // already queued is still delivered.
-                rx.close();
-                rx.recv().await
-            }
-        };
-        let Some(submission) = next else { break };
-        let shard = &shards[shard_for(&submission.person_id, shards.len())];
-        if shard.send(submission).await.is_err() {
-            break;
+/// Where submissions enter: a pipeline's shards, each person's to the shard that owns them, or
+/// one channel (a cluster node's fix stream). Cheap to clone; a pipeline's shards end once every
+/// clone is dropped, or once [`Pipeline::join`] closes them.
+#[derive(Clone, Debug)]
+pub struct Entrance(Route);
+
+#[derive(Clone, Debug)]
+enum Route {
+    Shards(Arc<[mpsc::Sender<Submission>]>),
+    One(mpsc::Sender<Submission>),
+}
+
+impl Entrance {
+    fn sender(&self, submission: &Submission) -> &mpsc::Sender<Submission> {
+        match &self.0 {
+            Route::Shards(shards) => &shards[shard_for(&submission.person_id, shards.len())],
+            Route::One(sender) => sender,
         }
     }
-    debug!("Router drained; exiting.");
+
+    /// Hands `submission` over if its shard has room.
+    ///
+    /// # Errors
+    /// The submission back when its shard is full or the pipeline is closed.
+    // As `mpsc::Sender::try_send`: the caller gets its submission back to wait with.
+    #[allow(clippy::result_large_err)]
+    pub fn try_send(
+        &self,
+        submission: Submission,
+    ) -> Result<(), mpsc::error::TrySendError<Submission>> {
+        self.sender(&submission).try_send(submission)
+    }
+
+    /// Hands `submission` over, waiting for room in its shard.
+    ///
+    /// # Errors
+    /// The submission back when the pipeline is closed.
+    pub async fn send(
+        &self,
+        submission: Submission,
+    ) -> Result<(), mpsc::error::SendError<Submission>> {
+        self.sender(&submission).send(submission).await
+    }
+}
+
+impl From<mpsc::Sender<Submission>> for Entrance {
+    fn from(sender: mpsc::Sender<Submission>) -> Self {
+        Entrance(Route::One(sender))
+    }
 }
 
 /// Adds the Wi-Fi access points the shards learned to their zones and reloads the catalog, so
@@ -417,17 +440,20 @@ enum Wake {
     CatalogSwapped,
     Submission(Option<Submission>),
     Retry,
+    Closing,
 }
 
 impl Shard {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Submission>,
+        close: CancellationToken,
         mut returned: mpsc::UnboundedReceiver<Vec<Alert>>,
         mut notices: mpsc::UnboundedReceiver<Notice>,
         mut catalog_swaps: tokio::sync::watch::Receiver<u64>,
         writes: mpsc::Sender<WriteRequest>,
     ) {
+        let mut closing = false;
         loop {
             let retry_pending = !self.pending.is_empty();
             // The branches only say what woke the shard; it acts once they are dropped.
@@ -437,6 +463,7 @@ impl Shard {
                 Some((key, at)) = self.supervisor.next_due() => Wake::Due(key, at),
                 Some(notice) = notices.recv() => Wake::Notice(notice),
                 Ok(()) = catalog_swaps.changed() => Wake::CatalogSwapped,
+                _ = close.cancelled(), if !closing => Wake::Closing,
                 submission = rx.recv() => Wake::Submission(submission),
                 _ = tokio::time::sleep(PENDING_RETRY), if retry_pending => Wake::Retry,
             };
@@ -458,6 +485,13 @@ impl Shard {
                     continue;
                 }
                 Wake::Submission(Some(submission)) => self.evaluate(submission),
+                Wake::Closing => {
+                    // Late senders now get an error (and do not acknowledge their devices);
+                    // what is already queued is still taken.
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
                 Wake::Submission(None) => break,
                 Wake::Retry => self.request(Vec::new(), Vec::new(), None),
             };
@@ -1757,6 +1791,96 @@ mod tests {
             zone_alerts(&store).await,
             vec![(AlertKind::ZoneExit, false)]
         );
+    }
+
+    #[tokio::test]
+    async fn joining_commits_what_every_shard_holds_and_refuses_a_straggler_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, first) = flaky_setup(&dir).await;
+        let mut persons = vec![(first, IMEI.to_owned())];
+        for n in 1..8 {
+            let person = store
+                .create_person(NewPerson {
+                    name: format!("p{n}"),
+                    level: Level::Normal,
+                    timezone: "Asia/Shanghai".into(),
+                })
+                .await
+                .unwrap();
+            let imei = format!("86471700329000{n}");
+            store.create_device(&imei, person.id).await.unwrap();
+            persons.push((person.id, imei));
+        }
+        let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
+        let resume = Resume::load(store.as_ref()).await.unwrap();
+        let settings = PipelineSettings {
+            fence: FenceConfig {
+                shards: 4,
+                ..FenceConfig::default()
+            },
+            levels: LevelsConfig::default(),
+            store: StoreConfig::default(),
+            channel_capacity: 64,
+            supervision: SupervisionConfig::default(),
+            clock: Clock::System,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = Pipeline::spawn(settings, store.clone(), registry, metrics, &resume);
+        let shards: std::collections::HashSet<usize> = persons
+            .iter()
+            .map(|(person, _)| shard_for(person, 4))
+            .collect();
+        assert!(shards.len() > 1, "the persons should span shards");
+        // A stalled upload's handle outlives the join; the join must not wait for it.
+        let straggler = pipeline.submissions.clone();
+        let mut notices = Vec::new();
+        for minute in 0..5 {
+            for (person, imei) in &persons {
+                let (done, notice) = oneshot::channel();
+                let mut fix = fix(*person, minute, false);
+                fix.device_id = imei.clone();
+                pipeline
+                    .submissions
+                    .send(Submission {
+                        person_id: *person,
+                        heard: None,
+                        fixes: vec![fix],
+                        alarms: Vec::new(),
+                        wifi: Vec::new(),
+                        crs: Crs::Wgs84,
+                        done: Some(done),
+                    })
+                    .await
+                    .unwrap();
+                notices.push(notice);
+            }
+        }
+        pipeline.join().await;
+        for notice in notices {
+            assert!(notice.await.unwrap().is_ok());
+        }
+        let late = Submission {
+            person_id: first,
+            heard: None,
+            fixes: vec![fix(first, 9, false)],
+            alarms: Vec::new(),
+            wifi: Vec::new(),
+            crs: Crs::Wgs84,
+            done: None,
+        };
+        assert!(straggler.send(late).await.is_err());
+        for (person, _) in &persons {
+            let track = store
+                .track(
+                    *person,
+                    Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap(),
+                    Utc.with_ymd_and_hms(2026, 2, 2, 0, 0, 0).unwrap(),
+                    100,
+                )
+                .await
+                .unwrap();
+            assert_eq!(track.len(), 5, "{person}");
+        }
     }
 
     /// Waits (up to five seconds) until `check` holds.

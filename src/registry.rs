@@ -33,14 +33,19 @@ pub enum RegistryError {
     },
 }
 
+/// The maps a fix is looked up in: foldhash rather than SipHash, as every frame reads three of
+/// them and their keys are what the store holds (a device id sent by a stranger is only looked
+/// up, never inserted).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Devices, persons and zones as the hot path needs them.
 pub struct Registry {
-    devices: RwLock<HashMap<String, PersonId>>,
+    devices: RwLock<FastMap<String, PersonId>>,
     /// Device models, for the devices that have one.
-    models: RwLock<HashMap<String, String>>,
-    levels: RwLock<HashMap<PersonId, SupervisionLevel>>,
+    models: RwLock<FastMap<String, String>>,
+    levels: RwLock<FastMap<PersonId, SupervisionLevel>>,
     /// Each person's time zone, for zone schedules.
-    timezones: RwLock<HashMap<PersonId, chrono_tz::Tz>>,
+    timezones: RwLock<FastMap<PersonId, chrono_tz::Tz>>,
     catalog: RwLock<Arc<ZoneCatalog>>,
     /// Serialises reloads so the last one to finish reflects the latest store state.
     reload: tokio::sync::Mutex<()>,

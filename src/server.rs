@@ -431,10 +431,10 @@ enum Processing {
 }
 
 impl Processing {
-    fn submissions(&self) -> mpsc::Sender<crate::model::Submission> {
+    fn submissions(&self) -> crate::pipeline::Entrance {
         match self {
             Processing::Local(p) => p.submissions.clone(),
-            Processing::Cluster(node, _) => node.submissions.clone(),
+            Processing::Cluster(node, _) => node.submissions.clone().into(),
         }
     }
 

@@ -420,7 +420,8 @@ pub struct FenceEngine {
     /// [`FenceConfig::default_tz`], parsed once.
     default_tz: chrono_tz::Tz,
     levels: LevelsConfig,
-    persons: std::collections::HashMap<PersonId, PersonState>,
+    /// Looked up on every fix: foldhash, not SipHash (the keys are ids the store issued).
+    persons: std::collections::HashMap<PersonId, PersonState, foldhash::fast::RandomState>,
     /// Access points learned since the last [`FenceEngine::take_learned_wifi`].
     learned_wifi: Vec<(ZoneId, String)>,
 }
@@ -440,7 +441,7 @@ impl FenceEngine {
             default_tz: config.default_tz(),
             config,
             levels,
-            persons: std::collections::HashMap::new(),
+            persons: std::collections::HashMap::default(),
             learned_wifi: Vec::new(),
         }
     }

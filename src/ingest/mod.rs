@@ -29,6 +29,7 @@ use crate::model::{
     normalize_bssid, AlertPosition, CommitFailed, Crs, DeviceAlarm, DeviceHeard, Fix, PersonId,
     Submission, WifiSighting,
 };
+use crate::pipeline::Entrance;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 pub use validate::{IngestConfig, Unstorable};
@@ -191,7 +192,7 @@ pub struct IngestContext {
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The pipeline's entrance.
-    pub submissions: mpsc::Sender<Submission>,
+    pub submissions: Entrance,
     /// Devices reachable for downlink commands.
     pub links: Arc<links::Links>,
     /// Where connections and command answers are reported; `None` when nothing listens
@@ -221,12 +222,12 @@ impl IngestContext {
     pub fn new(
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
-        submissions: mpsc::Sender<Submission>,
+        submissions: impl Into<Entrance>,
     ) -> Self {
         IngestContext {
             registry,
             metrics,
-            submissions,
+            submissions: submissions.into(),
             links: Arc::new(links::Links::default()),
             link_events: None,
             rules: IngestConfig::default(),
@@ -279,10 +280,18 @@ impl IngestContext {
     }
 
     /// The person a registered device belongs to; counts and logs (once per id) a refusal.
-    pub fn authorize(&self, protocol: Protocol, device_id: &str, peer: &str) -> Option<PersonId> {
+    /// `peer` is formatted only for a refusal's log line (a connection asks on every frame).
+    pub fn authorize(
+        &self,
+        protocol: Protocol,
+        device_id: &str,
+        peer: impl std::fmt::Display,
+    ) -> Option<PersonId> {
         if let Some(person) = self.registry.person_of(device_id) {
             return Some(person);
         }
+        let peer = peer.to_string();
+        let peer = peer.as_str();
         self.metrics
             .connections_refused
             .with_label_values(&[protocol.name(), "unknown_device"])
@@ -322,15 +331,10 @@ impl IngestContext {
 
     /// Counts a decoded frame.
     pub fn count_frame(&self, protocol: Protocol, decoded: &Decoded) {
-        self.metrics
-            .frames_decoded
-            .with_label_values(&[protocol.name()])
-            .inc();
+        let counters = self.metrics.ingest(protocol);
+        counters.frames_decoded.inc();
         if decoded.integrity.is_mismatch() {
-            self.metrics
-                .frames_integrity_mismatch
-                .with_label_values(&[protocol.name()])
-                .inc();
+            counters.frames_integrity_mismatch.inc();
         }
     }
 
@@ -441,8 +445,8 @@ impl IngestContext {
             return Ok(Pending(None));
         }
         self.metrics
+            .ingest(protocol)
             .fixes_received
-            .with_label_values(&[protocol.name()])
             .inc_by(fixes.len() as u64);
         let (done, committed) = oneshot::channel();
         let submission = Submission {

@@ -363,7 +363,8 @@ impl Connection {
                     let Some(frame) = in_flight.pop_front() else {
                         continue;
                     };
-                    let device_id = frame.device_id.clone();
+                    // Only a connection not yet taking commands needs the id after the answer.
+                    let device_id = commands.is_none().then(|| frame.device_id.clone());
                     if let Err(closed) = self.answer(framed, frame).await {
                         return closed;
                     }
@@ -375,10 +376,9 @@ impl Connection {
                     // Queued commands go out only after the login (or first frame) is
                     // answered, and after a JT/T 808 terminal's authentication: before that it
                     // is not listening.
-                    if commands.is_none()
-                        && self.context.link_events.is_some()
-                        && framed.codec().ready_for_commands()
-                    {
+                    if let Some(device_id) = device_id.filter(|_| {
+                        self.context.link_events.is_some() && framed.codec().ready_for_commands()
+                    }) {
                         let sink = Arc::new(ConnectionSink::new(self.protocol));
                         let link = self.context.links.register(&device_id, sink.clone());
                         commands = Some(Commands { sink, _link: link });
@@ -432,9 +432,8 @@ impl Connection {
             let device_id = framed
                 .codec()
                 .device_id()
-                .map(str::to_owned)
-                .or_else(|| decoded.messages.iter().find_map(|m| m.device_id.clone()))
-                .map(|id| identity::normalise(&id).into_owned());
+                .or_else(|| decoded.messages.iter().find_map(|m| m.device_id.as_deref()))
+                .map(|id| identity::normalise(id).into_owned());
             let Some(device_id) = device_id else {
                 // Nothing identifies the sender yet (a position before any login): it cannot be
                 // attributed, so it is neither stored nor acknowledged.
@@ -444,10 +443,7 @@ impl Connection {
                 }
                 continue;
             };
-            let Some(person) =
-                self.context
-                    .authorize(self.protocol, &device_id, &self.peer.to_string())
-            else {
+            let Some(person) = self.context.authorize(self.protocol, &device_id, self.peer) else {
                 return CloseReason::UnknownDevice(device_id);
             };
             if !identified {
