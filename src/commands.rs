@@ -144,7 +144,9 @@ impl CommandDispatcher {
 
     /// Writes the noted protocols one at a time, so that they take turns on the store's
     /// write connection with the position commits rather than queue ahead of them, until
-    /// `stop` is cancelled and nothing noted is left.
+    /// `stop` is cancelled. What is left then is dropped: a device's protocol is noted again
+    /// when it next connects, and a store that is going must not hold the stop up with a write
+    /// per device.
     async fn record_protocols(&self, stop: CancellationToken) {
         loop {
             let noted: Vec<(String, Protocol)> = self
@@ -156,15 +158,13 @@ impl CommandDispatcher {
             if noted.is_empty() {
                 tokio::select! {
                     () = self.heard.notified() => continue,
-                    () = stop.cancelled() => {
-                        if self.unrecorded.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
-                            return;
-                        }
-                        continue;
-                    }
+                    () = stop.cancelled() => return,
                 }
             }
             for (imei, protocol) in noted {
+                if stop.is_cancelled() {
+                    return;
+                }
                 self.record_protocol(&imei, protocol).await;
             }
         }
@@ -463,7 +463,6 @@ impl CommandDispatcher {
                 }
             }
         }
-        // What was heard is still written, though the store may refuse it when it is going too.
         stop_recording.cancel();
         let _ = recorder.await;
         debug!("Command dispatcher stopped.");
