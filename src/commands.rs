@@ -73,6 +73,12 @@ pub struct CommandDispatcher {
     /// The protocol last recorded per device, so a device heard on every request (OsmAnd)
     /// costs a write only when its protocol changes.
     recorded: Mutex<HashMap<String, Protocol>>,
+    /// Protocols heard but not yet written, which one task writes in the background: a
+    /// connection's link event waits for none of them. One entry per device heard, so it is
+    /// bounded by the registered devices.
+    unrecorded: Mutex<HashMap<String, Protocol>>,
+    /// Wakes the task writing `unrecorded`.
+    heard: Notify,
     /// One sender at a time per device, so its commands go out in the order they were made
     /// even when a connect and a new command both start sending.
     lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -90,6 +96,8 @@ impl CommandDispatcher {
             metrics,
             added: Notify::new(),
             recorded: Mutex::new(HashMap::new()),
+            unrecorded: Mutex::new(HashMap::new()),
+            heard: Notify::new(),
             lanes: Mutex::new(HashMap::new()),
             peers: std::sync::OnceLock::new(),
         })
@@ -113,8 +121,11 @@ impl CommandDispatcher {
         true
     }
 
-    /// Stores the protocol a device was heard with, unless already recorded.
-    async fn record_protocol(&self, imei: &str, protocol: Protocol) {
+    /// Notes the protocol a device was heard with, to be stored by
+    /// [`CommandDispatcher::record_protocols`] unless already recorded. Never waits: ten
+    /// thousand devices connecting at once are as many store writes, one after another, and
+    /// a device's first report is not read before its link event is taken.
+    fn note_protocol(&self, imei: &str, protocol: Protocol) {
         let known = self
             .recorded
             .lock()
@@ -124,6 +135,43 @@ impl CommandDispatcher {
         if known == Some(protocol) {
             return;
         }
+        self.unrecorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(imei.to_owned(), protocol);
+        self.heard.notify_one();
+    }
+
+    /// Writes the noted protocols one at a time, so that they take turns on the store's
+    /// write connection with the position commits rather than queue ahead of them, until
+    /// `stop` is cancelled. What is left then is dropped: a device's protocol is noted again
+    /// when it next connects, and a store that is going must not hold the stop up with a write
+    /// per device.
+    async fn record_protocols(&self, stop: CancellationToken) {
+        loop {
+            let noted: Vec<(String, Protocol)> = self
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain()
+                .collect();
+            if noted.is_empty() {
+                tokio::select! {
+                    () = self.heard.notified() => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+            for (imei, protocol) in noted {
+                if stop.is_cancelled() {
+                    return;
+                }
+                self.record_protocol(&imei, protocol).await;
+            }
+        }
+    }
+
+    /// Stores the protocol a device was heard with.
+    async fn record_protocol(&self, imei: &str, protocol: Protocol) {
         match self.store.set_device_protocol(imei, protocol.name()).await {
             Ok(()) => {
                 let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,6 +189,10 @@ impl CommandDispatcher {
     /// again its protocol is recorded anew.
     pub fn forget(&self, imei: &str) {
         self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(imei);
+        self.unrecorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(imei);
@@ -378,16 +430,22 @@ impl CommandDispatcher {
         // A deadline, not a sleep per turn: events arriving more often than the expiry is due
         // (an OsmAnd phone reporting every second) must not keep pushing it back.
         let mut deadline = Instant::now() + self.expire_due().await;
+        let stop_recording = CancellationToken::new();
+        let recorder = tokio::spawn({
+            let this = self.clone();
+            let stop = stop_recording.clone();
+            async move { this.record_protocols(stop).await }
+        });
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
                 event = events.recv() => match event {
                     None => break,
                     Some(LinkEvent::Seen { device_id, protocol }) => {
-                        self.record_protocol(&device_id, protocol).await;
+                        self.note_protocol(&device_id, protocol);
                     }
                     Some(LinkEvent::Connected { device_id, protocol }) => {
-                        self.record_protocol(&device_id, protocol).await;
+                        self.note_protocol(&device_id, protocol);
                         // In the background: writing waits on the connection, and other
                         // devices' events must not wait behind it.
                         let this = self.clone();
@@ -405,6 +463,8 @@ impl CommandDispatcher {
                 }
             }
         }
+        stop_recording.cancel();
+        let _ = recorder.await;
         debug!("Command dispatcher stopped.");
     }
 }
@@ -450,6 +510,72 @@ mod tests {
         let store = crate::store::sqlite::SqliteStore::open(&url).await.unwrap();
         store.migrate().await.unwrap();
         Arc::new(store)
+    }
+
+    /// Ten thousand devices connecting at once are ten thousand protocol writes; a connection
+    /// reads nothing more until its link event is taken, so the events must be taken while those
+    /// writes wait. Here the database's write lock is held by another connection meanwhile:
+    /// every event is still taken, and the protocols are stored once the lock is let go.
+    #[tokio::test]
+    async fn link_events_are_taken_while_the_protocol_writes_wait_for_the_store() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir).await;
+        let person = store
+            .create_person(crate::store::NewPerson {
+                name: "p".into(),
+                level: crate::model::SupervisionLevel::Normal,
+                timezone: "Asia/Shanghai".into(),
+            })
+            .await
+            .unwrap();
+        for imei in ["dev-0", "dev-7"] {
+            store.create_device(imei, person.id).await.unwrap();
+        }
+        let dispatcher = CommandDispatcher::new(
+            store.clone(),
+            Arc::new(Links::default()),
+            Arc::new(Metrics::new()),
+        );
+        let (events, rx) = mpsc::channel(LINK_EVENT_QUEUE);
+        let token = CancellationToken::new();
+        let task = tokio::spawn(dispatcher.clone().run(rx, token.clone()));
+        let connected = |i: usize| LinkEvent::Connected {
+            device_id: format!("dev-{i}"),
+            protocol: Protocol::Gt06,
+        };
+        let recorded = |imei: &'static str| {
+            let store = store.clone();
+            async move {
+                while store.device(imei).await.unwrap().protocol.as_deref() != Some("gt06") {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        // The dispatcher is past its start (which writes) once one device is recorded.
+        events.send(connected(0)).await.unwrap();
+        recorded("dev-0").await;
+
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        holder.execute("BEGIN IMMEDIATE").await.unwrap();
+        let connect_all = async {
+            for i in 1..=LINK_EVENT_QUEUE + 16 {
+                events.send(connected(i)).await.unwrap();
+            }
+        };
+        // Only a guard against hanging: the store's busy timeout is 10 s a write, so a
+        // dispatcher that waits on each write takes hours over these events.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), connect_all)
+                .await
+                .is_ok(),
+            "link events waited for the protocol writes"
+        );
+        holder.execute("COMMIT").await.unwrap();
+        recorded("dev-7").await;
+        token.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

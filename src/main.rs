@@ -207,7 +207,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
         } => fence(&zones, &points, threads),
         Command::Simulate(args) => {
-            let summary = runtime()?.block_on(ewall::simulate::run(*args))?;
+            let summary = ewall::simulate::runtime(args.threads)
+                .context("starting the async runtime")?
+                .block_on(ewall::simulate::run(*args))?;
             println!("{summary}");
             Ok(())
         }

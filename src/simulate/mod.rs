@@ -223,6 +223,11 @@ pub struct SimulateArgs {
     /// devices are run by further processes of this command.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub devices_per_process: Option<u64>,
+    /// Threads of each simulator process. One costs the least CPU per fix (see
+    /// [`runtime`]); on a machine the service and other work share, a second thread gets the
+    /// simulator a larger share of the CPU, at a higher cost per fix.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// This process runs shard K of N of the devices and prints its tally (set by the parent).
     #[arg(long, hide = true, value_parser = parse_shard)]
     pub shard: Option<Shard>,
@@ -344,6 +349,27 @@ async fn plan(args: &SimulateArgs) -> Result<Plan, SimulateError> {
         confirmation,
         topic_prefix: args.topic_prefix.trim_end_matches('/').to_owned(),
     })
+}
+
+/// The runtime a run is driven by, with `threads` threads (`--threads`), by default one. The
+/// simulator shares the machine with the service it loads, and every fix is a write, a read
+/// and a wake-up; on one thread those wake-ups are a queue push, where a pool of workers
+/// wakes a parked one through a futex or the I/O driver's eventfd and moves tasks between its
+/// queues (a third of the simulator's CPU per fix at a fixed rate, `benches/README.md`).
+///
+/// # Errors
+/// When the runtime cannot be started.
+pub fn runtime(threads: u16) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(threads))
+            .enable_all()
+            .build()
+    }
 }
 
 /// Runs the simulation and returns what to print on stdout: the summary, or in a shard
@@ -610,6 +636,7 @@ async fn device(
     let mut next_at = start + phase;
     let mut retry_at = start;
     let mut reports: u64 = 0;
+    let mut points: Vec<TrackPoint> = Vec::with_capacity(plan.batch_size as usize);
     loop {
         if next_at >= end {
             break;
@@ -623,7 +650,10 @@ async fn device(
             && next_at + plan.interval * (plan.batch_size - 1) < end;
         let n = if batch { plan.batch_size } else { 1 };
         let send_at = next_at + plan.interval * (n - 1);
-        tokio::time::sleep_until(send_at).await;
+        // A closed loop's next send is due already: no timer to set and fire.
+        if send_at > Instant::now() {
+            tokio::time::sleep_until(send_at).await;
+        }
         let Some(current) = link.as_mut() else {
             if Instant::now() < retry_at {
                 next_at = retry_at.max(next_at + plan.interval);
@@ -645,7 +675,8 @@ async fn device(
             }
             continue;
         };
-        let points: Vec<TrackPoint> = (0..n).map(|_| walker.next_point()).collect();
+        points.clear();
+        points.extend((0..n).map(|_| walker.next_point()));
         shared
             .counters
             .sent
@@ -797,6 +828,8 @@ fn shard_args(args: &SimulateArgs, shard: Shard) -> Vec<String> {
         args.topic_prefix.clone(),
         "--level".into(),
         args.level.clone(),
+        "--threads".into(),
+        args.threads.to_string(),
         "--shard".into(),
         format!("{}/{}", shard.index, shard.count),
     ];
@@ -896,6 +929,8 @@ mod tests {
             "18.4",
             "--target",
             "localhost:5015",
+            "--threads",
+            "3",
         ])
         .unwrap();
         let mut again = vec!["x".to_owned()];
@@ -911,6 +946,7 @@ mod tests {
         assert_eq!(back.zone_lat, -33.9);
         assert_eq!(back.target.as_deref(), Some("localhost:5015"));
         assert_eq!(back.shard, Some(Shard { index: 1, count: 2 }));
+        assert_eq!(back.threads, 3);
     }
 
     #[test]
