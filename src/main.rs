@@ -13,11 +13,6 @@ use ewall::store::Role;
 use ewall_protocol::Protocol;
 use tracing_subscriber::EnvFilter;
 
-// Each fix allocates small blocks on a connection's thread that the shard or writer frees on
-// another; mimalloc frees them into per-thread pages without glibc's consolidation passes.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Real-time GPS electronic-fence monitoring.
 #[derive(Debug, Parser)]
 #[command(name = "ewall", version, about)]
