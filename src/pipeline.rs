@@ -9,9 +9,9 @@
 //! The entrance ([`Entrance`]) sends each person's submissions to one shard (by a hash of the
 //! person id), so a person's fixes are checked in order by one engine that owns their state,
 //! while different persons are checked in parallel. It picks the shard in the sender's task, so
-//! a submission wakes one task on its way to the writer, not a router first. Each shard turns zone transitions and device alarms into
-//! alerts and passes them, with the positions, to the writer, which commits both in one
-//! transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
+//! a submission wakes one task on its way to the writer, not a router first. Each shard turns
+//! zone transitions and device alarms into alerts and passes them, with the positions, to the
+//! writer, which commits both in one transaction. Channels are bounded: a slow store pushes back on ingest rather than queueing
 //! without limit.
 //!
 //! # A transition counts once its commit is confirmed
