@@ -3088,21 +3088,26 @@ mod tests {
         assert_eq!(raised.data, serde_json::to_value(&a).unwrap());
     }
 
+    /// Brings `store`'s schema up to the migration before `version` only.
+    async fn migrate_before(store: &SqliteStore, version: i64) {
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&store.writer).await.unwrap();
+    }
+
     #[tokio::test]
     async fn positions_stored_before_person_devices_are_still_found_by_person() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = SqliteStore::open(&url).await.unwrap();
         // The schema before migration 0022, with a wristband that two persons wore in turn.
-        let mut before = sqlx::migrate!("./migrations/sqlite");
-        before.migrations = before
-            .migrations
-            .iter()
-            .filter(|m| m.version < 22)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
-        before.run(&store.writer).await.unwrap();
+        migrate_before(&store, 22).await;
         let (first, second) = (new_id(), new_id());
         for (person, time) in [(first, 1_000_i64), (first, 2_000), (second, 3_000)] {
             sqlx::query(
@@ -3141,15 +3146,7 @@ mod tests {
         let store = SqliteStore::open(&url).await.unwrap();
         // The schema as it was before migration 0010, with an alert resolved and one
         // acknowledged the old way.
-        let mut before = sqlx::migrate!("./migrations/sqlite");
-        before.migrations = before
-            .migrations
-            .iter()
-            .filter(|m| m.version < 10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .into();
-        before.run(&store.writer).await.unwrap();
+        migrate_before(&store, 10).await;
         let person = new_id().to_string();
         let (resolved, acked) = (new_id(), new_id());
         for (seq, id, state, note, acked_at, resolved_at) in [
