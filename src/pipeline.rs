@@ -1690,12 +1690,11 @@ mod tests {
         start_counted(store, Arc::new(Metrics::new())).await
     }
 
-    async fn start_counted(store: Arc<FlakyStore>, metrics: Arc<Metrics>) -> Pipeline {
-        let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
-        let resume = Resume::load(store.as_ref()).await.unwrap();
-        let settings = PipelineSettings {
+    /// The tests' pipeline: `shards` fence shards, one commit attempt, small channels.
+    fn test_settings(shards: usize) -> PipelineSettings {
+        PipelineSettings {
             fence: FenceConfig {
-                shards: 1,
+                shards,
                 ..FenceConfig::default()
             },
             levels: LevelsConfig::default(),
@@ -1706,8 +1705,13 @@ mod tests {
             channel_capacity: 16,
             supervision: SupervisionConfig::default(),
             clock: Clock::System,
-        };
-        Pipeline::spawn(settings, store, registry, metrics, &resume)
+        }
+    }
+
+    async fn start_counted(store: Arc<FlakyStore>, metrics: Arc<Metrics>) -> Pipeline {
+        let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
+        let resume = Resume::load(store.as_ref()).await.unwrap();
+        Pipeline::spawn(test_settings(1), store, registry, metrics, &resume)
     }
 
     /// A fix `minute` minutes into the morning, at the home circle's centre or 3 km east.
@@ -1813,19 +1817,8 @@ mod tests {
         }
         let registry = Arc::new(Registry::load(store.as_ref()).await.unwrap());
         let resume = Resume::load(store.as_ref()).await.unwrap();
-        let settings = PipelineSettings {
-            fence: FenceConfig {
-                shards: 4,
-                ..FenceConfig::default()
-            },
-            levels: LevelsConfig::default(),
-            store: StoreConfig::default(),
-            channel_capacity: 64,
-            supervision: SupervisionConfig::default(),
-            clock: Clock::System,
-        };
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Pipeline::spawn(settings, store.clone(), registry, metrics, &resume);
+        let pipeline = Pipeline::spawn(test_settings(4), store.clone(), registry, metrics, &resume);
         let shards: std::collections::HashSet<usize> = persons
             .iter()
             .map(|(person, _)| shard_for(person, 4))

@@ -342,11 +342,9 @@ impl Metrics {
         // dashboard's rate() sees the first event instead of a series appearing from nowhere.
         for protocol in ewall_protocol::Protocol::ALL {
             let name = [protocol.name()];
-            metrics.frames_decoded.with_label_values(&name);
-            metrics.frames_integrity_mismatch.with_label_values(&name);
-            metrics.fixes_received.with_label_values(&name);
             metrics.connections_open.with_label_values(&name);
             metrics.ingest_waits.with_label_values(&name);
+            // Creating the frame counters creates their series.
             let counters = IngestCounters {
                 frames_decoded: metrics.frames_decoded.with_label_values(&name),
                 frames_integrity_mismatch: metrics
